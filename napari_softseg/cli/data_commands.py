@@ -1,0 +1,205 @@
+"""``softseg inspect``, ``softseg softlabel`` and ``softseg evaluate``: data and metrics, no model."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SoftsegError
+
+
+def _add_case_patterns(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--image-pattern", help="glob of the image in a plain folder (default image.nii[.gz])")
+    p.add_argument("--mask-pattern", help="glob of the rater masks in a plain folder (default task0T_seg0R names)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the data commands to the ``softseg`` parser."""
+    p = sub.add_parser("inspect", help="list the cases, tasks, raters, shapes and problems found")
+    p.add_argument("path", metavar="DATASET_OR_CASE")
+    p.add_argument("--json", metavar="OUT.json", help="also write what was found as JSON")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    _add_case_patterns(p)
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("softlabel", help="build a soft label from a case's rater masks")
+    p.add_argument("case", metavar="CASE")
+    p.add_argument("-o", "--out", required=True, metavar="OUT.nii.gz")
+    p.add_argument("--task", type=int, default=1)
+    p.add_argument("--method", default="mean", help="mean (default), smoothed, majority, staple")
+    p.add_argument("--sigma-mm", type=float, default=1.0, help="Gaussian sigma in mm for 'smoothed'")
+    p.add_argument("--weights", help="comma-separated per-rater weights, e.g. 1,1,0.5")
+    p.add_argument("--agreement", metavar="OUT.nii.gz", help="also write how many raters marked each voxel")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    _add_case_patterns(p)
+    p.set_defaults(func=cmd_softlabel)
+
+    p = sub.add_parser("evaluate", help="score a soft prediction against a case's raters (QUBIQ, ECE, raters)")
+    p.add_argument("case", metavar="CASE")
+    p.add_argument("--pred", required=True, metavar="PRED.nii.gz", help="soft prediction in [0, 1]")
+    p.add_argument("--task", type=int, default=1)
+    p.add_argument("--threshold", type=float, default=0.5, help="operating point for the rater comparison")
+    p.add_argument("--json", metavar="OUT.json", help="write all numbers as JSON")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    _add_case_patterns(p)
+    p.set_defaults(func=cmd_evaluate)
+
+
+def _patterns(args: argparse.Namespace) -> dict:
+    return {"image_pattern": args.image_pattern, "mask_pattern": args.mask_pattern}
+
+
+def describe_dataset(path: str, **patterns) -> dict:
+    """What ``inspect`` reports: cases with split, shape, spacing and rater counts per task (headers only)."""
+    import nibabel as nib
+
+    from ..dataset import discover
+
+    ds = discover(path, **patterns)
+    cases = []
+    problems = list(ds.problems)
+    for case in ds.cases:
+        entry = {"name": case.name, "split": case.split, "path": str(case.path)}
+        try:
+            header = nib.load(str(case.image_path)).header
+            entry["shape"] = [int(s) for s in header.get_data_shape()]
+            entry["spacing_mm"] = [round(float(z), 4) for z in header.get_zooms()[:3]]
+        except Exception as exc:  # a damaged header is reported, not fatal for the listing
+            problems.append(f"{case.image_path}: cannot read header ({exc})")
+        entry["raters_per_task"] = {str(t): len(p) for t, p in case.tasks.items()}
+        cases.append(entry)
+    return {"path": str(ds.path), "n_cases": len(cases), "tasks": ds.task_numbers, "cases": cases, "problems": problems}
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from ..files import check_writable, write_json
+
+    if args.json:
+        check_writable(args.json, args.overwrite)
+    info = describe_dataset(args.path, **_patterns(args))
+    splits: dict[str, int] = {}
+    for c in info["cases"]:
+        splits[c["split"] or "(no split)"] = splits.get(c["split"] or "(no split)", 0) + 1
+    print(f"{info['path']}: {info['n_cases']} case(s) — " + ", ".join(f"{k}: {v}" for k, v in splits.items()))
+    print(f"tasks: {', '.join(map(str, info['tasks'])) or 'none'}")
+    name_w = max(len(c["name"]) for c in info["cases"])
+    print(f"{'case':<{name_w}}  {'shape':<16} {'spacing (mm)':<20} raters per task")
+    for c in info["cases"]:
+        shape = "x".join(map(str, c.get("shape", []))) or "?"
+        spacing = "x".join(f"{s:g}" for s in c.get("spacing_mm", [])) or "?"
+        raters = ", ".join(f"task {t}: {n}" for t, n in c["raters_per_task"].items()) or "no masks"
+        print(f"{c['name']:<{name_w}}  {shape:<16} {spacing:<20} {raters}")
+    for problem in info["problems"]:
+        print(f"problem: {problem}")
+    if args.json:
+        write_json(args.json, info, args.overwrite)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _parse_weights(text: str | None) -> list[float] | None:
+    if not text:
+        return None
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise SoftsegError(f"--weights must be comma-separated numbers, got {text!r}") from None
+
+
+def cmd_softlabel(args: argparse.Namespace) -> int:
+    from ..dataset import load_case
+    from ..files import check_writable, write_json
+    from ..nifti import save_volume, strip_nifti_suffix
+    from ..softlabels import agreement_map, make_soft_label
+
+    out = Path(args.out)
+    sidecar = out.with_name(strip_nifti_suffix(out.name) + ".json")
+    for path in [out, sidecar] + ([Path(args.agreement)] if args.agreement else []):
+        check_writable(path, args.overwrite)
+    case = load_case(args.case, args.task, **_patterns(args))
+    for w in case.warnings:
+        print(f"warning: {case.name}: {w}")
+    soft = make_soft_label(
+        case.masks,
+        args.method,
+        spacing=case.spacing,
+        sigma_mm=args.sigma_mm,
+        weights=_parse_weights(args.weights),
+        rater_names=case.rater_names,
+    )
+    provenance = dict(soft.provenance, source_case=str(case.image_path.parent), task=args.task)
+    save_volume(out, soft.data, case.reference_volume, overwrite=args.overwrite, dtype=np.float32,
+                description=f"softseg soft label: {soft.provenance['method']}")
+    write_json(sidecar, provenance, args.overwrite)
+    print(f"wrote {out} ({soft.provenance['method']} of {case.masks.shape[0]} raters) and {sidecar.name}")
+    if args.agreement:
+        save_volume(args.agreement, agreement_map(case.masks), case.reference_volume, overwrite=args.overwrite,
+                    dtype=np.uint8, description="softseg agreement: raters per voxel")
+        print(f"wrote {args.agreement}")
+    return 0
+
+
+def load_prediction(path: str | Path, spatial_shape: tuple[int, ...]) -> np.ndarray:
+    """Read a soft prediction and check it is finite, in ``[0, 1]`` and of the case's shape."""
+    from ..nifti import check_finite, load_volume
+
+    vol = load_volume(path)
+    data = np.asarray(vol.data)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    check_finite(data, path, "prediction")
+    if data.shape != tuple(spatial_shape):
+        raise SoftsegError(f"prediction shape {data.shape} does not match the case's {tuple(spatial_shape)}", path)
+    lo, hi = float(data.min()), float(data.max())
+    if lo < 0 or hi > 1:
+        raise SoftsegError(f"prediction must be probabilities in [0, 1], found values {lo:g} … {hi:g}", path)
+    return data.astype(np.float32, copy=False)
+
+
+def format_evaluation(name: str, result: dict) -> str:
+    """A readable table of :func:`napari_softseg.metrics.evaluate_case`'s result."""
+    lines = [f"case {name}: {result['n_raters']} rater(s)"]
+    lines.append(f"  QUBIQ score  {result['qubiq_score']:.4f}   (mean Dice over t = 0.1 … 0.9, p > t)")
+    lines.append("  Dice per t   " + "  ".join(f"{t}:{d:.3f}" for t, d in result["dice_per_threshold"].items()))
+    lines.append(f"  ECE          {result['ece']:.4f}   (10 bins, vs mean of raters)")
+    op = result["operating_point_vs_majority"]
+    lines.append(
+        f"  at p >= {result['threshold']:g} vs majority: precision {op['precision']:.3f}  recall {op['recall']:.3f}"
+        f"  Dice {op['dice']:.3f}"
+    )
+    if result["raters"]:
+        lines.append("  leave-one-rater-out (consensus of the other raters):")
+        lines.append(f"    {'rater':<12} {'rater Dice':>10} {'model Dice':>10}")
+        for row in result["raters"]:
+            better = "  model better" if row["model_dice_vs_same"] > row["dice_vs_others"] else ""
+            lines.append(
+                f"    {row['rater']:<12} {row['dice_vs_others']:>10.4f} {row['model_dice_vs_same']:>10.4f}{better}"
+            )
+        lines.append(f"  model beats {result['model_beats_raters']} of {len(result['raters'])} raters")
+    else:
+        lines.append("  leave-one-rater-out needs at least 2 raters")
+    return "\n".join(lines)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ..dataset import load_case
+    from ..files import check_writable, write_json
+    from ..metrics import evaluate_case
+
+    if args.json:
+        check_writable(args.json, args.overwrite)
+    if not 0.0 <= args.threshold <= 1.0:
+        raise SoftsegError(f"--threshold must be in [0, 1], got {args.threshold}")
+    case = load_case(args.case, args.task, **_patterns(args))
+    for w in case.warnings:
+        print(f"warning: {case.name}: {w}")
+    pred = load_prediction(args.pred, case.spatial_shape)
+    result = evaluate_case(pred, case.masks, case.rater_names, case.spacing, args.threshold)
+    result = {"case": case.name, "task": args.task, "prediction": str(args.pred), **result}
+    print(format_evaluation(case.name, result))
+    if args.json:
+        write_json(args.json, result, args.overwrite)
+        print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,411 @@
+"""Finding and loading multi-rater cases: QUBIQ datasets and plain folders.
+
+A **case** is one image with the masks of several raters for one or more tasks. On disk:
+
+- QUBIQ 2020/2021: ``<dataset>/Training/caseNN/image.nii.gz`` with ``task0T_seg0R.nii.gz`` (task T, rater
+  R), ``Validation/`` likewise; 2021's pancreas datasets put ``caseX-Y`` folders directly under the
+  dataset. Some releases name masks ``caseNN_seg0R.nii.gz`` (task 1).
+- A plain folder with one image and several masks, matched by user-given glob patterns.
+
+:func:`discover` walks a folder and lists cases without reading voxel data; :func:`load_case` reads
+one case and checks it (shapes, affines, binary masks, finite values).
+
+Example:
+    >>> ds = discover("QUBIQ/brain-growth")  # doctest: +SKIP
+    >>> data = load_case(ds.cases[0], task=1)  # doctest: +SKIP
+    >>> data.image.shape, data.masks.shape  # doctest: +SKIP
+    ((1, 256, 256, 1), (7, 256, 256, 1))
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import SoftsegError
+from .nifti import Volume, check_finite, is_nifti_path, load_volume
+
+#: ``task01_seg03.nii.gz`` (task 1, rater 3) or ``case01_seg03.nii.gz`` / ``seg03.nii.gz`` (task 1).
+MASK_RE = re.compile(r"^(?:.*?task0*(?P<task>\d+)_)?(?:.*?_)?seg0*(?P<rater>\d+)\.nii(?:\.gz)?$", re.I)
+IMAGE_NAMES = ("image.nii.gz", "image.nii")
+SPLIT_NAMES = {"training": "Training", "validation": "Validation", "test": "Test", "testing": "Test"}
+MAX_DEPTH = 4
+AFFINE_ATOL_MM = 1e-3
+AFFINE_RTOL = 1e-4
+
+
+def _natural_key(text: str) -> list:
+    return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", text)]
+
+
+@dataclass
+class Case:
+    """One case on disk (nothing read yet).
+
+    Attributes:
+        name: Path relative to the dataset root (``"Training/case01"``), or the folder name.
+        path: The case folder.
+        split: ``"Training"``, ``"Validation"``, ``"Test"`` or ``""``.
+        image_path: The image file (``None`` when the folder has masks but no image).
+        tasks: Task number → rater mask paths, ordered by rater number.
+        rater_ids: Task number → rater numbers as written in the file names.
+    """
+
+    name: str
+    path: Path
+    split: str
+    image_path: Path | None
+    tasks: dict[int, list[Path]] = field(default_factory=dict)
+    rater_ids: dict[int, list[int]] = field(default_factory=dict)
+
+    def raters(self, task: int = 1) -> list[Path]:
+        """Mask paths of ``task`` (empty if the task is absent)."""
+        return self.tasks.get(task, [])
+
+
+@dataclass
+class Dataset:
+    """Cases found under a folder, and problems met while looking.
+
+    Attributes:
+        path: The folder that was searched.
+        cases: Cases in natural order of their names.
+        problems: One line per folder that looked like a case but cannot be used.
+    """
+
+    path: Path
+    cases: list[Case]
+    problems: list[str] = field(default_factory=list)
+
+    def split(self, name: str) -> list[Case]:
+        """Cases of one split (``"Training"``, ``"Validation"``, ...), compared case-insensitively."""
+        return [c for c in self.cases if c.split.lower() == name.lower()]
+
+    @property
+    def task_numbers(self) -> list[int]:
+        """All task numbers seen in any case."""
+        return sorted({t for c in self.cases for t in c.tasks})
+
+
+@dataclass
+class CaseData:
+    """A loaded, checked case.
+
+    Attributes:
+        name: Case name.
+        image: ``float32 (C, X, Y, Z)``.
+        masks: ``uint8 (R, X, Y, Z)`` in ``{0, 1}``.
+        rater_names: ``["rater 1", ...]`` following the numbers in the file names.
+        affine: The image's voxel-to-world matrix.
+        spacing: Voxel size in mm.
+        header: The image's NIfTI header (reused when writing results).
+        image_path: Source image file.
+        mask_paths: Source mask files, in rater order.
+        task: Task number the masks belong to.
+        warnings: Valid-but-notable facts (one rater, empty masks).
+    """
+
+    name: str
+    image: np.ndarray
+    masks: np.ndarray
+    rater_names: list[str]
+    affine: np.ndarray
+    spacing: tuple[float, float, float]
+    header: object
+    image_path: Path
+    mask_paths: list[Path]
+    task: int
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def spatial_shape(self) -> tuple[int, int, int]:
+        """``(X, Y, Z)``."""
+        return tuple(int(s) for s in self.image.shape[1:])
+
+    @property
+    def reference_volume(self) -> Volume:
+        """A :class:`Volume` carrying this case's geometry, for writing results."""
+        return Volume(data=self.image[0], affine=self.affine, header=self.header, path=self.image_path)
+
+
+def _scan_folder(folder: Path, image_pattern: str | None, mask_pattern: str | None) -> Case | None:
+    """Return a Case if ``folder`` directly holds an image and/or rater masks."""
+    try:
+        files = sorted((p for p in folder.iterdir() if p.is_file()), key=lambda p: _natural_key(p.name))
+    except OSError:
+        return None
+    image_path = None
+    tasks: dict[int, list[tuple[int, Path]]] = {}
+    for p in files:
+        if not is_nifti_path(p):
+            continue
+        name = p.name
+        if image_pattern is not None:
+            if fnmatch.fnmatch(name, image_pattern):
+                if image_path is not None:
+                    raise SoftsegError(f"image pattern {image_pattern!r} matches several files", folder)
+                image_path = p
+                continue
+        elif name.lower() in IMAGE_NAMES:
+            image_path = p
+            continue
+        if mask_pattern is not None:
+            if fnmatch.fnmatch(name, mask_pattern):
+                tasks.setdefault(1, []).append((len(tasks.get(1, [])) + 1, p))
+            continue
+        m = MASK_RE.match(name)
+        if m:
+            task = int(m.group("task") or 1)
+            tasks.setdefault(task, []).append((int(m.group("rater")), p))
+    if image_path is None and not tasks:
+        return None
+    ordered = {t: sorted(v) for t, v in sorted(tasks.items())}
+    return Case(
+        name=folder.name,
+        path=folder,
+        split="",
+        image_path=image_path,
+        tasks={t: [p for _, p in v] for t, v in ordered.items()},
+        rater_ids={t: [r for r, _ in v] for t, v in ordered.items()},
+    )
+
+
+def find_case(
+    path: str | os.PathLike, *, image_pattern: str | None = None, mask_pattern: str | None = None
+) -> Case:
+    """Read one case folder's file list.
+
+    Args:
+        path: A QUBIQ case folder, or a plain folder with one image and several masks.
+        image_pattern: Glob for the image file name in a plain folder (default ``image.nii[.gz]``).
+        mask_pattern: Glob for the rater masks in a plain folder (default QUBIQ ``task0T_seg0R``
+            names); matched masks are raters of task 1, in natural name order.
+
+    Raises:
+        SoftsegError: The path is missing, not a folder, or holds no image.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise SoftsegError("folder not found", path)
+    if not path.is_dir():
+        raise SoftsegError("not a folder: expected a case folder holding image.nii.gz and rater masks", path)
+    case = _scan_folder(path, image_pattern, mask_pattern)
+    if case is None or case.image_path is None:
+        want = image_pattern or "image.nii.gz"
+        listing = ", ".join(sorted(p.name for p in path.iterdir())[:6]) or "nothing"
+        raise SoftsegError(f"not a case folder: no {want} found (it holds: {listing})", path)
+    return case
+
+
+def discover(
+    path: str | os.PathLike, *, image_pattern: str | None = None, mask_pattern: str | None = None
+) -> Dataset:
+    """List the cases under a folder without reading voxel data.
+
+    ``path`` may be a dataset root (with ``Training/``, ``Validation/`` or ``caseX-Y`` folders), one split
+    folder, a folder of several datasets, or a single case folder.
+
+    Raises:
+        SoftsegError: The path is missing or is not a folder, or no case was found.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise SoftsegError("folder not found", root)
+    if not root.is_dir():
+        raise SoftsegError("not a folder: expected a dataset or case folder", root)
+    cases: list[Case] = []
+    problems: list[str] = []
+
+    def walk(folder: Path, depth: int, split: str) -> None:
+        case = _scan_folder(folder, image_pattern, mask_pattern)
+        if case is not None:
+            rel = folder.relative_to(root).as_posix()
+            case.name = rel if rel != "." else folder.name
+            case.split = split
+            if case.image_path is None:
+                problems.append(f"{folder}: rater masks but no image.nii.gz; skipped")
+            else:
+                cases.append(case)
+            return
+        if depth >= MAX_DEPTH:
+            return
+        try:
+            subfolders = sorted((p for p in folder.iterdir() if p.is_dir()), key=lambda p: _natural_key(p.name))
+        except OSError as exc:
+            problems.append(f"{folder}: cannot list ({exc.strerror})")
+            return
+        for sub in subfolders:
+            if sub.name.startswith("."):
+                continue
+            walk(sub, depth + 1, SPLIT_NAMES.get(sub.name.lower(), split))
+
+    walk(root, 0, SPLIT_NAMES.get(root.name.lower(), ""))
+    if not cases:
+        raise SoftsegError(
+            "no cases found: expected case folders holding image.nii.gz and task01_seg01.nii.gz ... "
+            "(QUBIQ layout) or pass --image-pattern/--mask-pattern for a plain folder",
+            root,
+        )
+    for case in cases:
+        if not case.tasks:
+            problems.append(f"{case.path}: image but no rater masks (usable for prediction only)")
+    return Dataset(path=root, cases=cases, problems=problems)
+
+
+def _to_channels_first(data: np.ndarray, mask_shape: tuple[int, ...] | None, n_channels: int | None) -> np.ndarray:
+    """Arrange image data as ``(C, X, Y, Z)`` (see docs/architecture.md)."""
+    if data.ndim == 4:
+        return np.moveaxis(data, -1, 0)
+    if mask_shape is not None:
+        if data.shape == mask_shape:
+            return data[np.newaxis]
+        if mask_shape[2] == 1 and data.shape[:2] == mask_shape[:2]:
+            return np.moveaxis(data, -1, 0)[..., np.newaxis]  # 2D multi-channel (X, Y, C)
+        return data[np.newaxis]  # shape mismatch is reported by the caller
+    if n_channels and n_channels > 1 and data.shape[2] == n_channels:
+        return np.moveaxis(data, -1, 0)[..., np.newaxis]
+    return data[np.newaxis]
+
+
+def load_image(path: str | os.PathLike, n_channels: int | None = None) -> tuple[np.ndarray, Volume]:
+    """Read an image alone (for prediction) as ``float32 (C, X, Y, Z)``.
+
+    Args:
+        path: NIfTI file.
+        n_channels: Channels the consumer expects; a 3D file ``(X, Y, C)`` with ``C == n_channels > 1`` is
+            read as a 2D multi-channel image.
+
+    Raises:
+        SoftsegError: Unreadable file or NaN/inf values.
+    """
+    vol = load_volume(path)
+    check_finite(vol.data, vol.path, "image")
+    image = _to_channels_first(np.asarray(vol.data), None, n_channels).astype(np.float32, copy=False)
+    return image, vol
+
+
+def binarize_mask(data: np.ndarray, path: str | os.PathLike) -> np.ndarray:
+    """Check a rater mask is binary and return it as ``uint8`` in ``{0, 1}``.
+
+    Accepted: bool, ``{0, 1}`` and ``{0, 255}`` (any numeric dtype holding exactly those values).
+
+    Raises:
+        SoftsegError: Other values; the message lists (up to six of) the values found.
+    """
+    if data.dtype == np.bool_:
+        return data.astype(np.uint8)
+    if np.issubdtype(data.dtype, np.floating) and not np.all(np.isfinite(data)):
+        raise SoftsegError("mask is not binary: it contains NaN or infinite values", path)
+    values = np.unique(data)
+    if np.all(np.isin(values, (0, 1))):
+        return (data == 1).astype(np.uint8)
+    if np.all(np.isin(values, (0, 255))):
+        return (data == 255).astype(np.uint8)
+    shown = ", ".join(f"{v:g}" for v in values[:6].astype(np.float64)) + (", ..." if values.size > 6 else "")
+    raise SoftsegError(
+        f"mask is not binary (values found: {shown}); expected {{0, 1}}, {{0, 255}} or bool", path
+    )
+
+
+def _same_affine(a: np.ndarray, b: np.ndarray) -> bool:
+    return bool(np.allclose(a, b, rtol=AFFINE_RTOL, atol=AFFINE_ATOL_MM))
+
+
+def load_case(
+    case_or_path: Case | str | os.PathLike,
+    task: int = 1,
+    *,
+    image_pattern: str | None = None,
+    mask_pattern: str | None = None,
+    allow_no_masks: bool = False,
+) -> CaseData:
+    """Read and check one case.
+
+    Args:
+        case_or_path: A :class:`Case` from :func:`discover`, or a case folder.
+        task: Which task's masks to read (QUBIQ ``task0T``).
+        image_pattern: See :func:`find_case`.
+        mask_pattern: See :func:`find_case`.
+        allow_no_masks: Return a case with zero raters instead of failing (prediction only).
+
+    Raises:
+        SoftsegError: Missing task or masks, unreadable files, NaN/inf in the image, shape or affine
+            mismatch between image and a mask, or a mask that is not binary. The message names the file.
+    """
+    case = (
+        case_or_path
+        if isinstance(case_or_path, Case)
+        else find_case(case_or_path, image_pattern=image_pattern, mask_pattern=mask_pattern)
+    )
+    if case.image_path is None:
+        raise SoftsegError("case has rater masks but no image", case.path)
+    mask_paths = case.raters(task)
+    if not mask_paths and not allow_no_masks:
+        if case.tasks:
+            found = ", ".join(str(t) for t in case.tasks)
+            raise SoftsegError(f"no rater masks for task {task} (tasks found: {found})", case.path)
+        raise SoftsegError("case has no rater masks (expected task01_seg01.nii.gz, ...)", case.path)
+
+    image_vol = load_volume(case.image_path)
+    check_finite(image_vol.data, case.image_path, "image")
+    masks: list[np.ndarray] = []
+    mask_shape = None
+    for mpath in mask_paths:
+        mvol = load_volume(mpath)
+        if mvol.data.ndim == 4 and mvol.data.shape[3] == 1:
+            mvol.data = mvol.data[..., 0]
+        if mvol.data.ndim != 3:
+            raise SoftsegError(f"mask must be 2D or 3D, got shape {mvol.data.shape}", mpath)
+        if mask_shape is None:
+            mask_shape = mvol.data.shape
+        elif mvol.data.shape != mask_shape:
+            raise SoftsegError(
+                f"mask shape {mvol.data.shape} differs from {mask_paths[0].name}'s {mask_shape}", mpath
+            )
+        if not _same_affine(mvol.affine, image_vol.affine):
+            raise SoftsegError(
+                "mask affine differs from the image's (beyond 0.001 mm): "
+                f"mask {np.round(mvol.affine, 3).tolist()} vs image {np.round(image_vol.affine, 3).tolist()}",
+                mpath,
+            )
+        masks.append(binarize_mask(np.asarray(mvol.data), mpath))
+
+    image = _to_channels_first(np.asarray(image_vol.data), mask_shape, None).astype(np.float32, copy=False)
+    if mask_shape is not None and image.shape[1:] != mask_shape:
+        raise SoftsegError(
+            f"image shape {tuple(image_vol.data.shape)} does not match mask shape {mask_shape} "
+            f"({mask_paths[0].name})",
+            case.image_path,
+        )
+    spatial = image.shape[1:]
+    mask_array = np.stack(masks) if masks else np.zeros((0, *spatial), dtype=np.uint8)
+    rater_ids = case.rater_ids.get(task, list(range(1, len(mask_paths) + 1)))
+    rater_names = [f"rater {r}" for r in rater_ids]
+
+    warnings: list[str] = []
+    if len(masks) == 1:
+        warnings.append("only one rater: the soft label equals that rater's hard mask")
+    if masks:
+        empty = [n for n, m in zip(rater_names, mask_array) if not m.any()]
+        if len(empty) == len(masks):
+            warnings.append("all rater masks are empty")
+        elif empty:
+            warnings.append("empty mask: " + ", ".join(empty))
+    return CaseData(
+        name=case.name,
+        image=image,
+        masks=mask_array,
+        rater_names=rater_names,
+        affine=image_vol.affine,
+        spacing=image_vol.spacing,
+        header=image_vol.header,
+        image_path=case.image_path,
+        mask_paths=list(mask_paths),
+        task=task,
+        warnings=warnings,
+    )

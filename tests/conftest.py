@@ -1,0 +1,42 @@
+"""Shared fixtures. Owned by the lead; add fixtures in your own test module unless several modules need them."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+
+def write_nifti(path, data, affine=None, dtype=None):
+    """Write an array as NIfTI with plain nibabel (independent of the package's writer)."""
+    data = np.asarray(data)
+    if dtype is not None:
+        data = data.astype(dtype)
+    img = nib.Nifti1Image(data, np.eye(4) if affine is None else affine)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(img, str(path))
+    return path
+
+
+@pytest.fixture
+def make_case(tmp_path):
+    """Write a case folder from arrays: ``make_case(image, masks, name="case01", affine=None)``."""
+
+    def _make(image, masks, name="case01", affine=None, mask_affines=None, task=1):
+        folder = tmp_path / name
+        write_nifti(folder / "image.nii.gz", image, affine)
+        for i, m in enumerate(masks, start=1):
+            aff = affine if mask_affines is None else mask_affines[i - 1]
+            write_nifti(folder / f"task{task:02d}_seg{i:02d}.nii.gz", m, aff)
+        return folder
+
+    return _make
+
+
+@pytest.fixture(scope="session")
+def synthetic_2d_dataset(tmp_path_factory):
+    """A small 2D QUBIQ-layout dataset: 4 training + 2 validation cases, 3 raters, 64×64."""
+    from napari_softseg.synthetic import write_qubiq_dataset
+
+    root = tmp_path_factory.mktemp("synthetic2d") / "ds"
+    return write_qubiq_dataset(root, n_cases=4, n_validation=2, shape=(64, 64, 1), n_raters=3, seed=1)
