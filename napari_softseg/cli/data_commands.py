@@ -46,6 +46,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_case_patterns(p)
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser("synthetic", help="write a synthetic multi-rater dataset (QUBIQ layout) for trying things out")
+    p.add_argument("out", metavar="OUT_DIR")
+    p.add_argument("--cases", type=int, default=8, help="training cases")
+    p.add_argument("--validation", type=int, default=2, help="validation cases")
+    p.add_argument("--raters", type=int, default=4)
+    p.add_argument("--shape", default="96,96,1", help="X,Y,Z (Z=1 for 2D), e.g. 64,64,24")
+    p.add_argument("--channels", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
+    p.set_defaults(func=cmd_synthetic)
+
 
 def _patterns(args: argparse.Namespace) -> dict:
     return {"image_pattern": args.image_pattern, "mask_pattern": args.mask_pattern}
@@ -202,4 +213,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         write_json(args.json, result, args.overwrite)
         print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_synthetic(args: argparse.Namespace) -> int:
+    from ..synthetic import write_qubiq_dataset
+
+    try:
+        shape = tuple(int(x) for x in args.shape.split(","))
+    except ValueError:
+        raise SoftsegError(f"--shape must be X,Y,Z integers, got {args.shape!r}") from None
+    try:
+        root = write_qubiq_dataset(args.out, n_cases=args.cases, n_validation=args.validation, shape=shape,
+                                   n_raters=args.raters, n_channels=args.channels, seed=args.seed,
+                                   overwrite=args.overwrite)
+    except ValueError as exc:
+        raise SoftsegError(str(exc)) from None
+    print(f"wrote {args.cases} training + {args.validation} validation case(s) to {root}")
     return 0
