@@ -142,7 +142,7 @@ def _scan_folder(folder: Path, image_pattern: str | None, mask_pattern: str | No
     image_path = None
     tasks: dict[int, list[tuple[int, Path]]] = {}
     for p in files:
-        if not is_nifti_path(p):
+        if not is_nifti_path(p) or p.name.startswith("."):  # skip macOS "._" files and hidden temporaries
             continue
         name = p.name
         if image_pattern is not None:
@@ -152,6 +152,8 @@ def _scan_folder(folder: Path, image_pattern: str | None, mask_pattern: str | No
                 image_path = p
                 continue
         elif name.lower() in IMAGE_NAMES:
+            if image_path is not None:
+                raise SoftsegError(f"two images: {image_path.name} and {name}; keep one", folder)
             image_path = p
             continue
         if mask_pattern is not None:
@@ -165,6 +167,10 @@ def _scan_folder(folder: Path, image_pattern: str | None, mask_pattern: str | No
     if image_path is None and not tasks:
         return None
     ordered = {t: sorted(v) for t, v in sorted(tasks.items())}
+    for t, raters in ordered.items():
+        for (r1, p1), (r2, p2) in zip(raters, raters[1:]):
+            if r1 == r2:
+                raise SoftsegError(f"rater {r1} of task {t} appears twice: {p1.name} and {p2.name}; keep one", folder)
     return Case(
         name=folder.name,
         path=folder,
@@ -222,7 +228,11 @@ def discover(
     problems: list[str] = []
 
     def walk(folder: Path, depth: int, split: str) -> None:
-        case = _scan_folder(folder, image_pattern, mask_pattern)
+        try:
+            case = _scan_folder(folder, image_pattern, mask_pattern)
+        except SoftsegError as exc:
+            problems.append(f"{exc}; skipped")
+            return
         if case is not None:
             rel = folder.relative_to(root).as_posix()
             case.name = rel if rel != "." else folder.name
@@ -245,6 +255,8 @@ def discover(
             walk(sub, depth + 1, SPLIT_NAMES.get(sub.name.lower(), split))
 
     walk(root, 0, SPLIT_NAMES.get(root.name.lower(), ""))
+    if not cases and problems:
+        raise SoftsegError("no usable case: " + "; ".join(problems), root)
     if not cases:
         raise SoftsegError(
             "no cases found: expected case folders holding image.nii.gz and task01_seg01.nii.gz ... "
@@ -312,8 +324,18 @@ def binarize_mask(data: np.ndarray, path: str | os.PathLike) -> np.ndarray:
     )
 
 
-def _same_affine(a: np.ndarray, b: np.ndarray) -> bool:
-    return bool(np.allclose(a, b, rtol=AFFINE_RTOL, atol=AFFINE_ATOL_MM))
+def check_same_geometry(affine: np.ndarray, reference_affine: np.ndarray, path: str | os.PathLike, what: str) -> None:
+    """Raise unless ``affine`` equals the image's ``reference_affine`` within 0.001 mm (and 1e-4 relative).
+
+    Raises:
+        SoftsegError: Naming ``path`` and both affines.
+    """
+    if not np.allclose(affine, reference_affine, rtol=AFFINE_RTOL, atol=AFFINE_ATOL_MM):
+        raise SoftsegError(
+            f"{what} affine differs from the image's: {np.round(affine, 3).tolist()} vs "
+            f"{np.round(reference_affine, 3).tolist()}",
+            path,
+        )
 
 
 def load_case(
@@ -367,12 +389,7 @@ def load_case(
             raise SoftsegError(
                 f"mask shape {mvol.data.shape} differs from {mask_paths[0].name}'s {mask_shape}", mpath
             )
-        if not _same_affine(mvol.affine, image_vol.affine):
-            raise SoftsegError(
-                "mask affine differs from the image's (beyond 0.001 mm): "
-                f"mask {np.round(mvol.affine, 3).tolist()} vs image {np.round(image_vol.affine, 3).tolist()}",
-                mpath,
-            )
+        check_same_geometry(mvol.affine, image_vol.affine, mpath, "mask")
         masks.append(binarize_mask(np.asarray(mvol.data), mpath))
 
     image = _to_channels_first(np.asarray(image_vol.data), mask_shape, None).astype(np.float32, copy=False)
@@ -388,6 +405,9 @@ def load_case(
     rater_names = [f"rater {r}" for r in rater_ids]
 
     warnings: list[str] = []
+    if image_vol.data.ndim == 3 and image.shape[0] > 1:
+        warnings.append(f"image {tuple(image_vol.data.shape)} read as {image.shape[0]} channels of a 2D slice "
+                        "(its last axis is longer than the masks')")
     if len(masks) == 1:
         warnings.append("only one rater: the soft label equals that rater's hard mask")
     if masks:

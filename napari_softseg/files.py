@@ -24,6 +24,13 @@ def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
     return path
 
 
+def default_file_mode() -> int:
+    """The mode a plain ``open()`` would give a new file under the current umask (``mkstemp`` uses 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = False) -> Path:
     """Write ``data`` to a temporary file beside ``path`` and rename it into place.
 
@@ -39,6 +46,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = F
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     except OSError as exc:
         raise SoftsegError(f"could not write: {exc.strerror or exc}", path) from None
@@ -65,6 +73,8 @@ def _json_safe(obj: object) -> object:
         return [_json_safe(v) for v in obj]
     if isinstance(obj, np.ndarray):
         return _json_safe(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
     if isinstance(obj, (np.floating, float)):
         value = float(obj)
         return value if math.isfinite(value) else None

@@ -53,7 +53,7 @@ def _reference_mean(reference: np.ndarray, like: np.ndarray) -> np.ndarray:
     if reference.ndim == like.ndim + 1 and reference.shape[1:] == like.shape:
         if reference.shape[0] == 0:
             raise SoftsegError("no rater masks to compare with")
-        return reference.astype(np.float64).sum(axis=0) / reference.shape[0]
+        return (reference != 0).sum(axis=0, dtype=np.float64) / reference.shape[0]
     raise SoftsegError(f"prediction shape {like.shape} does not match reference shape {reference.shape}")
 
 
@@ -236,10 +236,13 @@ class PRCurve:
         ok = np.nonzero(self.recall >= min_recall - 1e-12)[0]
         return ok[-1] / self.n_bins if ok.size else 0.0
 
-    def threshold_for_precision(self, min_precision: float) -> float:
-        """The lowest threshold whose precision reaches ``min_precision`` (1 if none does)."""
-        ok = np.nonzero(self.precision >= min_precision - 1e-12)[0]
-        return ok[0] / self.n_bins if ok.size else 1.0
+    def threshold_for_precision(self, min_precision: float) -> float | None:
+        """The lowest threshold whose (non-empty) mask reaches ``min_precision``; ``None`` if none does.
+
+        An empty mask has precision 1 by convention but is no operating point, so it does not count.
+        """
+        ok = np.nonzero((self.precision >= min_precision - 1e-12) & (self.n_positive > 0))[0]
+        return ok[0] / self.n_bins if ok.size else None
 
 
 def reliability(prediction: np.ndarray, target: np.ndarray, n_bins: int = 10) -> dict:
@@ -367,24 +370,28 @@ def evaluate_case(
         masks: Rater masks ``(R, X, Y, Z)``.
         rater_names: Names for the rows.
         spacing: Voxel size in mm (volumes are reported when given).
-        threshold: Operating point for the model's mask in the rater comparison and volumes.
+        threshold: Operating point for the model's mask in the rater comparison and volumes; snapped to
+            the 0.001 grid of :class:`PRCurve` and compared in float32, like every operating point.
 
     Returns:
         ``qubiq_score``, ``dice_per_threshold``, ``threshold_rule``, ``ece`` (10 bins vs the mean of
         raters), ``ece_per_rater``, ``raters`` (leave-one-out rows), ``pairwise_dice``, ``operating_point``
         (vs the majority of raters) and volumes.
     """
-    pred = np.asarray(prediction)
-    masks = np.asarray(masks)
+    pred = np.asarray(prediction).astype(np.float32, copy=False)
+    masks = np.asarray(masks) != 0
     if masks.ndim != pred.ndim + 1 or masks.shape[1:] != pred.shape:
         raise SoftsegError(f"prediction shape {pred.shape} does not match the masks' {masks.shape[1:]}")
     r = masks.shape[0]
     names = list(rater_names) if rater_names is not None else [f"rater {i + 1}" for i in range(r)]
-    mean = masks.astype(np.float64).sum(axis=0) / r
+    mean = masks.sum(axis=0, dtype=np.float64) / r
     score, per_t = qubiq_score(pred, masks)
-    majority = 2 * masks.astype(np.int32).sum(axis=0) > r
-    op = PRCurve(pred, majority, spacing=spacing).at(threshold)
-    rows = leave_one_rater_out(masks, pred, threshold, names)
+    majority = 2 * masks.sum(axis=0, dtype=np.int32) > r
+    curve = PRCurve(pred, majority, spacing=spacing)
+    op = curve.at(threshold)
+    threshold = op.threshold  # one grid threshold for every number below
+    t32 = curve.thresholds[curve.index(threshold)]
+    rows = leave_one_rater_out(masks, pred, t32, names)
     result = {
         "qubiq_score": score,
         "dice_per_threshold": {f"{t:.1f}": d for t, d in zip(QUBIQ_THRESHOLDS, per_t)},
@@ -402,7 +409,7 @@ def evaluate_case(
     }
     if spacing is not None:
         result["volume_ml"] = {
-            "prediction": volume_ml(pred >= threshold, spacing),
+            "prediction": volume_ml(pred >= t32, spacing),
             "raters": {n: volume_ml(m, spacing) for n, m in zip(names, masks)},
         }
     return result

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import SoftsegError
-from .files import check_writable
+from .files import check_writable, default_file_mode
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -56,9 +56,10 @@ class Volume:
 
     @property
     def spacing(self) -> tuple[float, float, float]:
-        """Voxel size in mm along the first three axes (from the header zooms)."""
-        zooms = tuple(float(z) for z in self.header.get_zooms()[:3])
-        return (zooms + (1.0, 1.0, 1.0))[:3]
+        """Voxel size in mm along the first three axes, from the affine (what places the voxels)."""
+        from nibabel.affines import voxel_sizes
+
+        return tuple(float(z) for z in voxel_sizes(self.affine)[:3])
 
     @property
     def spatial_shape(self) -> tuple[int, int, int]:
@@ -165,6 +166,11 @@ def save_volume(
         data = data.astype(np.uint8)
     if reference is not None:
         header = reference.header.copy()
+        # keep geometry and units only: the source's display window / intent would mislead viewers
+        header["cal_min"] = 0
+        header["cal_max"] = 0
+        header.set_intent("none")
+        header["aux_file"] = b""
         out_affine = reference.affine if affine is None else affine
     else:
         header = None
@@ -181,6 +187,7 @@ def save_volume(
     os.close(fd)
     try:
         nib.save(img, tmp)
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     except OSError as exc:
         raise SoftsegError(f"could not write: {exc.strerror or exc}", path) from None

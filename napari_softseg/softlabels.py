@@ -55,7 +55,7 @@ def _check_masks(masks: np.ndarray) -> np.ndarray:
         raise SoftsegError(f"expected stacked rater masks (R, X, Y, Z), got shape {masks.shape}")
     if masks.shape[0] == 0:
         raise SoftsegError("no rater masks: a soft label needs at least one rater")
-    return masks
+    return masks if masks.dtype == np.bool_ else masks != 0  # {0, 1} and {0, 255} alike
 
 
 def agreement_map(masks: np.ndarray) -> np.ndarray:

@@ -72,13 +72,17 @@ def test_evaluate_json_matches_independent(case_dir, tmp_path, capsys):
     assert all(set(r) == {"rater", "dice_vs_others", "model_dice_vs_same"} for r in res["raters"])
 
 
+def _aff(case_dir):
+    return nib.load(case_dir / "image.nii.gz").affine
+
+
 @pytest.mark.parametrize(
     "make_bad, message",
     [
         (lambda d, t: t / "missing.nii.gz", "missing.nii.gz: file not found"),
-        (lambda d, t: write_nifti(t / "nan.nii.gz", np.full((40, 36, 3), np.nan, np.float32)), "prediction contains"),
-        (lambda d, t: write_nifti(t / "small.nii.gz", np.zeros((4, 4, 3), np.float32)), "does not match the case"),
-        (lambda d, t: write_nifti(t / "big.nii.gz", np.full((40, 36, 3), 2.0, np.float32)), "must be probabilities"),
+        (lambda d, t: write_nifti(t / "nan.nii.gz", np.full((40, 36, 3), np.nan, np.float32), _aff(d)), "prediction contains"),
+        (lambda d, t: write_nifti(t / "small.nii.gz", np.zeros((4, 4, 3), np.float32), _aff(d)), "does not match the case"),
+        (lambda d, t: write_nifti(t / "big.nii.gz", np.full((40, 36, 3), 2.0, np.float32), _aff(d)), "must be probabilities"),
     ],
 )
 def test_evaluate_bad_prediction(case_dir, tmp_path, capsys, make_bad, message):
@@ -106,3 +110,20 @@ def test_synthetic_command(tmp_path, capsys):
     assert (tmp_path / "syn" / "Validation" / "case03" / "task01_seg04.nii.gz").exists()
     assert main(["synthetic", str(tmp_path / "syn"), "--cases", "2"]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_prediction_on_another_grid(case_dir, tmp_path, capsys):
+    src = nib.load(case_dir / "image.nii.gz")
+    flipped = src.affine.copy()
+    flipped[0, 0] *= -1
+    write_nifti(tmp_path / "p.nii.gz", np.zeros(src.shape[:3], np.float32), flipped)
+    assert main(["evaluate", str(case_dir), "--pred", str(tmp_path / "p.nii.gz")]) == 2
+    assert "p.nii.gz: prediction affine differs" in capsys.readouterr().err
+
+
+def test_softlabel_leaves_nothing_after_a_bad_output_name(case_dir, tmp_path, capsys):
+    out = tmp_path / "s.nii.gz"
+    assert main(["softlabel", str(case_dir), "-o", str(out), "--agreement", str(tmp_path / "a.txt")]) == 2
+    assert main(["softlabel", str(case_dir), "-o", str(out), "--agreement", str(out)]) == 2
+    assert "different files" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["case01"]

@@ -199,3 +199,36 @@ def test_load_image_channels(tmp_path):
     assert img.shape == (4, 6, 7, 1)
     img, _ = load_image(tmp_path / "mc.nii.gz")
     assert img.shape == (1, 6, 7, 4)
+
+
+def test_duplicate_rater_is_refused_and_hidden_files_ignored(make_case):
+    import shutil
+
+    folder = make_case(np.zeros((8, 9, 1)), _masks(2))
+    (folder / "._task01_seg01.nii.gz").write_bytes(b"\x00\x05\x16\x07 mac resource fork")
+    assert load_case(folder).masks.shape[0] == 2
+    write_nifti(folder / "task01_seg01.nii", _masks(1)[0])
+    with pytest.raises(SoftsegError, match="rater 1 of task 1 appears twice: task01_seg01.nii and task01_seg01.nii.gz"):
+        load_case(folder)
+    with pytest.raises(SoftsegError, match="no usable case: .*appears twice"):
+        discover(folder.parent)
+    shutil.copy(folder / "image.nii.gz", folder / "image.nii")
+    with pytest.raises(SoftsegError, match="two images"):
+        find_case(folder)
+
+
+def test_spacing_comes_from_the_affine(tmp_path):
+    import nibabel as nib
+
+    from napari_softseg.nifti import load_volume
+
+    img = nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.diag([2.0, 2.0, 3.0, 1.0]))
+    img.header.set_zooms((1.0, 1.0, 1.0))  # some converters leave pixdim at 1
+    nib.save(img, tmp_path / "a.nii.gz")
+    assert load_volume(tmp_path / "a.nii.gz").spacing == (2.0, 2.0, 3.0)
+
+
+def test_channel_guess_is_reported(make_case):
+    case = load_case(make_case(np.zeros((8, 9, 6), np.float32), _masks(1, (8, 9))))
+    assert case.image.shape == (6, 8, 9, 1)
+    assert any("read as 6 channels" in w for w in case.warnings)

@@ -140,7 +140,7 @@ def test_presets():
     assert curve.at(t).recall >= 0.95 and curve.at(t + 0.001).recall < 0.95
     t = curve.threshold_for_precision(0.9)
     assert curve.at(t).precision >= 0.9 and curve.at(t - 0.001).precision < 0.9
-    assert curve.threshold_for_precision(1.1) == 1.0
+    assert curve.threshold_for_precision(1.1) is None
 
 
 def test_reliability_and_ece_against_monai():
@@ -193,3 +193,32 @@ def test_evaluate_case_keys():
     assert res["volume_ml"]["raters"]["rater 1"] == pytest.approx(masks[0].sum() / 1000)
     with pytest.raises(SoftsegError, match="does not match"):
         evaluate_case(pred[:5], masks)
+
+
+def test_precision_preset_never_returns_an_empty_mask():
+    curve = PRCurve(np.array([0.2, 0.4, 0.6, 0.8], np.float32), np.array([1, 0, 0, 0]), n_bins=100)
+    assert curve.threshold_for_precision(0.9) is None  # only the empty mask has precision >= 0.9
+    expected = PRCurve(np.array([0.1, 0.85], np.float32), None, n_bins=100)
+    t = expected.threshold_for_precision(0.8)
+    assert t == pytest.approx(0.01 * round(0.85 * 100) - 0.84, abs=0.85) and expected.at(t).n_positive > 0
+
+
+def test_api_accepts_0_255_masks_like_0_1():
+    masks = (RNG.random((4, 10, 10, 1)) < 0.5).astype(np.uint8)
+    soft = masks.mean(0).astype(np.float32)
+    assert qubiq_score(soft, masks * 255) == qubiq_score(soft, masks)
+    a, b = evaluate_case(soft, masks * 255), evaluate_case(soft, masks)
+    assert a["ece"] == b["ece"] == pytest.approx(0, abs=1e-7)
+    from napari_softseg.softlabels import make_soft_label
+
+    np.testing.assert_array_equal(make_soft_label(masks * 255).data, soft)
+
+
+def test_evaluate_case_uses_one_snapped_threshold():
+    masks = np.zeros((2, 4, 1, 1), np.uint8)
+    masks[:, :2] = 1
+    pred = np.array([0.9, 0.5003, 0.2, 0.1]).reshape(4, 1, 1)  # float64 through the API
+    res = evaluate_case(pred, masks, spacing=(10, 10, 10), threshold=0.5005)
+    assert res["threshold"] == 0.5 or res["threshold"] == pytest.approx(0.501)
+    n = res["operating_point_vs_majority"]["n_positive"]
+    assert res["volume_ml"]["prediction"] == pytest.approx(n * 1.0)

@@ -86,4 +86,26 @@ def test_volume_spacing_pads_2d():
     hdr = nib.Nifti1Header()
     hdr.set_data_shape((3, 4))
     hdr.set_zooms((0.5, 0.5))
-    assert Volume(np.zeros((3, 4, 1)), np.eye(4), hdr).spacing == (0.5, 0.5, 1.0)
+    assert Volume(np.zeros((3, 4, 1)), np.diag([0.5, 0.5, 1.0, 1.0]), hdr).spacing == (0.5, 0.5, 1.0)
+
+
+def test_written_files_follow_umask_and_drop_display_window(tmp_path):
+    import os
+    import stat
+
+    from napari_softseg.files import write_json
+
+    img = nib.Nifti1Image(np.zeros((3, 3, 3), np.int16), np.eye(4))
+    img.header["cal_min"], img.header["cal_max"] = 0, 1000
+    nib.save(img, tmp_path / "src.nii.gz")
+    src = load_volume(tmp_path / "src.nii.gz")
+    out = save_volume(tmp_path / "soft.nii.gz", np.zeros((3, 3, 3), np.float32), src)
+    assert float(nib.load(out).header["cal_max"]) == 0.0
+    old = os.umask(0o022)
+    try:
+        out2 = save_volume(tmp_path / "b.nii.gz", np.zeros((2, 2, 2), np.float32))
+        js = write_json(tmp_path / "x.json", {"ok": np.bool_(True)})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out2.stat().st_mode) == 0o644 and stat.S_IMODE(js.stat().st_mode) == 0o644
+    assert js.read_text().strip().endswith("}") and '"ok": true' in js.read_text()

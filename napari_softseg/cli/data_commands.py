@@ -122,12 +122,19 @@ def _parse_weights(text: str | None) -> list[float] | None:
 def cmd_softlabel(args: argparse.Namespace) -> int:
     from ..dataset import load_case
     from ..files import check_writable, write_json
-    from ..nifti import save_volume, strip_nifti_suffix
+    from ..nifti import is_nifti_path, save_volume, strip_nifti_suffix
     from ..softlabels import agreement_map, make_soft_label
 
     out = Path(args.out)
     sidecar = out.with_name(strip_nifti_suffix(out.name) + ".json")
-    for path in [out, sidecar] + ([Path(args.agreement)] if args.agreement else []):
+    agreement = Path(args.agreement) if args.agreement else None
+    outputs = [out, sidecar] + ([agreement] if agreement else [])
+    for path in [out] + ([agreement] if agreement else []):
+        if not is_nifti_path(path):
+            raise SoftsegError("output must end in .nii or .nii.gz", path)
+    if len({p.resolve() for p in outputs}) != len(outputs):
+        raise SoftsegError("the soft label, its .json sidecar and --agreement must be different files")
+    for path in outputs:
         check_writable(path, args.overwrite)
     case = load_case(args.case, args.task, **_patterns(args))
     for w in case.warnings:
@@ -141,28 +148,38 @@ def cmd_softlabel(args: argparse.Namespace) -> int:
         rater_names=case.rater_names,
     )
     provenance = dict(soft.provenance, source_case=str(case.image_path.parent), task=args.task)
-    save_volume(out, soft.data, case.reference_volume, overwrite=args.overwrite, dtype=np.float32,
-                description=f"softseg soft label: {soft.provenance['method']}")
-    write_json(sidecar, provenance, args.overwrite)
+    written: list[Path] = []
+    try:  # all or nothing: files this command wrote are removed if a later one fails
+        written.append(save_volume(out, soft.data, case.reference_volume, overwrite=args.overwrite,
+                                   dtype=np.float32, description=f"softseg soft label: {soft.provenance['method']}"))
+        written.append(write_json(sidecar, provenance, args.overwrite))
+        if agreement:
+            written.append(save_volume(agreement, agreement_map(case.masks), case.reference_volume,
+                                       overwrite=args.overwrite, dtype=np.uint8,
+                                       description="softseg agreement: raters per voxel"))
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
     print(f"wrote {out} ({soft.provenance['method']} of {case.masks.shape[0]} raters) and {sidecar.name}")
-    if args.agreement:
-        save_volume(args.agreement, agreement_map(case.masks), case.reference_volume, overwrite=args.overwrite,
-                    dtype=np.uint8, description="softseg agreement: raters per voxel")
-        print(f"wrote {args.agreement}")
+    if agreement:
+        print(f"wrote {agreement}")
     return 0
 
 
-def load_prediction(path: str | Path, spatial_shape: tuple[int, ...]) -> np.ndarray:
-    """Read a soft prediction and check it is finite, in ``[0, 1]`` and of the case's shape."""
+def load_prediction(path: str | Path, spatial_shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
+    """Read a soft prediction and check it is finite, in ``[0, 1]`` and on the case's voxel grid."""
+    from ..dataset import check_same_geometry
     from ..nifti import check_finite, load_volume
 
     vol = load_volume(path)
     data = np.asarray(vol.data)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
-    check_finite(data, path, "prediction")
     if data.shape != tuple(spatial_shape):
         raise SoftsegError(f"prediction shape {data.shape} does not match the case's {tuple(spatial_shape)}", path)
+    check_same_geometry(vol.affine, affine, path, "prediction")
+    check_finite(data, path, "prediction")
     lo, hi = float(data.min()), float(data.max())
     if lo < 0 or hi > 1:
         raise SoftsegError(f"prediction must be probabilities in [0, 1], found values {lo:g} … {hi:g}", path)
@@ -206,7 +223,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     case = load_case(args.case, args.task, **_patterns(args))
     for w in case.warnings:
         print(f"warning: {case.name}: {w}")
-    pred = load_prediction(args.pred, case.spatial_shape)
+    pred = load_prediction(args.pred, case.spatial_shape, case.affine)
     result = evaluate_case(pred, case.masks, case.rater_names, case.spacing, args.threshold)
     result = {"case": case.name, "task": args.task, "prediction": str(args.pred), **result}
     print(format_evaluation(case.name, result))

@@ -1,0 +1,163 @@
+"""Rater comparison dock and the Qt-free disagreement map (headless)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from _analysis_case import Notifications, counts, open_case
+
+from napari_softseg.disagreement import agreement_colors, disagreement_map, summarize
+from napari_softseg.metrics import dice, leave_one_rater_out
+from napari_softseg.operating_point import Reference
+
+
+# -- Qt-free: disagreement map ---------------------------------------------------------------------
+def brute_force_disagreement(annotation, masks, k):
+    out = np.zeros(annotation.shape, np.uint8)
+    for idx in np.ndindex(annotation.shape):
+        votes = [int(m[idx]) for m in masks]
+        cons = sum(votes) >= k
+        mine = bool(annotation[idx])
+        if mine != cons:
+            out[idx] = 1 + sum(v == mine for v in votes)
+    return out
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+def test_disagreement_map_counts_raters_agreeing_with_the_annotator(k):
+    rng = np.random.default_rng(k)
+    masks = (rng.random((5, 9, 8, 3)) > 0.5).astype(np.uint8)
+    annotation = rng.random((9, 8, 3)) > 0.4
+    got = disagreement_map(annotation, masks, k)
+    np.testing.assert_array_equal(got, brute_force_disagreement(annotation, masks, k))
+    s = summarize(annotation, got, 5)
+    cons = masks.sum(0) >= k
+    assert s.extra == int((annotation & ~cons).sum()) and s.missed == int((~annotation & cons).sum())
+    assert sum(s.by_agreeing) == s.extra + s.missed
+    assert s.by_agreeing[0] == int((got == 1).sum())
+
+
+def test_disagreement_map_checks_input():
+    masks = np.zeros((3, 4, 4), np.uint8)
+    with pytest.raises(ValueError, match="does not match"):
+        disagreement_map(np.zeros((4, 5)), masks, 2)
+    with pytest.raises(ValueError, match="1 <= k <= 3"):
+        disagreement_map(np.zeros((4, 4)), masks, 4)
+    colors = agreement_colors(3)
+    assert colors[0][3] == 0 and colors[1][0] > colors[1][1]         # transparent; alone = red
+    assert colors[3][1] > colors[3][0]                               # 2 of 3 agree = green
+
+
+# -- the dock ----------------------------------------------------------------------------------------
+@pytest.fixture
+def comparison(make_napari_viewer):
+    from napari_softseg._qt.rater_comparison import RaterComparison
+
+    viewer = make_napari_viewer()
+    soft_layer, raters, soft, masks = open_case(viewer)
+    widget = RaterComparison(viewer)
+    viewer.window.add_dock_widget(widget)
+    return widget, viewer, soft_layer, soft, masks
+
+
+def table(widget):
+    return [[widget.table.item(r, c).text() for c in range(3)] for r in range(widget.table.rowCount())]
+
+
+def test_table_is_leave_one_rater_out_with_model_at_threshold(comparison):
+    widget, viewer, soft_layer, soft, masks = comparison
+    for t in (0.5, 0.3):
+        widget.set_threshold(t)
+        assert widget.threshold_spin.value() == pytest.approx(t)
+        expected = leave_one_rater_out(masks, soft, threshold=t, rater_names=[f"rater {i + 1}" for i in range(4)])
+        rows = table(widget)
+        assert len(rows) == 5 and rows[-1][0] == "mean"
+        for r, row in enumerate(expected):
+            # the model column is computed independently here: p >= t against the others' consensus
+            others = np.delete(masks, r, 0).sum(0) >= math.ceil(3 / 2)
+            model = dice(soft >= t, others)
+            assert model == pytest.approx(row.model_dice_vs_same)
+            assert rows[r] == [row.rater, f"{row.dice_vs_others:.3f}", f"{model:.3f}"]
+            assert widget.best_column(r) == (1 if row.dice_vs_others > model else 2)
+        mean_r = np.mean([row.dice_vs_others for row in expected])
+        assert rows[-1][1] == f"{mean_r:.3f}"
+
+
+def test_annotator_point_and_disagreement_map(comparison):
+    widget, viewer, soft_layer, soft, masks = comparison
+    layer = widget.add_annotation_layer()
+    assert layer.data.shape == soft.shape and not layer.data.any()
+    assert widget.annotation_layer() is layer and layer.mode == "paint"
+    assert layer not in widget.inputs.rater_layers()                  # not counted as a rater
+    np.testing.assert_array_equal(layer.affine.affine_matrix, soft_layer.affine.affine_matrix)
+    # the annotator draws: rater 2's mask plus a blob of their own
+    drawn = masks[1].copy()
+    drawn[:, :5, :5] = 1
+    layer.data = drawn
+    widget.refresh_annotation()                  # what the throttled paint/data handler runs
+    ref = masks.sum(0) >= 2                      # default reference: consensus 2 of 4
+    tp, fp, fn, tn = counts(drawn > 0, ref)
+    op = widget.annotation_point
+    assert op.precision == pytest.approx(tp / (drawn > 0).sum())
+    assert op.recall == pytest.approx(tp / ref.sum())
+    assert op.dice == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    x, y = widget.plot.points.get_data()
+    assert (x[0], y[0]) == pytest.approx((op.recall, op.precision))
+    # disagreement layer: where drawn differs from the consensus, 1 + raters agreeing with the annotator
+    dis = widget.disagreement_layer
+    assert dis is not None and dis in viewer.layers
+    np.testing.assert_array_equal(dis.data, brute_force_disagreement(drawn, masks, 2))
+    np.testing.assert_array_equal(dis.affine.affine_matrix, soft_layer.affine.affine_matrix)
+    assert "voxels only you marked" in widget.legend.text()
+    # another reference: the soft label (soft counts), and the consensus at k = 1
+    widget.set_reference(Reference("soft"))
+    soft_label = masks.mean(0)
+    assert widget.annotation_point.recall == pytest.approx(soft_label[drawn > 0].sum() / soft_label.sum())
+    widget.set_reference(Reference("consensus", k=1))
+    np.testing.assert_array_equal(widget.disagreement_layer.data, brute_force_disagreement(drawn, masks, 1))
+    # the model's marker on the same curve follows the shared threshold
+    widget.set_threshold(0.7)
+    op_model = widget.session.at(0.7)
+    x, y = widget.plot.marker.get_data()
+    assert (x[0], y[0]) == pytest.approx((op_model.recall, op_model.precision))
+
+
+def test_painting_updates_after_throttle(comparison, qtbot):
+    widget, viewer, soft_layer, soft, masks = comparison
+    layer = widget.add_annotation_layer()
+    assert widget.annotation_point.n_positive == 0
+    layer.data = masks[0].copy()                 # emits the layer's data event
+    qtbot.waitUntil(lambda: widget.annotation_point.n_positive == int(masks[0].sum()), timeout=3000)
+
+
+def test_threshold_shared_with_explorer(comparison):
+    from napari_softseg._qt.threshold_explorer import ThresholdExplorer
+
+    widget, viewer, *_ = comparison
+    explorer = ThresholdExplorer(viewer)
+    explorer.set_threshold(0.42)
+    assert widget.threshold == 0.42 and widget.threshold_spin.value() == pytest.approx(0.42)
+    widget.threshold_spin.setValue(0.61)
+    assert explorer.threshold == 0.61
+
+
+def test_too_few_raters_and_no_soft_map(make_napari_viewer):
+    from napari_softseg._qt.rater_comparison import RaterComparison
+
+    notes = Notifications()
+    try:
+        viewer = make_napari_viewer()
+        widget = RaterComparison(viewer)
+        assert widget.table.rowCount() == 0
+        assert widget.add_annotation_layer() is None                 # no soft map: refused with a reason
+        assert any("open a soft map first" in m for m in notes.messages("warning"))
+        assert len(viewer.layers) == 0
+        soft_layer, raters, soft, masks = open_case(viewer)
+        for layer in raters[1:]:
+            widget.inputs.set_rater_checked(layer, False)
+        assert widget.table.rowCount() == 0
+        assert "at least 2 rater" in widget.summary.text()
+    finally:
+        notes.close()

@@ -1,0 +1,239 @@
+"""The Soft segmentation dock driven programmatically in a headless viewer (pytest-xvfb)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from napari_softseg import layers as L
+from napari_softseg._qt.segmentation_widget import PREDICTION_NAME, SegmentationWidget
+from napari_softseg._qt.workers import run_progress
+from napari_softseg._sample_data import synthetic_case, synthetic_case_data
+from napari_softseg.errors import SoftsegError
+from napari_softseg.progress import Progress, drive
+
+TIMEOUT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """An untrained 2-level U-Net with 4 base channels, saved like any model (fast on the CPU)."""
+    from napari_softseg.model_io import ModelConfig, new_network, save_model
+
+    import torch
+
+    torch.manual_seed(0)
+    config = ModelConfig(architecture={"base_channels": 4, "depth": 2}, weights_dtype="float32")
+    return save_model(tmp_path_factory.mktemp("models") / "tiny", new_network(config), config)
+
+
+@pytest.fixture
+def notifications():
+    """Messages of napari notifications shown during the test."""
+    from napari.utils.notifications import notification_manager
+
+    seen: list[str] = []
+
+    def record(event):
+        seen.append(str(event.message if hasattr(event, "message") else event))
+
+    notification_manager.notification_ready.connect(record)
+    yield seen
+    notification_manager.notification_ready.disconnect(record)
+
+
+@pytest.fixture
+def viewer_with_case(make_napari_viewer):
+    viewer = make_napari_viewer()
+    L.add_layer_tuples(viewer, synthetic_case())
+    widget = SegmentationWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Soft segmentation")
+    return viewer, widget
+
+
+def _wait(qtbot, widget):
+    qtbot.waitUntil(lambda: widget.task is None, timeout=TIMEOUT_MS)
+
+
+def test_auto_detects_image_and_raters(viewer_with_case):
+    viewer, widget = viewer_with_case
+    assert widget.image_layer().name == "synthetic image"
+    assert [layer.name for layer in widget.rater_layers()] == ["rater 1", "rater 2", "rater 3", "rater 4"]
+    # A Labels layer added later that is not a rater is offered but not ticked.
+    viewer.add_labels(np.zeros(viewer.layers["rater 1"].data.shape, np.uint8), name="my drawing")
+    assert "my drawing" not in [layer.name for layer in widget.rater_layers()]
+    assert widget.rater_list.count() == 5
+
+
+def test_device_auto_says_what_and_why(viewer_with_case):
+    from napari_softseg.device import resolve_device
+
+    _, widget = viewer_with_case
+    assert widget.device_combo.currentText() == "auto"
+    choice = resolve_device("auto")
+    assert choice.device in widget.device_label.text() and choice.reason in widget.device_label.text()
+
+
+@pytest.mark.parametrize("method", ["mean", "majority"])
+def test_build_soft_label_matches_core(viewer_with_case, method):
+    from napari_softseg.softlabels import make_soft_label
+
+    viewer, widget = viewer_with_case
+    case = synthetic_case_data()
+    widget.set_raters(["rater 1", "rater 3", "rater 4"])
+    widget.method_combo.setCurrentText(method)
+    layer = widget.build_soft_label()
+    expected = make_soft_label(case.masks[[0, 2, 3]], method, spacing=case.spacing).data
+    geometry = L.Geometry(case.affine, case.spatial_shape)
+    assert np.allclose(geometry.from_display(layer.data), expected)
+    prov = L.provenance_of(layer)
+    assert prov["method"] == method and prov["raters"] == ["rater 1", "rater 3", "rater 4"]
+    assert np.allclose(layer.affine.affine_matrix, viewer.layers["synthetic image"].affine.affine_matrix)
+
+
+def test_predict_adds_soft_map_equal_to_engine(qtbot, viewer_with_case, tiny_model):
+    from napari_softseg.inference import predict_array
+    from napari_softseg.model_io import load_model
+
+    viewer, widget = viewer_with_case
+    label = widget.add_model(tiny_model, label="tiny")
+    assert widget.model_path() == tiny_model and widget.model_combo.currentText() == label
+    widget.device_combo.setCurrentText("cpu")
+    task = widget.predict()
+    assert task is not None and not widget.predict_button.isEnabled() and widget.cancel_button.isEnabled()
+    _wait(qtbot, widget)
+    assert widget.predict_button.isEnabled() and not widget.cancel_button.isEnabled()
+    layer = viewer.layers[PREDICTION_NAME]
+    case = synthetic_case_data()
+    expected = drive(predict_array(load_model(tiny_model), case.image, device="cpu"))
+    geometry = L.Geometry(case.affine, case.spatial_shape)
+    assert np.allclose(geometry.from_display(layer.data), expected, atol=1e-5)
+    assert layer.colormap.name == L.SOFT_MAP_COLORMAP and tuple(layer.contrast_limits) == (0.0, 1.0)
+    assert np.allclose(layer.affine.affine_matrix, viewer.layers["synthetic image"].affine.affine_matrix)
+    prov = L.provenance_of(layer)
+    assert prov["model"] == str(tiny_model) and prov["device"] == "cpu" and prov["image_layer"] == "synthetic image"
+    assert L.kind_of(layer) == "prediction"
+    # Predicting again updates the same layer instead of piling up copies.
+    widget.predict()
+    _wait(qtbot, widget)
+    assert [layer.name for layer in viewer.layers].count(PREDICTION_NAME) == 1
+
+
+def test_bad_inputs_notify_and_change_nothing(qtbot, viewer_with_case, notifications, tiny_model):
+    viewer, widget = viewer_with_case
+    before = [(layer.name, id(layer.data)) for layer in viewer.layers]
+    # A rater layer whose shape does not match the image.
+    viewer.add_labels(np.zeros((3, 4, 5), np.uint8), name="odd")
+    widget.set_raters(["rater 1", "odd"])
+    assert widget.build_soft_label() is None
+    assert "odd" in widget.status.text() and "shape" in widget.status.text()
+    assert any("odd" in m for m in notifications)
+    # No model chosen.
+    widget.model_combo.setCurrentText("model folder…")
+    assert widget.predict() is None
+    assert "no model" in widget.status.text()
+    # A model folder that is not a model.
+    widget.add_model(viewer_with_case[0].layers["rater 1"].name and tiny_model.parent, label="not a model")
+    assert "not a napari-softseg model" in widget.model_info.text()
+    # The scan removed: no image layer.
+    viewer.layers.remove("synthetic image")
+    assert widget.predict() is None and "no image layer" in widget.status.text()
+    after = [(layer.name, id(layer.data)) for layer in viewer.layers if layer.name != "odd"]
+    assert after == [b for b in before if b[0] != "synthetic image"]
+
+
+def test_wrong_channel_count_is_reported(qtbot, make_napari_viewer, tmp_path, notifications):
+    from napari_softseg.model_io import ModelConfig, new_network, save_model
+
+    config = ModelConfig(architecture={"base_channels": 4, "depth": 1}, image_channels=2)
+    model = save_model(tmp_path / "two", new_network(config), config)
+    viewer = make_napari_viewer()
+    L.add_layer_tuples(viewer, synthetic_case()[:1])
+    widget = SegmentationWidget(viewer)
+    widget.add_model(model)
+    widget.device_combo.setCurrentText("cpu")
+    widget.predict()
+    _wait(qtbot, widget)
+    assert "channel" in widget.status.text()
+    assert PREDICTION_NAME not in viewer.layers
+
+
+def _slow_job(*args, **kwargs):
+    for i in range(10_000):
+        time.sleep(0.01)
+        yield Progress("slices", i, 10_000, f"slice {i}")
+    return np.zeros(1), {}
+
+
+def test_cancel_leaves_layers_unchanged(qtbot, viewer_with_case, monkeypatch, tiny_model):
+    import napari_softseg._qt.segmentation_widget as module
+
+    monkeypatch.setattr(module, "_predict_job", _slow_job)
+    viewer, widget = viewer_with_case
+    widget.add_model(tiny_model)
+    n_layers = len(viewer.layers)
+    task = widget.predict()
+    qtbot.waitUntil(lambda: task.last_event is not None, timeout=TIMEOUT_MS)
+    assert not widget.train_button.isEnabled() and not widget.image_combo.isEnabled()
+    widget.cancel()
+    _wait(qtbot, widget)
+    assert task.cancelled and task.result is None
+    assert len(viewer.layers) == n_layers and "cancelled" in widget.status.text()
+    assert widget.predict_button.isEnabled()
+
+
+def test_closing_viewer_during_run_does_not_crash(qtbot, make_napari_viewer, monkeypatch, tiny_model):
+    import napari_softseg._qt.segmentation_widget as module
+
+    monkeypatch.setattr(module, "_predict_job", _slow_job)
+    viewer = make_napari_viewer()
+    L.add_layer_tuples(viewer, synthetic_case()[:2])
+    widget = SegmentationWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.add_model(tiny_model)
+    task = widget.predict()
+    qtbot.waitUntil(lambda: task.last_event is not None, timeout=TIMEOUT_MS)
+    viewer.close()
+    qtbot.waitUntil(lambda: not task.running, timeout=TIMEOUT_MS)
+    assert task.cancelled  # the dock went away with the viewer and stopped its work
+
+
+def test_train_offers_the_model_then_predicts(qtbot, viewer_with_case, tmp_path):
+    viewer, widget = viewer_with_case
+    widget.train_overrides = {"base_channels": 4, "depth": 2, "batch_size": 4, "augment": False,
+                              "weights_dtype": "float32"}
+    widget.epochs_spin.setValue(1)
+    widget.device_combo.setCurrentText("cpu")
+    events = []
+    task = widget.train(out_dir=tmp_path / "trained")
+    task._callbacks["progress"] = lambda ev, old=task._callbacks["progress"]: (events.append(ev), old(ev))
+    _wait(qtbot, widget)
+    assert task.error is None, task.error
+    assert (tmp_path / "trained" / "model.safetensors").is_file()
+    assert widget.model_path() == tmp_path / "trained"
+    assert any(ev.stage == "epoch" for ev in events)
+    widget.predict()
+    _wait(qtbot, widget)
+    assert PREDICTION_NAME in viewer.layers
+
+
+def test_run_progress_reports_errors_and_results(qtbot):
+    def failing():
+        yield Progress("x", 1, 2)
+        raise SoftsegError("broken input", "/some/file.nii.gz")
+
+    errors = []
+    task = run_progress(failing(), description="Job", on_error=errors.append, show_bar=False)
+    qtbot.waitUntil(lambda: not task.running, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: bool(errors), timeout=TIMEOUT_MS)
+    assert "broken input" in str(errors[0]) and task.result is None
+
+    def working():
+        yield Progress("x", 1, 1)
+        return 42
+
+    results = []
+    task = run_progress(working(), description="Job", on_returned=results.append)
+    qtbot.waitUntil(lambda: results == [42], timeout=TIMEOUT_MS)

@@ -1,0 +1,210 @@
+"""Threshold explorer dock: slider, numbers, overlays, presets, keys, themes and bad input (headless)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _analysis_case import SPACING, Notifications, boundary, counts, open_case
+
+from napari_softseg.operating_point import Reference, overlay_contrast_limits
+
+
+@pytest.fixture
+def notes():
+    n = Notifications()
+    yield n
+    n.close()
+
+
+@pytest.fixture
+def explorer(make_napari_viewer):
+    from napari_softseg._qt.threshold_explorer import ThresholdExplorer
+
+    viewer = make_napari_viewer()
+    soft_layer, raters, soft, masks = open_case(viewer)
+    widget = ThresholdExplorer(viewer)
+    viewer.window.add_dock_widget(widget)
+    return widget, viewer, soft_layer, soft, masks
+
+
+def current_plane(viewer, layer):
+    """Index of the displayed 2D slice in ``layer``'s data (same-shape layers: the dims' current step)."""
+    step = viewer.dims.current_step
+    return tuple(step[d] if d not in viewer.dims.displayed else slice(None) for d in range(layer.ndim))
+
+
+def displayed_overlay(layer):
+    """Which pixels of the displayed slice the filled overlay colours (its colormap applied on the CPU)."""
+    lo, hi = layer.contrast_limits
+    raw = np.asarray(layer._slice.image.raw, dtype=np.float64)
+    rgba = layer.colormap.map(np.clip((raw - lo) / (hi - lo), 0, 1).ravel()).reshape(raw.shape + (4,))
+    return rgba[..., 3] > 0
+
+
+def test_picks_layers_and_consensus_by_default(explorer):
+    widget, viewer, soft_layer, soft, masks = explorer
+    assert widget.inputs.soft_layer() is soft_layer
+    assert [layer.name for layer in widget.inputs.rater_layers()] == ["rater 1", "rater 2", "rater 3", "rater 4"]
+    assert widget.reference == Reference("consensus", k=2)
+    assert widget.reference_combo.count() == 1 + 4 + 1 + 1   # consensus, 4 raters, soft label, expected
+    assert widget.fill_layer is not None and widget.fill_layer.data is soft_layer.data   # shared, no copy
+
+
+@pytest.mark.parametrize("t", [0.1, 0.5, 0.731, 0.95])
+def test_slider_move_updates_numbers_overlay_and_marker(explorer, t):
+    widget, viewer, soft_layer, soft, masks = explorer
+    widget.slider.setValue(round(t * 1000))
+    assert widget.threshold == t
+    assert widget.spin.value() == pytest.approx(t)
+    mask = soft >= t
+    ref = masks.sum(0) >= 2
+    tp, fp, fn, tn = counts(mask, ref)
+    op = widget.operating_point()
+    assert (op.tp, op.fp, op.fn, op.tn) == (tp, fp, fn, tn)
+    assert widget.stat_labels["precision"].text() == f"{tp / mask.sum():.3f}"
+    assert widget.stat_labels["recall"].text() == f"{tp / ref.sum():.3f}"
+    assert widget.stat_labels["Dice"].text() == f"{2 * tp / (2 * tp + fp + fn):.3f}"
+    assert widget.stat_labels["specificity"].text() == f"{tn / (tn + fp):.4f}"
+    volume = mask.sum() * np.prod(SPACING) / 1000
+    assert widget.stat_labels["volume"].text() == f"{volume:.2f} mL"
+    # filled overlay: the renderer's threshold, and what it colours on the displayed slice is p >= t
+    assert widget.fill_layer.contrast_limits == pytest.approx(list(overlay_contrast_limits(t)))
+    plane = current_plane(viewer, soft_layer)
+    np.testing.assert_array_equal(widget.fill_layer._slice.image.raw, soft[plane])
+    np.testing.assert_array_equal(displayed_overlay(widget.fill_layer), soft[plane] >= t)
+    # curve marker at the operating point
+    x, y = widget.plot.marker.get_data()
+    assert (x[0], y[0]) == pytest.approx((tp / ref.sum(), tp / mask.sum()))
+
+
+def test_spin_box_and_keys_move_the_slider(explorer, qtbot):
+    widget, viewer, *_ = explorer
+    widget.spin.setValue(0.25)
+    assert widget.slider.value() == 250 and widget.threshold == 0.25
+    widget.spin.setValue(0.2504)             # snapped to the 0.001 grid
+    assert widget.threshold == 0.25
+    keymap = {str(key): func for key, func in viewer.keymap.items()}
+    keymap["]"](viewer)
+    assert widget.threshold == pytest.approx(0.26) and widget.slider.value() == 260
+    keymap["["](viewer)
+    keymap["["](viewer)
+    assert widget.threshold == pytest.approx(0.24)
+
+
+def test_contour_overlay_follows_threshold_and_slice(explorer):
+    widget, viewer, soft_layer, soft, masks = explorer
+    widget.set_overlay_mode("contour")
+    assert widget.contour_layer is not None and widget.contour_layer.visible
+    assert not widget.fill_layer.visible
+    widget.set_threshold(0.62)
+    for z in (soft.shape[0] // 2, soft.shape[0] // 2 + 1):
+        viewer.dims.set_current_step(0, z)
+        plane = current_plane(viewer, soft_layer)
+        expected = boundary(soft[plane] >= 0.62)
+        assert expected.any()
+        shown = np.asarray(widget.contour_layer._slice.image.raw) > 0
+        np.testing.assert_array_equal(shown, expected)
+        np.testing.assert_array_equal(widget.contour_layer.data[plane] > 0, expected)
+    widget.set_threshold(0.3)
+    shown = np.asarray(widget.contour_layer._slice.image.raw) > 0
+    np.testing.assert_array_equal(shown, boundary(soft[current_plane(viewer, soft_layer)] >= 0.3))
+    widget.set_overlay_mode("none")
+    assert not widget.contour_layer.visible and not widget.fill_layer.visible
+
+
+def test_references_rater_soft_and_expected(explorer):
+    widget, viewer, soft_layer, soft, masks = explorer
+    t = 0.4
+    widget.set_threshold(t)
+    mask = soft >= t
+    widget.set_reference(Reference("rater", rater=2))
+    tp, fp, fn, tn = counts(mask, masks[2] > 0)
+    assert widget.operating_point().recall == pytest.approx(tp / (masks[2] > 0).sum())
+    assert widget.stat_labels["recall"].text() == f"{tp / (masks[2] > 0).sum():.3f}"
+    widget.set_reference(Reference("soft"))
+    soft_label = masks.mean(0)
+    assert widget.operating_point().recall == pytest.approx(soft_label[mask].sum() / soft_label.sum())
+    widget.set_reference(Reference("expected"))
+    assert widget.operating_point().precision == pytest.approx(soft[mask].mean())
+    assert widget.stat_labels["precision"].text() == f"E {soft[mask].mean():.3f}"
+    widget.set_reference(Reference("consensus", k=4))
+    ref = masks.sum(0) >= 4
+    assert widget.k_spin.value() == 4
+    assert widget.operating_point().recall == pytest.approx((mask & ref).sum() / ref.sum())
+    # the curve shown is the one of the chosen reference
+    np.testing.assert_array_equal(widget.plot.curve_line.get_xdata(), widget.session.curve.recall)
+
+
+def test_presets_and_editable_targets(explorer):
+    widget, viewer, soft_layer, soft, masks = explorer
+    ref = masks.sum(0) >= 2
+    grid = np.arange(1001) / 1000
+    recall = np.array([(ref & (soft >= t)).sum() / ref.sum() for t in grid])
+    precision = np.array([(ref & (soft >= t)).sum() / max((soft >= t).sum(), 1) for t in grid])
+    widget.recall_button.click()
+    assert widget.threshold == grid[np.nonzero(recall >= 0.95)[0][-1]]
+    assert widget.operating_point().recall >= 0.95
+    widget.recall_target.setValue(0.8)
+    widget.recall_button.click()
+    assert widget.threshold == grid[np.nonzero(recall >= 0.8)[0][-1]]
+    widget.precision_button.click()
+    assert widget.threshold == grid[np.nonzero(precision >= 0.9)[0][0]]
+    widget.precision_target.setValue(0.97)
+    widget.precision_button.click()
+    assert widget.threshold == grid[np.nonzero(precision >= 0.97)[0][0]]
+    assert widget.slider.value() == round(widget.threshold * 1000)
+
+
+def test_threshold_is_shared_with_a_second_dock(explorer):
+    from napari_softseg._qt.selection import shared_threshold
+
+    widget, viewer, *_ = explorer
+    shared_threshold(viewer).set(0.66)
+    assert widget.threshold == 0.66 and widget.slider.value() == 660
+    widget.set_threshold(0.2)
+    assert shared_threshold(viewer).value == 0.2
+
+
+def test_plot_follows_theme(explorer):
+    widget, viewer, *_ = explorer
+    viewer.theme = "dark"
+    dark_face = widget.plot.figure.get_facecolor()
+    dark_text = widget.plot.axes.xaxis.label.get_color()
+    dark_curve = widget.plot.curve_line.get_color()
+    viewer.theme = "light"
+    assert widget.plot.figure.get_facecolor() != dark_face
+    assert widget.plot.axes.xaxis.label.get_color() != dark_text
+    assert widget.plot.curve_line.get_color() != dark_curve
+    assert sum(widget.plot.figure.get_facecolor()[:3]) > 2.4        # light background
+    viewer.theme = "dark"
+    assert widget.plot.figure.get_facecolor() == dark_face
+
+
+def test_no_soft_map_and_wrong_layers(make_napari_viewer, notes):
+    from napari_softseg._qt.threshold_explorer import ThresholdExplorer
+
+    viewer = make_napari_viewer()
+    widget = ThresholdExplorer(viewer)
+    assert widget.session is None and widget.operating_point() is None
+    widget.set_threshold(0.3)                          # nothing to do, no crash
+    widget.recall_button.click()
+    scan = viewer.add_image(np.linspace(-50, 300, 8000, dtype=np.float32).reshape(20, 20, 20), name="ct")
+    assert widget.inputs.soft_layer() is scan          # a plain float image is offered ...
+    assert widget.session is None                      # ... but refused: values outside 0-1
+    assert any("'ct' is not a soft map" in m for m in notes.messages("error"))
+    assert widget.fill_layer is None
+    np.testing.assert_array_equal(scan.data, np.linspace(-50, 300, 8000, dtype=np.float32).reshape(20, 20, 20))
+    assert [layer.name for layer in viewer.layers] == ["ct"]
+
+
+def test_mismatched_rater_layer_is_reported_and_left_out(explorer, notes):
+    from napari_softseg.layers import Geometry, add_layer_tuples, rater_layers
+
+    widget, viewer, soft_layer, soft, masks = explorer
+    other = Geometry(np.eye(4), (10, 10, 10))
+    (bad,) = add_layer_tuples(viewer, rater_layers(np.ones((1, 10, 10, 10), np.uint8), ["rater 9"], other))
+    widget.rebuild()
+    assert "rater 9" not in [layer.name for layer in widget.inputs.rater_layers()]
+    assert any("'rater 9'" in m and "shape" in m for m in notes.messages("warning"))
+    assert widget.session.n_raters == 4
+    assert np.asarray(bad.data).all()                  # untouched
