@@ -17,6 +17,7 @@ PYTHON="${PYTHON:-python3}"
 need_apt=()
 command -v Xvfb >/dev/null 2>&1 || need_apt+=(xvfb)
 command -v xvfb-run >/dev/null 2>&1 || need_apt+=(xvfb)
+command -v xauth >/dev/null 2>&1 || need_apt+=(xauth)  # xvfb-run needs it; only recommended by xvfb
 ldconfig -p 2>/dev/null | grep -q libxcb-icccm.so.4 || need_apt+=(libxcb-icccm4)
 ldconfig -p 2>/dev/null | grep -q libxcb-keysyms.so.1 || need_apt+=(libxcb-keysyms1)
 if [ ${#need_apt[@]} -gt 0 ]; then

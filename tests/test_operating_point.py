@@ -130,6 +130,8 @@ def test_presets_pick_the_extreme_grid_thresholds(case):
         k = round(t * 1000)
         assert recall[k] >= target and (k == 1000 or recall[k + 1] < target)
         assert t == grid[np.nonzero(recall >= target - 1e-12)[0][-1]]
+    n_pos = np.array([(soft >= t).sum() for t in grid])
+    precision[n_pos == 0] = 0.0            # an empty mask is no operating point
     for target in (0.9, 0.95):
         t = session.threshold_for_precision(target)
         k = round(t * 1000)
@@ -228,3 +230,13 @@ def test_others_consensus_gives_leave_one_out_model_dice(case):
     assert session.n_raters == 4
     with pytest.raises(ValueError, match="at least 2"):
         others_consensus(masks[:1], 0)
+
+
+def test_precision_preset_unreachable_is_none():
+    # the most confident voxels are all wrong: no non-empty mask reaches precision 0.9
+    soft = np.array([0.95, 0.9, 0.8, 0.3, 0.2], np.float32)
+    ref = np.array([0, 0, 1, 1, 0], np.uint8)
+    session = ThresholdSession(soft, ref[None])
+    session.reference = Reference("rater", rater=0)
+    assert session.threshold_for_precision(0.9) is None
+    assert session.threshold_for_precision(0.5) == 0.201     # 0.2 < t <= 0.3: 2 right of 4 marked

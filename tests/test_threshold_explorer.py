@@ -48,6 +48,11 @@ def test_picks_layers_and_consensus_by_default(explorer):
     assert widget.reference == Reference("consensus", k=2)
     assert widget.reference_combo.count() == 1 + 4 + 1 + 1   # consensus, 4 raters, soft label, expected
     assert widget.fill_layer is not None and widget.fill_layer.data is soft_layer.data   # shared, no copy
+    # a new empty Labels layer (to draw in) is offered as a rater but not checked
+    extra = viewer.add_labels(np.zeros(soft.shape, np.uint8), name="Labels")
+    assert extra in widget.inputs._raters and extra not in widget.inputs.rater_layers()
+    widget.inputs.set_rater_checked(extra, True)
+    assert widget.session.n_raters == 5 and widget.reference == Reference("consensus", k=3)
 
 
 @pytest.mark.parametrize("t", [0.1, 0.5, 0.731, 0.95])
@@ -155,6 +160,26 @@ def test_presets_and_editable_targets(explorer):
     assert widget.slider.value() == round(widget.threshold * 1000)
 
 
+def test_unreachable_precision_leaves_threshold_and_warns(make_napari_viewer, notes):
+    from napari_softseg._qt.threshold_explorer import ThresholdExplorer
+
+    viewer = make_napari_viewer()
+    soft = np.zeros((6, 6), np.float32)
+    soft[0, :3] = 0.95                     # the most confident pixels are all wrong
+    soft[3:, 3:] = 0.6
+    rater = np.zeros((6, 6), np.uint8)
+    rater[3:, 3:] = 1
+    rater[5, 0] = 1
+    viewer.add_image(soft, name="p")
+    viewer.add_labels(rater, name="rater 1")
+    widget = ThresholdExplorer(viewer)
+    widget.set_threshold(0.4)
+    widget.precision_target.setValue(1.0)
+    widget.precision_button.click()
+    assert widget.threshold == 0.4
+    assert any("no threshold reaches precision" in m for m in notes.messages("warning"))
+
+
 def test_threshold_is_shared_with_a_second_dock(explorer):
     from napari_softseg._qt.selection import shared_threshold
 
@@ -208,3 +233,49 @@ def test_mismatched_rater_layer_is_reported_and_left_out(explorer, notes):
     assert any("'rater 9'" in m and "shape" in m for m in notes.messages("warning"))
     assert widget.session.n_raters == 4
     assert np.asarray(bad.data).all()                  # untouched
+
+
+def test_layer_checks_name_the_problem():
+    from napari.layers import Image, Labels
+
+    from napari_softseg._qt.selection import check_soft_map, read_masks
+    from napari_softseg.errors import SoftsegError
+
+    with pytest.raises(SoftsegError, match="'seg' is a Labels layer; pick an Image layer"):
+        check_soft_map(Labels(np.zeros((4, 4), np.uint8), name="seg"))
+    with pytest.raises(SoftsegError, match="'rgb' is RGB"):
+        check_soft_map(Image(np.zeros((4, 4, 3), np.float32), rgb=True, name="rgb"))
+    with pytest.raises(SoftsegError, match="no soft map"):
+        check_soft_map(None)
+    nan = np.full((4, 4), np.nan, np.float32)
+    with pytest.raises(SoftsegError, match="'nan' is not a soft map"):
+        check_soft_map(Image(nan, name="nan", contrast_limits=(0, 1)))
+    with pytest.raises(SoftsegError, match="raters must be Labels"):
+        read_masks([Image(np.zeros((4, 4), np.float32), name="img")], (4, 4))
+    with pytest.raises(SoftsegError, match=r"'r' has shape \(4, 5\), the soft map \(4, 4\)"):
+        read_masks([Labels(np.zeros((4, 5), np.uint8), name="r")], (4, 4))
+    masks = read_masks([Labels(np.array([[0, 2], [1, 0]], np.uint8), name="r")], (2, 2))
+    assert masks.dtype == np.uint8 and masks.tolist() == [[[0, 1], [1, 0]]]
+
+
+def test_closing_the_dock_unbinds_its_keys(make_napari_viewer, qtbot):
+    from napari_softseg._qt.threshold_explorer import ThresholdExplorer
+
+    viewer = make_napari_viewer()
+    widget = ThresholdExplorer(viewer)
+    assert "]" in {str(key) for key in viewer.keymap}
+    with qtbot.waitSignal(widget.destroyed, timeout=2000):
+        widget.deleteLater()
+    assert "]" not in {str(key) for key in viewer.keymap}
+
+
+def test_removing_the_soft_map_removes_only_the_overlays(explorer):
+    widget, viewer, soft_layer, soft, masks = explorer
+    widget.set_overlay_mode("contour")
+    widget.set_overlay_mode("filled")
+    assert {"prediction ≥ threshold", "prediction contour"} <= {layer.name for layer in viewer.layers}
+    viewer.layers.remove(soft_layer)
+    assert widget.session is None and widget.fill_layer is None and widget.contour_layer is None
+    assert [layer.name for layer in viewer.layers] == ["rater 1", "rater 2", "rater 3", "rater 4"]
+    widget.set_threshold(0.7)            # no soft map: nothing to do, no error
+    assert widget.stat_labels["precision"].text() == "–"

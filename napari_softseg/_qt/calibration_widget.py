@@ -1,0 +1,105 @@
+"""Calibration: is the soft map's 0.7 really "70 % of raters would mark this"?
+
+For the chosen soft map and raters, shows the reliability diagram (10 equal-width bins of the
+prediction: mean prediction against the mean target in each bin) and the expected calibration error
+(ECE), against the soft label (mean of the raters — what a calibrated soft-label model should match)
+and against each rater's hard mask. Uses :func:`~napari_softseg.metrics.reliability` and
+:func:`~napari_softseg.metrics.expected_calibration_error`.
+"""
+
+from __future__ import annotations
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QWidget,
+)
+
+from napari_softseg.errors import SoftsegError
+from napari_softseg.metrics import expected_calibration_error, reliability
+from napari_softseg.softlabels import weighted_mean
+
+from .notifications import notify_exception
+from .plots import ReliabilityPlot
+from .selection import LayerInputs, scroll_layout
+
+N_BINS = 10
+SOFT_LABEL = "soft label (mean of raters)"
+
+
+class CalibrationWidget(QWidget):
+    """Dock widget: reliability diagram and ECE of a soft map against the soft label and each rater.
+
+    Args:
+        napari_viewer: The viewer (napari passes it by this name).
+    """
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.results: list[tuple[str, dict, float]] = []   # (target name, reliability bins, ECE)
+        self.inputs = LayerInputs(napari_viewer)
+        self.compute_button = QPushButton("Recompute")
+        self.table = QTableWidget(0, 2)
+        self.table.setHorizontalHeaderLabels(["target", f"ECE ({N_BINS} bins)"])
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        self.plot = ReliabilityPlot(napari_viewer)
+        layout = scroll_layout(self)
+        layout.addWidget(self.inputs)
+        layout.addWidget(self.compute_button)
+        layout.addWidget(self.plot)
+        layout.addWidget(self.table)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+        self.inputs.changed.connect(self.compute)
+        self.compute_button.clicked.connect(self.compute)
+        self.compute()
+
+    def ece(self, target: str) -> float:
+        """ECE against ``target`` (``SOFT_LABEL`` or a rater layer's name) from the last computation."""
+        return next(e for name, _, e in self.results if name == target)
+
+    def compute(self) -> None:
+        """Compute reliability bins and ECE for the chosen layers and show them."""
+        self.results = []
+        layer = self.inputs.soft_layer()
+        try:
+            inputs = self.inputs.read()
+            if inputs.masks is None:
+                raise SoftsegError("calibration needs rater masks: open the case's rater layers (Labels)")
+        except SoftsegError as exc:
+            if layer is not None:
+                notify_exception(exc, action="Calibration")
+            self.status.setText(str(exc) if layer is not None else "Open a soft map and its raters.")
+            self._show()
+            return
+        prediction = inputs.prediction
+        targets = [(SOFT_LABEL, weighted_mean(inputs.masks))]
+        targets += list(zip(inputs.rater_names, inputs.masks))
+        for name, target in targets:
+            self.results.append(
+                (name, reliability(prediction, target, N_BINS), expected_calibration_error(prediction, target, N_BINS))
+            )
+        self.status.setText(
+            f"{inputs.soft_layer.name}: ECE {self.results[0][2]:.4f} against the soft label; lower is better "
+            "(0 = predicted probabilities match the observed frequencies)."
+        )
+        self._show()
+
+    def _show(self) -> None:
+        self.plot.plot([(name, rel) for name, rel, _ in self.results])
+        self.table.setRowCount(len(self.results))
+        for r, (name, _, ece) in enumerate(self.results):
+            value = QTableWidgetItem(f"{ece:.4f}")
+            value.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            self.table.setItem(r, 0, QTableWidgetItem(name))
+            self.table.setItem(r, 1, value)
+        self.table.resizeRowsToContents()

@@ -1,0 +1,273 @@
+"""Small matplotlib plots inside napari docks, coloured from napari's theme.
+
+* :class:`ThemedCanvas` — a ``FigureCanvasQTAgg`` that takes its colours from the viewer's theme (dark,
+  light or system) and recolours itself when ``viewer.theme`` changes.
+* :class:`PRCurvePlot` — precision against recall; the curve is drawn once per reference, and the
+  current operating point is a marker moved by **blitting** (restore the cached background, draw one
+  artist, mark that rectangle for the next paint), at most once per ``marker_interval_ms``. A slider move
+  never redraws the figure.
+* :class:`ReliabilityPlot` — the reliability diagram of the calibration widget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+from qtpy.QtWidgets import QSizePolicy
+from superqt.utils import qthrottled
+
+__all__ = ["PRCurvePlot", "PlotColors", "ReliabilityPlot", "ThemedCanvas", "theme_colors"]
+
+
+@dataclass(frozen=True)
+class PlotColors:
+    """Colours of one theme, as hex strings."""
+
+    background: str
+    text: str
+    grid: str
+    curve: str
+    marker: str
+    point: str
+    series: tuple[str, ...]
+
+
+# Data colours chosen for contrast on each background (light lines on dark, dark lines on light).
+_DATA = {
+    "dark": dict(curve="#6cb4ff", marker="#ffd23f", point="#ff6b9a",
+                 series=("#ff9f43", "#7bed9f", "#a29bfe", "#ff6b6b", "#48dbfb", "#feca57", "#c8d6e5")),
+    "light": dict(curve="#1f5fbf", marker="#d9480f", point="#c2185b",
+                  series=("#e67700", "#2b8a3e", "#5f3dc4", "#c92a2a", "#0b7285", "#a61e4d", "#495057")),
+}
+
+
+def theme_colors(theme: str) -> PlotColors:
+    """Plot colours for a napari theme name (``"dark"``, ``"light"``, ``"system"`` or a custom theme).
+
+    Background, text and grid come from the theme itself; data colours from its type (dark/light).
+    """
+    from napari.utils.theme import get_theme
+
+    try:
+        t = get_theme(theme)
+    except (KeyError, ValueError):
+        t = get_theme("dark")
+    kind = "light" if getattr(t, "type", "dark") == "light" else "dark"
+    return PlotColors(
+        background=t.background.as_hex(),
+        text=t.text.as_hex(),
+        grid=t.highlight.as_hex(),
+        **_DATA[kind],
+    )
+
+
+def _deleted(widget) -> bool:
+    """Whether Qt already destroyed the C++ side of ``widget``."""
+    try:
+        widget.objectName()
+    except RuntimeError:
+        return True
+    return False
+
+
+class ThemedCanvas(FigureCanvasQTAgg):
+    """A matplotlib canvas coloured like the napari viewer it lives in.
+
+    Args:
+        viewer: The napari viewer whose ``theme`` to follow (``None``: dark).
+        height: Preferred height in pixels.
+    """
+
+    def __init__(self, viewer=None, height: int = 220):
+        super().__init__(Figure(figsize=(3.2, height / 100), dpi=100, layout="constrained"))
+        self.setMinimumHeight(height)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Minimum)
+        self.axes = self.figure.add_subplot()
+        self._viewer = viewer
+        self.colors = theme_colors(viewer.theme if viewer is not None else "dark")
+        if viewer is not None:
+            viewer.events.theme.connect(self._on_theme)
+        self._style_axes()
+
+    def _on_theme(self, event=None) -> None:
+        if self._viewer is not None and not _deleted(self):
+            self.apply_theme(self._viewer.theme)
+
+    def draw(self) -> None:
+        # a draw_idle queued just before the dock was closed may run after Qt deleted the widget
+        if not _deleted(self):
+            super().draw()
+
+    def apply_theme(self, theme: str) -> None:
+        """Recolour the figure for ``theme`` and redraw."""
+        self.colors = theme_colors(theme)
+        self._style_axes()
+        self.restyle_data()
+        self.update_legend()
+        self.draw_idle()
+
+    def _style_axes(self) -> None:
+        c = self.colors
+        self.figure.set_facecolor(c.background)
+        ax = self.axes
+        ax.set_facecolor(c.background)
+        for spine in ax.spines.values():
+            spine.set_color(c.text)
+        ax.tick_params(colors=c.text, labelsize=7)
+        ax.xaxis.label.set_color(c.text)
+        ax.yaxis.label.set_color(c.text)
+        ax.title.set_color(c.text)
+        ax.grid(True, color=c.grid, linewidth=0.5, alpha=0.6)
+
+    def legend_handles(self) -> list:
+        """Artists to list in the legend (subclasses); none: no legend."""
+        return []
+
+    legend_loc = "best"
+
+    def update_legend(self) -> None:
+        """(Re)make the legend, so its entries copy the artists' current colours."""
+        legend = self.axes.get_legend()
+        if legend is not None:
+            legend.remove()
+        handles = self.legend_handles()
+        if not handles:
+            return
+        legend = self.axes.legend(handles=handles, fontsize=6, framealpha=0.7, loc=self.legend_loc)
+        legend.get_frame().set_facecolor(self.colors.background)
+        legend.get_frame().set_edgecolor(self.colors.grid)
+        for text in legend.get_texts():
+            text.set_color(self.colors.text)
+
+    def restyle_data(self) -> None:
+        """Recolour the data artists after a theme change (subclasses)."""
+
+    def disconnect_viewer(self) -> None:
+        """Stop following the viewer's theme (call when the owning widget closes)."""
+        if self._viewer is not None:
+            self._viewer.events.theme.disconnect(self._on_theme)
+            self._viewer = None
+
+
+class PRCurvePlot(ThemedCanvas):
+    """Precision–recall curve with a movable operating-point marker and optional extra points.
+
+    Args:
+        viewer: The napari viewer (theme).
+        marker_interval_ms: At most one marker repaint per this many milliseconds while dragging.
+    """
+
+    legend_loc = "lower left"
+
+    def __init__(self, viewer=None, marker_interval_ms: int = 30):
+        super().__init__(viewer)
+        ax = self.axes
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("recall", fontsize=8)
+        ax.set_ylabel("precision", fontsize=8)
+        (self.curve_line,) = ax.plot([], [], lw=1.5)
+        (self.points,) = ax.plot([], [], ls="none", marker="*", ms=12, label="you")
+        (self.marker,) = ax.plot([], [], ls="none", marker="o", ms=8, mec="black", animated=True)
+        self._background = None
+        self.restyle_data()
+        self.mpl_connect("draw_event", self._on_draw)
+        self._blit_throttled = qthrottled(self._blit_marker, timeout=marker_interval_ms, leading=True)
+
+    def restyle_data(self) -> None:
+        c = self.colors
+        self.curve_line.set_color(c.curve)
+        self.marker.set_color(c.marker)
+        self.marker.set_markeredgecolor(c.text)
+        self.points.set_color(c.point)
+        self.points.set_markeredgecolor(c.text)
+
+    def legend_handles(self) -> list:
+        return [self.points] if len(self.points.get_xdata()) else []
+
+    def set_curve(self, recall: np.ndarray, precision: np.ndarray, title: str = "") -> None:
+        """Draw a new curve (a full redraw; call when the reference changes, never per slider move)."""
+        self.curve_line.set_data(recall, precision)
+        self.axes.set_title(title, fontsize=8, color=self.colors.text)
+        self.draw_idle()
+
+    def set_points(self, recall, precision) -> None:
+        """Extra fixed points (an annotator's mask against the same reference); empty lists clear them."""
+        self.points.set_data(np.atleast_1d(recall), np.atleast_1d(precision))
+        self.update_legend()
+        self.draw_idle()
+
+    def set_marker(self, recall: float, precision: float) -> None:
+        """Move the operating-point marker (cheap: the repaint is a throttled blit)."""
+        self.marker.set_data([recall], [precision])
+        self._blit_throttled()
+
+    def _on_draw(self, event=None) -> None:
+        # full redraws exclude the animated marker: keep that picture and put the marker on top
+        self._background = self.copy_from_bbox(self.figure.bbox)
+        self.figure.draw_artist(self.marker)
+
+    def _blit_marker(self) -> None:
+        if self._background is None or _deleted(self) or not self.isVisible():
+            return
+        self.restore_region(self._background)
+        self.figure.draw_artist(self.marker)
+        # Like FigureCanvasQTAgg.blit, but asking Qt for an *asynchronous* update of the rectangle: a
+        # synchronous repaint() makes Qt compose the whole main window (it holds napari's OpenGL canvas)
+        # once more per move; update() lets that happen once, together with the canvas repaint.
+        left, bottom, width, height = (int(v / self.device_pixel_ratio) for v in self.axes.bbox.bounds)
+        self.update(left, self.rect().height() - bottom - height, width + 1, height + 1)
+
+    def flush(self) -> None:
+        """Run a pending throttled marker repaint now (tests, benchmarks)."""
+        self._blit_throttled.flush()
+
+
+class ReliabilityPlot(ThemedCanvas):
+    """Reliability diagram: mean target against mean prediction per bin, and the diagonal."""
+
+    legend_loc = "upper left"
+
+    def __init__(self, viewer=None):
+        super().__init__(viewer, height=240)
+        ax = self.axes
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("mean predicted probability", fontsize=8)
+        ax.set_ylabel("observed frequency", fontsize=8)
+        (self.diagonal,) = ax.plot([0, 1], [0, 1], ls="--", lw=0.8)
+        self.series: list = []
+        self.restyle_data()
+
+    def restyle_data(self) -> None:
+        c = self.colors
+        self.diagonal.set_color(c.grid)
+        for i, line in enumerate(self.series):
+            color = c.curve if i == 0 else c.series[(i - 1) % len(c.series)]
+            line.set_color(color)
+
+    def legend_handles(self) -> list:
+        return list(self.series)
+
+    def plot(self, curves: list[tuple[str, dict]]) -> None:
+        """Draw one line per ``(label, reliability dict)``; the first is drawn thicker (the soft label).
+
+        Bins without voxels are left out of each line.
+        """
+        for line in self.series:
+            line.remove()
+        self.series = []
+        for i, (label, rel) in enumerate(curves):
+            count = np.asarray(rel["count"])
+            keep = count > 0
+            (line,) = self.axes.plot(
+                np.asarray(rel["mean_pred"])[keep], np.asarray(rel["mean_target"])[keep],
+                marker="o", ms=4 if i == 0 else 2.5, lw=2.0 if i == 0 else 0.9, label=label,
+            )
+            self.series.append(line)
+        self.restyle_data()
+        self.update_legend()
+        self.draw_idle()

@@ -1,0 +1,462 @@
+"""Rater comparison: each rater against the others, the model against the same consensus, and you.
+
+* **Table** — for each rater, the Dice of that rater against the consensus of the other raters
+  (leave-one-rater-out, :func:`~napari_softseg.metrics.leave_one_rater_out`) and the Dice of the model's
+  mask ``p >= threshold`` against that same consensus. The better of the two is highlighted in each
+  row. The threshold is the one shared with the threshold explorer; the model column comes from one PR
+  curve per left-out rater, so it follows the slider without recounting voxels.
+* **Annotator** — pick (or add) your own Labels layer and draw. Your mask becomes a point on the model's
+  PR curve against the chosen reference, next to the model's current operating point, and a
+  disagreement map layer shows where you differ from the raters' consensus, coloured by how many raters
+  agree with you there (:func:`~napari_softseg.disagreement.disagreement_map`). Painting updates it
+  (throttled); *Refresh* recomputes on demand.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from napari.layers import Labels
+from napari.utils.colormaps import DirectLabelColormap
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QBrush, QColor, QFont
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+from superqt.utils import qthrottled
+
+from napari_softseg import layers as softseg_layers
+from napari_softseg.disagreement import agreement_colors, disagreement_map, summarize
+from napari_softseg.errors import SoftsegError
+from napari_softseg.metrics import PRCurve, leave_one_rater_out
+from napari_softseg.operating_point import (
+    GRID,
+    Reference,
+    ThresholdSession,
+    default_k,
+    mask_operating_point,
+    others_consensus,
+    snap,
+)
+
+from .notifications import notify_exception, show_warning
+from .plots import PRCurvePlot
+from .selection import HELPER_KEY, LayerInputs, is_helper, scroll_layout, shared_threshold
+
+ANNOTATION_NAME = "my annotation"
+HIGHLIGHT = QColor(60, 160, 90, 110)   # translucent green: readable on dark and light themes
+
+
+class RaterComparison(QWidget):
+    """Dock widget: leave-one-rater-out table, annotator's PR point and disagreement map.
+
+    Args:
+        napari_viewer: The viewer (napari passes it by this name).
+    """
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session: ThresholdSession | None = None
+        self.rows: list = []                    # RaterAgreement rows (rater column)
+        self._loo_curves: list[PRCurve] = []    # model vs consensus of the others, per rater
+        self.annotation_point = None            # OperatingPoint of the annotator's mask
+        self.disagreement_layer = None
+        self._annotation_layer = None
+        self._shared = shared_threshold(napari_viewer)
+
+        self.inputs = LayerInputs(napari_viewer)
+        self.threshold_spin = QDoubleSpinBox()
+        self.threshold_spin.setRange(0.0, 1.0)
+        self.threshold_spin.setDecimals(3)
+        self.threshold_spin.setSingleStep(1.0 / GRID)
+        self.threshold_spin.setKeyboardTracking(False)
+        self.threshold_spin.setValue(self._shared.value)
+        self.threshold_spin.setToolTip("The model's threshold (shared with the Threshold explorer)")
+        self.table = QTableWidget(0, 3)
+        self.table.setHorizontalHeaderLabels(["rater", "rater vs others", "model vs same"])
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.setToolTip(
+            "Dice against the consensus of the other raters (at least half of them); the better of rater "
+            "and model is highlighted"
+        )
+        self.summary = QLabel()
+        self.summary.setWordWrap(True)
+
+        self.annotation_combo = QComboBox()
+        self.annotation_combo.setToolTip("Your own mask: a Labels layer of the same shape")
+        self.add_button = QPushButton("Add my annotation layer")
+        self.reference_combo = QComboBox()
+        self.k_spin = QSpinBox()
+        self.k_spin.setPrefix("k = ")
+        self.refresh_button = QPushButton("Refresh")
+        self.annotation_label = QLabel("–")
+        self.annotation_label.setWordWrap(True)
+        self.legend = QLabel()
+        self.legend.setWordWrap(True)
+        self.plot = PRCurvePlot(napari_viewer)
+        self._build_layout()
+
+        self._schedule_annotation = qthrottled(self.refresh_annotation, timeout=400, leading=False)
+        self.inputs.changed.connect(self.rebuild)
+        self.threshold_spin.valueChanged.connect(self._shared.set)
+        self._shared.changed.connect(self._on_threshold)
+        self.add_button.clicked.connect(self.add_annotation_layer)
+        self.refresh_button.clicked.connect(self.refresh)
+        self.annotation_combo.currentIndexChanged.connect(self._on_annotation_changed)
+        self.reference_combo.currentIndexChanged.connect(self._on_reference_changed)
+        self.k_spin.valueChanged.connect(self._on_reference_changed)
+        napari_viewer.layers.events.inserted.connect(self._fill_annotations)
+        napari_viewer.layers.events.removed.connect(self._on_layer_removed)
+        self._annotation_layers: list = []
+        self._reference_entries: list[Reference] = []
+        self.rebuild()
+
+    def _build_layout(self) -> None:
+        layout = scroll_layout(self)
+        layout.addWidget(self.inputs)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("model threshold"))
+        row.addWidget(self.threshold_spin)
+        row.addStretch(1)
+        layout.addLayout(row)
+        layout.addWidget(self.table)
+        layout.addWidget(self.summary)
+        box = QGroupBox("you (annotator)")
+        inner = QVBoxLayout(box)
+        row = QHBoxLayout()
+        row.addWidget(self.annotation_combo, 1)
+        row.addWidget(self.add_button)
+        inner.addLayout(row)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("against"))
+        row.addWidget(self.reference_combo, 1)
+        row.addWidget(self.k_spin)
+        row.addWidget(self.refresh_button)
+        inner.addLayout(row)
+        inner.addWidget(self.annotation_label)
+        inner.addWidget(self.plot)
+        inner.addWidget(self.legend)
+        layout.addWidget(box)
+        layout.addStretch(1)
+
+    # -- public ------------------------------------------------------------------------------------
+    @property
+    def threshold(self) -> float:
+        return snap(self._shared.value)
+
+    def set_threshold(self, threshold: float) -> None:
+        """Set the shared threshold (the explorer follows)."""
+        self._shared.set(snap(threshold))
+
+    def annotation_layer(self):
+        """The chosen annotation layer, or None."""
+        i = self.annotation_combo.currentIndex()
+        return self._annotation_layers[i] if 0 <= i < len(self._annotation_layers) else None
+
+    def set_annotation_layer(self, layer) -> None:
+        self.annotation_combo.setCurrentIndex(self._annotation_layers.index(layer))
+
+    def set_reference(self, reference: Reference) -> None:
+        """Reference for the annotator's point: a consensus (``k``), the soft label or a rater."""
+        index = next(
+            (i for i, ref in enumerate(self._reference_entries)
+             if ref.kind == reference.kind and (ref.kind != "rater" or ref.rater == reference.rater)),
+            None,
+        )
+        if index is None:
+            raise SoftsegError(f"reference '{reference.describe()}' is not available for these layers")
+        if reference.kind == "consensus":
+            self.k_spin.blockSignals(True)
+            self.k_spin.setValue(reference.k)
+            self.k_spin.blockSignals(False)
+        if index != self.reference_combo.currentIndex():
+            self.reference_combo.setCurrentIndex(index)
+        else:
+            self._on_reference_changed()
+
+    def model_dice(self, rater: int, threshold: float | None = None) -> float:
+        """The model's Dice against the consensus of all raters but ``rater``, at ``threshold``."""
+        t = self.threshold if threshold is None else snap(threshold)
+        return self._loo_curves[rater].at(t).dice
+
+    def refresh(self) -> None:
+        """Re-read the layers and recompute everything (the Refresh button)."""
+        self.rebuild()
+
+    # -- building ----------------------------------------------------------------------------------
+    def rebuild(self) -> None:
+        """Read the chosen layers; compute the leave-one-out table and the annotator's view."""
+        self.session = None
+        self.rows, self._loo_curves = [], []
+        self._fill_annotations()
+        layer = self.inputs.soft_layer()
+        try:
+            inputs = self.inputs.read()
+        except SoftsegError as exc:
+            if layer is not None:
+                notify_exception(exc, action="Rater comparison")
+            self._show_table()
+            self.summary.setText(str(exc) if layer is not None else "Open a soft map and its raters.")
+            return
+        self.session = ThresholdSession(
+            inputs.prediction, inputs.masks, spacing=inputs.spacing, rater_names=inputs.rater_names
+        )
+        if inputs.masks is not None and len(inputs.masks) >= 2:
+            self.rows = leave_one_rater_out(inputs.masks, rater_names=inputs.rater_names)
+            self._loo_curves = [
+                PRCurve(inputs.prediction, others_consensus(inputs.masks, i), n_bins=GRID)
+                for i in range(len(inputs.masks))
+            ]
+        self._fill_references()
+        self._show_table()
+        self._on_reference_changed()
+
+    def _fill_references(self) -> None:
+        n = self.session.n_raters
+        entries: list[Reference] = []
+        if n:
+            entries.append(Reference("consensus", k=default_k(n)))
+            entries.append(Reference("soft"))
+            entries += [Reference("rater", rater=i) for i in range(n)]
+        entries.append(Reference("expected"))
+        self._reference_entries = entries
+        for w in (self.reference_combo, self.k_spin):
+            w.blockSignals(True)
+        self.reference_combo.clear()
+        self.reference_combo.addItems(
+            ["consensus (k of n raters)" if r.kind == "consensus" else self.session.describe_reference(r)
+             for r in entries]
+        )
+        self.k_spin.setRange(1, max(n, 1))
+        self.k_spin.setSuffix(f" of {n}")
+        self.k_spin.setValue(default_k(n) if n else 1)
+        for w in (self.reference_combo, self.k_spin):
+            w.blockSignals(False)
+
+    def current_reference(self) -> Reference | None:
+        i = self.reference_combo.currentIndex()
+        if self.session is None or not 0 <= i < len(self._reference_entries):
+            return None
+        ref = self._reference_entries[i]
+        return Reference("consensus", k=self.k_spin.value()) if ref.kind == "consensus" else ref
+
+    # -- table -------------------------------------------------------------------------------------
+    def table_values(self) -> list[tuple[str, float, float]]:
+        """``(rater, rater vs others, model vs same)`` per rater at the current threshold."""
+        return [
+            (row.rater, row.dice_vs_others, self.model_dice(i)) for i, row in enumerate(self.rows)
+        ]
+
+    def _show_table(self) -> None:
+        values = self.table_values()
+        self.table.setRowCount(len(values) + (1 if values else 0))
+        bold = QFont()
+        bold.setBold(True)
+        model_wins = 0
+        for r, (name, rater_dice, model_dice) in enumerate(values):
+            self._set_row(r, name, rater_dice, model_dice, bold)
+            model_wins += model_dice >= rater_dice
+        if values:
+            mean_r = float(np.mean([v[1] for v in values]))
+            mean_m = float(np.mean([v[2] for v in values]))
+            self._set_row(len(values), "mean", mean_r, mean_m, bold)
+            self.summary.setText(
+                f"At threshold {self.threshold:.3f} the model matches the other raters' consensus at least as "
+                f"well as the left-out rater for {model_wins} of {len(values)} raters."
+            )
+        elif self.session is not None:
+            self.summary.setText("The table needs at least 2 rater layers.")
+        self.table.resizeRowsToContents()
+        self.table.setFixedHeight(
+            self.table.horizontalHeader().height() + sum(self.table.rowHeight(i) for i in range(self.table.rowCount())) + 4
+        )
+
+    def _set_row(self, r: int, name: str, rater_dice: float, model_dice: float, bold: QFont) -> None:
+        cells = [QTableWidgetItem(name), QTableWidgetItem(f"{rater_dice:.3f}"), QTableWidgetItem(f"{model_dice:.3f}")]
+        best = 1 if rater_dice > model_dice else 2
+        for c, item in enumerate(cells):
+            if c:
+                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            if c == best:
+                item.setFont(bold)
+                item.setBackground(QBrush(HIGHLIGHT))
+            self.table.setItem(r, c, item)
+
+    def best_column(self, row: int) -> int:
+        """Column (1 = rater, 2 = model) highlighted in table row ``row``."""
+        return 1 if self.table.item(row, 1).font().bold() else 2
+
+    # -- threshold ---------------------------------------------------------------------------------
+    def _on_threshold(self, value: float) -> None:
+        if self.threshold_spin.value() != value:
+            self.threshold_spin.blockSignals(True)
+            self.threshold_spin.setValue(value)
+            self.threshold_spin.blockSignals(False)
+        if self.rows:
+            self._show_table()
+        if self.session is not None and self.session.reference is not None:
+            op = self.session.at(value)
+            self.plot.set_marker(op.recall, op.precision)
+
+    # -- annotator ---------------------------------------------------------------------------------
+    def _fill_annotations(self, event=None) -> None:
+        soft = self.inputs.soft_layer()
+        shape = None if soft is None else tuple(soft.data.shape)
+        current = self.annotation_layer()
+        layers = [
+            layer for layer in self.viewer.layers
+            if isinstance(layer, Labels) and not is_helper(layer) and tuple(layer.data.shape) == shape
+        ]
+        layers.sort(key=lambda layer: softseg_layers.kind_of(layer) != "annotation")
+        self._annotation_layers = [None, *layers]
+        self.annotation_combo.blockSignals(True)
+        self.annotation_combo.clear()
+        self.annotation_combo.addItems(["(none)", *[layer.name for layer in layers]])
+        if current in layers:
+            self.annotation_combo.setCurrentIndex(self._annotation_layers.index(current))
+        elif layers and softseg_layers.kind_of(layers[0]) == "annotation":
+            self.annotation_combo.setCurrentIndex(1)
+        self.annotation_combo.blockSignals(False)
+        if self.annotation_layer() is not self._annotation_layer:
+            self._on_annotation_changed()
+
+    def add_annotation_layer(self):
+        """Add an empty Labels layer on the soft map's grid, in paint mode, for the annotator."""
+        soft = self.inputs.soft_layer()
+        if soft is None:
+            show_warning("Rater comparison: open a soft map first; the annotation layer is made to match it")
+            return None
+        try:
+            metadata = softseg_layers.make_metadata("annotation", softseg_layers.geometry_of(soft))
+        except SoftsegError:
+            metadata = {softseg_layers.KEY: {"kind": "annotation"}}
+        names = {layer.name for layer in self.viewer.layers}
+        name, n = ANNOTATION_NAME, 1
+        while name in names:
+            n += 1
+            name = f"{ANNOTATION_NAME} {n}"
+        layer = self.viewer.add_labels(
+            np.zeros(soft.data.shape, np.uint8), name=name, metadata=metadata,
+            affine=soft.affine.affine_matrix, scale=soft.scale, translate=soft.translate,
+            rotate=soft.rotate, shear=soft.shear, opacity=0.6,
+        )
+        layer.mode = "paint"
+        self._fill_annotations()
+        self.set_annotation_layer(layer)
+        return layer
+
+    def _on_annotation_changed(self, *args) -> None:
+        old, new = self._annotation_layer, self.annotation_layer()
+        if old is new:
+            return
+        if old is not None:
+            for emitter in (old.events.paint, old.events.data):
+                emitter.disconnect(self._on_annotation_edit)
+        self._annotation_layer = new
+        if new is not None:
+            new.events.paint.connect(self._on_annotation_edit)
+            new.events.data.connect(self._on_annotation_edit)
+        self.refresh_annotation()
+
+    def _on_annotation_edit(self, event=None) -> None:
+        self._schedule_annotation()
+
+    def _on_reference_changed(self, *args) -> None:
+        ref = self.current_reference()
+        if ref is None:
+            self.plot.set_curve([], [], "")
+            return
+        self.k_spin.setEnabled(ref.kind == "consensus")
+        try:
+            self.session.reference = ref
+        except (SoftsegError, ValueError) as exc:
+            notify_exception(SoftsegError(str(exc)), action="Rater comparison")
+            return
+        curve = self.session.curve
+        self.plot.set_curve(curve.recall, curve.precision, f"model vs {self.session.describe_reference()}")
+        op = self.session.at(self.threshold)
+        self.plot.set_marker(op.recall, op.precision)
+        self.refresh_annotation()
+
+    def refresh_annotation(self) -> None:
+        """Recompute the annotator's PR point and the disagreement map from the annotation layer."""
+        layer = self.annotation_layer()
+        self.annotation_point = None
+        if layer is None or self.session is None:
+            self.annotation_label.setText("Pick or add your annotation layer and draw.")
+            self.plot.set_points([], [])
+            self._set_disagreement(None)
+            return
+        if not isinstance(layer, Labels) or tuple(layer.data.shape) != tuple(self.session.prediction.shape):
+            show_warning(f"Rater comparison: layer {layer.name!r} does not match the soft map's shape")
+            return
+        annotation = np.asarray(layer.data) != 0
+        ref = self.session.reference
+        target = self.session.reference_mask(ref)
+        if target is None:          # expected: the calibrated map is its own reference
+            target = self.session.prediction
+        op = mask_operating_point(annotation, target, self.session.spacing)
+        self.annotation_point = op
+        self.plot.set_points([op.recall], [op.precision])
+        model = self.session.curve.at(self.threshold)
+        volume = "" if op.volume_ml is None else f", volume {op.volume_ml:.2f} mL"
+        self.annotation_label.setText(
+            f"You vs {self.session.describe_reference()}: precision {op.precision:.3f}, recall {op.recall:.3f}, "
+            f"Dice {op.dice:.3f}{volume}. Model at {self.threshold:.3f}: precision {model.precision:.3f}, "
+            f"recall {model.recall:.3f}, Dice {model.dice:.3f}."
+        )
+        if self.session.n_raters:
+            k = ref.k if ref.kind == "consensus" else default_k(self.session.n_raters)
+            self._set_disagreement(disagreement_map(annotation, self.session.masks, k), annotation, k)
+        else:
+            self._set_disagreement(None)
+
+    def _set_disagreement(self, data, annotation=None, k: int = 0) -> None:
+        if data is None:
+            if self.disagreement_layer is not None and self.disagreement_layer in self.viewer.layers:
+                self.viewer.layers.remove(self.disagreement_layer)
+            self.disagreement_layer = None
+            self.legend.setText("")
+            return
+        n = self.session.n_raters
+        if self.disagreement_layer is None or self.disagreement_layer not in self.viewer.layers:
+            soft = self.inputs.soft_layer()
+            active = self.viewer.layers.selection.active
+            colors = {None: (0, 0, 0, 0), **agreement_colors(n)}
+            self.disagreement_layer = self.viewer.add_labels(
+                data, name=f"{self._annotation_layer.name} vs consensus", opacity=0.8,
+                colormap=DirectLabelColormap(color_dict=colors), metadata={HELPER_KEY: "disagreement"},
+                affine=soft.affine.affine_matrix, scale=soft.scale, translate=soft.translate,
+                rotate=soft.rotate, shear=soft.shear,
+            )
+            self.disagreement_layer.editable = False
+            if active is not None and active in self.viewer.layers:
+                self.viewer.layers.selection.active = active
+        else:
+            self.disagreement_layer.data = data
+        s = summarize(annotation, data, n)
+        per = ", ".join(f"{c:,} where {a} agree" for a, c in enumerate(s.by_agreeing) if c)
+        self.legend.setText(
+            f"Disagreement map vs consensus ({k} of {n}): {s.extra:,} voxels only you marked, {s.missed:,} "
+            f"you left out ({per or 'none'}). Red: no rater agrees with you → green: most raters do."
+        )
+
+    def _on_layer_removed(self, event) -> None:
+        if event.value is self.disagreement_layer:
+            self.disagreement_layer = None
+        if event.value is self._annotation_layer:
+            self._set_disagreement(None)
+        self._fill_annotations()

@@ -1,0 +1,343 @@
+"""What the analysis docks (threshold explorer, rater comparison, calibration) work on.
+
+* :class:`LayerInputs` — pick the soft map (an Image layer with values in [0, 1]) and the rater Labels
+  layers; it follows the viewer's layer list and pre-selects layers by the kind the reader records in
+  ``metadata["softseg"]`` (``prediction`` / ``soft_label``, ``rater``), else by type and shape.
+  :meth:`LayerInputs.read` returns the arrays, checked, or raises :class:`SoftsegError` with the reason.
+* :func:`shared_threshold` — one threshold per viewer that the docks share, so the rater comparison
+  scores the model at the threshold the clinician chose in the explorer.
+* :func:`scroll_layout` — the docks' content scrolls instead of being squeezed in a short dock.
+* Helper layers the docks add (threshold overlay, contour, disagreement map) are tagged with
+  :data:`HELPER_KEY` in their metadata and never offered as inputs.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+from napari.layers import Image, Labels
+from qtpy.QtCore import QObject, QSize, Qt, Signal
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QFrame,
+    QListWidget,
+    QListWidgetItem,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_softseg import layers as softseg_layers
+from napari_softseg.errors import SoftsegError
+
+#: Metadata key marking layers made by the analysis docks (value: what the layer is).
+HELPER_KEY = "softseg_helper"
+
+_SOFT_KINDS = ("prediction", "soft_label")
+_NOT_RATERS = ("annotation", "mask")
+
+
+def is_helper(layer) -> bool:
+    """Whether ``layer`` was made by one of the analysis docks (an overlay, not an input)."""
+    return isinstance(getattr(layer, "metadata", None), dict) and HELPER_KEY in layer.metadata
+
+
+def soft_map_candidates(viewer) -> list[Image]:
+    """Image layers that can be soft maps: predictions first, then soft labels, then other float images.
+
+    Scans made by the reader (kind ``image``), RGB and multiscale layers are left out.
+    """
+    ranked = []
+    for layer in viewer.layers:
+        if not isinstance(layer, Image) or is_helper(layer) or layer.rgb or layer.multiscale:
+            continue
+        kind = softseg_layers.kind_of(layer)
+        if kind in _SOFT_KINDS:
+            ranked.append((_SOFT_KINDS.index(kind), layer))
+        elif kind is None and np.issubdtype(layer.data.dtype, np.floating):
+            ranked.append((2, layer))
+    # most recently added first within a rank (a new prediction wins over an older one)
+    order = {id(layer): i for i, layer in enumerate(viewer.layers)}
+    ranked.sort(key=lambda item: (item[0], -order[id(item[1])]))
+    return [layer for _, layer in ranked]
+
+
+def rater_candidates(viewer, shape: tuple[int, ...] | None) -> tuple[list[Labels], list[Labels]]:
+    """Labels layers usable as raters for a soft map of ``shape``.
+
+    Returns:
+        ``(matching, mismatched)``: Labels layers of that shape (reader-made raters first; annotations,
+        thresholded masks and helper layers excluded), and rater layers whose shape differs.
+    """
+    matching, mismatched = [], []
+    for layer in viewer.layers:
+        if not isinstance(layer, Labels) or is_helper(layer):
+            continue
+        kind = softseg_layers.kind_of(layer)
+        if kind in _NOT_RATERS:
+            continue
+        if shape is not None and tuple(layer.data.shape) != tuple(shape):
+            if kind == "rater":
+                mismatched.append(layer)
+            continue
+        matching.append(layer)
+    matching.sort(key=lambda layer: softseg_layers.kind_of(layer) != "rater")
+    return matching, mismatched
+
+
+def layer_spacing(layer) -> tuple[float, float, float] | None:
+    """Voxel size in mm of a spatial layer (from its softseg geometry or napari affine), else None."""
+    try:
+        return softseg_layers.geometry_of(layer).spacing
+    except (SoftsegError, KeyError, ValueError, TypeError):
+        return None
+
+
+@dataclass
+class Inputs:
+    """Checked arrays of the chosen layers (all in the layers' own display order, not copied)."""
+
+    soft_layer: Image
+    prediction: np.ndarray
+    rater_layers: list[Labels]
+    masks: np.ndarray | None          # uint8 (R, *prediction.shape) or None
+    rater_names: list[str]
+    spacing: tuple[float, float, float] | None
+
+
+def check_soft_map(layer) -> np.ndarray:
+    """The data of a soft-map layer, checked: an Image layer, real numbers in [0, 1].
+
+    Raises:
+        SoftsegError: Wrong layer type, RGB/multiscale, or values outside [0, 1] / not finite.
+    """
+    if layer is None:
+        raise SoftsegError("no soft map: open a prediction or soft label (an Image layer with values 0–1)")
+    if not isinstance(layer, Image):
+        raise SoftsegError(f"layer {layer.name!r} is a {type(layer).__name__} layer; pick an Image layer")
+    if layer.rgb or layer.multiscale:
+        raise SoftsegError(f"layer {layer.name!r} is RGB or multiscale; pick a single-channel soft map")
+    data = np.asarray(layer.data)
+    if not np.issubdtype(data.dtype, np.number):
+        raise SoftsegError(f"layer {layer.name!r} does not hold numbers")
+    lo, hi = float(np.min(data)), float(np.max(data))
+    if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0.0 or hi > 1.0:
+        raise SoftsegError(
+            f"layer {layer.name!r} is not a soft map: values range {lo:.3g}…{hi:.3g}, expected 0…1"
+        )
+    return data
+
+
+def read_masks(rater_layers: list, shape: tuple[int, ...]) -> np.ndarray | None:
+    """Stack rater Labels layers as ``uint8 (R, *shape)`` masks (any label > 0 is 1); None if no layers.
+
+    Raises:
+        SoftsegError: A layer is not a Labels layer or its shape differs from ``shape``.
+    """
+    if not rater_layers:
+        return None
+    for layer in rater_layers:
+        if not isinstance(layer, Labels):
+            raise SoftsegError(f"layer {layer.name!r} is a {type(layer).__name__} layer; raters must be Labels")
+        if tuple(layer.data.shape) != tuple(shape):
+            raise SoftsegError(
+                f"rater layer {layer.name!r} has shape {tuple(layer.data.shape)}, the soft map {tuple(shape)}"
+            )
+    return np.stack([np.asarray(layer.data) > 0 for layer in rater_layers]).view(np.uint8)
+
+
+class LayerInputs(QWidget):
+    """Soft-map combo box and a checkable list of rater layers that follow the viewer's layers.
+
+    Signals:
+        changed: The soft map or the set of checked raters changed.
+    """
+
+    changed = Signal()
+
+    def __init__(self, viewer, parent=None):
+        super().__init__(parent)
+        self.viewer = viewer
+        self.soft_combo = QComboBox()
+        self.soft_combo.setToolTip("Soft map to browse: a prediction or soft label (values 0–1)")
+        self.rater_list = QListWidget()
+        self.rater_list.setToolTip("Rater masks (Labels layers of the same shape) to compare with")
+        self.rater_list.setMaximumHeight(90)
+        form = QFormLayout(self)
+        form.setContentsMargins(0, 0, 0, 0)
+        form.addRow("soft map", self.soft_combo)
+        form.addRow("raters", self.rater_list)
+        self._layers: list = []        # soft map candidates shown in the combo
+        self._raters: list = []        # rater candidates shown in the list
+        self._choice: dict[int, bool] = {}  # rater layer id -> checked, for layers the user (un)checked
+        self._updating = False
+        self.soft_combo.currentIndexChanged.connect(self._on_soft_changed)
+        self.rater_list.itemChanged.connect(self._on_rater_item)
+        viewer.layers.events.inserted.connect(self._on_layers_changed)
+        viewer.layers.events.removed.connect(self._on_layers_changed)
+        viewer.layers.events.reordered.connect(self._on_layers_changed)
+        self.refresh()
+
+    # -- public ------------------------------------------------------------------------------------
+    def soft_layer(self):
+        """The chosen soft-map layer, or None."""
+        i = self.soft_combo.currentIndex()
+        return self._layers[i] if 0 <= i < len(self._layers) else None
+
+    def set_soft_layer(self, layer) -> None:
+        """Choose ``layer`` as the soft map (must be a listed candidate)."""
+        self.soft_combo.setCurrentIndex(self._layers.index(layer))
+
+    def rater_layers(self) -> list:
+        """The checked rater layers, in list order."""
+        return [
+            layer for i, layer in enumerate(self._raters)
+            if self.rater_list.item(i).checkState() == Qt.CheckState.Checked
+        ]
+
+    def set_rater_checked(self, layer, checked: bool) -> None:
+        """Check or uncheck one rater layer."""
+        self.rater_list.item(self._raters.index(layer)).setCheckState(
+            Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked
+        )
+
+    def read(self) -> Inputs:
+        """The chosen layers' arrays, checked.
+
+        Raises:
+            SoftsegError: No soft map, not a soft map, or a rater layer of another shape.
+        """
+        layer = self.soft_layer()
+        prediction = check_soft_map(layer)
+        raters = self.rater_layers()
+        masks = read_masks(raters, prediction.shape)
+        return Inputs(
+            soft_layer=layer, prediction=prediction, rater_layers=raters, masks=masks,
+            rater_names=[r.name for r in raters], spacing=layer_spacing(layer),
+        )
+
+    def mismatched_raters(self) -> list:
+        """Reader-made rater layers whose shape differs from the soft map (offered nowhere)."""
+        layer = self.soft_layer()
+        return rater_candidates(self.viewer, None if layer is None else layer.data.shape)[1]
+
+    def refresh(self) -> None:
+        """Re-list the viewer's layers, keeping the current choices where they still exist."""
+        current = self.soft_layer()
+        before = (current, self.rater_layers())
+        self._updating = True
+        try:
+            self._layers = soft_map_candidates(self.viewer)
+            self.soft_combo.clear()
+            self.soft_combo.addItems([layer.name for layer in self._layers])
+            if current in self._layers:
+                self.soft_combo.setCurrentIndex(self._layers.index(current))
+            self._fill_raters()
+        finally:
+            self._updating = False
+        if (self.soft_layer(), self.rater_layers()) != before:
+            self.changed.emit()
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _fill_raters(self) -> None:
+        soft = self.soft_layer()
+        self._raters = [] if soft is None else rater_candidates(self.viewer, soft.data.shape)[0]
+        self.rater_list.clear()
+        # when the reader's rater layers are there, other Labels layers (e.g. a new empty one to draw
+        # in) are listed but not checked until the user checks them
+        has_raters = any(softseg_layers.kind_of(layer) == "rater" for layer in self._raters)
+        for layer in self._raters:
+            item = QListWidgetItem(layer.name)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            default = softseg_layers.kind_of(layer) == "rater" or not has_raters
+            checked = self._choice.get(id(layer), default)
+            item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
+            self.rater_list.addItem(item)
+
+    def _on_layers_changed(self, event=None) -> None:
+        self.refresh()
+
+    def _on_soft_changed(self, index: int) -> None:
+        if self._updating:
+            return
+        self._updating = True
+        try:
+            self._fill_raters()
+        finally:
+            self._updating = False
+        self.changed.emit()
+
+    def _on_rater_item(self, item) -> None:
+        if self._updating:
+            return
+        layer = self._raters[self.rater_list.row(item)]
+        self._choice[id(layer)] = item.checkState() == Qt.CheckState.Checked
+        self.changed.emit()
+
+    def disconnect_viewer(self) -> None:
+        """Stop following the viewer's layer list."""
+        for emitter in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed,
+                        self.viewer.layers.events.reordered):
+            emitter.disconnect(self._on_layers_changed)
+
+
+class SharedThreshold(QObject):
+    """The threshold the analysis docks of one viewer share.
+
+    Signals:
+        changed(float): The threshold changed.
+    """
+
+    changed = Signal(float)
+
+    def __init__(self):
+        super().__init__()
+        self.value = 0.5
+
+    def set(self, value: float) -> None:
+        value = float(value)
+        if value != self.value:
+            self.value = value
+            self.changed.emit(value)
+
+
+_SHARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def shared_threshold(viewer) -> SharedThreshold:
+    """The :class:`SharedThreshold` of ``viewer`` (made on first use)."""
+    if viewer not in _SHARED:
+        _SHARED[viewer] = SharedThreshold()
+    return _SHARED[viewer]
+
+
+class _VerticalScrollArea(QScrollArea):
+    """Scrolls vertically; as wide as its content wants (a dock never clips the content's right side)."""
+
+    def _extra(self) -> int:
+        return self.verticalScrollBar().sizeHint().width() + 2 * self.frameWidth()
+
+    def minimumSizeHint(self) -> QSize:
+        inner = self.widget().minimumSizeHint() if self.widget() is not None else QSize(0, 0)
+        return QSize(inner.width() + self._extra(), 120)
+
+    def sizeHint(self) -> QSize:
+        inner = self.widget().sizeHint() if self.widget() is not None else QSize(0, 0)
+        return QSize(inner.width() + self._extra(), inner.height())
+
+
+def scroll_layout(widget: QWidget) -> QVBoxLayout:
+    """Give ``widget`` a frameless vertical scroll area and return the layout to fill inside it."""
+    outer = QVBoxLayout(widget)
+    outer.setContentsMargins(0, 0, 0, 0)
+    area = _VerticalScrollArea()
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    content = QWidget()
+    area.setWidget(content)
+    outer.addWidget(area)
+    return QVBoxLayout(content)

@@ -1,0 +1,479 @@
+"""Threshold explorer: drag one slider over a calibrated soft map and watch the operating point.
+
+The widget is a thin view of :class:`~napari_softseg.operating_point.ThresholdSession`. A slider move
+costs (see ``benchmarks/bench_slider.py`` and docs/benchmarks.md):
+
+* **numbers**: an O(1) look-up in the precomputed PR curve of the chosen reference;
+* **filled overlay**: a second Image layer shows the *same* soft-map array (no copy) through a
+  two-colour colormap; the threshold is its contrast limits, so the renderer applies it and nothing is
+  thresholded on the CPU;
+* **contour overlay**: an Image layer over a :class:`~napari_softseg.operating_point.ContourView`; napari
+  asks it for the displayed slice only, so a move outlines one slice (and scrolling re-outlines the new
+  slice);
+* **PR-curve marker**: moved by blitting, throttled; the curve is drawn only when the reference changes.
+
+Keyboard: with the slider focused, arrows step 0.001 and Page Up/Down 0.05; anywhere in the viewer,
+``[`` / ``]`` step 0.01.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+from napari.utils.colormaps import Colormap
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSlider,
+    QSpinBox,
+    QWidget,
+)
+from superqt.utils import qdebounced
+
+from napari_softseg.errors import SoftsegError
+from napari_softseg.operating_point import (
+    GRID,
+    ContourView,
+    Reference,
+    ThresholdSession,
+    default_k,
+    overlay_contrast_limits,
+    snap,
+    threshold_colormap_controls,
+)
+
+from .notifications import notify_exception, show_warning
+from .plots import PRCurvePlot
+from .selection import HELPER_KEY, LayerInputs, scroll_layout, shared_threshold
+
+OVERLAY_MODES = ("filled", "contour", "none")
+FILL_COLOR = (1.0, 0.85, 0.1)       # amber: visible over gray scans and the inferno soft map
+CONTOUR_COLOR = (0.2, 1.0, 0.9)     # cyan
+KEY_STEP = 0.01
+KEYS = ("[", "]")
+
+
+def _step_colormap(name: str, rgb: tuple[float, float, float]) -> Colormap:
+    """Transparent below the middle of the range, ``rgb`` from it on (no interpolation)."""
+    return Colormap(
+        colors=[[0.0, 0.0, 0.0, 0.0], [*rgb, 1.0]],
+        controls=list(threshold_colormap_controls()),
+        interpolation="zero",
+        name=name,
+    )
+
+
+class ThresholdExplorer(QWidget):
+    """Dock widget: threshold slider, overlay, operating-point statistics and PR curve.
+
+    Args:
+        napari_viewer: The viewer (napari passes it by this name).
+    """
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session: ThresholdSession | None = None
+        self.inputs_layer = None           # the soft-map layer the session was built from
+        self.fill_layer = None
+        self.contour_layer = None
+        self._contour_view: ContourView | None = None
+        self._threshold = 0.5
+        self._shared = shared_threshold(napari_viewer)
+        self._threshold = self._shared.value
+
+        self.inputs = LayerInputs(napari_viewer)
+        self.reference_combo = QComboBox()
+        self.reference_combo.setToolTip("What the soft map is compared with")
+        self.k_spin = QSpinBox()
+        self.k_spin.setPrefix("k = ")
+        self.k_spin.setToolTip("Consensus: voxels marked by at least k of the raters")
+        self.overlay_combo = QComboBox()
+        self.overlay_combo.addItems(OVERLAY_MODES)
+        self.overlay_combo.setToolTip("How the mask p >= threshold is drawn")
+
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setRange(0, GRID)
+        self.slider.setSingleStep(1)
+        self.slider.setPageStep(50)
+        self.slider.setToolTip("Threshold: arrows ±0.001, Page Up/Down ±0.05; [ and ] in the viewer ±0.01")
+        self.spin = QDoubleSpinBox()
+        self.spin.setRange(0.0, 1.0)
+        self.spin.setDecimals(3)
+        self.spin.setSingleStep(1.0 / GRID)
+        self.spin.setKeyboardTracking(False)
+
+        self.recall_target = QDoubleSpinBox()
+        self.precision_target = QDoubleSpinBox()
+        for box, value in ((self.recall_target, 0.95), (self.precision_target, 0.90)):
+            box.setRange(0.0, 1.0)
+            box.setDecimals(3)
+            box.setSingleStep(0.01)
+            box.setValue(value)
+        self.recall_button = QPushButton("recall ≥")
+        self.recall_button.setToolTip("Highest threshold that keeps recall at or above the target")
+        self.precision_button = QPushButton("precision ≥")
+        self.precision_button.setToolTip("Lowest threshold that reaches the target precision")
+
+        self.stat_labels: dict[str, QLabel] = {}
+        self.plot = PRCurvePlot(napari_viewer)
+        self._build_layout()
+        self._thumbnail_later = qdebounced(self._refresh_thumbnails, timeout=250)
+
+        self.inputs.changed.connect(self.rebuild)
+        self.reference_combo.currentIndexChanged.connect(self._on_reference_changed)
+        self.k_spin.valueChanged.connect(self._on_reference_changed)
+        self.overlay_combo.currentTextChanged.connect(self._on_overlay_mode)
+        self.slider.valueChanged.connect(lambda v: self.set_threshold(v / GRID))
+        self.spin.valueChanged.connect(self.set_threshold)
+        self.recall_button.clicked.connect(self.apply_recall_preset)
+        self.precision_button.clicked.connect(self.apply_precision_preset)
+        self._shared.changed.connect(self._on_shared_threshold)
+        napari_viewer.dims.events.ndisplay.connect(self._on_ndisplay)
+        napari_viewer.layers.events.removed.connect(self._on_layer_removed)
+        self._bind_keys()
+        self.rebuild()
+
+    # -- layout ------------------------------------------------------------------------------------
+    def _build_layout(self) -> None:
+        layout = scroll_layout(self)
+        layout.addWidget(self.inputs)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("reference"))
+        row.addWidget(self.reference_combo, 1)
+        row.addWidget(self.k_spin)
+        layout.addLayout(row)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("overlay"))
+        row.addWidget(self.overlay_combo, 1)
+        layout.addLayout(row)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("threshold"))
+        row.addWidget(self.slider, 1)
+        row.addWidget(self.spin)
+        layout.addLayout(row)
+        row = QHBoxLayout()
+        row.addWidget(self.recall_button)
+        row.addWidget(self.recall_target)
+        row.addWidget(self.precision_button)
+        row.addWidget(self.precision_target)
+        layout.addLayout(row)
+        box = QGroupBox("operating point")
+        grid = QGridLayout(box)
+        names = ("precision", "recall", "Dice", "specificity", "volume", "voxels")
+        for i, name in enumerate(names):
+            label = QLabel("–")
+            label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            # a fixed size: new text then repaints the label only, with no relayout of the dock per move
+            label.setFixedSize(label.fontMetrics().horizontalAdvance("E 0.0000 mL, 000") + 8,
+                               label.fontMetrics().height() + 4)
+            self.stat_labels[name] = label
+            grid.addWidget(QLabel(name), i // 2, 2 * (i % 2))
+            grid.addWidget(label, i // 2, 2 * (i % 2) + 1)
+        layout.addWidget(box)
+        layout.addWidget(self.plot)
+        layout.addStretch(1)
+
+    # -- public API (also used by tests and the benchmark) ----------------------------------------
+    @property
+    def threshold(self) -> float:
+        """The current threshold (on the 0.001 grid)."""
+        return self._threshold
+
+    @property
+    def reference(self) -> Reference | None:
+        return None if self.session is None else self.session.reference
+
+    @property
+    def overlay_mode(self) -> str:
+        return self.overlay_combo.currentText()
+
+    def set_overlay_mode(self, mode: str) -> None:
+        """``"filled"``, ``"contour"`` or ``"none"``."""
+        self.overlay_combo.setCurrentText(mode)
+
+    def set_threshold(self, threshold: float) -> None:
+        """Move the operating point: numbers, overlay and PR-curve marker follow. Snapped to 0.001."""
+        t = snap(threshold)
+        self._threshold = t
+        self._sync_controls(t)
+        self._apply(t)
+        self._shared.set(t)
+
+    def set_reference(self, reference: Reference) -> None:
+        """Choose the reference (one of the entries of the reference box)."""
+        kind_index = next(
+            (i for i, ref in enumerate(self._reference_entries)
+             if ref.kind == reference.kind and (ref.kind != "rater" or ref.rater == reference.rater)),
+            None,
+        )
+        if kind_index is None:
+            raise SoftsegError(f"reference '{reference.describe()}' is not available for these layers")
+        if reference.kind == "consensus":
+            self.k_spin.blockSignals(True)
+            self.k_spin.setValue(reference.k)
+            self.k_spin.blockSignals(False)
+        if self.reference_combo.currentIndex() != kind_index:
+            self.reference_combo.setCurrentIndex(kind_index)
+        else:
+            self._on_reference_changed()
+
+    def apply_recall_preset(self) -> None:
+        """Jump to the highest threshold whose recall is at least the recall target."""
+        if self.session is not None:
+            self.set_threshold(self.session.threshold_for_recall(self.recall_target.value()))
+
+    def apply_precision_preset(self) -> None:
+        """Jump to the lowest threshold whose precision reaches the precision target."""
+        if self.session is None:
+            return
+        target = self.precision_target.value()
+        t = self.session.threshold_for_precision(target)
+        if t is None:
+            show_warning(
+                f"Threshold explorer: no threshold reaches precision ≥ {target:.3f} against "
+                f"{self.session.describe_reference()}; the threshold is left at {self._threshold:.3f}"
+            )
+            return
+        self.set_threshold(t)
+
+    def step(self, delta: float) -> None:
+        """Move the threshold by ``delta`` (keyboard steps)."""
+        self.set_threshold(self._threshold + delta)
+
+    # -- building ----------------------------------------------------------------------------------
+    def rebuild(self) -> None:
+        """Re-read the chosen layers, build the session, the reference list and the overlays."""
+        layer = self.inputs.soft_layer()
+        mismatched = self.inputs.mismatched_raters()
+        if mismatched:
+            show_warning(
+                "Threshold explorer: rater layer(s) "
+                + ", ".join(repr(m.name) for m in mismatched)
+                + " do not match the soft map's shape and are left out"
+            )
+        try:
+            inputs = self.inputs.read()
+        except SoftsegError as exc:
+            self._clear(str(exc) if layer is not None else "")
+            if layer is not None:
+                notify_exception(exc, action="Threshold explorer")
+            return
+        self.session = ThresholdSession(
+            inputs.prediction, inputs.masks, spacing=inputs.spacing, rater_names=inputs.rater_names
+        )
+        if inputs.soft_layer is not self.inputs_layer:
+            self._remove_overlays()
+            if self.inputs_layer is not None:
+                self.inputs_layer.events.data.disconnect(self._on_soft_data)
+            self.inputs_layer = inputs.soft_layer
+            self.inputs_layer.events.data.connect(self._on_soft_data)
+        self._fill_references()
+        self._on_reference_changed()
+
+    def _fill_references(self) -> None:
+        session = self.session
+        entries: list[Reference] = []
+        if session.n_raters:
+            entries.append(Reference("consensus", k=default_k(session.n_raters)))
+            entries += [Reference("rater", rater=i) for i in range(session.n_raters)]
+            entries.append(Reference("soft"))
+        entries.append(Reference("expected"))
+        self._reference_entries = entries
+        for w in (self.reference_combo, self.k_spin):
+            w.blockSignals(True)
+        self.reference_combo.clear()
+        labels = []
+        for ref in entries:
+            labels.append("consensus (k of n raters)" if ref.kind == "consensus" else session.describe_reference(ref))
+        self.reference_combo.addItems(labels)
+        self.k_spin.setRange(1, max(session.n_raters, 1))
+        self.k_spin.setSuffix(f" of {session.n_raters}")
+        self.k_spin.setValue(default_k(session.n_raters) if session.n_raters else 1)
+        for w in (self.reference_combo, self.k_spin):
+            w.blockSignals(False)
+        self.reference_combo.setEnabled(True)
+
+    def _current_reference(self) -> Reference | None:
+        i = self.reference_combo.currentIndex()
+        if self.session is None or not 0 <= i < len(self._reference_entries):
+            return None
+        ref = self._reference_entries[i]
+        if ref.kind == "consensus":
+            ref = Reference("consensus", k=self.k_spin.value())
+        return ref
+
+    def _on_reference_changed(self, *args) -> None:
+        ref = self._current_reference()
+        if ref is None:
+            return
+        self.k_spin.setEnabled(ref.kind == "consensus")
+        try:
+            self.session.reference = ref
+        except (SoftsegError, ValueError) as exc:
+            notify_exception(SoftsegError(str(exc)), action="Threshold explorer")
+            return
+        curve = self.session.curve
+        expected = "expected " if ref.kind == "expected" else ""
+        self.plot.set_curve(curve.recall, curve.precision, f"{expected}PR vs {self.session.describe_reference()}")
+        self._ensure_overlays()
+        self.set_threshold(self._threshold)
+
+    def _clear(self, message: str) -> None:
+        self.session = None
+        self._remove_overlays()
+        self.reference_combo.clear()
+        self.reference_combo.setEnabled(False)
+        self._reference_entries = []
+        for label in self.stat_labels.values():
+            label.setText("–")
+        self.plot.set_curve([], [], message)
+
+    # -- per move ----------------------------------------------------------------------------------
+    def _sync_controls(self, t: float) -> None:
+        for w, v in ((self.slider, int(round(t * GRID))), (self.spin, t)):
+            if w.value() != v:
+                w.blockSignals(True)
+                w.setValue(v)
+                w.blockSignals(False)
+
+    def _apply(self, t: float) -> None:
+        if self.session is None:
+            return
+        op = self.session.at(t)
+        expected = self.session.reference.kind == "expected"
+        prefix = "E " if expected else ""
+        labels = self.stat_labels
+        labels["precision"].setText(f"{prefix}{op.precision:.3f}")
+        labels["recall"].setText(f"{prefix}{op.recall:.3f}")
+        labels["Dice"].setText(f"{prefix}{op.dice:.3f}")
+        labels["specificity"].setText(f"{prefix}{op.specificity:.4f}")
+        labels["volume"].setText("–" if op.volume_ml is None else f"{op.volume_ml:.2f} mL")
+        labels["voxels"].setText(f"{op.n_positive:,}")
+        self.update_overlay(t)
+        self.plot.set_marker(op.recall, op.precision)
+
+    def update_overlay(self, t: float) -> None:
+        """Show ``p >= t`` in the current overlay mode (no full-volume work)."""
+        mode = self.overlay_mode
+        if mode == "filled" and self._alive(self.fill_layer):
+            # the layer list repaints a thumbnail on every change (several ms): refresh it once the
+            # slider rests instead
+            with self.fill_layer.events.thumbnail.blocker():
+                self.fill_layer.contrast_limits = overlay_contrast_limits(t)
+            self._thumbnail_later()
+        elif mode == "contour" and self._alive(self.contour_layer):
+            self._contour_view.threshold = t
+            self.contour_layer.refresh(thumbnail=False, highlight=False, extent=False)
+            self._thumbnail_later()
+
+    def _refresh_thumbnails(self) -> None:
+        for layer in (self.fill_layer, self.contour_layer):
+            if self._alive(layer) and layer.visible:
+                layer.refresh(data_displayed=False, highlight=False, extent=False)
+
+    def operating_point(self):
+        """Statistics at the current threshold (None without a soft map)."""
+        return None if self.session is None else self.session.at(self._threshold)
+
+    # -- overlay layers ----------------------------------------------------------------------------
+    def _alive(self, layer) -> bool:
+        return layer is not None and layer in self.viewer.layers
+
+    def _ensure_overlays(self) -> None:
+        mode = self.overlay_mode
+        source = self.inputs_layer
+        if source is None or mode == "none":
+            self._set_overlay_visibility()
+            return
+        active = self.viewer.layers.selection.active
+        transform = dict(
+            affine=source.affine.affine_matrix, scale=source.scale, translate=source.translate,
+            rotate=source.rotate, shear=source.shear, blending="translucent",
+        )
+        if mode == "filled" and not self._alive(self.fill_layer):
+            lo, hi = overlay_contrast_limits(self._threshold)
+            self.fill_layer = self.viewer.add_image(
+                source.data, name=f"{source.name} ≥ threshold", colormap=_step_colormap("softseg threshold", FILL_COLOR),
+                contrast_limits=(lo, hi), opacity=0.45, metadata={HELPER_KEY: "threshold fill"}, **transform,
+            )
+            self.fill_layer.contrast_limits_range = (-1.0, 2.0)
+        if mode == "contour" and not self._alive(self.contour_layer):
+            self._contour_view = ContourView(source.data, self._threshold)
+            self.contour_layer = self.viewer.add_image(
+                self._contour_view, name=f"{source.name} contour", colormap=_step_colormap("softseg contour", CONTOUR_COLOR),
+                contrast_limits=(0.0, 1.0), interpolation2d="nearest", opacity=1.0,
+                metadata={HELPER_KEY: "threshold contour"}, **transform,
+            )
+        if active is not None and active in self.viewer.layers:
+            self.viewer.layers.selection.active = active    # keep the user's selection
+        self._set_overlay_visibility()
+
+    def _set_overlay_visibility(self) -> None:
+        mode = self.overlay_mode
+        if self._alive(self.fill_layer):
+            self.fill_layer.visible = mode == "filled"
+        if self._alive(self.contour_layer):
+            self.contour_layer.visible = mode == "contour"
+
+    def _remove_overlays(self) -> None:
+        for layer in (self.fill_layer, self.contour_layer):
+            if self._alive(layer):
+                self.viewer.layers.remove(layer)
+        self.fill_layer = self.contour_layer = self._contour_view = None
+
+    def _on_overlay_mode(self, mode: str) -> None:
+        self._ensure_overlays()
+        self.update_overlay(self._threshold)
+
+    def _on_ndisplay(self, event=None) -> None:
+        # in 3D the contour view would outline every plane: fine for small volumes, so just refresh
+        self.update_overlay(self._threshold)
+
+    def _on_layer_removed(self, event) -> None:
+        if event.value is self.fill_layer:
+            self.fill_layer = None
+        elif event.value is self.contour_layer:
+            self.contour_layer = self._contour_view = None
+
+    def _on_soft_data(self, event=None) -> None:
+        """The soft map's data was replaced (e.g. a new prediction): rebuild everything."""
+        self._remove_overlays()
+        self.rebuild()
+
+    def _on_shared_threshold(self, value: float) -> None:
+        if value != self._threshold:
+            self.set_threshold(value)
+
+    # -- keyboard ----------------------------------------------------------------------------------
+    def _bind_keys(self) -> None:
+        ref = weakref.ref(self)
+
+        def make(delta):
+            def step(viewer):
+                widget = ref()
+                if widget is not None:
+                    widget.step(delta)
+            return step
+
+        self.viewer.bind_key(KEYS[0], make(-KEY_STEP), overwrite=True)
+        self.viewer.bind_key(KEYS[1], make(KEY_STEP), overwrite=True)
+        viewer_ref = weakref.ref(self.viewer)
+
+        def unbind(*args):
+            viewer = viewer_ref()
+            if viewer is None:
+                return
+            for key in KEYS:
+                try:
+                    viewer.bind_key(key, None)
+                except (KeyError, ValueError):   # already unbound (e.g. by another explorer)
+                    pass
+
+        self.destroyed.connect(unbind)

@@ -1,0 +1,378 @@
+"""Choosing an operating point on a soft map: the Qt-free model behind the threshold explorer.
+
+A clinician drags one threshold ``t`` over a calibrated soft map ``p``; the operating point is the mask
+``p >= t``. Everything a slider move needs is prepared once, so that a move costs O(1) for the numbers
+and O(one displayed slice) for the picture:
+
+* :class:`ThresholdSession` holds the soft map and the raters' masks and keeps one
+  :class:`~napari_softseg.metrics.PRCurve` per :class:`Reference` (built on first use: one pass over the
+  data). Precision, recall, Dice, specificity and volume at any threshold are then array look-ups.
+* The **filled overlay** is never computed on the CPU: the viewer shows the soft map itself through a
+  two-colour colormap whose switch point sits at ``t`` (:func:`overlay_contrast_limits`), so the
+  renderer applies the threshold.
+* The **contour overlay** is computed only for the slice being displayed: :class:`ContourView` is an
+  array-like over the soft map whose ``view[index]`` is the boundary of ``p[index] >= t``
+  (:func:`mask_boundary`); the viewer asks only for the slice it shows.
+
+Example:
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> masks = (rng.random((3, 8, 8, 4)) > 0.5).astype(np.uint8)
+    >>> session = ThresholdSession(masks.mean(0).astype(np.float32), masks, spacing=(1.0, 1.0, 2.0))
+    >>> session.reference = Reference("consensus", k=2)
+    >>> round(session.at(0.5).recall, 3)
+    1.0
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .metrics import OperatingPoint, PRCurve, volume_ml
+from .softlabels import consensus, weighted_mean
+
+#: Thresholds live on this grid (the PR curve's bins): the slider steps by 1 / GRID.
+GRID = 1000
+
+#: Width (in probability units) of the colormap ramp that applies the threshold in the renderer: the
+#: contrast limits are ``(t - OVERLAY_WIDTH, t)``. Narrower ramps make napari rescale the data on the CPU
+#: (its float32 precision guard), which would cost a full re-slice per move.
+OVERLAY_WIDTH = 1e-4
+
+#: Where in the ramp the colour switches on. A value in ``[t - OVERLAY_WIDTH * (1 - OVERLAY_SWITCH), t)``
+#: (1e-6 below t: a thousandth of a slider step) is drawn as "above"; ``p == t`` stays safely coloured
+#: despite float32 rounding in the shader (it maps to 1.0 ± 6e-4).
+OVERLAY_SWITCH = 0.99
+
+REFERENCE_KINDS = ("consensus", "rater", "soft", "expected")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What the soft map is compared with.
+
+    Attributes:
+        kind: ``"consensus"`` (voxels marked by at least ``k`` raters), ``"rater"`` (rater number
+            ``rater``, 0-based), ``"soft"`` (the soft label: mean of the raters, counted softly) or
+            ``"expected"`` (no annotations: the soft map is taken as its own calibrated truth).
+        k: Raters needed for the consensus.
+        rater: Index of the rater for ``kind == "rater"``.
+    """
+
+    kind: str = "consensus"
+    k: int = 1
+    rater: int = 0
+
+    def __post_init__(self):
+        if self.kind not in REFERENCE_KINDS:
+            raise ValueError(f"unknown reference kind {self.kind!r}; choose from {REFERENCE_KINDS}")
+
+    @property
+    def needs_raters(self) -> bool:
+        """Whether this reference is made from rater masks."""
+        return self.kind != "expected"
+
+    def describe(self, rater_names: list[str] | None = None, n_raters: int | None = None) -> str:
+        """A short human label, e.g. ``"consensus (2 of 3 raters)"``.
+
+        Args:
+            rater_names: Names of the raters, for ``kind == "rater"``.
+            n_raters: Number of raters, for ``kind == "consensus"``.
+        """
+        if self.kind == "consensus":
+            of = f" of {n_raters}" if n_raters else ""
+            return f"consensus ({self.k}{of} raters)"
+        if self.kind == "rater":
+            return rater_names[self.rater] if rater_names else f"rater {self.rater + 1}"
+        if self.kind == "soft":
+            return "soft label (mean of raters)"
+        return "expected (no annotations)"
+
+
+def default_k(n_raters: int) -> int:
+    """Raters needed for a majority consensus: at least half of them (1 of 1 or 2, 2 of 3 or 4, ...)."""
+    return max(1, math.ceil(n_raters / 2))
+
+
+def reference_array(reference: Reference, masks: np.ndarray | None) -> np.ndarray | None:
+    """The reference as an array (``None`` for ``"expected"``).
+
+    Args:
+        reference: Which reference.
+        masks: Rater masks ``(R, ...)`` in {0, 1} (any integer or bool dtype).
+
+    Returns:
+        A bool mask (consensus, one rater), a float32 soft label (``"soft"``) or ``None``.
+
+    Raises:
+        ValueError: The reference needs raters and there are none, or ``k`` / ``rater`` is out of range.
+    """
+    if reference.kind == "expected":
+        return None
+    if masks is None or len(masks) == 0:
+        raise ValueError(f"the reference '{reference.describe()}' needs rater masks, and there are none")
+    n = len(masks)
+    if reference.kind == "consensus":
+        if not 1 <= reference.k <= n:
+            raise ValueError(f"consensus needs 1 <= k <= {n} raters, got k={reference.k}")
+        return consensus(masks, reference.k)
+    if reference.kind == "rater":
+        if not 0 <= reference.rater < n:
+            raise ValueError(f"there is no rater {reference.rater + 1} (the case has {n})")
+        return np.asarray(masks[reference.rater]) != 0
+    return weighted_mean(masks)
+
+
+def snap(threshold: float) -> float:
+    """The grid threshold nearest to ``threshold``, clipped to [0, 1] (the slider's 0.001 steps)."""
+    return round(min(max(float(threshold), 0.0), 1.0) * GRID) / GRID
+
+
+def overlay_contrast_limits(threshold: float) -> tuple[float, float]:
+    """Contrast limits that make a two-colour colormap draw exactly ``p >= threshold``.
+
+    Used with :func:`threshold_colormap_controls`: transparent below the switch near the top of the ramp,
+    coloured from it on; the ramp ends at ``threshold``, so ``p == threshold`` is coloured.
+    """
+    t = float(threshold)
+    return (t - OVERLAY_WIDTH, t)
+
+
+def threshold_colormap_controls() -> tuple[float, float, float]:
+    """Control points of the step colormap used with :func:`overlay_contrast_limits`."""
+    return (0.0, OVERLAY_SWITCH, 1.0)
+
+
+def mask_boundary(mask: np.ndarray) -> np.ndarray:
+    """The inner boundary of a binary mask: voxels of the mask with a 4-/6-neighbour outside it.
+
+    Voxels on the array's edge count as boundary (the outside of the array is background). Works on
+    any dimensionality; the threshold explorer calls it on one displayed 2D slice.
+
+    Args:
+        mask: Bool array.
+
+    Returns:
+        Bool array of the same shape.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim == 0 or not mask.any():
+        return np.zeros_like(mask)
+    interior = mask.copy()
+    for axis in range(mask.ndim):
+        if mask.shape[axis] < 3:
+            interior[:] = False
+            break
+        lead = [slice(None)] * mask.ndim
+        lag = [slice(None)] * mask.ndim
+        lead[axis] = slice(1, None)
+        lag[axis] = slice(None, -1)
+        interior[tuple(lag)] &= mask[tuple(lead)]
+        interior[tuple(lead)] &= mask[tuple(lag)]
+        edge = [slice(None)] * mask.ndim
+        edge[axis] = 0
+        interior[tuple(edge)] = False
+        edge[axis] = -1
+        interior[tuple(edge)] = False
+    return mask & ~interior
+
+
+class ContourView:
+    """Array-like over a soft map whose items are the boundary of ``p >= threshold``.
+
+    Give it to a viewer layer as data: the viewer indexes it for the one slice it displays, so only that
+    slice is thresholded. Change :attr:`threshold` and ask the layer to refresh.
+
+    Args:
+        data: The soft map (not copied).
+        threshold: Initial threshold.
+        planes: Number of trailing axes that form one plane (2: a 3D index result is outlined plane by
+            plane along its first axis, as the slices a user scrolls through).
+
+    Example:
+        >>> p = np.zeros((2, 5, 5), np.float32); p[:, 1:4, 1:4] = 0.8
+        >>> ContourView(p, 0.5)[0].astype(int)[1:4, 1:4].tolist()
+        [[1, 1, 1], [1, 0, 1], [1, 1, 1]]
+    """
+
+    def __init__(self, data: np.ndarray, threshold: float = 0.5, planes: int = 2):
+        self.data = data
+        self.threshold = float(threshold)
+        self.planes = planes
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.uint8)
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index) -> np.ndarray:
+        part = np.asarray(self.data[index])
+        mask = part >= self.threshold
+        if mask.ndim <= self.planes:
+            return mask_boundary(mask).view(np.uint8)
+        flat = mask.reshape((-1,) + mask.shape[-self.planes :])
+        out = np.stack([mask_boundary(m) for m in flat]).reshape(mask.shape)
+        return out.view(np.uint8)
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[...]
+        return out if dtype is None else out.astype(dtype)
+
+
+def mask_operating_point(
+    mask: np.ndarray, reference: np.ndarray, spacing=None, *, threshold: float = float("nan")
+) -> OperatingPoint:
+    """Precision, recall, Dice and specificity of one binary mask (e.g. an annotator's) against a reference.
+
+    A float reference (soft label, or the soft map itself for "expected") is counted softly: a voxel with
+    reference value ``r`` is ``r`` of a positive and ``1 - r`` of a negative, as in
+    :class:`~napari_softseg.metrics.PRCurve`. Empty denominators give 1.0 for precision/recall/Dice
+    (nothing to find and nothing found is perfect) like the PR curve's end points.
+
+    Args:
+        mask: The mask (nonzero = inside).
+        reference: Bool/integer mask or float map in [0, 1] of the same shape.
+        spacing: Voxel size in mm for the volume, or ``None``.
+        threshold: Stored in the result (NaN: a drawn mask has no threshold).
+
+    Raises:
+        ValueError: Shapes differ.
+    """
+    mask = np.asarray(mask) != 0
+    reference = np.asarray(reference)
+    if mask.shape != reference.shape:
+        raise ValueError(f"mask shape {mask.shape} does not match the reference shape {reference.shape}")
+    ref = reference.astype(np.float64) if reference.dtype.kind == "f" else (reference != 0).astype(np.float64)
+    total = float(ref.sum())
+    tp = float(ref[mask].sum())
+    n_pos = int(mask.sum())
+    fp = n_pos - tp
+    fn = total - tp
+    tn = mask.size - n_pos - fn
+    precision = tp / n_pos if n_pos else 1.0
+    recall = tp / total if total else 1.0
+    dice = 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else 1.0
+    specificity = tn / (tn + fp) if (tn + fp) else 1.0
+    return OperatingPoint(
+        threshold=threshold, tp=tp, fp=fp, fn=fn, tn=tn, precision=precision, recall=recall, dice=dice,
+        specificity=specificity, n_positive=n_pos,
+        volume_ml=None if spacing is None else volume_ml(mask, spacing),
+    )
+
+
+class ThresholdSession:
+    """One soft map, its raters, and a cached PR curve per reference: O(1) statistics at any threshold.
+
+    Args:
+        prediction: Soft map in [0, 1] (any shape; not copied).
+        masks: Rater masks ``(R, *prediction.shape)`` in {0, 1}, or ``None``.
+        spacing: Voxel size in mm (3 values, any order: only their product matters), or ``None``.
+        rater_names: Names of the raters (default ``rater 1`` ...).
+        n_bins: PR-curve bins (the threshold grid).
+
+    Raises:
+        ValueError: Mask shapes do not match the prediction.
+    """
+
+    def __init__(self, prediction, masks=None, *, spacing=None, rater_names=None, n_bins: int = GRID):
+        self.prediction = prediction
+        if masks is not None and len(masks) == 0:
+            masks = None
+        if masks is not None and tuple(masks.shape[1:]) != tuple(prediction.shape):
+            raise ValueError(
+                f"rater masks have shape {tuple(masks.shape[1:])}, the soft map {tuple(prediction.shape)}"
+            )
+        self.masks = masks
+        self.spacing = None if spacing is None else tuple(float(s) for s in spacing)
+        n = 0 if masks is None else len(masks)
+        self.rater_names = list(rater_names) if rater_names else [f"rater {i + 1}" for i in range(n)]
+        self.n_bins = n_bins
+        self._curves: dict[Reference, PRCurve] = {}
+        self._reference = Reference("consensus", k=default_k(n)) if n else Reference("expected")
+
+    @property
+    def n_raters(self) -> int:
+        return 0 if self.masks is None else len(self.masks)
+
+    @property
+    def reference(self) -> Reference:
+        """The current reference; setting it builds its PR curve if not cached (one pass over the data)."""
+        return self._reference
+
+    @reference.setter
+    def reference(self, reference: Reference) -> None:
+        self.curve_for(reference)
+        self._reference = reference
+
+    def describe_reference(self, reference: Reference | None = None) -> str:
+        return (reference or self._reference).describe(self.rater_names, self.n_raters)
+
+    def curve_for(self, reference: Reference) -> PRCurve:
+        """The PR curve of the soft map against ``reference`` (cached).
+
+        Raises:
+            ValueError: The reference needs raters the session does not have.
+        """
+        if reference not in self._curves:
+            target = reference_array(reference, self.masks)
+            self._curves[reference] = PRCurve(
+                self.prediction, target, n_bins=self.n_bins, spacing=self.spacing
+            )
+        return self._curves[reference]
+
+    @property
+    def curve(self) -> PRCurve:
+        """The PR curve against the current reference."""
+        return self.curve_for(self._reference)
+
+    def at(self, threshold: float) -> OperatingPoint:
+        """The operating point at ``threshold`` (snapped to the grid) against the current reference. O(1)."""
+        return self.curve.at(snap(threshold))
+
+    def threshold_for_recall(self, min_recall: float) -> float:
+        """Highest grid threshold whose recall is at least ``min_recall``."""
+        return snap(self.curve.threshold_for_recall(min_recall))
+
+    def threshold_for_precision(self, min_precision: float) -> float | None:
+        """Lowest grid threshold whose (non-empty) mask has precision at least ``min_precision``; None if none."""
+        t = self.curve.threshold_for_precision(min_precision)
+        return None if t is None else snap(t)
+
+    def reference_mask(self, reference: Reference | None = None) -> np.ndarray | None:
+        """The reference as an array (see :func:`reference_array`); ``None`` for "expected"."""
+        return reference_array(reference or self._reference, self.masks)
+
+
+def others_consensus(masks: np.ndarray, rater: int) -> np.ndarray:
+    """The consensus of all raters but ``rater``: at least half of the others (bool).
+
+    The same rule as :func:`~napari_softseg.metrics.leave_one_rater_out` (``k = ceil((R - 1) / 2)``), so a
+    PR curve against it gives the model's leave-one-out Dice at every threshold in O(1).
+
+    Raises:
+        ValueError: Fewer than 2 raters or ``rater`` out of range.
+    """
+    n = len(masks)
+    if n < 2:
+        raise ValueError("leave-one-rater-out needs at least 2 raters")
+    if not 0 <= rater < n:
+        raise ValueError(f"there is no rater {rater + 1} (the case has {n})")
+    others = np.delete(np.asarray(masks), rater, axis=0)
+    return consensus(others, math.ceil((n - 1) / 2))
