@@ -301,23 +301,32 @@ def load_image(path: str | os.PathLike, n_channels: int | None = None) -> tuple[
     return image, vol
 
 
-def binarize_mask(data: np.ndarray, path: str | os.PathLike) -> np.ndarray:
+def binarize_mask(data: np.ndarray, path: str | os.PathLike, out: np.ndarray | None = None) -> np.ndarray:
     """Check a rater mask is binary and return it as ``uint8`` in ``{0, 1}``.
 
-    Accepted: bool, ``{0, 1}`` and ``{0, 255}`` (any numeric dtype holding exactly those values).
+    Accepted: bool, ``{0, 1}`` and ``{0, 255}`` (any numeric dtype holding exactly those values). The
+    check makes no sorted copy of the volume (``np.unique`` runs only to word the error).
+
+    Args:
+        data: The mask as read.
+        path: Named in the error.
+        out: Optional preallocated ``uint8`` array to write into (saves a copy for large volumes).
 
     Raises:
         SoftsegError: Other values; the message lists (up to six of) the values found.
     """
+    out = np.empty(data.shape, dtype=np.uint8) if out is None else out
     if data.dtype == np.bool_:
-        return data.astype(np.uint8)
-    if np.issubdtype(data.dtype, np.floating) and not np.all(np.isfinite(data)):
+        out[...] = data
+        return out
+    if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
         raise SoftsegError("mask is not binary: it contains NaN or infinite values", path)
+    top = data.max() if data.size else 0
+    if top in (0, 1, 255) and (not data.size or data.min() >= 0):
+        np.not_equal(data, 0, out=out, casting="unsafe")
+        if top == 0 or np.count_nonzero(out) == np.count_nonzero(data == top):  # every non-zero is `top`
+            return out
     values = np.unique(data)
-    if np.all(np.isin(values, (0, 1))):
-        return (data == 1).astype(np.uint8)
-    if np.all(np.isin(values, (0, 255))):
-        return (data == 255).astype(np.uint8)
     shown = ", ".join(f"{v:g}" for v in values[:6].astype(np.float64)) + (", ..." if values.size > 6 else "")
     raise SoftsegError(
         f"mask is not binary (values found: {shown}); expected {{0, 1}}, {{0, 255}} or bool", path
@@ -375,9 +384,9 @@ def load_case(
 
     image_vol = load_volume(case.image_path)
     check_finite(image_vol.data, case.image_path, "image")
-    masks: list[np.ndarray] = []
+    mask_array: np.ndarray | None = None  # filled in place: no per-rater copies, no stacking
     mask_shape = None
-    for mpath in mask_paths:
+    for i, mpath in enumerate(mask_paths):
         mvol = load_volume(mpath)
         if mvol.data.ndim == 4 and mvol.data.shape[3] == 1:
             mvol.data = mvol.data[..., 0]
@@ -385,22 +394,25 @@ def load_case(
             raise SoftsegError(f"mask must be 2D or 3D, got shape {mvol.data.shape}", mpath)
         if mask_shape is None:
             mask_shape = mvol.data.shape
+            mask_array = np.empty((len(mask_paths), *mask_shape), dtype=np.uint8)
         elif mvol.data.shape != mask_shape:
             raise SoftsegError(
                 f"mask shape {mvol.data.shape} differs from {mask_paths[0].name}'s {mask_shape}", mpath
             )
         check_same_geometry(mvol.affine, image_vol.affine, mpath, "mask")
-        masks.append(binarize_mask(np.asarray(mvol.data), mpath))
+        binarize_mask(np.asarray(mvol.data), mpath, out=mask_array[i])
+        del mvol
 
     image = _to_channels_first(np.asarray(image_vol.data), mask_shape, None).astype(np.float32, copy=False)
+    n_masks = len(mask_paths)
     if mask_shape is not None and image.shape[1:] != mask_shape:
         raise SoftsegError(
             f"image shape {tuple(image_vol.data.shape)} does not match mask shape {mask_shape} "
             f"({mask_paths[0].name})",
             case.image_path,
         )
-    spatial = image.shape[1:]
-    mask_array = np.stack(masks) if masks else np.zeros((0, *spatial), dtype=np.uint8)
+    if mask_array is None:
+        mask_array = np.zeros((0, *image.shape[1:]), dtype=np.uint8)
     rater_ids = case.rater_ids.get(task, list(range(1, len(mask_paths) + 1)))
     rater_names = [f"rater {r}" for r in rater_ids]
 
@@ -408,11 +420,11 @@ def load_case(
     if image_vol.data.ndim == 3 and image.shape[0] > 1:
         warnings.append(f"image {tuple(image_vol.data.shape)} read as {image.shape[0]} channels of a 2D slice "
                         "(its last axis is longer than the masks')")
-    if len(masks) == 1:
+    if n_masks == 1:
         warnings.append("only one rater: the soft label equals that rater's hard mask")
-    if masks:
+    if n_masks:
         empty = [n for n, m in zip(rater_names, mask_array) if not m.any()]
-        if len(empty) == len(masks):
+        if len(empty) == n_masks:
             warnings.append("all rater masks are empty")
         elif empty:
             warnings.append("empty mask: " + ", ".join(empty))

@@ -46,14 +46,16 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _reference_mean(reference: np.ndarray, like: np.ndarray) -> np.ndarray:
-    """Mean of stacked rater masks ``(R, …)`` or a soft map of the prediction's shape, as float64."""
+    """Mean of stacked rater masks ``(R, …)`` (float32, see :func:`softlabels.weighted_mean`) or a soft map."""
     reference = np.asarray(reference)
     if reference.shape == like.shape:
-        return reference.astype(np.float64)
+        return reference
     if reference.ndim == like.ndim + 1 and reference.shape[1:] == like.shape:
         if reference.shape[0] == 0:
             raise SoftsegError("no rater masks to compare with")
-        return (reference != 0).sum(axis=0, dtype=np.float64) / reference.shape[0]
+        from .softlabels import weighted_mean
+
+        return weighted_mean(reference)
     raise SoftsegError(f"prediction shape {like.shape} does not match reference shape {reference.shape}")
 
 
@@ -68,7 +70,7 @@ def qubiq_score(prediction: np.ndarray, reference: np.ndarray) -> tuple[float, l
         The score and the Dice at each of :data:`QUBIQ_THRESHOLDS`.
     """
     pred = np.asarray(prediction).astype(np.float32, copy=False)
-    ref = _reference_mean(reference, pred).astype(np.float32)
+    ref = _reference_mean(reference, pred).astype(np.float32, copy=False)
     per_t = [dice(pred > np.float32(t), ref > np.float32(t)) for t in QUBIQ_THRESHOLDS]
     return float(np.mean(per_t)), per_t
 
@@ -384,7 +386,9 @@ def evaluate_case(
         raise SoftsegError(f"prediction shape {pred.shape} does not match the masks' {masks.shape[1:]}")
     r = masks.shape[0]
     names = list(rater_names) if rater_names is not None else [f"rater {i + 1}" for i in range(r)]
-    mean = masks.sum(axis=0, dtype=np.float64) / r
+    from .softlabels import weighted_mean
+
+    mean = weighted_mean(masks)
     score, per_t = qubiq_score(pred, masks)
     majority = 2 * masks.sum(axis=0, dtype=np.int32) > r
     curve = PRCurve(pred, majority, spacing=spacing)

@@ -55,13 +55,18 @@ def _check_masks(masks: np.ndarray) -> np.ndarray:
         raise SoftsegError(f"expected stacked rater masks (R, X, Y, Z), got shape {masks.shape}")
     if masks.shape[0] == 0:
         raise SoftsegError("no rater masks: a soft label needs at least one rater")
-    return masks if masks.dtype == np.bool_ else masks != 0  # {0, 1} and {0, 255} alike
+    if masks.dtype == np.bool_ or (masks.dtype == np.uint8 and masks.size and masks.max() <= 1):
+        return masks  # already {0, 1}: no copy
+    return masks != 0  # {0, 255} and other encodings alike
 
 
 def agreement_map(masks: np.ndarray) -> np.ndarray:
     """How many raters marked each voxel (``uint8``, 0 … R)."""
     masks = _check_masks(masks)
-    return masks.astype(bool).sum(axis=0, dtype=np.uint8)
+    out = np.zeros(masks.shape[1:], dtype=np.uint8)
+    for m in masks:  # one rater at a time: no (R, ...) temporary
+        out += m.view(np.uint8) if m.dtype == np.bool_ else m
+    return out
 
 
 def consensus(masks: np.ndarray, k: int) -> np.ndarray:
@@ -94,13 +99,18 @@ def _weights(weights: Sequence[float] | None, n: int) -> np.ndarray:
 
 
 def weighted_mean(masks: np.ndarray, weights: Sequence[float] | None = None) -> np.ndarray:
-    """Mean of the masks (``float32``), optionally weighted per rater."""
+    """Mean of the masks (``float32``), optionally weighted per rater.
+
+    Unweighted, it is the rater count divided by R in float32 — the float32 value nearest to k/R, the
+    same value :func:`napari_softseg.metrics.qubiq_score` compares — with no float64 temporary.
+    """
     masks = _check_masks(masks)
-    w = _weights(weights, masks.shape[0])
-    out = np.zeros(masks.shape[1:], dtype=np.float64)
-    for wi, m in zip(w, masks):
-        out += wi * m
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
+    if weights is None:
+        return np.divide(agreement_map(masks), masks.shape[0], dtype=np.float32)
+    out = np.zeros(masks.shape[1:], dtype=np.float32)
+    for wi, m in zip(_weights(weights, masks.shape[0]), masks):
+        out += np.float32(wi) * m
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def gaussian_smooth(soft: np.ndarray, sigma_mm: float, spacing: Sequence[float]) -> np.ndarray:

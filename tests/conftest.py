@@ -40,3 +40,14 @@ def synthetic_2d_dataset(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("synthetic2d") / "ds"
     return write_qubiq_dataset(root, n_cases=4, n_validation=2, shape=(64, 64, 1), n_raters=3, seed=1)
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Expose each phase's report as ``item.rep_setup`` / ``rep_call`` / ``rep_teardown``.
+
+    napari's ``make_napari_viewer`` teardown reads ``item.rep_call``; without this a fixture that fails
+    during setup surfaces as ``AttributeError: rep_call`` instead of the real error.
+    """
+    outcome = yield
+    setattr(item, f"rep_{call.when}", outcome.get_result())

@@ -81,16 +81,21 @@ def test_soft_map_round_trip_with_provenance(tmp_path):
 def test_thresholded_mask_is_uint8_with_threshold(tmp_path):
     rng = np.random.default_rng(2)
     soft = rng.random((8, 6, 4)).astype(np.float32)
-    mask = (soft >= 0.7).astype(np.uint8)
-    geometry = L.Geometry(np.diag([2.0, 2.0, 3.0, 1.0]), mask.shape)
-    data, kwargs, _ = L.labels_layer(mask, geometry, name="mask", kind="mask", threshold=0.7, model="m")
+    geometry = L.Geometry(_lps_affine(), soft.shape)
+    soft_layer = _layer([L.soft_map_layer(soft, geometry, name="soft prediction", model="m", device="cpu")])
+    layer = _layer([L.mask_layer_from_soft(soft_layer, 0.7)])
+    assert L.provenance_of(layer)["threshold"] == 0.7 and L.kind_of(layer) == "mask"
     out = tmp_path / "mask.nii.gz"
-    write_mask(str(out), data, Labels(data, **kwargs)._get_state())
+    layer.save(str(out), plugin="napari-softseg")
     img = nib.load(str(out))
     assert img.get_data_dtype() == np.uint8
-    assert np.array_equal(np.asarray(img.dataobj), mask)
+    assert np.array_equal(np.asarray(img.dataobj), (soft >= 0.7).astype(np.uint8))  # p >= t, source voxel order
+    assert np.allclose(img.affine, geometry.affine)
     assert "p>=0.70" in img.header["descrip"].item().decode()
-    assert json.loads(sidecar_path(out).read_text())["threshold"] == 0.7
+    info = json.loads(sidecar_path(out).read_text())
+    assert info["threshold"] == 0.7 and info["model"] == "m" and info["soft_map"] == "soft prediction"
+    with pytest.raises(SoftsegError, match="between 0 and 1"):
+        L.mask_layer_from_soft(soft_layer, 1.5)
 
 
 def test_labels_without_softseg_metadata_use_layer_affine(tmp_path):

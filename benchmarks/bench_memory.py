@@ -1,0 +1,172 @@
+"""Peak memory of the viewer: open a 512×512×300 case with 5 raters and predict, vs napari's own baseline.
+
+Each scenario runs in its own Python process (peak RSS, ``ru_maxrss``, cannot be reset within one, and
+Linux carries it over fork/exec, so the parent only orchestrates and even the setup runs apart), in a
+shown napari viewer (run under Xvfb: ``xvfb-run -a python benchmarks/bench_memory.py``):
+
+* ``baseline`` — napari's own floor: an empty viewer plus the scan read with nibabel as float32 and added
+  with ``viewer.add_image``;
+* ``baseline+torch`` — the same after ``import torch`` (the engine's library cost, not data);
+* ``softseg`` — the plugin's path: ``viewer.open(case_folder, plugin="napari-softseg")`` (scan, 5 rater
+  Labels layers, soft label), then **Predict** in the Soft segmentation dock (worker thread) with an
+  untrained small U-Net, which adds the soft prediction layer.
+
+Reported: peaks in MB and ``(softseg peak − baseline peak) / float32 image size`` (issue 4 aims at ≤ 3),
+plus the same against ``baseline+torch``. The case is synthetic (ellipsoids + noise), written once as
+uncompressed NIfTI to a temporary folder. The last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def write_case(folder: Path, shape: tuple[int, int, int], n_raters: int) -> Path:
+    """A synthetic case: noisy ellipsoid scan and raters whose ellipsoids differ slightly."""
+    import nibabel as nib
+
+    folder.mkdir(parents=True, exist_ok=True)
+    affine = np.diag([0.7, 0.7, 1.0, 1.0])
+    rng = np.random.default_rng(0)
+    x, y, z = (np.linspace(-1, 1, n, dtype=np.float32) for n in shape)
+    r2 = x[:, None, None] ** 2 / 0.36 + y[None, :, None] ** 2 / 0.25 + z[None, None, :] ** 2 / 0.49
+    image = (100.0 + 80.0 * (r2 < 1.0)).astype(np.float32)
+    image += rng.normal(0, 20, size=shape).astype(np.float32)
+    nib.save(nib.Nifti1Image(image, affine), str(folder / "image.nii"))
+    del image
+    for r in range(n_raters):
+        mask = (r2 < 0.9 + 0.05 * r).astype(np.uint8)
+        nib.save(nib.Nifti1Image(mask, affine), str(folder / f"task01_seg{r + 1:02d}.nii"))
+    return folder
+
+
+def tiny_model(folder: Path) -> Path:
+    import torch
+
+    from napari_softseg.model_io import ModelConfig, new_network, save_model
+
+    torch.manual_seed(0)
+    config = ModelConfig(architecture={"base_channels": 4, "depth": 2}, weights_dtype="float32")
+    return save_model(folder, new_network(config), config)
+
+
+def _settle(seconds: float = 0.5) -> None:
+    from qtpy.QtWidgets import QApplication
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        QApplication.processEvents()
+        time.sleep(0.01)
+
+
+def scenario(name: str, case: Path, model: Path) -> dict:
+    """Run one scenario in this process; return its peaks (MB)."""
+    import napari
+
+    out: dict = {"scenario": name}
+    if name == "baseline+torch":
+        import torch  # noqa: F401
+    viewer = napari.Viewer(show=True)
+    _settle()
+    out["empty_viewer_mb"] = peak_mb()
+    if name.startswith("baseline"):
+        import nibabel as nib
+
+        data = np.asarray(nib.load(str(case / "image.nii")).dataobj, dtype=np.float32)
+        viewer.add_image(data)
+        _settle()
+        out["peak_mb"] = peak_mb()
+    else:
+        from napari_softseg._qt.segmentation_widget import PREDICTION_NAME, SegmentationWidget
+
+        viewer.open(str(case), plugin="napari-softseg")
+        _settle()
+        out["after_open_mb"] = peak_mb()
+        widget = SegmentationWidget(viewer)
+        viewer.window.add_dock_widget(widget)
+        widget.add_model(model)
+        widget.device_combo.setCurrentText("cpu")
+        t0 = time.perf_counter()
+        task = widget.predict()
+        while widget.task is not None:
+            _settle(0.05)
+        out["predict_s"] = round(time.perf_counter() - t0, 2)
+        if task.error is not None or PREDICTION_NAME not in viewer.layers:
+            raise RuntimeError(f"prediction failed: {task.error}")
+        _settle()
+        out["layers"] = [layer.name for layer in viewer.layers]
+        out["peak_mb"] = peak_mb()
+    viewer.close()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", type=int, nargs=3, default=(512, 512, 300))
+    parser.add_argument("--raters", type=int, default=5)
+    parser.add_argument("--scenario", help=argparse.SUPPRESS)
+    parser.add_argument("--case", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.scenario == "setup":  # child process: big arrays and torch stay out of the parent's peak
+        write_case(args.case, tuple(args.shape), args.raters)
+        tiny_model(args.model)
+        return
+    if args.scenario:  # child process
+        print(json.dumps(scenario(args.scenario, args.case, args.model)))
+        return
+
+    shape = tuple(args.shape)
+    image_mb = float(np.prod(shape)) * 4 / 2**20
+    with tempfile.TemporaryDirectory(prefix="softseg-bench-memory-") as tmp:
+        t0 = time.perf_counter()
+        case, model = Path(tmp) / "case01", Path(tmp) / "model"
+        # Linux keeps a process's peak RSS across fork/exec, so the parent stays small: setup runs in a child.
+        setup = [sys.executable, __file__, "--scenario", "setup", "--case", str(case), "--model", str(model),
+                 "--shape", *map(str, shape), "--raters", str(args.raters)]
+        subprocess.run(setup, check=True)
+        print(f"case {shape} with {args.raters} raters written in {time.perf_counter() - t0:.1f} s; "
+              f"float32 image = {image_mb:.0f} MB", flush=True)
+        results = {}
+        for name in ("baseline", "baseline+torch", "softseg"):
+            cmd = [sys.executable, __file__, "--scenario", name, "--case", str(case), "--model", str(model)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+            if proc.returncode != 0:
+                sys.exit(f"scenario {name} failed:\n{proc.stderr[-3000:]}")
+            results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+            print(f"{name:15s} peak {results[name]['peak_mb']:8.0f} MB  {results[name]}", flush=True)
+
+    base, base_torch, ours = (results[k]["peak_mb"] for k in ("baseline", "baseline+torch", "softseg"))
+    summary = {
+        "shape": list(shape),
+        "raters": args.raters,
+        "image_float32_mb": round(image_mb, 1),
+        "baseline_peak_mb": round(base, 1),
+        "baseline_torch_peak_mb": round(base_torch, 1),
+        "softseg_after_open_mb": round(results["softseg"]["after_open_mb"], 1),
+        "softseg_peak_mb": round(ours, 1),
+        "predict_s": results["softseg"]["predict_s"],
+        "ratio_above_baseline": round((ours - base) / image_mb, 2),
+        "ratio_above_baseline_torch": round((ours - base_torch) / image_mb, 2),
+        "open_ratio_above_baseline": round((results["softseg"]["after_open_mb"] - base) / image_mb, 2),
+        "target_ratio": 3.0,
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,561 @@
+"""The **Soft segmentation** dock: build a soft label, predict a soft map, train a model.
+
+The dock works on layers already in the viewer:
+
+* **Case** — the image layer and the rater Labels layers. After a case folder or sample is opened they
+  are picked automatically (from the kinds the reader records in ``metadata["softseg"]``); the user can
+  change both.
+* **Soft label** — a method from :data:`napari_softseg.softlabels.METHODS` (and sigma for smoothing):
+  *Build soft label* adds the soft-label layer (or updates the one it made before, saying so).
+* **Model and device** — the bundled demo model or a model folder; ``auto`` shows the device it picks and
+  why (CUDA → MPS → CPU).
+* **Predict** runs :func:`napari_softseg.inference.predict_array` in a worker (progress bar, *Cancel*) and
+  adds the soft prediction (inferno, contrast 0–1, provenance in its metadata).
+* **Train** runs :func:`napari_softseg.training.train` on the case in the viewer the same way (progress per
+  epoch, *Cancel*) and then offers the trained model in the model list.
+
+Controls are disabled while work runs. Bad input (no image layer, a rater layer of another shape, no
+model, a missing device) gives a napari notification with the reason and changes no layer. Closing the
+dock or the viewer while work runs cancels it; late results are dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from napari.layers import Image, Labels
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_softseg import layers as L
+from napari_softseg._qt.notifications import describe_exception, notify_exception, show_info
+from napari_softseg._qt.workers import ProgressTask, is_alive, run_progress
+from napari_softseg.errors import SoftsegError
+from napari_softseg.progress import Progress
+
+BUNDLED = "bundled demo model"
+FOLDER = "model folder…"
+PREDICTION_NAME = "soft prediction"
+
+
+def _predict_job(model_path: Path, image: np.ndarray, device: str, source: str | None
+                 ) -> Generator[Progress, None, tuple[np.ndarray, dict]]:
+    """Load the model and predict; returns the soft map and facts for the provenance."""
+    from napari_softseg.inference import predict_array
+    from napari_softseg.model_io import load_model
+
+    yield Progress("load", 0, None, "loading model")
+    model = load_model(model_path)
+    soft = yield from predict_array(model, image, device=device, source=source)
+    info = {
+        "model": str(model_path),
+        "method": (model.config.softlabel or {}).get("method"),
+        "temperature": model.config.temperature,
+        "task": model.config.task,
+    }
+    return soft, info
+
+
+class SegmentationWidget(QWidget):
+    """Dock widget: soft label, predict and train on the layers of ``napari_viewer``.
+
+    Args:
+        napari_viewer: The viewer whose layers it works on.
+    """
+
+    def __init__(self, napari_viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.task: ProgressTask | None = None
+        self._user_checked: dict[str, bool] = {}
+        self._models: dict[str, Path] = {}
+        self._device_choice = None
+        #: Extra :class:`~napari_softseg.training.TrainOptions` fields for Train (e.g. ``{"depth": 2}``).
+        self.train_overrides: dict[str, Any] = {}
+        self._build_ui()
+        self._fill_models()
+        self._fill_devices()
+        events = self.viewer.layers.events
+        for event in (events.inserted, events.removed, events.reordered):
+            event.connect(self._refresh_layers)
+        self._refresh_layers()
+        # Closing the dock/viewer mid-run: stop the work; callbacks are skipped once we are deleted.
+        self.destroyed.connect(_cancel_on_destroy(self))
+
+    # ------------------------------------------------------------------------------------------
+    # UI
+    # ------------------------------------------------------------------------------------------
+    def _build_ui(self) -> None:
+        layout = QVBoxLayout(self)
+
+        case_box = QGroupBox("Case")
+        case_form = QFormLayout(case_box)
+        self.image_combo = QComboBox()
+        self.image_combo.setToolTip("The scan to segment (an Image layer)")
+        case_form.addRow("Image", self.image_combo)
+        self.rater_list = QListWidget()
+        self.rater_list.setToolTip("Tick the Labels layers that are raters' masks")
+        self.rater_list.setMaximumHeight(110)
+        self.rater_list.itemChanged.connect(self._on_rater_toggled)
+        case_form.addRow("Raters", self.rater_list)
+        layout.addWidget(case_box)
+
+        soft_box = QGroupBox("Soft label")
+        soft_form = QFormLayout(soft_box)
+        from napari_softseg.softlabels import METHODS
+
+        self.method_combo = QComboBox()
+        self.method_combo.addItems(list(METHODS))
+        self.method_combo.currentTextChanged.connect(self._update_sigma_enabled)
+        soft_form.addRow("Method", self.method_combo)
+        self.sigma_spin = QDoubleSpinBox()
+        self.sigma_spin.setRange(0.1, 20.0)
+        self.sigma_spin.setSingleStep(0.5)
+        self.sigma_spin.setValue(1.0)
+        self.sigma_spin.setSuffix(" mm")
+        soft_form.addRow("Sigma", self.sigma_spin)
+        self.soft_button = QPushButton("Build soft label")
+        self.soft_button.clicked.connect(self.build_soft_label)
+        soft_form.addRow(self.soft_button)
+        layout.addWidget(soft_box)
+
+        model_box = QGroupBox("Model and device")
+        model_form = QFormLayout(model_box)
+        row = QHBoxLayout()
+        self.model_combo = QComboBox()
+        self.model_combo.currentTextChanged.connect(self._on_model_changed)
+        row.addWidget(self.model_combo, 1)
+        self.browse_button = QPushButton("Browse…")
+        self.browse_button.clicked.connect(self._browse_model)
+        row.addWidget(self.browse_button)
+        model_form.addRow("Model", row)
+        self.model_info = QLabel("")
+        self.model_info.setWordWrap(True)
+        model_form.addRow(self.model_info)
+        self.device_combo = QComboBox()
+        self.device_combo.currentTextChanged.connect(self._on_device_changed)
+        model_form.addRow("Device", self.device_combo)
+        self.device_label = QLabel("")
+        self.device_label.setWordWrap(True)
+        model_form.addRow(self.device_label)
+        layout.addWidget(model_box)
+
+        train_box = QGroupBox("Train on this case's raters")
+        train_form = QFormLayout(train_box)
+        self.epochs_spin = QSpinBox()
+        self.epochs_spin.setRange(1, 1000)
+        self.epochs_spin.setValue(20)
+        train_form.addRow("Epochs", self.epochs_spin)
+        self.minutes_spin = QDoubleSpinBox()
+        self.minutes_spin.setRange(0.1, 600.0)
+        self.minutes_spin.setValue(10.0)
+        self.minutes_spin.setSuffix(" min")
+        train_form.addRow("Time budget", self.minutes_spin)
+        layout.addWidget(train_box)
+
+        buttons = QHBoxLayout()
+        self.predict_button = QPushButton("Predict")
+        self.predict_button.clicked.connect(self.predict)
+        self.train_button = QPushButton("Train")
+        self.train_button.clicked.connect(self.train)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel)
+        self.cancel_button.setEnabled(False)
+        for b in (self.predict_button, self.train_button, self.cancel_button):
+            buttons.addWidget(b)
+        layout.addLayout(buttons)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setVisible(False)
+        layout.addWidget(self.progress_bar)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+        self._inputs = [
+            self.image_combo, self.rater_list, self.method_combo, self.sigma_spin, self.soft_button,
+            self.model_combo, self.browse_button, self.device_combo, self.epochs_spin, self.minutes_spin,
+            self.predict_button, self.train_button,
+        ]
+        self._update_sigma_enabled(self.method_combo.currentText())
+
+    def _update_sigma_enabled(self, method: str) -> None:
+        self.sigma_spin.setEnabled(self.task is None and "smooth" in method)
+
+    # ------------------------------------------------------------------------------------------
+    # Layers: auto-detection
+    # ------------------------------------------------------------------------------------------
+    def _image_layers(self) -> list[Image]:
+        return [
+            layer for layer in self.viewer.layers
+            if isinstance(layer, Image) and L.kind_of(layer) not in ("prediction", "soft_label")
+            and not layer.rgb and "softseg_helper" not in layer.metadata
+        ]
+
+    def _label_layers(self) -> list[Labels]:
+        return [
+            layer for layer in self.viewer.layers
+            if isinstance(layer, Labels) and "softseg_helper" not in layer.metadata
+        ]
+
+    def _refresh_layers(self, event: Any = None) -> None:
+        """Refill the layer pickers; pre-select the case image and its raters."""
+        if not is_alive(self):
+            return
+        current = self.image_combo.currentText()
+        images = self._image_layers()
+        names = [layer.name for layer in images]
+        self.image_combo.blockSignals(True)
+        self.image_combo.clear()
+        self.image_combo.addItems(names)
+        if current in names:
+            self.image_combo.setCurrentText(current)
+        else:
+            tagged = [layer.name for layer in images if L.kind_of(layer) == "image"]
+            if tagged:
+                self.image_combo.setCurrentText(tagged[-1])
+        self.image_combo.blockSignals(False)
+
+        image = self.image_layer()
+        image_geometry = _geometry_or_none(image)
+        self.rater_list.blockSignals(True)
+        self.rater_list.clear()
+        for layer in self._label_layers():
+            item = QListWidgetItem(layer.name)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            if layer.name in self._user_checked:
+                checked = self._user_checked[layer.name]
+            else:
+                geometry = _geometry_or_none(layer)
+                checked = L.kind_of(layer) == "rater" and (
+                    image_geometry is None or geometry is None or geometry.same_as(image_geometry)
+                )
+            item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
+            self.rater_list.addItem(item)
+        self.rater_list.blockSignals(False)
+
+    def _on_rater_toggled(self, item: QListWidgetItem) -> None:
+        self._user_checked[item.text()] = item.checkState() == Qt.CheckState.Checked
+
+    def image_layer(self) -> Image | None:
+        """The selected image layer (or None)."""
+        name = self.image_combo.currentText()
+        return self.viewer.layers[name] if name and name in self.viewer.layers else None
+
+    def rater_layers(self) -> list[Labels]:
+        """The ticked rater layers, in list order."""
+        out = []
+        for i in range(self.rater_list.count()):
+            item = self.rater_list.item(i)
+            if item.checkState() == Qt.CheckState.Checked and item.text() in self.viewer.layers:
+                out.append(self.viewer.layers[item.text()])
+        return out
+
+    def set_raters(self, names: list[str]) -> None:
+        """Tick exactly the layers named ``names`` (for scripts and tests)."""
+        for i in range(self.rater_list.count()):
+            item = self.rater_list.item(i)
+            item.setCheckState(Qt.CheckState.Checked if item.text() in names else Qt.CheckState.Unchecked)
+
+    # ------------------------------------------------------------------------------------------
+    # Models and devices
+    # ------------------------------------------------------------------------------------------
+    def _fill_models(self) -> None:
+        from napari_softseg.sample_data import demo_model_path
+
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        self._models.clear()
+        try:
+            self._models[BUNDLED] = demo_model_path()
+        except SoftsegError:
+            pass  # no bundled model in this install: the user picks a folder
+        self.model_combo.addItems(list(self._models))
+        self.model_combo.addItem(FOLDER)
+        self.model_combo.blockSignals(False)
+        self._on_model_changed(self.model_combo.currentText())
+
+    def add_model(self, path: str | os.PathLike, label: str | None = None, select: bool = True) -> str:
+        """Offer a model folder in the model list (and select it); returns its label."""
+        path = Path(path)
+        label = label or f"{path.name} ({path.parent})"
+        if label not in self._models:
+            self._models[label] = path
+            self.model_combo.insertItem(self.model_combo.count() - 1, label)
+        if select:
+            self.model_combo.setCurrentText(label)
+        return label
+
+    def model_path(self) -> Path | None:
+        """The chosen model folder, or None when none is chosen."""
+        return self._models.get(self.model_combo.currentText())
+
+    def _browse_model(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose a napari-softseg model folder")
+        if folder:
+            self.add_model(folder)
+
+    def _on_model_changed(self, label: str) -> None:
+        path = self._models.get(label)
+        if path is None:
+            self.model_info.setText("No model chosen: Browse… for a folder with model.safetensors + config.json.")
+            return
+        try:
+            from napari_softseg.model_io import read_config
+
+            config = read_config(path)
+        except SoftsegError as exc:
+            self.model_info.setText(f"⚠ {exc}")
+            return
+        method = (config.softlabel or {}).get("method", "?")
+        self.model_info.setText(
+            f"task {config.task} · {config.image_channels} ch · '{method}' soft labels · T = {config.temperature:.2f}"
+        )
+
+    def _fill_devices(self) -> None:
+        from napari_softseg.device import available_devices
+
+        self.device_combo.blockSignals(True)
+        self.device_combo.clear()
+        self.device_combo.addItems(available_devices())
+        self.device_combo.blockSignals(False)
+        self._on_device_changed(self.device_combo.currentText())
+
+    def _on_device_changed(self, name: str) -> None:
+        from napari_softseg.device import resolve_device
+
+        try:
+            self._device_choice = resolve_device(name)
+        except SoftsegError as exc:
+            self._device_choice = None
+            self.device_label.setText(f"⚠ {exc}")
+            return
+        self.device_label.setText(f"→ {self._device_choice.device}: {self._device_choice.reason}")
+
+    # ------------------------------------------------------------------------------------------
+    # Actions
+    # ------------------------------------------------------------------------------------------
+    def _case(self):
+        """CaseData of the selected layers (raises SoftsegError with the reason)."""
+        image = self.image_layer()
+        if image is None:
+            raise SoftsegError("no image layer: open a case (File ▸ Open Folder…) or pick an Image layer")
+        return L.case_from_layers(image, self.rater_layers())
+
+    def build_soft_label(self) -> Image | None:
+        """Build the soft label from the ticked raters with the chosen method; returns its layer."""
+        from napari_softseg.softlabels import make_soft_label
+
+        try:
+            case = self._case()
+            if not case.masks.shape[0]:
+                raise SoftsegError("no rater layers ticked: tick the raters' Labels layers")
+            method = self.method_combo.currentText()
+            soft = make_soft_label(
+                case.masks, method, spacing=case.spacing, sigma_mm=self.sigma_spin.value(),
+                rater_names=case.rater_names,
+            )
+        except SoftsegError as exc:
+            self._fail(exc, "Soft label")
+            return None
+        geometry = L.Geometry(case.affine, case.spatial_shape)
+        prov = {k: v for k, v in soft.provenance.items() if k != "software"}
+        data, kwargs, _ = L.soft_map_layer(
+            soft.data, geometry, name=f"soft label ({soft.provenance.get('method', method)})", kind="soft_label",
+            source=case.image_path, case=case.name, **prov,
+        )
+        layer = self._put_layer(data, kwargs)
+        self._report(f"{layer.name}: from {len(case.rater_names)} raters ({', '.join(case.rater_names)})")
+        return layer
+
+    def predict(self) -> ProgressTask | None:
+        """Start predicting the selected image with the chosen model; returns the running task."""
+        if self.task is not None:
+            return None
+        try:
+            image_layer = self.image_layer()
+            if image_layer is None:
+                raise SoftsegError("no image layer: open a case or pick an Image layer to predict")
+            model_path = self.model_path()
+            if model_path is None:
+                raise SoftsegError("no model chosen: pick the bundled model or Browse… for a model folder")
+            if self._device_choice is None:
+                raise SoftsegError(f"device {self.device_combo.currentText()!r} is not available")
+            image, geometry = L.image_from_layer(image_layer)
+        except SoftsegError as exc:
+            self._fail(exc, "Predict")
+            return None
+        device = self._device_choice
+        source = L.provenance_of(image_layer).get("source")
+        image_name = image_layer.name
+
+        def done(result: tuple[np.ndarray, dict]) -> None:
+            soft, info = result
+            data, kwargs, _ = L.soft_map_layer(
+                soft, geometry, name=PREDICTION_NAME, kind="prediction", source=source, image_layer=image_name,
+                device=device.device, device_reason=device.reason,
+                case=L.provenance_of(image_layer).get("case"), **info,
+            )
+            layer = self._put_layer(data, kwargs)
+            self._report(f"{layer.name}: predicted on {device.device} with {Path(info['model']).name}")
+
+        return self._start(_predict_job(model_path, image, device.device, source), "Predict", done)
+
+    def train(self, out_dir: str | os.PathLike | None = None) -> ProgressTask | None:
+        """Start training on the selected image and raters; the result is offered as a model.
+
+        Args:
+            out_dir: Where to write the model (default: a new folder under the system's temp folder).
+        """
+        if self.task is not None:
+            return None
+        try:
+            case = self._case()
+            if case.masks.shape[0] < 1:
+                raise SoftsegError("no rater layers ticked: training needs the raters' masks")
+            if self._device_choice is None:
+                raise SoftsegError(f"device {self.device_combo.currentText()!r} is not available")
+        except SoftsegError as exc:
+            self._fail(exc, "Train")
+            return None
+        if out_dir is None:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            out_dir = Path(tempfile.gettempdir()) / "softseg-models" / f"{case.name}-{stamp}".replace(" ", "_")
+        out_dir = Path(out_dir)
+        options = {
+            "softlabel": self.method_combo.currentText(), "sigma_mm": self.sigma_spin.value(),
+            "epochs": self.epochs_spin.value(), "max_minutes": self.minutes_spin.value(),
+            "device": self._device_choice.device, **self.train_overrides,
+        }
+        job = _train_job(case, out_dir, **options)
+
+        def done(model_dir: Path) -> None:
+            label = self.add_model(model_dir, label=f"trained: {Path(model_dir).name}")
+            self._report(f"Trained model saved in {model_dir}; selected as '{label}' — press Predict")
+            show_info(f"Train: model saved in {model_dir}")
+
+        return self._start(job, "Train", done)
+
+    def cancel(self) -> None:
+        """Stop the running work after its current step."""
+        if self.task is not None:
+            self.task.cancel()
+            self._report("cancelling…")
+
+    # ------------------------------------------------------------------------------------------
+    # Helpers
+    # ------------------------------------------------------------------------------------------
+    def _start(self, gen, description: str, on_returned) -> ProgressTask:
+        self._set_running(True)
+        self._report(f"{description}: starting…")
+        self.task = run_progress(
+            gen, description=description, on_progress=self._on_progress, on_returned=on_returned,
+            on_error=lambda exc: self._fail(exc, description),
+            on_cancelled=lambda: self._report(f"{description}: cancelled; no layer changed"),
+            on_finished=lambda: self._set_running(False), owner=self,
+        )
+        return self.task
+
+    def _on_progress(self, event: Progress) -> None:
+        if event.total:
+            self.progress_bar.setRange(0, int(event.total))
+            self.progress_bar.setValue(int(event.step))
+        else:
+            self.progress_bar.setRange(0, 0)  # busy
+        metrics = "  ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in event.metrics.items())
+        self._report(" ".join(x for x in (event.message or f"{event.stage} {event.step}", metrics) if x))
+
+    def _set_running(self, running: bool) -> None:
+        if not running:
+            self.task = None
+        for widget in self._inputs:
+            widget.setEnabled(not running)
+        self._update_sigma_enabled(self.method_combo.currentText())
+        self.cancel_button.setEnabled(running)
+        self.progress_bar.setVisible(running)
+
+    def _put_layer(self, data: np.ndarray, kwargs: dict) -> Image:
+        """Add an image layer, or replace the data of the one this dock made under that name."""
+        name = kwargs["name"]
+        if name in self.viewer.layers:
+            layer = self.viewer.layers[name]
+            if isinstance(layer, Image) and L.kind_of(layer) == L.softseg_meta(kwargs["metadata"]).get("kind"):
+                layer.data = data
+                layer.affine = kwargs["affine"]
+                layer.metadata = kwargs["metadata"]
+                layer.contrast_limits = kwargs["contrast_limits"]
+                show_info(f"Updated layer '{name}'")
+                return layer
+        return self.viewer.add_image(data, **kwargs)
+
+    def _fail(self, exc: BaseException, action: str) -> None:
+        """Show why ``action`` failed: in the dock's status line first, then as a notification."""
+        self._report(describe_exception(exc, action=action))
+        notify_exception(exc, action=action)
+
+    def _report(self, text: str) -> None:
+        if is_alive(self):
+            self.status.setText(text)
+
+
+def _train_job(case, out_dir: Path, **options: Any) -> Generator[Progress, None, Path]:
+    """Write the viewer's case as a one-case QUBIQ dataset (temporary) and train on it.
+
+    The layers are written (not their source files) so edits made in the viewer are learned. With a single
+    case there is nothing to validate on, so the last epoch is kept (``val_fraction=0``).
+    """
+    from napari_softseg.nifti import save_volume
+    from napari_softseg.training import train
+
+    yield Progress("setup", 0, None, "writing the case for training")
+    with tempfile.TemporaryDirectory(prefix="softseg-train-") as tmp:
+        folder = Path(tmp) / "Training" / "case01"
+        reference = case.reference_volume
+        image = case.image[0] if case.image.shape[0] == 1 else np.moveaxis(case.image, 0, -1)
+        save_volume(folder / "image.nii.gz", image, reference, dtype=np.float32)
+        for i, mask in enumerate(case.masks, start=1):
+            save_volume(folder / f"task{case.task:02d}_seg{i:02d}.nii.gz", mask, reference, dtype=np.uint8)
+        result = yield from train(Path(tmp), out_dir, task=case.task, val_fraction=0.0, **options)
+    return Path(result.model_dir)
+
+
+def _geometry_or_none(layer) -> L.Geometry | None:
+    if layer is None:
+        return None
+    try:
+        return L.geometry_of(layer)
+    except SoftsegError:
+        return None
+
+
+def _cancel_on_destroy(widget: SegmentationWidget):
+    """A slot that cancels the widget's task without touching the (already deleted) widget."""
+    holder = {"widget": widget}
+
+    def cancel(*_: Any) -> None:
+        w = holder.pop("widget", None)
+        task = getattr(w, "task", None) if w is not None else None
+        if task is not None:
+            task.cancel()
+
+    return cancel

@@ -1,0 +1,177 @@
+"""napari reader: NIfTI files and QUBIQ case folders.
+
+:func:`get_reader` follows napari's contract: it looks at the path(s) only briefly (file names, a NIfTI
+header) and returns ``None`` for anything it cannot read — it never raises. The returned reader loads
+the data and returns layer-data tuples built by :mod:`napari_softseg.layers` (display orientation,
+affine in mm, provenance in ``metadata``). Problems found while actually reading (a truncated file,
+masks that do not match the image, ...) raise :class:`~napari_softseg.errors.SoftsegError`, whose
+one-line message napari shows as a notification.
+
+What a path becomes:
+
+* a **case folder** (``image.nii.gz`` + ``task01_seg01.nii.gz`` ...): the image, one Labels layer per
+  rater (``"rater 1"`` ...) and the soft label (mean of the raters) per task;
+* a **NIfTI file** written by this plugin (it has a ``.softseg.json`` sidecar): a soft map or a mask, styled as
+  when it was saved;
+* a NIfTI file holding a few small integer values (a mask): a Labels layer;
+* any other NIfTI file: an Image layer (4D files: one layer with a channel axis).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from . import layers as L
+from .errors import SoftsegError
+
+logger = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike
+ReaderFunction = Callable[[PathLike | Sequence[PathLike]], list]
+
+MAX_LABEL_VALUES = 64
+"""An integer volume with at most this many distinct values (all in 0..255) is read as a Labels layer."""
+
+
+def get_reader(path: PathLike | Sequence[PathLike]) -> ReaderFunction | None:
+    """Return a reader for ``path`` (one path or a list), or ``None`` if this plugin cannot read it.
+
+    Never raises.
+    """
+    try:
+        paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+        if not paths or not all(_readable(Path(p)) for p in paths):
+            return None
+        return read
+    except Exception:  # noqa: BLE001 - napari's contract: never raise from get_reader
+        logger.debug("get_reader(%r) failed", path, exc_info=True)
+        return None
+
+
+def _readable(path: Path) -> bool:
+    """Cheap check: a NIfTI file whose header parses, or a folder holding a case image."""
+    from .dataset import find_case
+    from .nifti import is_nifti_path
+
+    if path.is_dir():
+        try:
+            find_case(path)
+        except SoftsegError:
+            return False
+        return True
+    if not (path.is_file() and is_nifti_path(path)):
+        return False
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+    except Exception:  # noqa: BLE001 - not a NIfTI file after all
+        return False
+    return isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)) and 2 <= len(img.shape) <= 4
+
+
+def read(path: PathLike | Sequence[PathLike]) -> list[L.LayerData]:
+    """Read one path or several into layer-data tuples.
+
+    Raises:
+        SoftsegError: A file or case cannot be read; the message names it.
+    """
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    out: list[L.LayerData] = []
+    for p in map(Path, paths):
+        out += read_case_folder(p) if p.is_dir() else read_nifti(p)
+    return out
+
+
+def read_case_folder(path: PathLike) -> list[L.LayerData]:
+    """Layers of a QUBIQ case folder: image, raters per task, soft label (mean) per task.
+
+    With one task the raters are named ``"rater 1"`` ...; with several, ``"task 2 rater 1"`` ... and only
+    the first task's layers are visible.
+    """
+    from .dataset import find_case, load_case
+    from .softlabels import make_soft_label
+
+    case = find_case(path)
+    tasks = sorted(case.tasks) or [1]
+    out: list[L.LayerData] = []
+    for n, task in enumerate(tasks):
+        data = load_case(case, task=task, allow_no_masks=True)
+        for warning in data.warnings:
+            logger.warning("%s task %d: %s", case.path, task, warning)
+        soft = None
+        if data.masks.shape[0]:
+            soft = make_soft_label(data.masks, "mean", spacing=data.spacing, rater_names=data.rater_names)
+        layers = L.case_layers(data, soft)
+        if n:  # the image was added with the first task
+            layers = layers[1:]
+        if len(tasks) > 1:
+            for _, kwargs, _ in layers[(0 if n else 1):]:
+                kwargs["name"] = f"task {task} {kwargs['name']}"
+                if n:
+                    kwargs["visible"] = False
+        out += layers
+    return out
+
+
+def _read_sidecar(path: Path) -> dict:
+    from ._writer import sidecar_path
+
+    side = sidecar_path(path)
+    if not side.is_file():
+        return {}
+    try:
+        info = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        logger.warning("%s: ignoring unreadable sidecar", side)
+        return {}
+    return info if isinstance(info, dict) and info.get("software", "").startswith("napari-softseg") else {}
+
+
+def read_nifti(path: PathLike) -> list[L.LayerData]:
+    """Layers of one NIfTI file (see the module docstring for what becomes what)."""
+    from .dataset import MASK_RE, load_image
+    from .nifti import check_finite, load_volume, strip_nifti_suffix
+
+    path = Path(path)
+    name = strip_nifti_suffix(path.name)
+    info = _read_sidecar(path)
+    kind = info.get("kind")
+    vol = load_volume(path)
+    data = np.asarray(vol.data)
+    check_finite(data, path)
+    if kind in ("prediction", "soft_label") and data.ndim == 3:
+        geometry = L.Geometry(vol.affine, data.shape)
+        prov = {k: v for k, v in info.items() if k not in ("kind", "software")}
+        prov["source"] = str(path)
+        return [L.soft_map_layer(data.astype(np.float32, copy=False), geometry, name=name, kind=kind, **prov)]
+    if data.ndim == 3 and _looks_like_mask(data):
+        geometry = L.Geometry(vol.affine, data.shape)
+        prov = {k: v for k, v in info.items() if k not in ("kind", "software")}
+        prov["source"] = str(path)
+        is_rater = bool(MASK_RE.match(path.name)) and kind is None
+        return [
+            L.labels_layer(
+                data.astype(np.uint8), geometry, name=name, kind=kind if kind in L.KINDS else ("rater" if is_rater else "mask"),
+                opacity=0.6, **prov,
+            )
+        ]
+    image, vol = load_image(path)
+    geometry = L.Geometry(vol.affine, image.shape[1:])
+    return [L.image_layer(image, geometry, name=name, source=path)]
+
+
+def _looks_like_mask(data: np.ndarray) -> bool:
+    if data.dtype == np.bool_:
+        return True
+    if not np.issubdtype(data.dtype, np.integer) or data.size == 0:
+        return False
+    if data.min() < 0 or data.max() > 255:
+        return False
+    return np.unique(data).size <= MAX_LABEL_VALUES

@@ -1,0 +1,167 @@
+"""napari writers: a soft map (Image layer) or a mask (Labels layer) to NIfTI.
+
+Both undo the display transform of :mod:`napari_softseg.layers`, so the file has the source scan's voxel
+order and affine and opens aligned in any NIfTI viewer. Soft maps are stored as ``float32``, masks as
+``uint8``. The header's description holds a short provenance line (e.g. ``softseg mask p>=0.50``) and a
+sidecar ``<name>.softseg.json`` holds the full provenance (kind, threshold, method, model, device,
+source file, software version); the reader uses it to restore the layer's style.
+
+Overwriting: napari's save dialog asks before replacing an existing file, so these writers replace it
+(atomically: a temporary name, then a rename — an interrupted save leaves the old file intact). A sidecar
+that was not written by this plugin is never replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import layers as L
+from .errors import SoftsegError
+from .nifti import is_nifti_path
+
+SIDECAR_SUFFIX = ".softseg.json"
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """``out.nii.gz`` -> ``out.softseg.json`` (never clobbers a BIDS ``out.json``)."""
+    from .nifti import strip_nifti_suffix
+
+    path = Path(path)
+    return path.with_name(strip_nifti_suffix(path.name) + SIDECAR_SUFFIX)
+
+
+def _nifti_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    return path if is_nifti_path(path) else path.with_name(path.name + ".nii.gz")
+
+
+def _reference(geometry: L.Geometry, provenance: dict):
+    """A Volume carrying the geometry, with the source file's header when it matches (units, codes)."""
+    from .nifti import Volume
+
+    header = None
+    source = provenance.get("source")
+    if source and is_nifti_path(source) and Path(source).is_file():
+        try:
+            import nibabel as nib
+
+            src = nib.load(str(source))
+            if np.allclose(src.affine, geometry.affine, atol=1e-3) and tuple(src.shape[:3]) == geometry.shape:
+                header = src.header.copy()
+        except Exception:  # noqa: BLE001 - fall back to a fresh header
+            header = None
+    if header is None:
+        header = geometry.nifti_header()
+    return Volume(data=np.zeros((1, 1, 1)), affine=geometry.affine, header=header, path=None)
+
+
+def _description(kind: str, provenance: dict) -> str:
+    parts = ["softseg", kind]
+    if provenance.get("threshold") is not None:
+        parts.append(f"p>={float(provenance['threshold']):.2f}")
+    if provenance.get("method"):
+        parts.append(f"method={provenance['method']}")
+    if provenance.get("model"):
+        parts.append(f"model={Path(str(provenance['model'])).name}")
+    if provenance.get("device"):
+        parts.append(f"device={provenance['device']}")
+    return " ".join(parts)
+
+
+def _check_sidecar_is_ours(side: Path) -> None:
+    try:
+        old = json.loads(side.read_text(encoding="utf-8"))
+        ours = isinstance(old, dict) and str(old.get("software", "")).startswith("napari-softseg")
+    except (OSError, ValueError):
+        ours = False
+    if not ours:
+        raise SoftsegError("exists and was not written by napari-softseg; not replacing it", side)
+
+
+def _write_sidecar(path: Path, info: dict) -> Path:
+    side = sidecar_path(path)
+    if side.exists():
+        _check_sidecar_is_ours(side)
+    fd, tmp = tempfile.mkstemp(prefix=f".{side.name}.", suffix=".part", dir=side.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(info, fh, indent=2, default=str)
+            fh.write("\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files
+        os.replace(tmp, side)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return side
+
+
+def _write(path: str, data: Any, meta: dict, *, kind_default: str, dtype: type) -> list[str]:
+    from .nifti import check_finite, save_volume
+
+    out = _nifti_path(path)
+    state = {**meta, "data": data}
+    geometry = L.geometry_of(state)
+    provenance = L.provenance_of(meta.get("metadata", {}))
+    kind = L.softseg_meta(meta.get("metadata", {})).get("kind") or kind_default
+    array = np.asarray(data)
+    n_channels = int(provenance.get("n_channels", 1))
+    core = geometry.from_display(array)
+    if n_channels > 1:
+        core = np.moveaxis(core, 0, -1)  # (C, X, Y, Z) -> NIfTI (X, Y, Z, C)
+    if np.issubdtype(dtype, np.floating):
+        check_finite(core, meta.get("name"), "layer data")
+    else:
+        if core.size and (core.min() < 0 or core.max() > np.iinfo(dtype).max):
+            raise SoftsegError(
+                f"label values range {core.min()}..{core.max()}; a mask file holds 0..{np.iinfo(dtype).max}", out
+            )
+    sidecar_side = sidecar_path(out)
+    if sidecar_side.exists():  # check before writing the image so a refusal leaves nothing changed
+        _check_sidecar_is_ours(sidecar_side)
+    save_volume(
+        out, np.ascontiguousarray(core).astype(dtype, copy=False), _reference(geometry, provenance),
+        overwrite=True, description=_description(kind, provenance), dtype=dtype,
+    )
+    info = {
+        "software": L.software(),
+        "kind": kind,
+        "layer": meta.get("name"),
+        "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "dtype": np.dtype(dtype).name,
+        **{k: v for k, v in provenance.items() if k != "software"},
+    }
+    side = _write_sidecar(out, info)
+    return [str(out), str(side)]
+
+
+def write_soft_map(path: str, data: Any, meta: dict) -> list[str]:
+    """napari writer for an Image layer (a soft map or a scan): NIfTI ``float32`` + provenance sidecar.
+
+    Returns:
+        The written paths (the NIfTI file and its sidecar).
+
+    Raises:
+        SoftsegError: NaN/inf values, or a layer that cannot be placed in a NIfTI volume.
+    """
+    return _write(path, data, meta, kind_default="prediction", dtype=np.float32)
+
+
+def write_mask(path: str, data: Any, meta: dict) -> list[str]:
+    """napari writer for a Labels layer (a thresholded mask, a rater, an annotation): NIfTI ``uint8``.
+
+    The threshold (``metadata["softseg"]["provenance"]["threshold"]``) goes into the header description
+    and the sidecar.
+
+    Raises:
+        SoftsegError: Label values outside 0..255, or a layer that cannot be placed in a NIfTI volume.
+    """
+    return _write(path, data, meta, kind_default="mask", dtype=np.uint8)

@@ -1,0 +1,611 @@
+"""Turn core arrays into napari layer data and back — the one place that knows how volumes are shown.
+
+The core holds volumes in nibabel's voxel order ``(X, Y, Z)`` with the file's affine
+(docs/architecture.md). napari shows the last two axes of a layer as the screen's rows and columns and
+slices along the others, so for display a 3D volume is
+
+1. reoriented to the closest canonical (RAS) voxel order with flips and axis swaps only (views, no copy;
+   ``nibabel.orientations.io_orientation``), so axis 2 runs inferior → superior whatever the
+   acquisition plane, then
+2. transposed to ``(Z, Y, X)``: the slider steps through **axial** slices, rows are posterior → anterior,
+   columns are left → right.
+
+The layer's napari ``affine`` maps those display indices to world millimetres, in the order
+``(z, y, x)`` (superior, anterior, right), so positions, distances and the scale bar are in mm and layers
+from the same scanner space line up. (To see anterior at the top of the screen, the demo sets
+``viewer.scene.camera.orientation2d = ("up", "right")``.) A 2D case ``(X, Y, 1)`` becomes a 2D layer
+``(Y, X)`` without reorientation. A multi-channel image ``(C, X, Y, Z)`` becomes one layer with a
+leading channel axis (its own slider).
+
+:class:`Geometry` does the forward (:meth:`Geometry.to_display`) and inverse
+(:meth:`Geometry.from_display`) transforms; writers use the inverse so a saved NIfTI has the source
+affine and voxel order. Every layer made here carries ``metadata["softseg"]`` with its geometry and
+provenance (source file, kind, method, threshold, model, device); :func:`geometry_of` reads it back (and
+falls back to the layer's own affine for layers made elsewhere).
+
+Layer-data tuples are ``(data, kwargs, layer_type)`` as napari readers return them; use
+:func:`add_layer_tuples` to put them into a viewer. Nothing here imports Qt.
+
+Example:
+    >>> import numpy as np
+    >>> geom = Geometry(np.diag([2.0, 1.0, 3.0, 1.0]), (4, 5, 6))
+    >>> shown = geom.to_display(np.zeros((4, 5, 6), np.float32))
+    >>> shown.shape
+    (6, 5, 4)
+    >>> np.diag(geom.napari_affine())[:3].tolist()  # (z, y, x) spacing in mm
+    [3.0, 1.0, 2.0]
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import SoftsegError
+
+KEY = "softseg"
+"""Key of this package's entry in ``layer.metadata``."""
+
+KINDS = ("image", "rater", "soft_label", "prediction", "mask", "annotation")
+"""What a layer holds: ``metadata["softseg"]["kind"]``."""
+
+RATER_COLORS = ("#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#ff7f0e", "#17becf", "#e377c2", "#bcbd22")
+"""Outline colour of rater 1, 2, ... (cycled)."""
+
+SOFT_MAP_COLORMAP = "inferno"
+"""Colormap of soft maps (soft labels and predictions): dark = 0, bright = 1, shown additively."""
+
+LayerData = tuple[np.ndarray, dict, str]
+
+
+# --------------------------------------------------------------------------------------------------
+# Geometry
+# --------------------------------------------------------------------------------------------------
+_IDENTITY_ORNT = np.array([[0.0, 1.0], [1.0, 1.0], [2.0, 1.0]])
+
+
+def _reverse(n: int) -> np.ndarray:
+    """Homogeneous ``(n+1, n+1)`` matrix that reverses the order of ``n`` coordinates."""
+    m = np.zeros((n + 1, n + 1))
+    m[np.arange(n), np.arange(n)[::-1]] = 1.0
+    m[n, n] = 1.0
+    return m
+
+
+@dataclass(frozen=True, eq=False)
+class Geometry:
+    """Where a core volume lives in space and how it is shown.
+
+    Args:
+        affine: The NIfTI voxel-to-world (mm) matrix of the core ``(X, Y, Z)`` array.
+        shape: The core spatial shape ``(X, Y, Z)``.
+
+    Attributes:
+        is_2d: ``Z == 1``: shown as a 2D layer ``(Y, X)``.
+    """
+
+    affine: np.ndarray
+    shape: tuple[int, int, int]
+
+    def __post_init__(self) -> None:
+        affine = np.asarray(self.affine, dtype=np.float64)
+        if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
+            raise SoftsegError(f"invalid affine (expected a finite 4x4 matrix, got shape {affine.shape})")
+        shape = tuple(int(s) for s in self.shape)
+        if len(shape) != 3 or min(shape) < 1:
+            raise SoftsegError(f"invalid volume shape {shape} (expected (X, Y, Z))")
+        object.__setattr__(self, "affine", affine)
+        object.__setattr__(self, "shape", shape)
+
+    # -- derived -----------------------------------------------------------------------------------
+    @property
+    def is_2d(self) -> bool:
+        return self.shape[2] == 1
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm along X, Y, Z (column norms of the affine)."""
+        return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))
+
+    @property
+    def _ornt(self) -> np.ndarray:
+        """nibabel orientation of the core axes relative to RAS (identity for 2D / degenerate affines)."""
+        if self.is_2d:
+            return _IDENTITY_ORNT
+        import nibabel.orientations as nio
+
+        ornt = nio.io_orientation(self.affine)
+        return _IDENTITY_ORNT if np.isnan(ornt).any() else ornt
+
+    @property
+    def _canonical_affine(self) -> np.ndarray:
+        """Affine of the reoriented (RAS-ordered) voxel grid."""
+        import nibabel.orientations as nio
+
+        return self.affine @ nio.inv_ornt_aff(self._ornt, self.shape)
+
+    @property
+    def display_shape(self) -> tuple[int, ...]:
+        """Shape of a spatial layer: ``(Z', Y', X')`` in 3D, ``(Y, X)`` in 2D."""
+        if self.is_2d:
+            return (self.shape[1], self.shape[0])
+        ornt = self._ornt
+        canonical = [0, 0, 0]
+        for axis, (target, _) in enumerate(ornt):
+            canonical[int(target)] = self.shape[axis]
+        return tuple(canonical[::-1])
+
+    # -- transforms --------------------------------------------------------------------------------
+    def to_display(self, array: np.ndarray) -> np.ndarray:
+        """Core ``(..., X, Y, Z)`` -> display ``(..., Z', Y', X')`` (2D: ``(..., Y, X)``); a view.
+
+        Leading axes (channels, raters) are kept in front.
+        """
+        array = np.asarray(array)
+        self._check_core(array)
+        lead = array.ndim - 3
+        if self.is_2d:
+            return np.swapaxes(array[..., 0], -1, -2)
+        import nibabel.orientations as nio
+
+        moved = np.moveaxis(array, list(range(lead)), list(range(3, 3 + lead))) if lead else array
+        canonical = nio.apply_orientation(moved, self._ornt)  # (X', Y', Z', ...lead)
+        order = [2, 1, 0] if not lead else [*range(3, 3 + lead), 2, 1, 0]
+        return canonical.transpose(order)
+
+    def from_display(self, array: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`to_display`: display ``(..., Z', Y', X')`` -> core ``(..., X, Y, Z)``; a view.
+
+        Raises:
+            SoftsegError: The array's trailing shape is not this geometry's display shape.
+        """
+        array = np.asarray(array)
+        dshape = self.display_shape
+        if array.shape[array.ndim - len(dshape):] != dshape or array.ndim < len(dshape):
+            raise SoftsegError(
+                f"layer shape {array.shape} does not match the image's {dshape} (display order)"
+            )
+        lead = array.ndim - len(dshape)
+        if self.is_2d:
+            return np.swapaxes(array, -1, -2)[..., np.newaxis]
+        import nibabel.orientations as nio
+
+        canonical = array.transpose([*range(lead), lead + 2, lead + 1, lead])  # (..., X', Y', Z')
+        moved = np.moveaxis(canonical, list(range(lead)), list(range(3, 3 + lead))) if lead else canonical
+        back = nio.ornt_transform(_IDENTITY_ORNT, self._ornt)
+        core = nio.apply_orientation(moved, back)
+        return np.moveaxis(core, list(range(3, 3 + lead)), list(range(lead))) if lead else core
+
+    def napari_affine(self, n_leading: int = 0) -> np.ndarray:
+        """napari affine of a display layer: display indices -> world mm ``(z, y, x)`` (2D: ``(y, x)``).
+
+        Args:
+            n_leading: Leading non-spatial axes (e.g. 1 for a channel axis); they get an identity block.
+        """
+        if self.is_2d:
+            a = self.affine
+            spatial = np.array([[a[1, 1], a[1, 0], a[1, 3]], [a[0, 1], a[0, 0], a[0, 3]], [0.0, 0.0, 1.0]])
+        else:
+            rev = _reverse(3)
+            spatial = rev @ self._canonical_affine @ rev
+        if not n_leading:
+            return spatial
+        n = spatial.shape[0] - 1
+        out = np.eye(n_leading + n + 1)
+        out[n_leading:, n_leading:] = spatial
+        return out
+
+    def _check_core(self, array: np.ndarray) -> None:
+        if array.ndim < 3 or tuple(array.shape[-3:]) != self.shape:
+            raise SoftsegError(f"array shape {array.shape} does not end in the volume shape {self.shape}")
+
+    # -- (de)serialisation -------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """JSON-friendly form stored in ``layer.metadata``."""
+        return {"affine": self.affine.tolist(), "shape": list(self.shape)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Geometry:
+        return cls(np.asarray(d["affine"], dtype=np.float64), tuple(d["shape"]))
+
+    def same_as(self, other: Geometry, atol: float = 1e-3) -> bool:
+        """Same grid: shape equal and affines within ``atol`` mm."""
+        return self.shape == other.shape and bool(np.allclose(self.affine, other.affine, atol=atol))
+
+    def nifti_header(self):
+        """A fresh ``Nifti1Header`` carrying this geometry (sform/qform = scanner, units mm)."""
+        import nibabel as nib
+
+        img = nib.Nifti1Image(np.zeros((1, 1, 1), np.uint8), self.affine)
+        header = img.header
+        header.set_zooms(self.spacing)
+        header.set_xyzt_units("mm")
+        return header
+
+
+# --------------------------------------------------------------------------------------------------
+# Metadata
+# --------------------------------------------------------------------------------------------------
+def software() -> str:
+    from . import __version__
+
+    return f"napari-softseg {__version__}"
+
+
+def make_metadata(kind: str, geometry: Geometry, **provenance: Any) -> dict:
+    """``layer.metadata`` for a layer made by this package.
+
+    Args:
+        kind: One of :data:`KINDS`.
+        geometry: The volume's geometry.
+        **provenance: Facts about how the data was made (``source``, ``method``, ``threshold``,
+            ``model``, ``device``, ...); ``None`` values are dropped, paths become strings.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown layer kind {kind!r}")
+    prov = {"software": software()}
+    for key, value in provenance.items():
+        if value is None:
+            continue
+        prov[key] = os.fspath(value) if isinstance(value, os.PathLike) else value
+    return {KEY: {"kind": kind, "geometry": geometry.to_dict(), "provenance": prov}}
+
+
+def softseg_meta(layer_or_metadata: Any) -> dict:
+    """This package's metadata entry of a layer (or metadata dict); ``{}`` if it has none."""
+    metadata = getattr(layer_or_metadata, "metadata", layer_or_metadata)
+    if not isinstance(metadata, dict):
+        return {}
+    entry = metadata.get(KEY)
+    return entry if isinstance(entry, dict) else {}
+
+
+def kind_of(layer: Any) -> str | None:
+    """``"image"``, ``"rater"``, ``"prediction"``, ... for layers made here, else ``None``."""
+    return softseg_meta(layer).get("kind")
+
+
+def provenance_of(layer_or_metadata: Any) -> dict:
+    """Provenance dict of a layer (copy; empty for foreign layers)."""
+    return copy.deepcopy(softseg_meta(layer_or_metadata).get("provenance", {}))
+
+
+def geometry_of(layer_or_state: Any) -> Geometry:
+    """The geometry of a layer, or of a layer-state dict as napari writers receive it.
+
+    Layers made by this package carry it in their metadata. For other layers it is rebuilt from the
+    layer's napari affine (``affine`` @ scale/translate), assuming the layer is in display order.
+
+    Raises:
+        SoftsegError: The layer has no usable geometry (e.g. a 4D layer made elsewhere).
+    """
+    state = layer_or_state if isinstance(layer_or_state, dict) else None
+    metadata = state.get("metadata", {}) if state is not None else getattr(layer_or_state, "metadata", {})
+    entry = softseg_meta(metadata)
+    if "geometry" in entry:
+        return Geometry.from_dict(entry["geometry"])
+    if state is not None:
+        data = state.get("data")
+        shape = tuple(np.shape(data)) if data is not None else tuple(state.get("shape", ()))
+        napari_affine = _state_affine(state, len(shape))
+    else:
+        shape = tuple(layer_or_state.data.shape)
+        napari_affine = np.asarray(layer_or_state.affine.affine_matrix) @ _scale_translate(
+            layer_or_state.scale, layer_or_state.translate
+        )
+    return _geometry_from_napari(shape, napari_affine)
+
+
+def _scale_translate(scale: Sequence[float], translate: Sequence[float]) -> np.ndarray:
+    n = len(scale)
+    m = np.eye(n + 1)
+    m[np.arange(n), np.arange(n)] = np.asarray(scale, dtype=np.float64)
+    m[:n, n] = np.asarray(translate, dtype=np.float64)
+    return m
+
+
+def _state_affine(state: dict, ndim: int) -> np.ndarray:
+    affine = state.get("affine")
+    affine = np.eye(ndim + 1) if affine is None else np.asarray(getattr(affine, "affine_matrix", affine))
+    scale = state.get("scale", [1.0] * ndim)
+    translate = state.get("translate", [0.0] * ndim)
+    return affine @ _scale_translate(scale, translate)
+
+
+def _geometry_from_napari(shape: tuple[int, ...], napari_affine: np.ndarray) -> Geometry:
+    """Geometry of a display-order array whose napari affine is given (no reorientation assumed)."""
+    if len(shape) == 3:
+        rev = _reverse(3)
+        return Geometry(rev @ napari_affine @ rev, shape[::-1])
+    if len(shape) == 2:
+        n = napari_affine
+        affine = np.eye(4)
+        affine[:2, :2] = [[n[1, 1], n[1, 0]], [n[0, 1], n[0, 0]]]
+        affine[:2, 3] = [n[1, 2], n[0, 2]]
+        return Geometry(affine, (shape[1], shape[0], 1))
+    raise SoftsegError(f"cannot place a {len(shape)}D layer (shape {shape}) in a NIfTI volume")
+
+
+# --------------------------------------------------------------------------------------------------
+# Core -> layer-data tuples
+# --------------------------------------------------------------------------------------------------
+def image_layer(
+    image: np.ndarray, geometry: Geometry, *, name: str = "image", source: str | os.PathLike | None = None,
+    **provenance: Any,
+) -> LayerData:
+    """Image layer of a ``float32 (C, X, Y, Z)`` image (or ``(X, Y, Z)``).
+
+    One channel gives a spatial layer; several give one layer with a leading channel axis.
+    """
+    image = np.asarray(image)
+    if image.ndim == 3:
+        image = image[np.newaxis]
+    n_channels = image.shape[0]
+    data = geometry.to_display(image[0] if n_channels == 1 else image)
+    lead = 0 if n_channels == 1 else 1
+    lo, hi = _robust_range(data)
+    kwargs = {
+        "name": name,
+        "affine": geometry.napari_affine(lead),
+        "colormap": "gray",
+        "contrast_limits": (lo, hi),
+        "metadata": make_metadata("image", geometry, source=source, n_channels=n_channels, **provenance),
+    }
+    return data, kwargs, "image"
+
+
+def _robust_range(data: np.ndarray, max_samples: int = 2_000_000) -> tuple[float, float]:
+    """0.5th–99.5th percentile contrast limits, from a strided sample (no full-volume copy)."""
+    step = max(1, int(np.ceil((data.size / max_samples) ** (1.0 / data.ndim))))
+    sample = np.asarray(data[(slice(None, None, step),) * data.ndim], dtype=np.float64).ravel()
+    sample = sample[np.isfinite(sample)]
+    if not sample.size:
+        return 0.0, 1.0
+    lo, hi = (float(v) for v in np.percentile(sample, [0.5, 99.5]))
+    return (lo, hi) if hi > lo else (lo, lo + 1.0)
+
+
+def _label_colormap(color: str):
+    from napari.utils.colormaps import DirectLabelColormap
+
+    return DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: color})
+
+
+def labels_layer(
+    mask: np.ndarray, geometry: Geometry, *, name: str, kind: str = "rater", color: str | None = None,
+    contour: int = 0, opacity: float = 0.7, visible: bool = True, **provenance: Any,
+) -> LayerData:
+    """Labels layer of a ``uint8 (X, Y, Z)`` mask (a rater, a thresholded mask, an annotation)."""
+    mask = np.asarray(mask)
+    if mask.dtype != np.uint8:
+        mask = mask.astype(np.uint8)
+    kwargs: dict[str, Any] = {
+        "name": name,
+        "affine": geometry.napari_affine(),
+        "opacity": opacity,
+        "visible": visible,
+        "metadata": make_metadata(kind, geometry, **provenance),
+    }
+    if color is not None:
+        kwargs["colormap"] = _label_colormap(color)
+    return geometry.to_display(mask), kwargs, "labels"
+
+
+def rater_layers(
+    masks: np.ndarray, rater_names: Sequence[str], geometry: Geometry, *,
+    mask_paths: Sequence[str | os.PathLike] | None = None, case: str | None = None, task: int | None = None,
+) -> list[LayerData]:
+    """One Labels layer per rater (``"rater 1"``, ...), each in its own colour."""
+    out = []
+    for i, (mask, rater) in enumerate(zip(masks, rater_names)):
+        out.append(
+            labels_layer(
+                mask, geometry, name=rater, kind="rater", color=RATER_COLORS[i % len(RATER_COLORS)],
+                opacity=0.5, rater=rater, case=case, task=task,
+                source=None if mask_paths is None else mask_paths[i],
+            )
+        )
+    return out
+
+
+def soft_map_layer(
+    soft: np.ndarray, geometry: Geometry, *, name: str, kind: str = "prediction", opacity: float = 0.6,
+    visible: bool = True, **provenance: Any,
+) -> LayerData:
+    """Image layer of a soft map ``float32 (X, Y, Z)`` in ``[0, 1]``: inferno, contrast 0–1, additive."""
+    if kind not in ("prediction", "soft_label"):
+        raise ValueError("kind must be 'prediction' or 'soft_label'")
+    soft = np.asarray(soft, dtype=np.float32)
+    kwargs = {
+        "name": name,
+        "affine": geometry.napari_affine(),
+        "colormap": SOFT_MAP_COLORMAP,
+        "contrast_limits": (0.0, 1.0),
+        "blending": "additive",
+        "opacity": opacity,
+        "visible": visible,
+        "metadata": make_metadata(kind, geometry, **provenance),
+    }
+    return geometry.to_display(soft), kwargs, "image"
+
+
+def mask_layer_from_soft(layer: Any, threshold: float) -> LayerData:
+    """A Labels layer of ``p >= threshold`` from a soft-map Image layer, ready for the mask writer.
+
+    The mask keeps the soft map's geometry and provenance and records ``threshold`` and the soft map's
+    name, so File ▸ Save writes a uint8 NIfTI whose header and sidecar say how it was made.
+    """
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise SoftsegError(f"threshold must be between 0 and 1, got {threshold}")
+    geometry = geometry_of(layer)
+    soft = volume_from_layer(layer, geometry)
+    prov = {k: v for k, v in provenance_of(layer).items() if k not in ("software", "threshold")}
+    return labels_layer(
+        (soft >= float(threshold)).astype(np.uint8), geometry, name=f"{layer.name} mask p>={float(threshold):.2f}",
+        kind="mask", color="#00e5ff", opacity=0.6, threshold=float(threshold), soft_map=layer.name, **prov,
+    )
+
+
+def geometry_of_case(case) -> Geometry:
+    """Geometry of a :class:`~napari_softseg.dataset.CaseData`."""
+    return Geometry(case.affine, case.spatial_shape)
+
+
+def case_layers(case, soft_label=None) -> list[LayerData]:
+    """Layers of a loaded case: the image, one Labels layer per rater, and the soft label if given.
+
+    Args:
+        case: A :class:`~napari_softseg.dataset.CaseData`.
+        soft_label: A :class:`~napari_softseg.softlabels.SoftLabel` built from the case's masks.
+    """
+    geometry = geometry_of_case(case)
+    common = {"case": case.name, "task": case.task}
+    layers = [image_layer(case.image, geometry, name=f"{case.name} image", source=case.image_path, case=case.name)]
+    layers += rater_layers(case.masks, case.rater_names, geometry, mask_paths=case.mask_paths, **common)
+    if soft_label is not None:
+        prov = dict(soft_label.provenance)
+        layers.append(
+            soft_map_layer(
+                soft_label.data, geometry, name=f"soft label ({prov.get('method', 'mean')})", kind="soft_label",
+                visible=False, source=case.image_path.parent, **common,
+                **{k: v for k, v in prov.items() if k not in ("software",)},
+            )
+        )
+    return layers
+
+
+# --------------------------------------------------------------------------------------------------
+# Layers -> core
+# --------------------------------------------------------------------------------------------------
+def image_from_layer(layer: Any) -> tuple[np.ndarray, Geometry]:
+    """The ``float32 (C, X, Y, Z)`` image of an Image layer, and its geometry.
+
+    Raises:
+        SoftsegError: Not an image layer, RGB, or not placeable as a NIfTI volume.
+    """
+    if _layer_type(layer) != "image":
+        raise SoftsegError(f"layer {layer.name!r} is a {_layer_type(layer)} layer; pick an Image layer")
+    if getattr(layer, "rgb", False):
+        raise SoftsegError(f"layer {layer.name!r} is an RGB picture, not a scan")
+    if getattr(layer, "multiscale", False):
+        raise SoftsegError(f"layer {layer.name!r} is multiscale; not supported")
+    data = np.asarray(layer.data)
+    entry = softseg_meta(layer)
+    n_channels = int(entry.get("provenance", {}).get("n_channels", 1))
+    if n_channels > 1:
+        geometry = Geometry.from_dict(entry["geometry"])
+        image = geometry.from_display(data)
+    else:
+        geometry = geometry_of(layer)
+        image = geometry.from_display(data)[np.newaxis]
+    if not np.issubdtype(image.dtype, np.number):
+        raise SoftsegError(f"layer {layer.name!r} does not hold numbers")
+    return np.ascontiguousarray(image, dtype=np.float32), geometry
+
+
+def volume_from_layer(layer: Any, geometry: Geometry | None = None) -> np.ndarray:
+    """A spatial layer's data in core order ``(X, Y, Z)`` (a view), checked against ``geometry``.
+
+    Args:
+        layer: A Labels or Image layer in display order.
+        geometry: The grid it must be on (the image's); default: the layer's own.
+
+    Raises:
+        SoftsegError: Its shape or placement differs from ``geometry``.
+    """
+    own = geometry_of(layer) if geometry is None or softseg_meta(layer).get("geometry") else None
+    target = geometry or own
+    if own is not None and geometry is not None and not own.same_as(geometry):
+        raise SoftsegError(
+            f"layer {layer.name!r} lies on another grid (shape {own.shape}) than the image (shape {geometry.shape})"
+        )
+    data = np.asarray(layer.data)
+    if data.shape != target.display_shape:
+        raise SoftsegError(
+            f"layer {layer.name!r} has shape {data.shape}, the image has {target.display_shape}"
+        )
+    return target.from_display(data)
+
+
+def masks_from_layers(layers: Iterable[Any], geometry: Geometry) -> np.ndarray:
+    """Stack Labels layers as binary rater masks ``uint8 (R, X, Y, Z)`` (any label > 0 counts as 1).
+
+    Raises:
+        SoftsegError: A layer is not a Labels layer or does not match ``geometry``.
+    """
+    masks = []
+    for layer in layers:
+        if _layer_type(layer) != "labels":
+            raise SoftsegError(f"layer {layer.name!r} is a {_layer_type(layer)} layer; raters must be Labels layers")
+        masks.append((volume_from_layer(layer, geometry) > 0).astype(np.uint8))
+    if not masks:
+        return np.zeros((0, *geometry.shape), dtype=np.uint8)
+    return np.stack(masks)
+
+
+def case_from_layers(image_layer_: Any, rater_layers_: Sequence[Any], *, name: str | None = None, task: int = 1):
+    """Rebuild a :class:`~napari_softseg.dataset.CaseData` from an Image layer and rater Labels layers.
+
+    Args:
+        image_layer_: The scan.
+        rater_layers_: One Labels layer per rater (possibly none).
+        name: Case name (default: the image's provenance ``case`` or the layer name).
+        task: Task number recorded in the case.
+
+    Raises:
+        SoftsegError: Wrong layer types or a rater layer whose grid differs from the image's.
+    """
+    from .dataset import CaseData
+
+    image, geometry = image_from_layer(image_layer_)
+    masks = masks_from_layers(rater_layers_, geometry)
+    prov = provenance_of(image_layer_)
+    source = prov.get("source")
+    warnings = []
+    if len(rater_layers_) == 1:
+        warnings.append("only one rater: the soft label equals that rater's hard mask")
+    mask_paths = [Path(provenance_of(layer).get("source", layer.name)) for layer in rater_layers_]
+    return CaseData(
+        name=name or prov.get("case") or image_layer_.name,
+        image=image,
+        masks=masks,
+        rater_names=[layer.name for layer in rater_layers_],
+        affine=geometry.affine,
+        spacing=geometry.spacing,
+        header=geometry.nifti_header(),
+        image_path=Path(source) if source else Path(image_layer_.name),
+        mask_paths=mask_paths,
+        task=task,
+        warnings=warnings,
+    )
+
+
+def _layer_type(layer: Any) -> str:
+    return type(layer).__name__.lower()
+
+
+# --------------------------------------------------------------------------------------------------
+# Viewer helper
+# --------------------------------------------------------------------------------------------------
+def add_layer_tuples(viewer: Any, tuples: Iterable[LayerData], *, rater_contours: bool = False) -> list:
+    """Add layer-data tuples to a napari viewer; returns the layers.
+
+    Args:
+        viewer: The napari viewer.
+        tuples: ``(data, kwargs, layer_type)`` tuples, e.g. from :func:`case_layers`.
+        rater_contours: Draw rater layers as outlines (2 px) instead of filled areas.
+    """
+    added = []
+    for data, kwargs, layer_type in tuples:
+        layer = getattr(viewer, f"add_{layer_type}")(data, **kwargs)
+        if rater_contours and kind_of(layer) == "rater":
+            layer.contour = 2
+            layer.opacity = 1.0
+        added.append(layer)
+    return added
