@@ -68,3 +68,8 @@ class Notifications:
 
     def messages(self, severity: str | None = None) -> list[str]:
         return [m for s, m in self.items if severity is None or s == severity]
+
+
+def wait_ready(qtbot, widget, timeout: int = 20000):
+    """Wait until a dock's background computations (PR curves, tables, maps) have delivered their results."""
+    qtbot.waitUntil(lambda: widget.ready, timeout=timeout)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
-import pytest
 
 from napari_softseg.cli import main
 from napari_softseg.cli import model_commands

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 
 import nibabel as nib
 import numpy as np
@@ -230,3 +229,22 @@ def test_cuda_prediction_matches_cpu():
     cpu = drive(predict_array(model, image, device="cpu"))
     gpu = drive(predict_array(model, image, device="cuda"))
     np.testing.assert_allclose(gpu, cpu, atol=1e-2)  # float16 autocast on the GPU
+
+
+def test_normalisation_zscore_per_channel_and_ct_window():
+    from napari_softseg.normalization import Normalization
+
+    rng = np.random.default_rng(7)
+    image = np.stack([rng.normal(100, 20, (8, 8, 3)), rng.normal(-5, 0.5, (8, 8, 3))]).astype(np.float32)
+    out = Normalization("zscore").apply(image)
+    np.testing.assert_allclose(out.mean(axis=(1, 2, 3)), 0, atol=1e-5)
+    np.testing.assert_allclose(out.std(axis=(1, 2, 3)), 1, atol=1e-5)
+    np.testing.assert_allclose(out, (image - image.mean(axis=(1, 2, 3), keepdims=True))
+                               / image.std(axis=(1, 2, 3), keepdims=True), atol=1e-5)
+    assert np.all(Normalization("zscore").apply(np.full((1, 4, 4, 1), 7, np.float32)) == 0)  # constant: no NaN
+    ct = Normalization("ct", window=(-100, 200)).apply(np.array([[[[-1000.0, -100, 50, 200, 3000]]]], np.float32))
+    np.testing.assert_allclose(ct.ravel(), [0, 0, 0.5, 1, 1])
+    with pytest.raises(SoftsegError, match="low < high"):
+        Normalization("ct", window=(10, 10))
+    with pytest.raises(SoftsegError, match="unknown normalisation"):
+        Normalization("minmax")

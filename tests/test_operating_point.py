@@ -16,6 +16,7 @@ from napari_softseg.operating_point import (
     Reference,
     ThresholdSession,
     default_k,
+    leave_one_out_curves,
     mask_boundary,
     mask_operating_point,
     others_consensus,
@@ -240,3 +241,44 @@ def test_precision_preset_unreachable_is_none():
     session.reference = Reference("rater", rater=0)
     assert session.threshold_for_precision(0.9) is None
     assert session.threshold_for_precision(0.5) == 0.201     # 0.2 < t <= 0.3: 2 right of 4 marked
+
+
+def test_build_curve_runs_apart_from_the_session_and_is_cached_by_add_curve(case):
+    soft, masks = case
+    session = ThresholdSession(soft, masks)
+    ref = Reference("rater", rater=1)
+    assert not session.has_curve(ref)
+    gen = session.build_curve(ref)
+    events, curve = _events(gen)
+    assert [e.stage for e in events] == ["PR curve"] and "rater 2" in events[0].message
+    assert not session.has_curve(ref)            # building does not touch the session ...
+    session.add_curve(ref, curve)                # ... the caller installs it
+    assert session.has_curve(ref)
+    session.reference = ref
+    assert session.curve is curve
+    mask = soft >= 0.3
+    assert session.at(0.3).tp == (mask & (masks[1] > 0)).sum()
+    with pytest.raises(ValueError, match="no rater 9"):
+        session.build_curve(Reference("rater", rater=8))      # checked before any work
+    with pytest.raises(ValueError, match="needs rater masks"):
+        ThresholdSession(soft, None).build_curve(Reference("soft"))
+
+
+def test_leave_one_out_curves_per_rater(case):
+    soft, masks = case
+    events, curves = _events(leave_one_out_curves(soft, masks))
+    assert [(e.step, e.total) for e in events] == [(i, 4) for i in range(4)]
+    rows = leave_one_rater_out(masks, soft, threshold=0.6)
+    assert [c.at(0.6).dice for c in curves] == pytest.approx([r.model_dice_vs_same for r in rows])
+    with pytest.raises(ValueError, match="at least 2"):
+        leave_one_out_curves(soft, masks[:1])
+
+
+def _events(gen):
+    """Drive a Progress generator: ``(events, result)``."""
+    events = []
+    while True:
+        try:
+            events.append(next(gen))
+        except StopIteration as stop:
+            return events, stop.value

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _analysis_case import SPACING, Notifications, boundary, counts, open_case
+from _analysis_case import SPACING, Notifications, boundary, counts, open_case, wait_ready
 
 from napari_softseg.operating_point import Reference, overlay_contrast_limits
 
@@ -17,13 +17,14 @@ def notes():
 
 
 @pytest.fixture
-def explorer(make_napari_viewer):
+def explorer(make_napari_viewer, qtbot):
     from napari_softseg._qt.threshold_explorer import ThresholdExplorer
 
     viewer = make_napari_viewer()
     soft_layer, raters, soft, masks = open_case(viewer)
     widget = ThresholdExplorer(viewer)
     viewer.window.add_dock_widget(widget)
+    wait_ready(qtbot, widget)
     return widget, viewer, soft_layer, soft, masks
 
 
@@ -41,7 +42,7 @@ def displayed_overlay(layer):
     return rgba[..., 3] > 0
 
 
-def test_picks_layers_and_consensus_by_default(explorer):
+def test_picks_layers_and_consensus_by_default(explorer, qtbot):
     widget, viewer, soft_layer, soft, masks = explorer
     assert widget.inputs.soft_layer() is soft_layer
     assert [layer.name for layer in widget.inputs.rater_layers()] == ["rater 1", "rater 2", "rater 3", "rater 4"]
@@ -52,6 +53,7 @@ def test_picks_layers_and_consensus_by_default(explorer):
     extra = viewer.add_labels(np.zeros(soft.shape, np.uint8), name="Labels")
     assert extra in widget.inputs._raters and extra not in widget.inputs.rater_layers()
     widget.inputs.set_rater_checked(extra, True)
+    wait_ready(qtbot, widget)
     assert widget.session.n_raters == 5 and widget.reference == Reference("consensus", k=3)
 
 
@@ -117,22 +119,26 @@ def test_contour_overlay_follows_threshold_and_slice(explorer):
     assert not widget.contour_layer.visible and not widget.fill_layer.visible
 
 
-def test_references_rater_soft_and_expected(explorer):
+def test_references_rater_soft_and_expected(explorer, qtbot):
     widget, viewer, soft_layer, soft, masks = explorer
     t = 0.4
     widget.set_threshold(t)
     mask = soft >= t
     widget.set_reference(Reference("rater", rater=2))
+    wait_ready(qtbot, widget)
     tp, fp, fn, tn = counts(mask, masks[2] > 0)
     assert widget.operating_point().recall == pytest.approx(tp / (masks[2] > 0).sum())
     assert widget.stat_labels["recall"].text() == f"{tp / (masks[2] > 0).sum():.3f}"
     widget.set_reference(Reference("soft"))
+    wait_ready(qtbot, widget)
     soft_label = masks.mean(0)
     assert widget.operating_point().recall == pytest.approx(soft_label[mask].sum() / soft_label.sum())
     widget.set_reference(Reference("expected"))
+    wait_ready(qtbot, widget)
     assert widget.operating_point().precision == pytest.approx(soft[mask].mean())
     assert widget.stat_labels["precision"].text() == f"E {soft[mask].mean():.3f}"
     widget.set_reference(Reference("consensus", k=4))
+    wait_ready(qtbot, widget)
     ref = masks.sum(0) >= 4
     assert widget.k_spin.value() == 4
     assert widget.operating_point().recall == pytest.approx((mask & ref).sum() / ref.sum())
@@ -160,7 +166,7 @@ def test_presets_and_editable_targets(explorer):
     assert widget.slider.value() == round(widget.threshold * 1000)
 
 
-def test_unreachable_precision_leaves_threshold_and_warns(make_napari_viewer, notes):
+def test_unreachable_precision_leaves_threshold_and_warns(make_napari_viewer, notes, qtbot):
     from napari_softseg._qt.threshold_explorer import ThresholdExplorer
 
     viewer = make_napari_viewer()
@@ -173,6 +179,7 @@ def test_unreachable_precision_leaves_threshold_and_warns(make_napari_viewer, no
     viewer.add_image(soft, name="p")
     viewer.add_labels(rater, name="rater 1")
     widget = ThresholdExplorer(viewer)
+    wait_ready(qtbot, widget)
     widget.set_threshold(0.4)
     widget.precision_target.setValue(1.0)
     widget.precision_button.click()
@@ -222,13 +229,14 @@ def test_no_soft_map_and_wrong_layers(make_napari_viewer, notes):
     assert [layer.name for layer in viewer.layers] == ["ct"]
 
 
-def test_mismatched_rater_layer_is_reported_and_left_out(explorer, notes):
+def test_mismatched_rater_layer_is_reported_and_left_out(explorer, notes, qtbot):
     from napari_softseg.layers import Geometry, add_layer_tuples, rater_layers
 
     widget, viewer, soft_layer, soft, masks = explorer
     other = Geometry(np.eye(4), (10, 10, 10))
     (bad,) = add_layer_tuples(viewer, rater_layers(np.ones((1, 10, 10, 10), np.uint8), ["rater 9"], other))
     widget.rebuild()
+    wait_ready(qtbot, widget)
     assert "rater 9" not in [layer.name for layer in widget.inputs.rater_layers()]
     assert any("'rater 9'" in m and "shape" in m for m in notes.messages("warning"))
     assert widget.session.n_raters == 4
@@ -279,3 +287,102 @@ def test_removing_the_soft_map_removes_only_the_overlays(explorer):
     assert [layer.name for layer in viewer.layers] == ["rater 1", "rater 2", "rater 3", "rater 4"]
     widget.set_threshold(0.7)            # no soft map: nothing to do, no error
     assert widget.stat_labels["precision"].text() == "–"
+
+
+def test_curve_is_built_in_the_background_and_the_slider_never_waits(explorer, qtbot):
+    widget, viewer, soft_layer, soft, masks = explorer
+    widget.set_threshold(0.4)
+    widget.set_reference(Reference("rater", rater=1))
+    # the PR curve is being built in a worker: no numbers yet, the dependent controls are disabled
+    assert not widget.ready and not widget.status.isHidden() and "computing" in widget.status.label.text()
+    assert widget.reference is None and widget.operating_point() is None
+    assert widget.stat_labels["recall"].text() == "…"
+    assert not widget.reference_combo.isEnabled() and not widget.recall_button.isEnabled()
+    assert not widget.k_spin.isEnabled()
+    # ... while the slider still moves the overlay at once
+    assert widget.slider.isEnabled()
+    widget.slider.setValue(620)
+    assert widget.fill_layer.contrast_limits == pytest.approx(list(overlay_contrast_limits(0.62)))
+    assert widget.stat_labels["precision"].text() == "…"
+    wait_ready(qtbot, widget)
+    assert widget.status.isHidden() and widget.reference_combo.isEnabled() and widget.recall_button.isEnabled()
+    assert widget.reference == Reference("rater", rater=1)
+    tp, fp, fn, tn = counts(soft >= 0.62, masks[1] > 0)
+    op = widget.operating_point()
+    assert (op.tp, op.fp, op.fn, op.tn) == (tp, fp, fn, tn)
+    assert widget.stat_labels["recall"].text() == f"{tp / (masks[1] > 0).sum():.3f}"
+
+
+def test_only_the_latest_request_is_used(explorer, qtbot):
+    widget, viewer, soft_layer, soft, masks = explorer
+    widget.set_reference(Reference("rater", rater=0))
+    first = widget.job.generation
+    widget.set_reference(Reference("rater", rater=3))          # before the first curve arrives
+    assert widget.job.generation == first + 1
+    wait_ready(qtbot, widget)
+    qtbot.wait(50)                                              # let any late signal of the first job in
+    assert widget.reference == Reference("rater", rater=3)
+    assert not widget.session.has_curve(Reference("rater", rater=0))   # cancelled or dropped, never used
+    ref = masks[3] > 0
+    assert widget.operating_point().recall == pytest.approx((ref & (soft >= widget.threshold)).sum() / ref.sum())
+    # back to a reference whose curve is cached: immediate, no background work
+    widget.set_reference(Reference("consensus", k=2))
+    assert widget.ready and widget.reference == Reference("consensus", k=2)
+
+
+def test_painting_a_rater_layer_recomputes_on_its_own(explorer, qtbot):
+    from napari_softseg._qt.threshold_explorer import ThresholdExplorer  # noqa: F401
+
+    widget, viewer, soft_layer, soft, masks = explorer
+    rater = viewer.layers["rater 1"]
+    widget.set_reference(Reference("rater", rater=0))
+    wait_ready(qtbot, widget)
+    before = widget.session
+    rater.brush_size = 9
+    plane = soft.shape[0] // 2
+    rater.paint((plane, soft.shape[1] // 2, soft.shape[2] // 2), 1)    # a paint stroke (events.paint)
+    edited = np.asarray(rater.data) > 0
+    assert edited.sum() > (masks[0] > 0).sum()
+    qtbot.waitUntil(lambda: widget.session is not before and widget.ready, timeout=20000)
+    np.testing.assert_array_equal(widget.session.masks[0], edited)
+    assert widget.reference == Reference("rater", rater=0)      # the user's choice is kept
+    tp, fp, fn, tn = counts(soft >= widget.threshold, edited)
+    op = widget.operating_point()
+    assert (op.tp, op.fp, op.fn, op.tn) == (tp, fp, fn, tn)
+
+
+def test_contour_falls_back_to_filled_in_3d(explorer, notes):
+    widget, viewer, soft_layer, soft, masks = explorer
+    widget.set_overlay_mode("contour")
+    widget.set_threshold(0.5)
+    viewer.dims.ndisplay = 3
+    assert widget.overlay_mode == "contour" and widget.shown_overlay_mode == "filled"
+    assert not widget.contour_layer.visible and widget.fill_layer.visible
+    assert np.asarray(widget.contour_layer._slice.image.raw).ndim == 2      # never sliced in 3D
+    widget.set_threshold(0.3)
+    assert widget.fill_layer.contrast_limits == pytest.approx(list(overlay_contrast_limits(0.3)))
+    assert np.asarray(widget.contour_layer._slice.image.raw).ndim == 2
+    infos = [m for m in notes.messages("info") if "contour overlay outlines 2D slices" in m]
+    assert len(infos) == 1
+    viewer.dims.ndisplay = 2
+    assert widget.contour_layer.visible and not widget.fill_layer.visible
+    plane = current_plane(viewer, soft_layer)
+    shown = np.asarray(widget.contour_layer._slice.image.raw) > 0
+    np.testing.assert_array_equal(shown, boundary(soft[plane] >= 0.3))
+    viewer.dims.ndisplay = 3                                   # told once only
+    assert len([m for m in notes.messages("info") if "contour overlay outlines 2D slices" in m]) == 1
+
+
+def test_synchronous_mode_needs_no_event_loop(make_napari_viewer, monkeypatch):
+    from napari_softseg._qt.background import SYNC_ENV
+    from napari_softseg._qt.threshold_explorer import ThresholdExplorer
+
+    monkeypatch.setenv(SYNC_ENV, "1")
+    viewer = make_napari_viewer()
+    soft_layer, raters, soft, masks = open_case(viewer)
+    widget = ThresholdExplorer(viewer)
+    assert widget.ready and widget.reference == Reference("consensus", k=2)
+    widget.set_reference(Reference("rater", rater=2))
+    assert widget.ready and widget.operating_point() is not None
+    ref = masks[2] > 0
+    assert widget.operating_point().recall == pytest.approx((ref & (soft >= 0.5)).sum() / ref.sum())

@@ -5,6 +5,11 @@ prediction: mean prediction against the mean target in each bin) and the expecte
 (ECE), against the soft label (mean of the raters — what a calibrated soft-label model should match)
 and against each rater's hard mask. Uses :func:`~napari_softseg.metrics.reliability` and
 :func:`~napari_softseg.metrics.expected_calibration_error`.
+
+The bins are computed off the GUI thread (:class:`~napari_softseg._qt.background.LatestJob`) when the
+layers change or a rater's mask is painted (once the user pauses); the dock says "computing …" and
+disables *Recompute* meanwhile, and shows only the latest request's results.
+:attr:`CalibrationWidget.ready` is False while it computes.
 """
 
 from __future__ import annotations
@@ -21,14 +26,36 @@ from qtpy.QtWidgets import (
 
 from napari_softseg.errors import SoftsegError
 from napari_softseg.metrics import expected_calibration_error, reliability
+from napari_softseg.progress import Progress
 from napari_softseg.softlabels import weighted_mean
 
+from .background import ComputeStatus, LatestJob
 from .notifications import notify_exception
 from .plots import ReliabilityPlot
 from .selection import LayerInputs, scroll_layout
 
 N_BINS = 10
 SOFT_LABEL = "soft label (mean of raters)"
+
+
+def calibration_work(prediction, masks, rater_names: list[str], n_bins: int = N_BINS):
+    """Reliability bins and ECE against the soft label and each rater: a Progress generator.
+
+    Returns:
+        ``[(target name, reliability dict, ECE), ...]``, the soft label first.
+    """
+    n = len(masks) + 1
+    yield Progress("calibration", 0, n, SOFT_LABEL)
+    targets = [(SOFT_LABEL, weighted_mean(masks))]
+    targets += list(zip(rater_names, masks))
+    results = []
+    for i, (name, target) in enumerate(targets):
+        if i:
+            yield Progress("calibration", i, n, name)
+        results.append(
+            (name, reliability(prediction, target, n_bins), expected_calibration_error(prediction, target, n_bins))
+        )
+    return results
 
 
 class CalibrationWidget(QWidget):
@@ -52,23 +79,33 @@ class CalibrationWidget(QWidget):
         self.status = QLabel()
         self.status.setWordWrap(True)
         self.plot = ReliabilityPlot(napari_viewer)
+        self.progress = ComputeStatus()
+        self.job = LatestJob(self, "Calibration", self.progress)
         layout = scroll_layout(self)
         layout.addWidget(self.inputs)
         layout.addWidget(self.compute_button)
+        layout.addWidget(self.progress)
         layout.addWidget(self.plot)
         layout.addWidget(self.table)
         layout.addWidget(self.status)
         layout.addStretch(1)
         self.inputs.changed.connect(self.compute)
+        self.inputs.edited.connect(self.compute)
         self.compute_button.clicked.connect(self.compute)
+        self.job.busy_changed.connect(lambda busy: self.compute_button.setEnabled(not busy))
         self.compute()
+
+    @property
+    def ready(self) -> bool:
+        """False while the bins are computed in the background."""
+        return not self.job.busy
 
     def ece(self, target: str) -> float:
         """ECE against ``target`` (``SOFT_LABEL`` or a rater layer's name) from the last computation."""
         return next(e for name, _, e in self.results if name == target)
 
     def compute(self) -> None:
-        """Compute reliability bins and ECE for the chosen layers and show them."""
+        """Compute reliability bins and ECE for the chosen layers (in the background) and show them."""
         self.results = []
         layer = self.inputs.soft_layer()
         try:
@@ -78,18 +115,22 @@ class CalibrationWidget(QWidget):
         except SoftsegError as exc:
             if layer is not None:
                 notify_exception(exc, action="Calibration")
+            self.job.cancel()
             self.status.setText(str(exc) if layer is not None else "Open a soft map and its raters.")
             self._show()
             return
-        prediction = inputs.prediction
-        targets = [(SOFT_LABEL, weighted_mean(inputs.masks))]
-        targets += list(zip(inputs.rater_names, inputs.masks))
-        for name, target in targets:
-            self.results.append(
-                (name, reliability(prediction, target, N_BINS), expected_calibration_error(prediction, target, N_BINS))
-            )
+        self.status.setText("")
+        self._show()
+        name = inputs.soft_layer.name
+        self.job.start(
+            calibration_work(inputs.prediction, inputs.masks, inputs.rater_names),
+            lambda results: self._on_results(name, results), message="computing reliability bins …",
+        )
+
+    def _on_results(self, name: str, results: list) -> None:
+        self.results = results
         self.status.setText(
-            f"{inputs.soft_layer.name}: ECE {self.results[0][2]:.4f} against the soft label; lower is better "
+            f"{name}: ECE {results[0][2]:.4f} against the soft label; lower is better "
             "(0 = predicted probabilities match the observed frequencies)."
         )
         self._show()

@@ -9,7 +9,15 @@
   PR curve against the chosen reference, next to the model's current operating point, and a
   disagreement map layer shows where you differ from the raters' consensus, coloured by how many raters
   agree with you there (:func:`~napari_softseg.disagreement.disagreement_map`). Painting updates it
-  (throttled); *Refresh* recomputes on demand.
+  once you pause (300 ms); *Refresh* recomputes on demand.
+
+All of it is computed off the GUI thread (:class:`~napari_softseg._qt.background.LatestJob`), in two
+channels: the table and the model's curves (one PR curve per rater plus the reference's, seconds for
+several raters at 256³; redone when the layers change or a rater's mask is painted), and the
+annotator's point and disagreement map (redone after each pause in painting). The dock shows
+"computing …" meanwhile, disables the reference and Refresh controls while the curves are built, and
+uses only the latest request's results; the shared threshold keeps moving. :attr:`RaterComparison.ready`
+is False while either channel works.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-from superqt.utils import qthrottled
+from superqt.utils import qdebounced
 
 from napari_softseg import layers as softseg_layers
 from napari_softseg.disagreement import agreement_colors, disagreement_map, summarize
@@ -43,18 +51,65 @@ from napari_softseg.operating_point import (
     GRID,
     Reference,
     ThresholdSession,
+    check_reference,
     default_k,
+    leave_one_out_curves,
     mask_operating_point,
-    others_consensus,
     snap,
 )
+from napari_softseg.progress import Progress
 
+from .background import ComputeStatus, LatestJob
 from .notifications import notify_exception, show_warning
 from .plots import PRCurvePlot
-from .selection import HELPER_KEY, LayerInputs, is_helper, scroll_layout, shared_threshold
+from .selection import EDIT_DEBOUNCE_MS, HELPER_KEY, LayerInputs, is_helper, scroll_layout, shared_threshold
 
 ANNOTATION_NAME = "my annotation"
 HIGHLIGHT = QColor(60, 160, 90, 110)   # translucent green: readable on dark and light themes
+
+
+def table_work(session: ThresholdSession, reference: Reference | None, need_table: bool):
+    """Background work of the table channel: leave-one-out rows and curves, and the reference's curve.
+
+    Args:
+        session: The session (only read).
+        reference: Reference whose PR curve to build, or None if it is cached.
+        need_table: Build the leave-one-rater-out rows and one curve per rater (needs >= 2 raters).
+
+    Returns:
+        A Progress generator returning ``{"rows": [...], "loo": [PRCurve, ...], "curve": PRCurve}``
+        (keys present only for what was built).
+    """
+    out: dict = {}
+    if need_table:
+        yield Progress("rater agreement", 0, None, "each rater against the others")
+        out["rows"] = leave_one_rater_out(session.masks, rater_names=session.rater_names)
+        out["loo"] = yield from leave_one_out_curves(session.prediction, session.masks, n_bins=session.n_bins)
+    if reference is not None:
+        out["curve"] = yield from session.build_curve(reference)
+    return out
+
+
+def annotation_work(session: ThresholdSession, reference: Reference, annotation: np.ndarray):
+    """Background work of the annotator channel: the mask's operating point and disagreement map.
+
+    Args:
+        session: The session (only read).
+        reference: What the annotation is compared with.
+        annotation: The annotator's mask (bool, a copy taken on the GUI thread).
+
+    Returns:
+        A Progress generator returning ``(OperatingPoint, disagreement map or None, k)``.
+    """
+    yield Progress("annotation", 0, None, f"your mask vs {session.describe_reference(reference)}")
+    target = session.reference_mask(reference)
+    if target is None:          # expected: the calibrated map is its own reference
+        target = session.prediction
+    point = mask_operating_point(annotation, target, session.spacing)
+    if not session.n_raters:
+        return point, None, 0
+    k = reference.k if reference.kind == "consensus" else default_k(session.n_raters)
+    return point, disagreement_map(annotation, session.masks, k), k
 
 
 class RaterComparison(QWidget):
@@ -70,6 +125,8 @@ class RaterComparison(QWidget):
         self.session: ThresholdSession | None = None
         self.rows: list = []                    # RaterAgreement rows (rater column)
         self._loo_curves: list[PRCurve] = []    # model vs consensus of the others, per rater
+        self._table_ready = True                # rows and curves are those of the current session
+        self._curve_ready = False               # the session's reference is the chosen one, curve built
         self.annotation_point = None            # OperatingPoint of the annotator's mask
         self.disagreement_layer = None
         self._annotation_layer = None
@@ -107,10 +164,16 @@ class RaterComparison(QWidget):
         self.legend = QLabel()
         self.legend.setWordWrap(True)
         self.plot = PRCurvePlot(napari_viewer)
+        self.status = ComputeStatus()
+        self.annotation_status = ComputeStatus()
+        self.job = LatestJob(self, "Rater comparison", self.status)
+        self.annotation_job = LatestJob(self, "Rater comparison", self.annotation_status)
         self._build_layout()
 
-        self._schedule_annotation = qthrottled(self.refresh_annotation, timeout=400, leading=False)
+        self._schedule_annotation = qdebounced(self.refresh_annotation, timeout=EDIT_DEBOUNCE_MS)
         self.inputs.changed.connect(self.rebuild)
+        self.inputs.edited.connect(self.rebuild)
+        self.job.busy_changed.connect(self._update_enabled)
         self.threshold_spin.valueChanged.connect(self._shared.set)
         self._shared.changed.connect(self._on_threshold)
         self.add_button.clicked.connect(self.add_annotation_layer)
@@ -122,6 +185,7 @@ class RaterComparison(QWidget):
         napari_viewer.layers.events.removed.connect(self._on_layer_removed)
         self._annotation_layers: list = []
         self._reference_entries: list[Reference] = []
+        self._annotation_reference: Reference | None = None
         self.rebuild()
 
     def _build_layout(self) -> None:
@@ -132,6 +196,7 @@ class RaterComparison(QWidget):
         row.addWidget(self.threshold_spin)
         row.addStretch(1)
         layout.addLayout(row)
+        layout.addWidget(self.status)
         layout.addWidget(self.table)
         layout.addWidget(self.summary)
         box = QGroupBox("you (annotator)")
@@ -146,6 +211,7 @@ class RaterComparison(QWidget):
         row.addWidget(self.k_spin)
         row.addWidget(self.refresh_button)
         inner.addLayout(row)
+        inner.addWidget(self.annotation_status)
         inner.addWidget(self.annotation_label)
         inner.addWidget(self.plot)
         inner.addWidget(self.legend)
@@ -156,6 +222,11 @@ class RaterComparison(QWidget):
     @property
     def threshold(self) -> float:
         return snap(self._shared.value)
+
+    @property
+    def ready(self) -> bool:
+        """False while the table, the curves or the annotator's view are computed in the background."""
+        return not (self.job.busy or self.annotation_job.busy)
 
     def set_threshold(self, threshold: float) -> None:
         """Set the shared threshold (the explorer follows)."""
@@ -198,33 +269,69 @@ class RaterComparison(QWidget):
 
     # -- building ----------------------------------------------------------------------------------
     def rebuild(self) -> None:
-        """Read the chosen layers; compute the leave-one-out table and the annotator's view."""
+        """Read the chosen layers; compute the leave-one-out table and the annotator's view (background)."""
+        previous = (self.current_reference(), None if self.session is None else self.session.n_raters)
         self.session = None
         self.rows, self._loo_curves = [], []
+        self._curve_ready = False
+        self._table_ready = True
         self._fill_annotations()
         layer = self.inputs.soft_layer()
         try:
             inputs = self.inputs.read()
         except SoftsegError as exc:
+            self.job.cancel()
+            self.annotation_job.cancel()
             if layer is not None:
                 notify_exception(exc, action="Rater comparison")
             self._show_table()
             self.summary.setText(str(exc) if layer is not None else "Open a soft map and its raters.")
+            self._reference_entries = []
+            self.reference_combo.clear()
+            self._on_reference_changed()
             return
         self.session = ThresholdSession(
             inputs.prediction, inputs.masks, spacing=inputs.spacing, rater_names=inputs.rater_names
         )
-        if inputs.masks is not None and len(inputs.masks) >= 2:
-            self.rows = leave_one_rater_out(inputs.masks, rater_names=inputs.rater_names)
-            self._loo_curves = [
-                PRCurve(inputs.prediction, others_consensus(inputs.masks, i), n_bins=GRID)
-                for i in range(len(inputs.masks))
-            ]
-        self._fill_references()
+        self._table_ready = self.session.n_raters < 2
+        self._fill_references(*previous)
         self._show_table()
         self._on_reference_changed()
 
-    def _fill_references(self) -> None:
+    def _start_table_job(self, reference: Reference | None) -> None:
+        """Build in the background what the table and the curve plot still lack."""
+        session = self.session
+        need_table = not self._table_ready
+        if reference is not None:
+            check_reference(reference, session.n_raters)
+        message = "computing each rater against the others …" if need_table else "computing the model's PR curve …"
+        self.job.start(
+            table_work(session, reference, need_table),
+            lambda out: self._on_table_result(session, reference, out), message=message,
+        )
+
+    def _on_table_result(self, session: ThresholdSession, reference: Reference | None, out: dict) -> None:
+        if session is not self.session:
+            return
+        if "rows" in out:
+            self.rows, self._loo_curves = out["rows"], out["loo"]
+            self._table_ready = True
+        if reference is not None:
+            session.add_curve(reference, out["curve"])
+            self._show_curve(reference)
+        self._show_table()
+        self._update_annotation_label()
+
+    def _update_enabled(self, *args) -> None:
+        """The reference and Refresh wait for the curves; the threshold and the annotation never do."""
+        idle = not self.job.busy
+        ref = self.current_reference()
+        self.reference_combo.setEnabled(idle and self.session is not None)
+        self.k_spin.setEnabled(idle and ref is not None and ref.kind == "consensus")
+        self.refresh_button.setEnabled(idle)
+
+    def _fill_references(self, previous: Reference | None = None, previous_n: int | None = None) -> None:
+        """List the references; keep ``previous`` if the number of raters is unchanged."""
         n = self.session.n_raters
         entries: list[Reference] = []
         if n:
@@ -243,6 +350,12 @@ class RaterComparison(QWidget):
         self.k_spin.setRange(1, max(n, 1))
         self.k_spin.setSuffix(f" of {n}")
         self.k_spin.setValue(default_k(n) if n else 1)
+        if previous is not None and previous_n == n:
+            for i, ref in enumerate(entries):
+                if ref.kind == previous.kind and (ref.kind != "rater" or ref.rater == previous.rater):
+                    self.reference_combo.setCurrentIndex(i)
+                    if ref.kind == "consensus":
+                        self.k_spin.setValue(previous.k)
         for w in (self.reference_combo, self.k_spin):
             w.blockSignals(False)
 
@@ -255,7 +368,9 @@ class RaterComparison(QWidget):
 
     # -- table -------------------------------------------------------------------------------------
     def table_values(self) -> list[tuple[str, float, float]]:
-        """``(rater, rater vs others, model vs same)`` per rater at the current threshold."""
+        """``(rater, rater vs others, model vs same)`` per rater at the current threshold (empty while computed)."""
+        if not self._table_ready:
+            return []
         return [
             (row.rater, row.dice_vs_others, self.model_dice(i)) for i, row in enumerate(self.rows)
         ]
@@ -277,6 +392,8 @@ class RaterComparison(QWidget):
                 f"At threshold {self.threshold:.3f} the model matches the other raters' consensus at least as "
                 f"well as the left-out rater for {model_wins} of {len(values)} raters."
             )
+        elif self.session is not None and not self._table_ready:
+            self.summary.setText("Computing each rater against the consensus of the others …")
         elif self.session is not None:
             self.summary.setText("The table needs at least 2 rater layers.")
         self.table.resizeRowsToContents()
@@ -305,11 +422,12 @@ class RaterComparison(QWidget):
             self.threshold_spin.blockSignals(True)
             self.threshold_spin.setValue(value)
             self.threshold_spin.blockSignals(False)
-        if self.rows:
+        if self.rows and self._table_ready:
             self._show_table()
-        if self.session is not None and self.session.reference is not None:
+        if self.session is not None and self._curve_ready:
             op = self.session.at(value)
             self.plot.set_marker(op.recall, op.precision)
+            self._update_annotation_label()
 
     # -- annotator ---------------------------------------------------------------------------------
     def _fill_annotations(self, event=None) -> None:
@@ -375,27 +493,52 @@ class RaterComparison(QWidget):
         self._schedule_annotation()
 
     def _on_reference_changed(self, *args) -> None:
+        """Show the model's curve against the chosen reference (built in the background if new)."""
         ref = self.current_reference()
+        self._update_enabled()
         if ref is None:
             self.plot.set_curve([], [], "")
+            self.refresh_annotation()
             return
-        self.k_spin.setEnabled(ref.kind == "consensus")
-        try:
-            self.session.reference = ref
-        except (SoftsegError, ValueError) as exc:
-            notify_exception(SoftsegError(str(exc)), action="Rater comparison")
-            return
-        curve = self.session.curve
-        self.plot.set_curve(curve.recall, curve.precision, f"model vs {self.session.describe_reference()}")
-        op = self.session.at(self.threshold)
-        self.plot.set_marker(op.recall, op.precision)
+        session = self.session
+        cached = session.has_curve(ref)
+        self._curve_ready = False
+        if cached and self._table_ready:
+            self.job.cancel()
+            self._show_curve(ref)
+        else:
+            try:
+                self._start_table_job(None if cached else ref)
+            except ValueError as exc:
+                notify_exception(SoftsegError(str(exc)), action="Rater comparison")
+                return
+            if cached:
+                self._show_curve(ref)
+            else:
+                self.plot.set_curve([], [], f"computing model vs {session.describe_reference(ref)} …")
+                self.plot.set_marker(float("nan"), float("nan"))
         self.refresh_annotation()
 
+    def _show_curve(self, ref: Reference) -> None:
+        session = self.session
+        session.reference = ref                     # cached: O(1)
+        self._curve_ready = True
+        curve = session.curve
+        self.plot.set_curve(curve.recall, curve.precision, f"model vs {session.describe_reference()}")
+        op = session.at(self.threshold)
+        self.plot.set_marker(op.recall, op.precision)
+
     def refresh_annotation(self) -> None:
-        """Recompute the annotator's PR point and the disagreement map from the annotation layer."""
+        """Recompute the annotator's PR point and the disagreement map from the annotation layer.
+
+        The mask is copied now; the point and the map are computed in the background and shown when
+        ready (only the latest edit's).
+        """
         layer = self.annotation_layer()
+        ref = self.current_reference()
         self.annotation_point = None
-        if layer is None or self.session is None:
+        if layer is None or self.session is None or ref is None:
+            self.annotation_job.cancel()
             self.annotation_label.setText("Pick or add your annotation layer and draw.")
             self.plot.set_points([], [])
             self._set_disagreement(None)
@@ -403,26 +546,42 @@ class RaterComparison(QWidget):
         if not isinstance(layer, Labels) or tuple(layer.data.shape) != tuple(self.session.prediction.shape):
             show_warning(f"Rater comparison: layer {layer.name!r} does not match the soft map's shape")
             return
+        session = self.session
         annotation = np.asarray(layer.data) != 0
-        ref = self.session.reference
-        target = self.session.reference_mask(ref)
-        if target is None:          # expected: the calibrated map is its own reference
-            target = self.session.prediction
-        op = mask_operating_point(annotation, target, self.session.spacing)
-        self.annotation_point = op
-        self.plot.set_points([op.recall], [op.precision])
-        model = self.session.curve.at(self.threshold)
-        volume = "" if op.volume_ml is None else f", volume {op.volume_ml:.2f} mL"
-        self.annotation_label.setText(
-            f"You vs {self.session.describe_reference()}: precision {op.precision:.3f}, recall {op.recall:.3f}, "
-            f"Dice {op.dice:.3f}{volume}. Model at {self.threshold:.3f}: precision {model.precision:.3f}, "
-            f"recall {model.recall:.3f}, Dice {model.dice:.3f}."
+        self.annotation_job.start(
+            annotation_work(session, ref, annotation),
+            lambda out: self._on_annotation_result(session, ref, annotation, *out),
+            message="comparing your mask …",
         )
-        if self.session.n_raters:
-            k = ref.k if ref.kind == "consensus" else default_k(self.session.n_raters)
-            self._set_disagreement(disagreement_map(annotation, self.session.masks, k), annotation, k)
+
+    def _on_annotation_result(self, session, ref: Reference, annotation, point, disagreement, k: int) -> None:
+        if session is not self.session:
+            return
+        self.annotation_point = point
+        self._annotation_reference = ref
+        self.plot.set_points([point.recall], [point.precision])
+        self._update_annotation_label()
+        if disagreement is not None:
+            self._set_disagreement(disagreement, annotation, k)
         else:
             self._set_disagreement(None)
+
+    def _update_annotation_label(self) -> None:
+        op = self.annotation_point
+        if op is None or self.session is None:
+            return
+        volume = "" if op.volume_ml is None else f", volume {op.volume_ml:.2f} mL"
+        text = (
+            f"You vs {self.session.describe_reference(self._annotation_reference)}: precision {op.precision:.3f}, "
+            f"recall {op.recall:.3f}, Dice {op.dice:.3f}{volume}."
+        )
+        if self._curve_ready and self.session.reference == self._annotation_reference:
+            model = self.session.at(self.threshold)
+            text += (
+                f" Model at {self.threshold:.3f}: precision {model.precision:.3f}, recall {model.recall:.3f}, "
+                f"Dice {model.dice:.3f}."
+            )
+        self.annotation_label.setText(text)
 
     def _set_disagreement(self, data, annotation=None, k: int = 0) -> None:
         if data is None:

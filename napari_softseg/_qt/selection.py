@@ -4,6 +4,9 @@
   layers; it follows the viewer's layer list and pre-selects layers by the kind the reader records in
   ``metadata["softseg"]`` (``prediction`` / ``soft_label``, ``rater``), else by type and shape.
   :meth:`LayerInputs.read` returns the arrays, checked, or raises :class:`SoftsegError` with the reason.
+  Edits of the chosen layers (paint strokes in a rater layer, new data in any of them) are reported by
+  its ``edited`` signal once the user pauses (:data:`EDIT_DEBOUNCE_MS`), so the docks recompute on their
+  own instead of waiting for a Refresh.
 * :func:`shared_threshold` — one threshold per viewer that the docks share, so the rater comparison
   scores the model at the threshold the clinician chose in the explorer.
 * :func:`scroll_layout` — the docks' content scrolls instead of being squeezed in a short dock.
@@ -30,11 +33,16 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from superqt.utils import qdebounced
+
 from napari_softseg import layers as softseg_layers
 from napari_softseg.errors import SoftsegError
 
 #: Metadata key marking layers made by the analysis docks (value: what the layer is).
 HELPER_KEY = "softseg_helper"
+
+#: Quiet time (ms) after the last edit of a chosen layer (e.g. a paint stroke) before ``edited`` fires.
+EDIT_DEBOUNCE_MS = 300
 
 _SOFT_KINDS = ("prediction", "soft_label")
 _NOT_RATERS = ("annotation", "mask")
@@ -154,9 +162,12 @@ class LayerInputs(QWidget):
 
     Signals:
         changed: The soft map or the set of checked raters changed.
+        edited: The data of the chosen soft map or of a checked rater layer changed (painted or
+            replaced); debounced: fires once, :data:`EDIT_DEBOUNCE_MS` after the last edit.
     """
 
     changed = Signal()
+    edited = Signal()
 
     def __init__(self, viewer, parent=None):
         super().__init__(parent)
@@ -174,6 +185,8 @@ class LayerInputs(QWidget):
         self._raters: list = []        # rater candidates shown in the list
         self._choice: dict[int, bool] = {}  # rater layer id -> checked, for layers the user (un)checked
         self._updating = False
+        self._watched: list = []       # layers whose edits are reported by ``edited``
+        self._edited_later = qdebounced(self._emit_edited, timeout=EDIT_DEBOUNCE_MS)
         self.soft_combo.currentIndexChanged.connect(self._on_soft_changed)
         self.rater_list.itemChanged.connect(self._on_rater_item)
         viewer.layers.events.inserted.connect(self._on_layers_changed)
@@ -238,6 +251,7 @@ class LayerInputs(QWidget):
             self._fill_raters()
         finally:
             self._updating = False
+        self._watch()
         if (self.soft_layer(), self.rater_layers()) != before:
             self.changed.emit()
 
@@ -268,6 +282,7 @@ class LayerInputs(QWidget):
             self._fill_raters()
         finally:
             self._updating = False
+        self._watch()
         self.changed.emit()
 
     def _on_rater_item(self, item) -> None:
@@ -275,13 +290,43 @@ class LayerInputs(QWidget):
             return
         layer = self._raters[self.rater_list.row(item)]
         self._choice[id(layer)] = item.checkState() == Qt.CheckState.Checked
+        self._watch()
         self.changed.emit()
 
+    def _watch(self) -> None:
+        """Follow edits of the chosen layers only: the soft map's data, the checked raters' paint and data."""
+        self._unwatch()
+        soft = self.soft_layer()
+        if soft is not None:
+            soft.events.data.connect(self._on_layer_edited)
+            self._watched.append(soft)
+        for layer in self.rater_layers():
+            layer.events.data.connect(self._on_layer_edited)
+            layer.events.paint.connect(self._on_layer_edited)
+            self._watched.append(layer)
+
+    def _unwatch(self) -> None:
+        for layer in self._watched:
+            layer.events.data.disconnect(self._on_layer_edited)
+            if isinstance(layer, Labels):
+                layer.events.paint.disconnect(self._on_layer_edited)
+        self._watched = []
+
+    def _on_layer_edited(self, event=None) -> None:
+        self._edited_later()
+
+    def _emit_edited(self) -> None:
+        try:
+            self.edited.emit()
+        except RuntimeError:     # the widget was deleted while the timer ran
+            pass
+
     def disconnect_viewer(self) -> None:
-        """Stop following the viewer's layer list."""
+        """Stop following the viewer's layer list and the chosen layers' edits."""
         for emitter in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed,
                         self.viewer.layers.events.reordered):
             emitter.disconnect(self._on_layers_changed)
+        self._unwatch()
 
 
 class SharedThreshold(QObject):

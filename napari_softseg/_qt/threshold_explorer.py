@@ -12,6 +12,16 @@ costs (see ``benchmarks/bench_slider.py`` and docs/benchmarks.md):
   slice);
 * **PR-curve marker**: moved by blitting, throttled; the curve is drawn only when the reference changes.
 
+Building a PR curve (one pass over the volume, 0.2–0.5 s at 256³) happens off the GUI thread
+(:class:`~napari_softseg._qt.background.LatestJob`) when the layers, the reference or a rater's mask
+change (painting in a rater layer is picked up once the user pauses). Meanwhile the dock says
+"computing …", the reference and preset controls are disabled, the numbers read "…", and the slider
+keeps moving the overlay; the numbers appear when the curve is ready. Only the latest request's curve
+is used. :attr:`ThresholdExplorer.ready` is False while a curve is being built.
+
+In 3D (``viewer.dims.ndisplay == 3``) the contour overlay would outline and upload the whole volume on
+every move, so the filled overlay (drawn by the renderer) stands in for it until the view is 2D again.
+
 Keyboard: with the slider focused, arrows step 0.001 and Page Up/Down 0.05; anywhere in the viewer,
 ``[`` / ``]`` step 0.01.
 """
@@ -48,7 +58,8 @@ from napari_softseg.operating_point import (
     threshold_colormap_controls,
 )
 
-from .notifications import notify_exception, show_warning
+from .background import ComputeStatus, LatestJob
+from .notifications import notify_exception, show_info, show_warning
 from .plots import PRCurvePlot
 from .selection import HELPER_KEY, LayerInputs, scroll_layout, shared_threshold
 
@@ -57,6 +68,7 @@ FILL_COLOR = (1.0, 0.85, 0.1)       # amber: visible over gray scans and the inf
 CONTOUR_COLOR = (0.2, 1.0, 0.9)     # cyan
 KEY_STEP = 0.01
 KEYS = ("[", "]")
+PENDING = "…"                       # a statistic whose PR curve is still being built
 
 
 def _step_colormap(name: str, rgb: tuple[float, float, float]) -> Colormap:
@@ -80,6 +92,8 @@ class ThresholdExplorer(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.session: ThresholdSession | None = None
+        self._stats_ready = False          # the session's current reference is the one chosen, curve built
+        self._told_3d = False
         self.inputs_layer = None           # the soft-map layer the session was built from
         self.fill_layer = None
         self.contour_layer = None
@@ -123,10 +137,15 @@ class ThresholdExplorer(QWidget):
 
         self.stat_labels: dict[str, QLabel] = {}
         self.plot = PRCurvePlot(napari_viewer)
+        self.status = ComputeStatus()
+        self.job = LatestJob(self, "Threshold explorer", self.status)
+        self._reference_entries: list[Reference] = []
         self._build_layout()
         self._thumbnail_later = qdebounced(self._refresh_thumbnails, timeout=250)
 
         self.inputs.changed.connect(self.rebuild)
+        self.inputs.edited.connect(self._on_inputs_edited)
+        self.job.busy_changed.connect(self._update_enabled)
         self.reference_combo.currentIndexChanged.connect(self._on_reference_changed)
         self.k_spin.valueChanged.connect(self._on_reference_changed)
         self.overlay_combo.currentTextChanged.connect(self._on_overlay_mode)
@@ -135,6 +154,8 @@ class ThresholdExplorer(QWidget):
         self.recall_button.clicked.connect(self.apply_recall_preset)
         self.precision_button.clicked.connect(self.apply_precision_preset)
         self._shared.changed.connect(self._on_shared_threshold)
+        # before the viewer re-slices its layers for the new view: a 3D slice of the contour is costly
+        napari_viewer.dims.events.ndisplay.connect(self._before_ndisplay, position="first")
         napari_viewer.dims.events.ndisplay.connect(self._on_ndisplay)
         napari_viewer.layers.events.removed.connect(self._on_layer_removed)
         self._bind_keys()
@@ -164,6 +185,7 @@ class ThresholdExplorer(QWidget):
         row.addWidget(self.precision_button)
         row.addWidget(self.precision_target)
         layout.addLayout(row)
+        layout.addWidget(self.status)
         box = QGroupBox("operating point")
         grid = QGridLayout(box)
         names = ("precision", "recall", "Dice", "specificity", "volume", "voxels")
@@ -188,7 +210,13 @@ class ThresholdExplorer(QWidget):
 
     @property
     def reference(self) -> Reference | None:
-        return None if self.session is None else self.session.reference
+        """The reference the statistics are against (None without a soft map or while it is built)."""
+        return self.session.reference if self.session is not None and self._stats_ready else None
+
+    @property
+    def ready(self) -> bool:
+        """False while a PR curve is being built in the background (statistics read "…")."""
+        return not self.job.busy
 
     @property
     def overlay_mode(self) -> str:
@@ -226,12 +254,12 @@ class ThresholdExplorer(QWidget):
 
     def apply_recall_preset(self) -> None:
         """Jump to the highest threshold whose recall is at least the recall target."""
-        if self.session is not None:
+        if self.session is not None and self._stats_ready:
             self.set_threshold(self.session.threshold_for_recall(self.recall_target.value()))
 
     def apply_precision_preset(self) -> None:
         """Jump to the lowest threshold whose precision reaches the precision target."""
-        if self.session is None:
+        if self.session is None or not self._stats_ready:
             return
         target = self.precision_target.value()
         t = self.session.threshold_for_precision(target)
@@ -265,19 +293,30 @@ class ThresholdExplorer(QWidget):
             if layer is not None:
                 notify_exception(exc, action="Threshold explorer")
             return
+        previous = (self._current_reference(), None if self.session is None else self.session.n_raters)
         self.session = ThresholdSession(
             inputs.prediction, inputs.masks, spacing=inputs.spacing, rater_names=inputs.rater_names
         )
-        if inputs.soft_layer is not self.inputs_layer:
+        self._stats_ready = False
+        if inputs.soft_layer is not self.inputs_layer or not self._overlays_show(inputs.prediction):
             self._remove_overlays()
-            if self.inputs_layer is not None:
-                self.inputs_layer.events.data.disconnect(self._on_soft_data)
             self.inputs_layer = inputs.soft_layer
-            self.inputs_layer.events.data.connect(self._on_soft_data)
-        self._fill_references()
+        self._fill_references(*previous)
+        self._ensure_overlays()          # the picture does not wait for the statistics
         self._on_reference_changed()
 
-    def _fill_references(self) -> None:
+    def _overlays_show(self, data) -> bool:
+        """Whether the existing overlay layers show ``data`` (not an array the soft map had before)."""
+        return all(
+            layer_data is data
+            for layer_data in (
+                self.fill_layer.data if self._alive(self.fill_layer) else data,
+                self._contour_view.data if self._alive(self.contour_layer) else data,
+            )
+        )
+
+    def _fill_references(self, previous: Reference | None = None, previous_n: int | None = None) -> None:
+        """List the references for the session; keep ``previous`` if the number of raters is unchanged."""
         session = self.session
         entries: list[Reference] = []
         if session.n_raters:
@@ -296,9 +335,15 @@ class ThresholdExplorer(QWidget):
         self.k_spin.setRange(1, max(session.n_raters, 1))
         self.k_spin.setSuffix(f" of {session.n_raters}")
         self.k_spin.setValue(default_k(session.n_raters) if session.n_raters else 1)
+        if previous is not None and previous_n == session.n_raters:
+            for i, ref in enumerate(entries):
+                if ref.kind == previous.kind and (ref.kind != "rater" or ref.rater == previous.rater):
+                    self.reference_combo.setCurrentIndex(i)
+                    if ref.kind == "consensus":
+                        self.k_spin.setValue(previous.k)
         for w in (self.reference_combo, self.k_spin):
             w.blockSignals(False)
-        self.reference_combo.setEnabled(True)
+        self._update_enabled()
 
     def _current_reference(self) -> Reference | None:
         i = self.reference_combo.currentIndex()
@@ -310,30 +355,66 @@ class ThresholdExplorer(QWidget):
         return ref
 
     def _on_reference_changed(self, *args) -> None:
+        """Show the statistics against the chosen reference; build its PR curve in the background."""
         ref = self._current_reference()
         if ref is None:
             return
-        self.k_spin.setEnabled(ref.kind == "consensus")
+        session = self.session
+        self._update_enabled()
+        if session.has_curve(ref):
+            self.job.cancel()
+            self._show_reference(session, ref)
+            return
         try:
-            self.session.reference = ref
-        except (SoftsegError, ValueError) as exc:
+            work = session.build_curve(ref)
+        except ValueError as exc:
             notify_exception(SoftsegError(str(exc)), action="Threshold explorer")
             return
-        curve = self.session.curve
+        self._stats_ready = False
+        description = session.describe_reference(ref)
+        self.plot.set_curve([], [], f"computing PR vs {description} …")
+        self._apply(self._threshold)
+        self.job.start(
+            work, lambda curve: self._on_curve(session, ref, curve), message=f"computing PR curve vs {description} …"
+        )
+
+    def _on_curve(self, session: ThresholdSession, ref: Reference, curve) -> None:
+        """A background build finished (only the latest request's result arrives here)."""
+        if session is not self.session:
+            return
+        session.add_curve(ref, curve)
+        self._show_reference(session, ref)
+
+    def _show_reference(self, session: ThresholdSession, ref: Reference) -> None:
+        session.reference = ref                         # cached: O(1)
+        self._stats_ready = True
+        curve = session.curve
         expected = "expected " if ref.kind == "expected" else ""
-        self.plot.set_curve(curve.recall, curve.precision, f"{expected}PR vs {self.session.describe_reference()}")
+        self.plot.set_curve(curve.recall, curve.precision, f"{expected}PR vs {session.describe_reference()}")
         self._ensure_overlays()
         self.set_threshold(self._threshold)
 
+    def _update_enabled(self, *args) -> None:
+        """Reference and presets need a finished PR curve; the slider and overlay never wait."""
+        idle = self.session is not None and not self.job.busy
+        ref = self._current_reference()
+        self.reference_combo.setEnabled(idle)
+        self.k_spin.setEnabled(idle and ref is not None and ref.kind == "consensus")
+        for w in (self.recall_button, self.precision_button):
+            w.setEnabled(idle)
+
     def _clear(self, message: str) -> None:
+        self.job.cancel()
         self.session = None
+        self._stats_ready = False
         self._remove_overlays()
+        self.inputs_layer = None
         self.reference_combo.clear()
-        self.reference_combo.setEnabled(False)
         self._reference_entries = []
         for label in self.stat_labels.values():
             label.setText("–")
         self.plot.set_curve([], [], message)
+        self._update_enabled()
 
     # -- per move ----------------------------------------------------------------------------------
     def _sync_controls(self, t: float) -> None:
@@ -346,6 +427,12 @@ class ThresholdExplorer(QWidget):
     def _apply(self, t: float) -> None:
         if self.session is None:
             return
+        self.update_overlay(t)
+        if not self._stats_ready:
+            for label in self.stat_labels.values():
+                label.setText(PENDING)
+            self.plot.set_marker(float("nan"), float("nan"))
+            return
         op = self.session.at(t)
         expected = self.session.reference.kind == "expected"
         prefix = "E " if expected else ""
@@ -356,12 +443,11 @@ class ThresholdExplorer(QWidget):
         labels["specificity"].setText(f"{prefix}{op.specificity:.4f}")
         labels["volume"].setText("–" if op.volume_ml is None else f"{op.volume_ml:.2f} mL")
         labels["voxels"].setText(f"{op.n_positive:,}")
-        self.update_overlay(t)
         self.plot.set_marker(op.recall, op.precision)
 
     def update_overlay(self, t: float) -> None:
         """Show ``p >= t`` in the current overlay mode (no full-volume work)."""
-        mode = self.overlay_mode
+        mode = self.shown_overlay_mode
         if mode == "filled" and self._alive(self.fill_layer):
             # the layer list repaints a thumbnail on every change (several ms): refresh it once the
             # slider rests instead
@@ -379,15 +465,21 @@ class ThresholdExplorer(QWidget):
                 layer.refresh(data_displayed=False, highlight=False, extent=False)
 
     def operating_point(self):
-        """Statistics at the current threshold (None without a soft map)."""
-        return None if self.session is None else self.session.at(self._threshold)
+        """Statistics at the current threshold (None without a soft map or while its curve is built)."""
+        return self.session.at(self._threshold) if self.session is not None and self._stats_ready else None
+
+    @property
+    def shown_overlay_mode(self) -> str:
+        """The overlay drawn: the chosen mode, except that the contour is drawn filled in 3D views."""
+        mode = self.overlay_mode
+        return "filled" if mode == "contour" and self.viewer.dims.ndisplay == 3 else mode
 
     # -- overlay layers ----------------------------------------------------------------------------
     def _alive(self, layer) -> bool:
         return layer is not None and layer in self.viewer.layers
 
     def _ensure_overlays(self) -> None:
-        mode = self.overlay_mode
+        mode = self.shown_overlay_mode
         source = self.inputs_layer
         if source is None or mode == "none":
             self._set_overlay_visibility()
@@ -416,7 +508,7 @@ class ThresholdExplorer(QWidget):
         self._set_overlay_visibility()
 
     def _set_overlay_visibility(self) -> None:
-        mode = self.overlay_mode
+        mode = self.shown_overlay_mode
         if self._alive(self.fill_layer):
             self.fill_layer.visible = mode == "filled"
         if self._alive(self.contour_layer):
@@ -431,10 +523,29 @@ class ThresholdExplorer(QWidget):
     def _on_overlay_mode(self, mode: str) -> None:
         self._ensure_overlays()
         self.update_overlay(self._threshold)
+        self._tell_3d()
+
+    def _before_ndisplay(self, event=None) -> None:
+        # runs before the viewer re-slices: a hidden layer is not sliced, so in 3D the contour layer
+        # never outlines (and uploads) the whole volume
+        if self.viewer.dims.ndisplay == 3 and self._alive(self.contour_layer):
+            self.contour_layer.visible = False
+        elif self._alive(self.contour_layer):
+            self._contour_view.threshold = self._threshold
 
     def _on_ndisplay(self, event=None) -> None:
-        # in 3D the contour view would outline every plane: fine for small volumes, so just refresh
+        self._ensure_overlays()
         self.update_overlay(self._threshold)
+        self._tell_3d()
+
+    def _tell_3d(self) -> None:
+        """Say once why a contour is drawn filled in 3D."""
+        if self.overlay_mode == "contour" and self.viewer.dims.ndisplay == 3 and not self._told_3d:
+            self._told_3d = True
+            show_info(
+                "Threshold explorer: the contour overlay outlines 2D slices; in the 3D view the mask "
+                "p ≥ threshold is drawn filled (back to contours in 2D)"
+            )
 
     def _on_layer_removed(self, event) -> None:
         if event.value is self.fill_layer:
@@ -442,9 +553,9 @@ class ThresholdExplorer(QWidget):
         elif event.value is self.contour_layer:
             self.contour_layer = self._contour_view = None
 
-    def _on_soft_data(self, event=None) -> None:
-        """The soft map's data was replaced (e.g. a new prediction): rebuild everything."""
-        self._remove_overlays()
+    def _on_inputs_edited(self) -> None:
+        """The soft map's data was replaced (e.g. a new prediction) or a rater mask was painted: rebuild
+        (new overlays only if the soft map's array changed)."""
         self.rebuild()
 
     def _on_shared_threshold(self, value: float) -> None:

@@ -1,0 +1,164 @@
+"""``softseg train`` and ``softseg predict``: the model engine from the command line.
+
+Both drive the same generators the viewer runs in a worker (:func:`napari_softseg.training.train`,
+:func:`napari_softseg.inference.predict_path`) with a progress bar, print the device chosen and why, and
+turn Ctrl-C during training into a message saying where the last good checkpoint is and how to resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Generator
+from pathlib import Path
+
+EXIT_INTERRUPTED = 130
+#: Stages whose messages are printed as lines rather than shown as bars.
+ANNOUNCED_STAGES = ("device",)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``train`` and ``predict`` to the ``softseg`` parser."""
+    from ..softlabels import ALIASES, METHODS
+
+    p = sub.add_parser(
+        "train",
+        help="train a 2D U-Net on the soft labels of a multi-rater dataset",
+        description=(
+            "Train one network on soft labels (mean of the raters by default). With a QUBIQ dataset, its "
+            "Training/ cases are used; validation cases are a fraction of them (--val-fraction) or another "
+            "folder (--val). The best epoch by validation QUBIQ score is kept in OUT (model.safetensors + "
+            "config.json); every epoch is checkpointed, so --resume continues an interrupted run. "
+            "Options left out keep their defaults (or, with --resume, the stored values)."
+        ),
+    )
+    p.add_argument("dataset", metavar="DATASET", nargs="?", help="dataset folder (optional with --resume)")
+    p.add_argument("-o", "--out", required=True, metavar="MODEL_DIR", help="model folder to write")
+    p.add_argument("--task", type=int, help="task number (default 1)")
+    p.add_argument("--softlabel", choices=sorted(set(METHODS) | set(ALIASES)), help="soft-label method (default mean)")
+    p.add_argument("--sigma-mm", type=float, help="Gaussian sigma in mm for --softlabel smoothed (default 1)")
+    p.add_argument("--loss", choices=("bce", "dice", "bce+dice"), help="loss against the soft target (default bce)")
+    p.add_argument("--epochs", type=int, help="number of epochs (default 30)")
+    p.add_argument("--max-minutes", type=float, help="time budget; stop cleanly and keep the best model")
+    p.add_argument("--batch-size", type=int, help="slices per step (default 8)")
+    p.add_argument("--learning-rate", "--lr", dest="learning_rate", type=float, help="Adam learning rate (default 2e-3)")
+    p.add_argument("--patch-size", type=int, help="training patch side (default: the slice size, at most 256)")
+    p.add_argument("--base-channels", type=int, help="U-Net width (default 16)")
+    p.add_argument("--depth", type=int, help="U-Net downsamplings (default 4)")
+    p.add_argument("--norm", choices=("instance", "batch", "none"), help="normalisation layers (default instance)")
+    p.add_argument("--context-slices", type=int, help="2.5D: neighbouring slices on each side as channels (default 0)")
+    p.add_argument("--slice-axis", type=int, choices=(0, 1, 2), help="axis cut into 2D slices (default 2 = Z)")
+    p.add_argument("--normalization", choices=("zscore", "ct"), help="intensity normalisation (default zscore)")
+    p.add_argument("--ct-window", type=float, nargs=2, metavar=("LOW", "HIGH"), help="window for --normalization ct")
+    val = p.add_mutually_exclusive_group()
+    val.add_argument("--val-fraction", type=float, help="share of cases held out for validation (default 0.2)")
+    val.add_argument("--val", metavar="DATASET2", help="validation cases from another folder (e.g. QUBIQ Validation/)")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--device", help="auto (default: cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    p.add_argument("--calibrate", action="store_true", default=None, help="fit a temperature on the validation cases")
+    p.add_argument("--no-augment", dest="augment", action="store_false", default=None, help="no data augmentation")
+    p.add_argument("--weights-dtype", choices=("float16", "float32"), help="storage of the weights (default float16)")
+    p.add_argument("--resume", action="store_true", help="continue the run checkpointed in MODEL_DIR")
+    p.add_argument("--overwrite", action="store_true", help="start over in a MODEL_DIR that holds a model")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "predict",
+        help="write the soft probability map of an image, a case or a whole dataset",
+        description=(
+            "INPUT is an image file or a case folder (OUT is then a .nii.gz file) or a dataset folder (OUT is "
+            "then a folder mirroring the cases, each with prediction_taskNN.nii.gz). Maps are float32 in [0, 1] "
+            "with the input's affine."
+        ),
+    )
+    p.add_argument("model", metavar="MODEL_DIR", help="model folder (model.safetensors + config.json)")
+    p.add_argument("input", metavar="INPUT", help="image file, case folder or dataset folder")
+    p.add_argument("-o", "--out", required=True, metavar="OUT", help="output file or folder")
+    p.add_argument("--device", default="auto", help="auto (default: cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    p.add_argument("--tile-size", type=int, help="longest slice side predicted in one piece (default 1024)")
+    p.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default 8)")
+    p.add_argument("--task", type=int, help="check that the model was trained for this task")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_predict)
+
+
+def announce(gen: Generator, stages=ANNOUNCED_STAGES) -> Generator:
+    """Print the messages of some stages (the device choice) as lines; pass the other events on."""
+    from tqdm.auto import tqdm
+
+    try:
+        while True:
+            try:
+                event = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if event.stage in stages:
+                if event.message:
+                    tqdm.write(event.message, file=sys.stderr)
+                continue
+            yield event
+    finally:
+        gen.close()
+
+
+_OPTION_NAMES = (
+    "task", "softlabel", "sigma_mm", "loss", "epochs", "max_minutes", "batch_size", "learning_rate", "patch_size",
+    "base_channels", "depth", "norm", "context_slices", "slice_axis", "normalization", "ct_window", "val_fraction",
+    "seed", "device", "calibrate", "augment", "weights_dtype",
+)
+
+
+def _resume_command(args: argparse.Namespace, dataset) -> str:
+    parts = ["softseg", "train"] + ([str(dataset)] if dataset else []) + ["--out", str(args.out), "--resume"]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Run ``softseg train``."""
+    from ..errors import SoftsegError
+    from ..progress import run_with_progress_bar
+    from ..training import STATE_FILE, read_training_state, train
+
+    values = {name: getattr(args, name) for name in _OPTION_NAMES if getattr(args, name, None) is not None}
+    if args.dataset is None and not args.resume:
+        raise SoftsegError("give the DATASET folder to train on (it may be left out only with --resume)")
+    out = Path(args.out)
+    try:
+        result = run_with_progress_bar(
+            announce(train(args.dataset, out, val_dataset=args.val, resume=args.resume, overwrite=args.overwrite,
+                           **values)),
+            disable=args.quiet,
+        )
+    except KeyboardInterrupt:
+        if (out / STATE_FILE).is_file():
+            epoch = read_training_state(out).get("epoch")
+            print(f"softseg: interrupted; the last good checkpoint (epoch {epoch}) is in {out}\n"
+                  f"continue with: {_resume_command(args, args.dataset)}", file=sys.stderr)
+        else:
+            print("softseg: interrupted before the first checkpoint; nothing was kept", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    score = "n/a (no validation)" if result.best_score is None else f"{result.best_score:.4f}"
+    print(f"model: {result.model_dir}  (best epoch {result.best_epoch} of {result.epochs_done}, validation QUBIQ "
+          f"score {score}; {result.stopped} after {result.seconds:.0f} s)")
+    if result.calibration:
+        c = result.calibration
+        print(f"calibration: temperature {c['temperature']:.3f}, validation ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Run ``softseg predict``."""
+    from ..inference import predict_path
+    from ..progress import run_with_progress_bar
+
+    written = run_with_progress_bar(
+        announce(predict_path(args.model, args.input, args.out, device=args.device, tile_size=args.tile_size,
+                              batch_size=args.batch_size, overwrite=args.overwrite, task=args.task)),
+        disable=args.quiet,
+    )
+    for path in written:
+        print(path)
+    return 0

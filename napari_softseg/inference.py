@@ -1,0 +1,361 @@
+"""Prediction: a soft probability map for any image size, on CUDA, MPS or the CPU.
+
+A 3D image ``(C, X, Y, Z)`` is cut into 2D slices along the model's ``slice_axis`` (2.5D models get the
+neighbouring slices as extra channels, repeating the edge slice at the volume's ends). Each slice goes
+through the fully convolutional U-Net **in one pass**, padded (edge values) to a multiple of
+``2 ** depth``: no tiling is needed for the slice sizes of medical images, and one pass is what the
+network saw in training (instance normalisation computes its statistics over the whole slice). Slices
+with a side longer than ``tile_size`` are cut into overlapping tiles whose logits are blended with
+linear ramps. Probabilities are ``sigmoid(logit / temperature)`` with the model's calibration
+temperature.
+
+On a GPU, out-of-memory errors are handled by halving the batch, then the tile size, and finally by
+moving to the CPU with a warning.
+
+Work is a generator yielding :class:`~napari_softseg.progress.Progress` and returning its result, so the
+viewer can run it in a worker and cancel it by closing the generator; output files are written only
+whole (atomic rename), so a cancelled run leaves no partial file.
+
+Example:
+    >>> from napari_softseg.progress import drive
+    >>> model = load_model("napari_softseg/data/models/mni_demo")  # doctest: +SKIP
+    >>> probabilities = drive(predict_array(model, image))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Generator
+from pathlib import Path
+
+import numpy as np
+
+from .device import DeviceChoice, resolve_device
+from .errors import SoftsegError
+from .model_io import LoadedModel, ModelConfig, load_model
+from .progress import Progress
+
+DEFAULT_TILE_SIZE = 1024
+DEFAULT_BATCH_SIZE = 8
+MIN_TILE_SIZE = 64
+
+
+def output_name(task: int) -> str:
+    """File name of a prediction written into a case's mirror folder: ``prediction_task01.nii.gz``."""
+    return f"prediction_task{task:02d}.nii.gz"
+
+
+def slice_stack(volume, indices, context: int):
+    """2D network inputs for some slices of a channel-first volume (numpy array or torch tensor).
+
+    Args:
+        volume: ``(C, S, H, W)`` (slicing axis already moved to position 1).
+        indices: Slice numbers to take.
+        context: Neighbouring slices on each side added as channels (2.5D); indices past the ends repeat
+            the edge slice.
+
+    Returns:
+        ``(len(indices), C * (2 * context + 1), H, W)``, the same kind (and device) as ``volume``, ordered
+        channel-major (channel 0 at offsets -k … +k, then channel 1, ...).
+    """
+    c, s = volume.shape[:2]
+    offsets = np.arange(-context, context + 1)
+    idx = np.clip(np.asarray(list(indices))[:, None] + offsets[None, :], 0, s - 1)  # (N, 2k+1)
+    shape = (len(idx), c * len(offsets), *volume.shape[2:])
+    if isinstance(volume, np.ndarray):
+        return np.ascontiguousarray(np.moveaxis(volume[:, idx], 1, 0).reshape(shape), dtype=np.float32)
+    import torch
+
+    taken = volume[:, torch.as_tensor(idx, device=volume.device)]  # (C, N, 2k+1, H, W)
+    return taken.movedim(1, 0).reshape(shape)
+
+
+def _tile_starts(length: int, tile: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    stride = tile - tile // 4
+    starts = list(range(0, length - tile, stride))
+    return starts + [length - tile]
+
+
+def _ramp(tile: int, overlap: int) -> np.ndarray:
+    i = np.arange(tile, dtype=np.float32)
+    edge = np.minimum(i + 0.5, tile - i - 0.5)
+    return np.clip(edge / max(overlap, 1), 1e-3, 1.0)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether an exception is a device out-of-memory error (CUDA or MPS)."""
+    import torch
+
+    oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom_type is not None and isinstance(exc, oom_type):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def forward_logits(network, batch, device: str, tile_size: int = DEFAULT_TILE_SIZE):
+    """Logits of a batch of 2D inputs: the whole slice in one pass when it fits in ``tile_size``, tiled otherwise.
+
+    The batch is padded at its ends (edge values) to a multiple of ``2 ** depth``; tiles overlap by a
+    quarter and their logits are blended with linear ramps.
+
+    Args:
+        network: A :class:`~napari_softseg.unet.UNet2D` already on ``device`` and in eval mode.
+        batch: ``(N, C, H, W)`` float32 tensor (or numpy array).
+        device: torch device string.
+        tile_size: Longest side processed in one piece (rounded down to a multiple of ``2 ** depth``).
+
+    Returns:
+        ``(N, H, W)`` float32 logits, a tensor on ``device``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    multiple = network.size_multiple
+    x = torch.as_tensor(batch).to(device=device, dtype=torch.float32)
+    n, _, h, w = x.shape
+    ph, pw = h + (-h) % multiple, w + (-w) % multiple
+    if (ph, pw) != (h, w):
+        x = F.pad(x, (0, pw - w, 0, ph - h), mode="replicate")
+    tile = max(multiple, (int(tile_size) // multiple) * multiple)
+    th, tw = min(tile, ph), min(tile, pw)
+    use_amp = device.startswith("cuda")
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+        if th == ph and tw == pw:
+            out = network(x)[:, 0].float()
+        else:
+            out = torch.zeros((n, ph, pw), device=device)
+            weight_sum = torch.zeros((ph, pw), device=device)
+            weights = torch.from_numpy(np.outer(_ramp(th, th // 4), _ramp(tw, tw // 4))).to(device)
+            for y0 in _tile_starts(ph, th):
+                for x0 in _tile_starts(pw, tw):
+                    logits = network(x[:, :, y0 : y0 + th, x0 : x0 + tw])[:, 0].float()
+                    out[:, y0 : y0 + th, x0 : x0 + tw] += logits * weights
+                    weight_sum[y0 : y0 + th, x0 : x0 + tw] += weights
+            out /= weight_sum
+    return out[:, :h, :w]
+
+
+def _check_image(config: ModelConfig, image: np.ndarray, source) -> None:
+    if image.ndim != 4:
+        raise SoftsegError(f"expected an image (C, X, Y, Z), got shape {image.shape}", source)
+    if image.shape[0] != config.image_channels:
+        raise SoftsegError(
+            f"the model expects {config.image_channels} image channel(s) but this image has {image.shape[0]}",
+            source,
+        )
+    if not np.all(np.isfinite(image)):
+        raise SoftsegError("image contains NaN or infinite values", source)
+
+
+def _predict(network, config: ModelConfig, image: np.ndarray, *, device, tile_size, batch_size, source,
+             temperature: float | None) -> Generator[Progress, None, np.ndarray]:
+    """Shared core of :func:`predict_logits` and :func:`predict_array` (see there)."""
+    import torch
+
+    from .normalization import Normalization
+
+    _check_image(config, image, source)
+    device = resolve_device(device).device
+    tile = int(tile_size or DEFAULT_TILE_SIZE)
+    batch_size = max(1, int(batch_size))
+    axis = config.slice_axis
+    norm = Normalization.from_dict(config.normalization)
+    network.eval()
+    network.to(device)
+
+    def on(target: str):
+        """The normalised volume (C, S, H, W) and an empty result (S, H, W) on ``target``."""
+        volume = norm.apply_torch(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(target))
+        volume = volume.movedim(1 + axis, 1)
+        return volume, torch.empty(volume.shape[1:], dtype=torch.float32, device=target)
+
+    volume, result = on(device)
+    n_slices = volume.shape[1]
+    start = 0
+    while start < n_slices:
+        stop = min(start + batch_size, n_slices)
+        try:
+            out = forward_logits(network, slice_stack(volume, range(start, stop), config.context_slices), device, tile)
+            result[start:stop] = out if temperature is None else torch.sigmoid(out / temperature)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            if device == "cpu":
+                raise SoftsegError(
+                    "out of memory on the CPU; try a smaller --tile-size or --batch-size 1", source
+                ) from None
+            if device.startswith("cuda"):
+                torch.cuda.empty_cache()
+            if batch_size > 1:
+                batch_size //= 2
+            elif tile > MIN_TILE_SIZE:
+                tile //= 2
+            else:
+                warnings.warn(f"{device} ran out of memory even with 1 slice and {tile}-pixel tiles; "
+                              "continuing on the CPU (slower)", RuntimeWarning, stacklevel=3)
+                done = result[:start].cpu()
+                device = "cpu"
+                network.to(device)
+                volume, result = on(device)
+                result[:start] = done
+            yield Progress("slices", start, n_slices, f"out of memory: retrying with batch {batch_size}, "
+                           f"tile {tile} on {device}")
+            continue
+        start = stop
+        yield Progress("slices", start, n_slices, f"slice {start}/{n_slices} on {device}")
+    return np.ascontiguousarray(result.movedim(0, axis).cpu().numpy())
+
+
+def predict_logits(
+    network,
+    config: ModelConfig,
+    image: np.ndarray,
+    *,
+    device: str | DeviceChoice = "cpu",
+    tile_size: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    source: str | os.PathLike | None = None,
+) -> Generator[Progress, None, np.ndarray]:
+    """Logits of the network for every voxel of ``image`` (no temperature applied).
+
+    The image is normalised, cut into slices and predicted on ``device``; only the result comes back.
+
+    Args:
+        network: The network (moved to ``device`` and put in eval mode here).
+        config: Its config (normalisation, slicing, context).
+        image: ``(C, X, Y, Z)`` raw intensities.
+        device: Device name or resolved choice.
+        tile_size: Longest slice side done in one piece (default 1024).
+        batch_size: Slices per forward pass.
+        source: File the image came from, for error messages.
+
+    Yields:
+        ``Progress("slices", done, total)`` after each batch.
+
+    Returns:
+        ``float32 (X, Y, Z)`` logits.
+
+    Raises:
+        SoftsegError: Channel mismatch, NaN/inf in the image, or out of memory on the CPU.
+    """
+    return (yield from _predict(network, config, image, device=device, tile_size=tile_size, batch_size=batch_size,
+                                source=source, temperature=None))
+
+
+def predict_array(
+    model: LoadedModel,
+    image: np.ndarray,
+    *,
+    device: str | DeviceChoice = "auto",
+    tile_size: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    source: str | os.PathLike | None = None,
+) -> Generator[Progress, None, np.ndarray]:
+    """Calibrated soft map ``float32 (X, Y, Z)`` in ``[0, 1]`` for a ``(C, X, Y, Z)`` image.
+
+    ``sigmoid(logit / temperature)`` with the model's temperature, computed on the device. See
+    :func:`predict_logits` for the arguments.
+    """
+    return (yield from _predict(model.network, model.config, image, device=device, tile_size=tile_size,
+                                batch_size=batch_size, source=source, temperature=model.config.temperature))
+
+
+def _jobs(model: LoadedModel, input_path: Path, output: Path, task: int | None) -> list[tuple[Path, Path]]:
+    """(image, output) pairs for an image file, a case folder or a dataset folder."""
+    from .dataset import discover
+    from .nifti import is_nifti_path
+
+    model_task = model.config.task
+    if task is not None and task != model_task:
+        raise SoftsegError(f"the model was trained for task {model_task}, not task {task}", model.path)
+    if input_path.is_file():
+        if not is_nifti_path(output):
+            raise SoftsegError("output for an image file must be a .nii or .nii.gz file name", output)
+        return [(input_path, output)]
+    dataset = discover(input_path)
+    for case in dataset.cases:
+        if case.tasks and model_task not in case.tasks:
+            found = ", ".join(str(t) for t in sorted(case.tasks))
+            raise SoftsegError(
+                f"the model was trained for task {model_task}, but this case has masks for task(s) {found} only "
+                "(wrong model for this data?)",
+                case.path,
+            )
+    single = len(dataset.cases) == 1 and dataset.cases[0].path.resolve() == input_path.resolve()
+    if single:
+        if not is_nifti_path(output):
+            raise SoftsegError("output for a case folder must be a .nii or .nii.gz file name", output)
+        return [(dataset.cases[0].image_path, output)]
+    if is_nifti_path(output):
+        raise SoftsegError("output for a dataset folder must be a folder (it will mirror the cases)", output)
+    return [(case.image_path, output / case.name / output_name(model_task)) for case in dataset.cases]
+
+
+def predict_path(
+    model: LoadedModel | str | os.PathLike,
+    input_path: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    device: str | DeviceChoice = "auto",
+    tile_size: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    overwrite: bool = False,
+    task: int | None = None,
+) -> Generator[Progress, None, list[Path]]:
+    """Predict an image file, a case folder or every case of a dataset, and write the soft maps.
+
+    A file or case folder gives one NIfTI file at ``output``; a dataset folder gives ``output`` as a
+    folder mirroring the cases (``OUT/<case>/prediction_task01.nii.gz``). Each map is float32 with the
+    input image's affine and header. All output paths are checked before any work starts, so an existing
+    file (without ``overwrite``) stops the run with nothing written.
+
+    Args:
+        model: A loaded model or a model folder.
+        input_path: Image file, case folder or dataset folder.
+        output: Output file or folder (see above).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"`` or a resolved choice.
+        tile_size: Longest slice side done in one piece.
+        batch_size: Slices per forward pass.
+        overwrite: Replace existing outputs.
+        task: If given, must match the model's task.
+
+    Yields:
+        ``Progress("device", ...)`` once with the chosen device and why, then ``"slices"`` and ``"case"``.
+
+    Returns:
+        The written files.
+
+    Raises:
+        SoftsegError: Bad model, input, task or channel count, or an existing output.
+    """
+    from .dataset import load_image
+    from .nifti import save_volume
+
+    if not isinstance(model, LoadedModel):
+        model = load_model(model)
+    input_path, output = Path(input_path), Path(output)
+    if not input_path.exists():
+        raise SoftsegError("input not found", input_path)
+    choice = resolve_device(device)
+    jobs = _jobs(model, input_path, output, task)
+    for image_path, out_path in jobs:
+        if out_path.resolve() == image_path.resolve():
+            raise SoftsegError("output would replace the input image", out_path)
+        if out_path.exists() and not overwrite:
+            raise SoftsegError("already exists; choose another name or pass --overwrite", out_path)
+    yield Progress("device", 0, None, f"device: {choice.device} ({choice.reason})", {"device": choice.device})
+    written = []
+    for number, (image_path, out_path) in enumerate(jobs, start=1):
+        image, volume = load_image(image_path, n_channels=model.config.image_channels)
+        probabilities = yield from predict_array(
+            model, image, device=choice, tile_size=tile_size, batch_size=batch_size, source=image_path
+        )
+        description = f"softseg p(task{model.config.task}) T={model.config.temperature:.3g}"
+        written.append(
+            save_volume(out_path, probabilities, volume, overwrite=overwrite, description=description, dtype=np.float32)
+        )
+        yield Progress("case", number, len(jobs), f"wrote {out_path}")
+    return written

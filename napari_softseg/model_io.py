@@ -1,0 +1,356 @@
+"""Model files: ``MODEL_DIR/model.safetensors`` + ``MODEL_DIR/config.json``. Nothing is ever unpickled.
+
+``config.json`` says everything needed to rebuild and use the network — architecture, input channels and
+2.5D context, slicing axis, intensity normalisation, the task and soft-label method it was trained for,
+the calibration temperature — plus a training summary, validation metrics and the package version.
+``model.safetensors`` holds only tensors (stored as float16 by default to keep shipped models small;
+they are turned back into float32 on load).
+
+Loading refuses, with a :class:`~napari_softseg.errors.SoftsegError` that names the file:
+
+- PyTorch pickle checkpoints (``.pt``, ``.pth``, ``.ckpt``, ...): a pickle can carry code, so such a file
+  is never opened by any unpickler;
+- a ``model.safetensors`` that is not valid safetensors, or whose tensors do not fit the architecture;
+- a config from a newer model format, an unknown architecture, or inconsistent channel counts.
+
+Every file is written atomically (temporary name in the same folder, then :func:`os.replace`), so a
+crash or a full disk leaves the previous file intact.
+
+Example:
+    >>> from napari_softseg.model_io import ModelConfig, new_network, save_model, load_model
+    >>> config = ModelConfig(architecture={"base_channels": 4, "depth": 2})
+    >>> save_model("my_model", new_network(config), config)  # doctest: +SKIP
+    >>> load_model("my_model").config.task  # doctest: +SKIP
+    1
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import SoftsegError
+
+FORMAT_NAME = "napari-softseg-model"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin", ".tar")
+_PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol >= 2; torch.save's zip container
+
+
+@dataclass
+class ModelConfig:
+    """Everything ``config.json`` records about a model.
+
+    Attributes:
+        architecture: Network description for :func:`napari_softseg.unet.build_network`; its
+            ``in_channels`` is derived from ``image_channels`` and ``context_slices``.
+        task: Task number the model was trained for (QUBIQ ``task0T``).
+        image_channels: Channels of the input image (e.g. 4 for QUBIQ brain tumour).
+        context_slices: 2.5D context: this many neighbouring slices on each side become extra channels.
+        slice_axis: Spatial axis (0, 1 or 2 of ``(X, Y, Z)``) that is sliced into 2D images.
+        normalization: :class:`~napari_softseg.normalization.Normalization` as a dict.
+        softlabel: How the training targets were made (method, sigma_mm, ...).
+        loss: ``"bce"``, ``"dice"`` or ``"bce+dice"``.
+        temperature: Calibration temperature; probabilities are ``sigmoid(logit / temperature)``.
+        calibration: ECE before/after temperature scaling on the validation cases, when fitted.
+        training: Summary of the training run (dataset, cases, epochs, seconds, device, seed, ...).
+        validation: Validation metrics of the kept (best) epoch.
+        software: Name and version of the package that wrote the model.
+        weights_dtype: ``"float16"`` or ``"float32"``: how ``model.safetensors`` stores the weights.
+    """
+
+    architecture: dict = field(default_factory=dict)
+    task: int = 1
+    image_channels: int = 1
+    context_slices: int = 0
+    slice_axis: int = 2
+    normalization: dict = field(default_factory=lambda: {"mode": "zscore"})
+    softlabel: dict = field(default_factory=lambda: {"method": "mean"})
+    loss: str = "bce"
+    temperature: float = 1.0
+    calibration: dict | None = None
+    training: dict = field(default_factory=dict)
+    validation: dict = field(default_factory=dict)
+    software: dict = field(default_factory=lambda: {"name": "napari-softseg", "version": __version__})
+    weights_dtype: str = "float16"
+
+    def __post_init__(self):
+        from .normalization import Normalization
+        from .unet import normalize_architecture  # torch is already needed by any model user
+
+        if self.slice_axis not in (0, 1, 2):
+            raise SoftsegError(f"slice_axis must be 0, 1 or 2, got {self.slice_axis!r}")
+        if self.context_slices < 0 or self.image_channels < 1:
+            raise SoftsegError("context_slices must be >= 0 and image_channels >= 1")
+        expected = self.in_channels
+        arch = dict(self.architecture)
+        if "in_channels" in arch and arch["in_channels"] != expected:
+            raise SoftsegError(
+                f"architecture has {arch['in_channels']} input channels but image_channels="
+                f"{self.image_channels} with {self.context_slices} context slice(s) needs {expected}"
+            )
+        arch["in_channels"] = expected
+        self.architecture = normalize_architecture(arch)
+        if self.architecture["out_channels"] != 1:
+            raise SoftsegError("only networks with one output channel (a soft foreground map) are supported")
+        Normalization.from_dict(self.normalization)  # validates
+        if not self.temperature > 0:
+            raise SoftsegError(f"temperature must be positive, got {self.temperature!r}")
+        if self.weights_dtype not in ("float16", "float32"):
+            raise SoftsegError(f"weights_dtype must be float16 or float32, got {self.weights_dtype!r}")
+
+    @property
+    def in_channels(self) -> int:
+        """Network input channels: image channels × (2 × context_slices + 1)."""
+        return self.image_channels * (2 * self.context_slices + 1)
+
+    def to_dict(self) -> dict:
+        """JSON-ready form, with the format name and version first."""
+        return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict, path: str | os.PathLike | None = None) -> ModelConfig:
+        """Read a config written by :meth:`to_dict`, checking format and version.
+
+        Raises:
+            SoftsegError: Not a napari-softseg model config, a newer format, or invalid fields.
+        """
+        if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
+            raise SoftsegError(f"not a napari-softseg model config (no \"format\": \"{FORMAT_NAME}\")", path)
+        version = data.get("format_version")
+        written_by = (data.get("software") or {}).get("version", "?")
+        if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+            raise SoftsegError(
+                f"model format version {version!r} (written by napari-softseg {written_by}) is not supported by "
+                f"this napari-softseg {__version__}, which reads format {FORMAT_VERSION}; upgrade napari-softseg",
+                path,
+            )
+        known = set(cls.__dataclass_fields__)
+        fields = {k: v for k, v in data.items() if k in known}
+        try:
+            return cls(**fields)
+        except SoftsegError as exc:
+            raise SoftsegError(exc.message, path) from None
+        except (TypeError, ValueError) as exc:
+            raise SoftsegError(f"invalid model config: {exc}", path) from None
+
+
+@dataclass
+class LoadedModel:
+    """A network ready for inference (evaluation mode, float32, on the CPU) and its config."""
+
+    network: Any
+    config: ModelConfig
+    path: Path | None = None
+
+
+def new_network(config: ModelConfig):
+    """An untrained network for ``config`` (float32, CPU)."""
+    from .unet import build_network
+
+    return build_network(config.architecture)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and :func:`os.replace`.
+
+    On any failure (a full disk, Ctrl-C) the temporary file is removed and ``path`` keeps its previous
+    content.
+
+    Raises:
+        OSError: Writing failed (the caller turns it into a user message).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part"
+    # os.open with mode 0o666 lets the umask decide the permissions, as for any new file
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp.exists():
+            tmp.unlink()
+        raise
+    return path
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict, metadata: dict | None = None) -> Path:
+    """Atomically write tensors (and JSON-able ``metadata``) as one safetensors file."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    meta = {"json": json.dumps(metadata or {})}
+    return atomic_write_bytes(path, save(tensors, metadata=meta))
+
+
+def _refuse_foreign(path: Path) -> None:
+    raise SoftsegError(
+        "is a PyTorch pickle checkpoint; napari-softseg never opens pickles (they can run code). "
+        f"A napari-softseg model is a folder with {WEIGHTS_FILE} + {CONFIG_FILE}",
+        path,
+    )
+
+
+def _looks_like_pickle(path: Path) -> bool:
+    """Whether a file is a pickle or ``torch.save`` zip (checked by its first bytes, never by unpickling).
+
+    A safetensors file starts with an 8-byte little-endian header length followed by ``{``; anything else
+    starting like a pickle (protocol 2+) or a zip archive is treated as a foreign checkpoint.
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    size = path.stat().st_size
+    if len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= size - 8:
+        return False
+    return head.startswith(_PICKLE_MAGIC)
+
+
+def load_tensors(path: str | os.PathLike) -> tuple[dict, dict]:
+    """Read a safetensors file written by :func:`save_tensors`: ``(tensors, metadata)``.
+
+    Raises:
+        SoftsegError: Missing file, a pickle in disguise, or not valid safetensors.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise SoftsegError("file not found", path)
+    if _looks_like_pickle(path):
+        _refuse_foreign(path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except Exception as exc:  # safetensors raises SafetensorError / OSError / ValueError for bad files
+        raise SoftsegError(f"not a valid safetensors file ({str(exc).strip() or type(exc).__name__})", path) from None
+    try:
+        meta = json.loads(metadata.get("json", "{}"))
+    except json.JSONDecodeError:
+        raise SoftsegError("safetensors metadata is not valid JSON", path) from None
+    return tensors, meta
+
+
+def save_model(model_dir: str | os.PathLike, network, config: ModelConfig) -> Path:
+    """Write ``model.safetensors`` then ``config.json`` into ``model_dir`` (each atomically).
+
+    Args:
+        model_dir: Folder (created if needed). Existing model files in it are replaced.
+        network: The trained network (any device).
+        config: Its description; ``config.weights_dtype`` chooses float16 or float32 storage.
+
+    Returns:
+        ``model_dir`` as a Path.
+
+    Raises:
+        SoftsegError: Writing failed (e.g. the disk is full); the previous files are left as they were.
+    """
+    import torch
+
+    model_dir = Path(model_dir)
+    store = torch.float16 if config.weights_dtype == "float16" else torch.float32
+    tensors = {
+        key: (value.to(store) if value.is_floating_point() else value) for key, value in network.state_dict().items()
+    }
+    try:
+        save_tensors(model_dir / WEIGHTS_FILE, tensors, {"format": FORMAT_NAME, "format_version": FORMAT_VERSION})
+    except OSError as exc:
+        raise SoftsegError(f"could not write the model: {exc.strerror or exc}", model_dir) from None
+    return save_config(model_dir, config)
+
+
+def save_config(model_dir: str | os.PathLike, config: ModelConfig) -> Path:
+    """Atomically (re)write ``MODEL_DIR/config.json`` alone (e.g. a new temperature or training summary).
+
+    Raises:
+        SoftsegError: Writing failed; the previous file is left as it was.
+    """
+    model_dir = Path(model_dir)
+    try:
+        atomic_write_bytes(model_dir / CONFIG_FILE, (json.dumps(config.to_dict(), indent=2) + "\n").encode())
+    except OSError as exc:
+        raise SoftsegError(f"could not write the model config: {exc.strerror or exc}", model_dir) from None
+    return model_dir
+
+
+def read_config(model_dir: str | os.PathLike) -> ModelConfig:
+    """Read and check ``MODEL_DIR/config.json`` (see :func:`load_model` for what is refused)."""
+    model_dir = _model_dir(Path(model_dir))
+    path = model_dir / CONFIG_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SoftsegError(f"config is not valid JSON ({exc})", path) from None
+    return ModelConfig.from_dict(data, path)
+
+
+def _model_dir(path: Path) -> Path:
+    """Resolve what the user gave (model folder, its config or weights file) to the model folder."""
+    if not path.exists():
+        raise SoftsegError("model not found", path)
+    if path.is_file():
+        if path.name in (WEIGHTS_FILE, CONFIG_FILE):
+            path = path.parent
+        elif path.suffix.lower() in PICKLE_SUFFIXES or _looks_like_pickle(path):
+            _refuse_foreign(path)
+        else:
+            raise SoftsegError(f"not a napari-softseg model (expected a folder with {WEIGHTS_FILE} + {CONFIG_FILE})", path)
+    missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if not (path / name).is_file()]
+    if missing:
+        foreign = sorted(p.name for p in path.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+        hint = f"; found {', '.join(foreign)}, which napari-softseg does not open (pickles can run code)" if foreign else ""
+        raise SoftsegError(f"not a napari-softseg model folder: {' and '.join(missing)} missing{hint}", path)
+    return path
+
+
+def load_model(model_dir: str | os.PathLike) -> LoadedModel:
+    """Load a model for inference without unpickling anything.
+
+    Args:
+        model_dir: The model folder (or its ``config.json`` / ``model.safetensors``).
+
+    Returns:
+        The network in evaluation mode on the CPU (float32) with its config.
+
+    Raises:
+        SoftsegError: Missing files, a foreign/pickle checkpoint, invalid safetensors, an unsupported
+            format version or architecture, or weights that do not fit the architecture.
+    """
+    import torch
+
+    model_dir = _model_dir(Path(model_dir))
+    config = read_config(model_dir)
+    weights_path = model_dir / WEIGHTS_FILE
+    tensors, _ = load_tensors(weights_path)
+    network = new_network(config)
+    expected = network.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(tensors) if tuple(expected[k].shape) != tuple(tensors[k].shape))
+    if missing or unexpected or wrong:
+        details = []
+        if missing:
+            details.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            details.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if wrong:
+            k = wrong[0]
+            details.append(f"{len(wrong)} of wrong shape (e.g. {k}: {tuple(tensors[k].shape)} vs {tuple(expected[k].shape)})")
+        raise SoftsegError(
+            f"weights do not match the architecture in {CONFIG_FILE} ({'; '.join(details)})", weights_path
+        )
+    state = {k: (v.to(torch.float32) if v.is_floating_point() else v) for k, v in tensors.items()}
+    network.load_state_dict(state, strict=True)
+    network.eval()
+    return LoadedModel(network=network, config=config, path=model_dir)

@@ -1,0 +1,133 @@
+"""The 2D U-Net (Ronneberger et al. 2015) used for soft-label segmentation.
+
+A small, plain network of our own rather than MONAI's ``UNet``: MONAI is not a core dependency (it costs
+~2.7 s to import on top of torch and pulls in much we do not use), and the architecture fits on one page.
+It is fully convolutional, so any slice whose sides are multiples of :attr:`UNet2D.size_multiple`
+(``2 ** depth``) goes through in one pass; :mod:`napari_softseg.inference` pads to that.
+
+This module imports torch at import time: import it only inside functions (``model_io``, ``training``
+and ``inference`` do), so that ``import napari_softseg`` stays fast.
+
+Example:
+    >>> import torch
+    >>> net = build_network({"in_channels": 1, "base_channels": 8, "depth": 3})
+    >>> net(torch.zeros(2, 1, 64, 48)).shape
+    torch.Size([2, 1, 64, 48])
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .errors import SoftsegError
+
+ARCHITECTURE_NAME = "unet2d"
+NORMS = ("instance", "batch", "none")
+DEFAULT_ARCHITECTURE = {
+    "name": ARCHITECTURE_NAME,
+    "in_channels": 1,
+    "out_channels": 1,
+    "base_channels": 16,
+    "depth": 4,
+    "norm": "instance",
+}
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    return nn.Identity()
+
+
+class ConvBlock(nn.Sequential):
+    """Two 3×3 convolutions, each followed by normalisation and LeakyReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, norm: str):
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=norm == "none"),
+            _norm(norm, out_channels),
+            nn.LeakyReLU(0.01, inplace=True),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=norm == "none"),
+            _norm(norm, out_channels),
+            nn.LeakyReLU(0.01, inplace=True),
+        )
+
+
+class UNet2D(nn.Module):
+    """A 2D U-Net returning one logit per pixel.
+
+    Args:
+        in_channels: Input channels (image channels × slices of 2.5D context).
+        out_channels: Output logits per pixel (1 for a soft foreground map).
+        base_channels: Feature maps at full resolution; doubled at each level down.
+        depth: Number of 2× downsamplings; inputs must have sides divisible by ``2 ** depth``.
+        norm: ``"instance"`` (default), ``"batch"`` or ``"none"``.
+    """
+
+    def __init__(self, in_channels=1, out_channels=1, base_channels=16, depth=4, norm="instance"):
+        super().__init__()
+        widths = [base_channels * 2**level for level in range(depth + 1)]
+        self.depth = depth
+        self.encoders = nn.ModuleList()
+        previous = in_channels
+        for width in widths:
+            self.encoders.append(ConvBlock(previous, width, norm))
+            previous = width
+        self.pool = nn.MaxPool2d(2)
+        self.upsamplers = nn.ModuleList()
+        self.decoders = nn.ModuleList()
+        for width in reversed(widths[:-1]):
+            self.upsamplers.append(nn.ConvTranspose2d(width * 2, width, kernel_size=2, stride=2))
+            self.decoders.append(ConvBlock(width * 2, width, norm))
+        self.head = nn.Conv2d(widths[0], out_channels, kernel_size=1)
+
+    @property
+    def size_multiple(self) -> int:
+        """Input sides must be multiples of this (``2 ** depth``)."""
+        return 2**self.depth
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map ``(N, C, H, W)`` to logits ``(N, out_channels, H, W)``."""
+        skips = []
+        for level, encoder in enumerate(self.encoders):
+            x = encoder(x)
+            if level < self.depth:
+                skips.append(x)
+                x = self.pool(x)
+        for upsample, decoder in zip(self.upsamplers, self.decoders):
+            x = decoder(torch.cat([skips.pop(), upsample(x)], dim=1))
+        return self.head(x)
+
+
+def normalize_architecture(arch: dict) -> dict:
+    """Fill defaults and check an architecture description from ``config.json``.
+
+    Raises:
+        SoftsegError: Unknown network name, norm, or impossible sizes.
+    """
+    full = {**DEFAULT_ARCHITECTURE, **arch}
+    if full["name"] != ARCHITECTURE_NAME:
+        raise SoftsegError(f"unknown network architecture {full['name']!r} (this version knows {ARCHITECTURE_NAME!r})")
+    if full["norm"] not in NORMS:
+        raise SoftsegError(f"unknown normalisation layer {full['norm']!r}; choose one of {', '.join(NORMS)}")
+    for key in ("in_channels", "out_channels", "base_channels", "depth"):
+        if not isinstance(full[key], int) or full[key] < (0 if key == "depth" else 1):
+            raise SoftsegError(f"architecture field {key!r} must be a positive integer, got {full[key]!r}")
+    if full["depth"] > 7:
+        raise SoftsegError(f"U-Net depth {full['depth']} is too large (at most 7)")
+    return full
+
+
+def build_network(arch: dict) -> UNet2D:
+    """Create an untrained :class:`UNet2D` from an architecture description (missing keys: defaults)."""
+    full = normalize_architecture(arch)
+    return UNet2D(
+        in_channels=full["in_channels"],
+        out_channels=full["out_channels"],
+        base_channels=full["base_channels"],
+        depth=full["depth"],
+        norm=full["norm"],
+    )
