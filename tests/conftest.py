@@ -51,3 +51,12 @@ def pytest_runtest_makereport(item, call):
     """
     outcome = yield
     setattr(item, f"rep_{call.when}", outcome.get_result())
+
+
+def init_napari_plugins():
+    """Let napari discover installed plugins once (a second call would register their commands twice)."""
+    from napari._app_model import get_app_model
+    from napari.plugins import _initialize_plugins
+
+    if "napari-softseg.get_reader" not in get_app_model().commands:
+        _initialize_plugins()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _analysis_case import Notifications, open_case
+from _analysis_case import Notifications, open_case, wait_ready
 
 
 def numpy_ece(p, y, n_bins=10):
@@ -21,13 +21,14 @@ def numpy_ece(p, y, n_bins=10):
 
 
 @pytest.fixture
-def calibration(make_napari_viewer):
+def calibration(make_napari_viewer, qtbot):
     from napari_softseg._qt.calibration_widget import CalibrationWidget
 
     viewer = make_napari_viewer()
     soft_layer, raters, soft, masks = open_case(viewer)
     widget = CalibrationWidget(viewer)
     viewer.window.add_dock_widget(widget)
+    wait_ready(qtbot, widget)
     return widget, viewer, soft, masks
 
 
@@ -52,9 +53,12 @@ def test_ece_against_soft_label_and_each_rater(calibration):
     np.testing.assert_allclose(y, [target[bins == b].mean() for b in occupied], rtol=1e-6)
 
 
-def test_follows_rater_choice_and_theme(calibration):
+def test_follows_rater_choice_and_theme(calibration, qtbot):
     widget, viewer, soft, masks = calibration
     widget.inputs.set_rater_checked(widget.inputs.rater_layers()[0], False)
+    assert not widget.ready and not widget.compute_button.isEnabled()
+    wait_ready(qtbot, widget)
+    assert widget.compute_button.isEnabled()
     assert [name for name, _, _ in widget.results][1:] == ["rater 2", "rater 3", "rater 4"]
     assert widget.ece(widget.results[0][0]) == pytest.approx(numpy_ece(soft, masks[1:].mean(0)), abs=1e-9)
     viewer.theme = "dark"
@@ -78,3 +82,16 @@ def test_needs_raters(make_napari_viewer):
         assert len(viewer.layers) == 1
     finally:
         notes.close()
+
+
+def test_painting_a_rater_recomputes_on_its_own(calibration, qtbot):
+    widget, viewer, soft, masks = calibration
+    rater = viewer.layers["rater 2"]
+    rater.brush_size = 9
+    rater.paint(tuple(n // 2 for n in soft.shape), 0)     # erase a blob (events.paint), no Recompute
+    edited = masks.copy()
+    edited[1] = np.asarray(rater.data) > 0
+    assert (edited[1] != masks[1]).any()
+    want = numpy_ece(soft, edited[1])
+    qtbot.waitUntil(lambda: widget.ready and widget.ece("rater 2") == pytest.approx(want, abs=1e-9), timeout=20000)
+    assert widget.ece(widget.results[0][0]) == pytest.approx(numpy_ece(soft, edited.mean(0)), abs=1e-9)

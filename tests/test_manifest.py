@@ -33,9 +33,9 @@ def test_manifest_ships_inside_the_package():
 
 def test_napari_lists_the_plugin_and_its_contributions():
     import npe2
-    from napari.plugins import _initialize_plugins
+    from conftest import init_napari_plugins
 
-    _initialize_plugins()
+    init_napari_plugins()
     pm = npe2.PluginManager.instance()
     manifest = pm.get_manifest("napari-softseg")
     contributions = manifest.contributions

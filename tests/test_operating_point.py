@@ -189,6 +189,11 @@ def test_contour_view_outlines_only_the_requested_slice(case):
     stack = view[2:4]       # a 3D request is outlined plane by plane
     np.testing.assert_array_equal(stack[1].astype(bool), reference_boundary(soft[3] >= 0.8))
     np.testing.assert_array_equal(np.asarray(view)[7], view[7])
+    # for a 3D view: volumes are not outlined (no work), planes still are, np.asarray outlines all
+    flat = ContourView(soft, 0.8, outline_volumes=False)
+    assert flat[2:4].shape == (2,) + soft.shape[1:] and not flat[2:4].any()
+    np.testing.assert_array_equal(flat[3], view[3])
+    np.testing.assert_array_equal(np.asarray(flat), np.asarray(view))
 
 
 def test_mask_operating_point_binary_and_soft(case):

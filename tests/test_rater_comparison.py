@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from _analysis_case import Notifications, counts, open_case
+from _analysis_case import Notifications, counts, open_case, wait_ready
 
 from napari_softseg.disagreement import agreement_colors, disagreement_map, summarize
 from napari_softseg.metrics import dice, leave_one_rater_out
@@ -52,13 +52,14 @@ def test_disagreement_map_checks_input():
 
 # -- the dock ----------------------------------------------------------------------------------------
 @pytest.fixture
-def comparison(make_napari_viewer):
+def comparison(make_napari_viewer, qtbot):
     from napari_softseg._qt.rater_comparison import RaterComparison
 
     viewer = make_napari_viewer()
     soft_layer, raters, soft, masks = open_case(viewer)
     widget = RaterComparison(viewer)
     viewer.window.add_dock_widget(widget)
+    wait_ready(qtbot, widget)
     return widget, viewer, soft_layer, soft, masks
 
 
@@ -85,7 +86,7 @@ def test_table_is_leave_one_rater_out_with_model_at_threshold(comparison):
         assert rows[-1][1] == f"{mean_r:.3f}"
 
 
-def test_annotator_point_and_disagreement_map(comparison):
+def test_annotator_point_and_disagreement_map(comparison, qtbot):
     widget, viewer, soft_layer, soft, masks = comparison
     layer = widget.add_annotation_layer()
     assert layer.data.shape == soft.shape and not layer.data.any()
@@ -96,7 +97,8 @@ def test_annotator_point_and_disagreement_map(comparison):
     drawn = masks[1].copy()
     drawn[:, :5, :5] = 1
     layer.data = drawn
-    widget.refresh_annotation()                  # what the throttled paint/data handler runs
+    widget.refresh_annotation()                  # what the debounced paint/data handler runs
+    wait_ready(qtbot, widget)
     ref = masks.sum(0) >= 2                      # default reference: consensus 2 of 4
     tp, fp, fn, tn = counts(drawn > 0, ref)
     op = widget.annotation_point
@@ -113,9 +115,11 @@ def test_annotator_point_and_disagreement_map(comparison):
     assert "voxels only you marked" in widget.legend.text()
     # another reference: the soft label (soft counts), and the consensus at k = 1
     widget.set_reference(Reference("soft"))
+    wait_ready(qtbot, widget)
     soft_label = masks.mean(0)
     assert widget.annotation_point.recall == pytest.approx(soft_label[drawn > 0].sum() / soft_label.sum())
     widget.set_reference(Reference("consensus", k=1))
+    wait_ready(qtbot, widget)
     np.testing.assert_array_equal(widget.disagreement_layer.data, brute_force_disagreement(drawn, masks, 1))
     # the model's marker on the same curve follows the shared threshold
     widget.set_threshold(0.7)
@@ -127,6 +131,7 @@ def test_annotator_point_and_disagreement_map(comparison):
 def test_painting_updates_after_throttle(comparison, qtbot):
     widget, viewer, soft_layer, soft, masks = comparison
     layer = widget.add_annotation_layer()
+    wait_ready(qtbot, widget)
     assert widget.annotation_point.n_positive == 0
     layer.data = masks[0].copy()                 # emits the layer's data event
     qtbot.waitUntil(lambda: widget.annotation_point.n_positive == int(masks[0].sum()), timeout=3000)
@@ -143,7 +148,7 @@ def test_threshold_shared_with_explorer(comparison):
     assert explorer.threshold == 0.61
 
 
-def test_too_few_raters_and_no_soft_map(make_napari_viewer):
+def test_too_few_raters_and_no_soft_map(make_napari_viewer, qtbot):
     from napari_softseg._qt.rater_comparison import RaterComparison
 
     notes = Notifications()
@@ -159,5 +164,59 @@ def test_too_few_raters_and_no_soft_map(make_napari_viewer):
             widget.inputs.set_rater_checked(layer, False)
         assert widget.table.rowCount() == 0
         assert "at least 2 rater" in widget.summary.text()
+        wait_ready(qtbot, widget)
+        assert widget.table.rowCount() == 0 and "at least 2 rater" in widget.summary.text()
     finally:
         notes.close()
+
+
+def test_table_is_computed_in_the_background(comparison, qtbot):
+    widget, viewer, soft_layer, soft, masks = comparison
+    widget.refresh()                                      # the Refresh button
+    assert not widget.ready and not widget.status.isHidden()
+    assert widget.table.rowCount() == 0 and "Computing" in widget.summary.text()
+    assert not widget.refresh_button.isEnabled() and not widget.reference_combo.isEnabled()
+    assert widget.threshold_spin.isEnabled()
+    widget.set_threshold(0.45)                            # the threshold never waits
+    assert widget.threshold == 0.45
+    wait_ready(qtbot, widget)
+    assert widget.status.isHidden() and widget.refresh_button.isEnabled()
+    expected = leave_one_rater_out(masks, soft, threshold=0.45, rater_names=[f"rater {i + 1}" for i in range(4)])
+    assert [row[0] for row in table(widget)[:-1]] == [r.rater for r in expected]
+    assert [float(row[2]) for row in table(widget)[:-1]] == pytest.approx(
+        [r.model_dice_vs_same for r in expected], abs=5e-4
+    )
+
+
+def test_editing_a_rater_updates_the_table_on_its_own(comparison, qtbot):
+    widget, viewer, soft_layer, soft, masks = comparison
+    edited = masks.copy()
+    edited[0] = masks[1]                                  # rater 1 now agrees with rater 2
+    viewer.layers["rater 1"].data = edited[0].copy()      # the layer's data event; no Refresh
+    names = [f"rater {i + 1}" for i in range(4)]
+    expected = leave_one_rater_out(edited, soft, threshold=widget.threshold, rater_names=names)
+    want = [f"{r.dice_vs_others:.3f}" for r in expected]
+    qtbot.waitUntil(lambda: widget.ready and [row[1] for row in table(widget)[:-1]] == want, timeout=20000)
+    assert [float(row[2]) for row in table(widget)[:-1]] == pytest.approx(
+        [r.model_dice_vs_same for r in expected], abs=5e-4
+    )
+
+
+def test_paint_strokes_update_the_annotator_view(comparison, qtbot):
+    widget, viewer, soft_layer, soft, masks = comparison
+    layer = widget.add_annotation_layer()
+    wait_ready(qtbot, widget)
+    layer.brush_size = 7
+    center = tuple(n // 2 for n in soft.shape)
+    layer.paint(center, 1)                                # events.paint, as a stroke in the viewer
+    painted = np.asarray(layer.data) > 0
+    assert painted.any()
+    qtbot.waitUntil(
+        lambda: widget.ready and widget.annotation_point is not None
+        and widget.annotation_point.n_positive == int(painted.sum()),
+        timeout=20000,
+    )
+    ref = masks.sum(0) >= 2
+    tp = (painted & ref).sum()
+    assert widget.annotation_point.precision == pytest.approx(tp / painted.sum())
+    np.testing.assert_array_equal(widget.disagreement_layer.data, brute_force_disagreement(painted, masks, 2))

@@ -351,17 +351,23 @@ def test_painting_a_rater_layer_recomputes_on_its_own(explorer, qtbot):
     assert (op.tp, op.fp, op.fn, op.tn) == (tp, fp, fn, tn)
 
 
-def test_contour_falls_back_to_filled_in_3d(explorer, notes):
+def test_contour_falls_back_to_filled_in_3d(explorer, notes, monkeypatch):
+    import napari_softseg.operating_point as op_module
+
     widget, viewer, soft_layer, soft, masks = explorer
     widget.set_overlay_mode("contour")
     widget.set_threshold(0.5)
+    outlined = []
+    real_boundary = op_module.mask_boundary
+    monkeypatch.setattr(op_module, "mask_boundary", lambda m: outlined.append(m.shape) or real_boundary(m))
     viewer.dims.ndisplay = 3
     assert widget.overlay_mode == "contour" and widget.shown_overlay_mode == "filled"
     assert not widget.contour_layer.visible and widget.fill_layer.visible
-    assert np.asarray(widget.contour_layer._slice.image.raw).ndim == 2      # never sliced in 3D
+    for t in (0.3, 0.35, 0.4):
+        widget.set_threshold(t)
+        assert widget.fill_layer.contrast_limits == pytest.approx(list(overlay_contrast_limits(t)))
     widget.set_threshold(0.3)
-    assert widget.fill_layer.contrast_limits == pytest.approx(list(overlay_contrast_limits(0.3)))
-    assert np.asarray(widget.contour_layer._slice.image.raw).ndim == 2
+    assert outlined == []                          # no outline work at all in 3D
     infos = [m for m in notes.messages("info") if "contour overlay outlines 2D slices" in m]
     assert len(infos) == 1
     viewer.dims.ndisplay = 2

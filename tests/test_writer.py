@@ -7,7 +7,7 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import write_nifti
+from conftest import init_napari_plugins, write_nifti
 from napari.layers import Image, Labels
 
 from napari_softseg import layers as L
@@ -19,9 +19,7 @@ from napari_softseg.errors import SoftsegError
 @pytest.fixture(autouse=True, scope="module")
 def _plugins():
     """Let napari discover installed plugins (a viewer does this; ``Layer.save`` alone does not)."""
-    from napari.plugins import _initialize_plugins
-
-    _initialize_plugins()
+    init_napari_plugins()
 
 
 def _lps_affine():
