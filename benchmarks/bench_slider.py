@@ -12,6 +12,10 @@ threshold explorer docked, it measures per move (p50 / p95 over ``--moves`` move
    then process events, which repaints the canvas, the dock labels and the plot marker;
 3. **slider update (contour)** — the same with the contour overlay of the displayed slice;
    (for the record: the same call without the paint, "update call, no paint");
+3b. **slider update during a curve build** — the same (filled) while a PR curve is being built in the
+   background (a reference change, or a painted rater): a new build starts whenever the last one ended,
+   so every move competes with one; the plot's full redraws when a build starts and ends fall into
+   some of these moves;
 4. **compute only** — statistics from the PR curve + the overlay's data (contrast limits for the filled
    overlay; the outline of the displayed slice for the contour), no napari, no drawing;
 5. **naive update** — threshold the whole volume and count TP/FP/FN/TN with numpy (no drawing);
@@ -62,7 +66,7 @@ def main(argv=None) -> int:
     from qtpy.QtWidgets import QApplication
 
     from napari_softseg._qt.threshold_explorer import ThresholdExplorer
-    from napari_softseg.operating_point import ContourView, overlay_contrast_limits
+    from napari_softseg.operating_point import ContourView, Reference, overlay_contrast_limits
 
     size, moves = args.size, args.moves
     t_start = time.perf_counter()
@@ -73,6 +77,9 @@ def main(argv=None) -> int:
     explorer = ThresholdExplorer(viewer)
     viewer.window.add_dock_widget(explorer, name="Threshold explorer")
     app = QApplication.instance()
+    while not explorer.ready:          # the PR curve is built in a worker thread
+        app.processEvents()
+        time.sleep(0.01)
     setup_s = time.perf_counter() - t_start
     session = explorer.session
     ref = session.reference_mask()
@@ -120,6 +127,30 @@ def main(argv=None) -> int:
         results[f"slider update ({mode})"] = {"times": times, "missing_draws": missing}
         assert abs(explorer.threshold - ks[-1] / 1000) < 1e-9
     explorer.set_overlay_mode("filled")
+    settle(5)
+
+    # 3b. slider moves while a PR curve is built in a worker thread
+    first_reference = explorer.reference
+    refs = [Reference("rater", rater=i) for i in range(len(raters))]
+    builds, busy_moves, times, missing = 0, 0, [], 0
+    for k in ks:
+        settle(1)
+        if explorer.ready:
+            other = refs[builds % len(refs)]
+            explorer.session._curves.pop(other, None)      # benchmark only: force a fresh build
+            explorer.set_reference(other)
+            builds += 1
+        busy_moves += not explorer.ready
+        before = draws[0]
+        t0 = time.perf_counter()
+        explorer.slider.setValue(int(k))
+        app.processEvents()
+        times.append(time.perf_counter() - t0)
+        missing += draws[0] == before
+    results["slider update, curve build"] = {"times": times, "missing_draws": missing}
+    while not explorer.ready:
+        settle(1)
+    explorer.set_reference(first_reference)
     settle(5)
 
     # for the record: the explorer's Python side of a move (numbers, layer update, labels, marker
@@ -226,6 +257,9 @@ def main(argv=None) -> int:
         "naive_update_display_p95_ms": round(rows["naive update + display"][1], 3),
         "slider_vs_bare_ratio": round(filled / bare, 3),
         "slider_contour_vs_bare_ratio": round(contour / bare, 3),
+        "slider_update_during_curve_build_p95_ms": round(rows["slider update, curve build"][1], 3),
+        "curve_builds_during_moves": builds,
+        "moves_during_a_build": busy_moves,
         "naive_vs_compute_ratio": round(naive_p95 / compute, 1),
         "missing_draws": sum(r["missing_draws"] for r in results.values()),
         "meets_bar": bool(filled <= 2 * bare and compute < 1.0),

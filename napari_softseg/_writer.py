@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import numpy as np
 
 from . import layers as L
 from .errors import SoftsegError
+from .files import atomic_write_bytes
 from .nifti import is_nifti_path
 
 SIDECAR_SUFFIX = ".softseg.json"
@@ -89,18 +89,7 @@ def _write_sidecar(path: Path, info: dict) -> Path:
     side = sidecar_path(path)
     if side.exists():
         _check_sidecar_is_ours(side)
-    fd, tmp = tempfile.mkstemp(prefix=f".{side.name}.", suffix=".part", dir=side.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(info, fh, indent=2, default=str)
-            fh.write("\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files
-        os.replace(tmp, side)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write_bytes(side, (json.dumps(info, indent=2, default=str) + "\n").encode("utf-8"), overwrite=True)
     return side
 
 

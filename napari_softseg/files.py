@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import SoftsegError
@@ -24,36 +25,54 @@ def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
     return path
 
 
-def default_file_mode() -> int:
-    """The mode a plain ``open()`` would give a new file under the current umask (``mkstemp`` uses 0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
+@contextmanager
+def atomic_destination(path: str | os.PathLike, overwrite: bool = False, suffix: str = ".part"):
+    """Yield a temporary path beside ``path``; rename it into place if the block succeeds.
+
+    On any failure (an exception, Ctrl-C, a full disk) the temporary file is removed and ``path`` keeps
+    its previous content. Files created with plain ``open()`` in the block get the usual umask mode.
+
+    Args:
+        path: The final file.
+        overwrite: Allow replacing an existing ``path`` (checked before the block runs).
+        suffix: End of the temporary name (e.g. ``".nii.gz"`` so a writer picks the right format).
+
+    Raises:
+        SoftsegError: ``path`` exists and ``overwrite`` is false, or is a folder.
+    """
+    path = check_writable(path, overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{suffix}"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_bytes_synced(path: str | os.PathLike, data: bytes) -> None:
+    """Create ``path`` (which must not exist), write ``data`` and flush it to disk."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask decides the mode
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = False) -> Path:
-    """Write ``data`` to a temporary file beside ``path`` and rename it into place.
+    """Write ``data`` to ``path`` through :func:`atomic_destination`.
 
     Raises:
         SoftsegError: ``path`` exists and ``overwrite`` is false, or the write failed (disk full, no
             permission); the previous file, if any, is left untouched.
     """
-    path = check_writable(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
+        with atomic_destination(path, overwrite) as tmp:
+            write_bytes_synced(tmp, data)
     except OSError as exc:
         raise SoftsegError(f"could not write: {exc.strerror or exc}", path) from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return Path(path)
 
 
 def write_json(path: str | os.PathLike, obj: object, overwrite: bool = False) -> Path:

@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .errors import SoftsegError
+from .files import atomic_destination, write_bytes_synced
 
 FORMAT_NAME = "napari-softseg-model"
 FORMAT_VERSION = 1
@@ -167,22 +167,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     Raises:
         OSError: Writing failed (the caller turns it into a user message).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part"
-    # os.open with mode 0o666 lets the umask decide the permissions, as for any new file
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if tmp.exists():
-            tmp.unlink()
-        raise
-    return path
+    with atomic_destination(path, overwrite=True) as tmp:
+        write_bytes_synced(tmp, data)
+    return Path(path)
 
 
 def save_tensors(path: str | os.PathLike, tensors: dict, metadata: dict | None = None) -> Path:

@@ -12,14 +12,13 @@ stored as ``(X, Y)`` is given a trailing axis of length 1.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import SoftsegError
-from .files import check_writable, default_file_mode
+from .files import atomic_destination, check_writable
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -181,17 +180,10 @@ def save_volume(
     img.header["scl_inter"] = np.nan
     if description:
         img.header["descrip"] = description.encode("ascii", "replace")[:79]
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = ".nii.gz" if str(path).lower().endswith(".gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + suffix, dir=path.parent)
-    os.close(fd)
     try:
-        nib.save(img, tmp)
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
+        with atomic_destination(path, overwrite, suffix=".part" + suffix) as tmp:
+            nib.save(img, tmp)
     except OSError as exc:
         raise SoftsegError(f"could not write: {exc.strerror or exc}", path) from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

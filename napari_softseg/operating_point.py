@@ -206,6 +206,9 @@ class ContourView:
         threshold: Initial threshold.
         planes: Number of trailing axes that form one plane (2: a 3D index result is outlined plane by
             plane along its first axis, as the slices a user scrolls through).
+        outline_volumes: If False, a request spanning more than one plane (what a 3D view asks for) gives an all-zero result without touching the data: a viewer that re-slices a 3D view
+            on every threshold change would otherwise outline the whole volume each time.
+            ``np.asarray(view)`` always outlines everything.
 
     Example:
         >>> p = np.zeros((2, 5, 5), np.float32); p[:, 1:4, 1:4] = 0.8
@@ -213,10 +216,11 @@ class ContourView:
         [[1, 1, 1], [1, 0, 1], [1, 1, 1]]
     """
 
-    def __init__(self, data: np.ndarray, threshold: float = 0.5, planes: int = 2):
+    def __init__(self, data: np.ndarray, threshold: float = 0.5, planes: int = 2, outline_volumes: bool = True):
         self.data = data
         self.threshold = float(threshold)
         self.planes = planes
+        self.outline_volumes = outline_volumes
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -238,8 +242,14 @@ class ContourView:
         return len(self.data)
 
     def __getitem__(self, index) -> np.ndarray:
-        part = np.asarray(self.data[index])
-        mask = part >= self.threshold
+        part = self.data[index]
+        # a viewer asks for one plane as a (1, h, w) block: only more than one plane is a volume
+        if not self.outline_volumes and sum(n > 1 for n in np.shape(part)) > self.planes:
+            return np.broadcast_to(np.uint8(0), np.shape(part))
+        return self._outline(part)
+
+    def _outline(self, part) -> np.ndarray:
+        mask = np.asarray(part) >= self.threshold
         if mask.ndim <= self.planes:
             return mask_boundary(mask).view(np.uint8)
         flat = mask.reshape((-1,) + mask.shape[-self.planes :])
@@ -247,7 +257,7 @@ class ContourView:
         return out.view(np.uint8)
 
     def __array__(self, dtype=None, copy=None):
-        out = self[...]
+        out = self._outline(self.data)
         return out if dtype is None else out.astype(dtype)
 
 

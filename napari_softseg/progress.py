@@ -8,6 +8,7 @@ button. Nothing here imports Qt or napari.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -43,12 +44,16 @@ def drive(gen: Generator[Progress, None, T]) -> T:
             return stop.value
 
 
-def run_with_progress_bar(gen: Generator[Progress, None, T], *, disable: bool = False) -> T:
+def run_with_progress_bar(
+    gen: Generator[Progress, None, T], *, disable: bool = False, announce: tuple[str, ...] = ()
+) -> T:
     """Drive a progress generator with one tqdm bar per stage; return the generator's result.
 
     Args:
         gen: A generator yielding :class:`Progress`.
         disable: Hide the bars (``--quiet``).
+        announce: Stages whose messages are printed as lines (to stderr) instead of drawn as bars,
+            e.g. ``("device",)`` for the device choice and its reason — printed even with ``disable``.
     """
     from tqdm.auto import tqdm
 
@@ -59,6 +64,10 @@ def run_with_progress_bar(gen: Generator[Progress, None, T], *, disable: bool = 
                 event = next(gen)
             except StopIteration as stop:
                 return stop.value
+            if event.stage in announce:
+                if event.message:
+                    tqdm.write(event.message, file=sys.stderr)
+                continue
             bar = bars.get(event.stage)
             if bar is None or (event.total is not None and bar.total != event.total):
                 if bar is not None:

@@ -6,7 +6,6 @@ import nibabel as nib
 import numpy as np
 
 from napari_softseg.cli import main
-from napari_softseg.cli import model_commands
 from napari_softseg.progress import Progress
 
 TINY = ["--base-channels", "4", "--depth", "2", "--batch-size", "4", "--device", "cpu", "--quiet"]
@@ -85,19 +84,13 @@ def test_train_needs_a_dataset_unless_resuming(tmp_path, capsys):
     assert "give the DATASET folder" in capsys.readouterr().err
 
 
-def test_announce_prints_device_lines_and_passes_the_rest(capsys):
+def test_announced_stages_print_lines_and_the_rest_become_bars(capsys):
+    from napari_softseg.progress import run_with_progress_bar
+
     def gen():
         yield Progress("device", 0, None, "device: cpu (because)")
         yield Progress("epoch", 1, 2)
         return "done"
 
-    wrapped = model_commands.announce(gen())
-    events = []
-    while True:
-        try:
-            events.append(next(wrapped))
-        except StopIteration as stop:
-            assert stop.value == "done"
-            break
-    assert [e.stage for e in events] == ["epoch"]
+    assert run_with_progress_bar(gen(), disable=True, announce=("device",)) == "done"
     assert "device: cpu (because)" in capsys.readouterr().err

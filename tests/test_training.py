@@ -152,7 +152,6 @@ def test_validation_from_a_second_dataset(synthetic_2d_dataset, tmp_path):
                          **TINY))
     cfg = load_model(result.model_dir).config
     assert len(cfg.training["train_cases"]) == 4 and cfg.training["val_cases"] == ["case05", "case06"]
-    empty = tmp_path / "noval" / "case01"
     write_qubiq_dataset(tmp_path / "noval", n_cases=1, shape=(32, 32, 1))
     for mask in (tmp_path / "noval").rglob("task01_seg*"):
         mask.rename(mask.with_name(mask.name.replace("task01", "task02")))

@@ -19,11 +19,12 @@ does), for debugging and for scripts without an event loop.
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Callable, Generator
 from typing import Any
 
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QObject, QThreadPool, Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QWidget
 
 from napari_softseg.progress import Progress
@@ -33,6 +34,17 @@ from .workers import ProgressTask, is_alive, run_progress
 
 #: Environment switch: run the docks' background jobs synchronously.
 SYNC_ENV = "NAPARI_SOFTSEG_SYNC"
+
+#: How long the interpreter waits at exit for jobs still running (closing a viewer removes its layers,
+#: which can start one); a worker thread that outlives the interpreter would abort it.
+EXIT_WAIT_MS = 10000
+
+_started_any = False
+
+
+def _wait_at_exit() -> None:
+    if _started_any:
+        QThreadPool.globalInstance().waitForDone(EXIT_WAIT_MS)
 
 
 def synchronous() -> bool:
@@ -135,6 +147,10 @@ class LatestJob(QObject):
                 self._set_busy(False)
 
         self._set_busy(True, message)
+        global _started_any
+        if not _started_any:
+            _started_any = True
+            atexit.register(_wait_at_exit)
         if synchronous():
             self._run_inline(work, returned, errored, finished)
             return generation

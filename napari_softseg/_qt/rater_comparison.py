@@ -532,12 +532,12 @@ class RaterComparison(QWidget):
         """Recompute the annotator's PR point and the disagreement map from the annotation layer.
 
         The mask is copied now; the point and the map are computed in the background and shown when
-        ready (only the latest edit's).
+        ready (only the latest edit's); the previous ones stay until then.
         """
         layer = self.annotation_layer()
         ref = self.current_reference()
-        self.annotation_point = None
         if layer is None or self.session is None or ref is None:
+            self.annotation_point = None
             self.annotation_job.cancel()
             self.annotation_label.setText("Pick or add your annotation layer and draw.")
             self.plot.set_points([], [])
@@ -545,6 +545,8 @@ class RaterComparison(QWidget):
             return
         if not isinstance(layer, Labels) or tuple(layer.data.shape) != tuple(self.session.prediction.shape):
             show_warning(f"Rater comparison: layer {layer.name!r} does not match the soft map's shape")
+            self.annotation_point = None
+            self.annotation_job.cancel()
             return
         session = self.session
         annotation = np.asarray(layer.data) != 0

@@ -20,7 +20,8 @@ keeps moving the overlay; the numbers appear when the curve is ready. Only the l
 is used. :attr:`ThresholdExplorer.ready` is False while a curve is being built.
 
 In 3D (``viewer.dims.ndisplay == 3``) the contour overlay would outline and upload the whole volume on
-every move, so the filled overlay (drawn by the renderer) stands in for it until the view is 2D again.
+every move, so the filled overlay (drawn by the renderer) stands in for it until the view is 2D again
+(the contour layer is hidden, and its view never outlines a volume), and the user is told once.
 
 Keyboard: with the slider focused, arrows step 0.001 and Page Up/Down 0.05; anywhere in the viewer,
 ``[`` / ``]`` step 0.01.
@@ -154,8 +155,6 @@ class ThresholdExplorer(QWidget):
         self.recall_button.clicked.connect(self.apply_recall_preset)
         self.precision_button.clicked.connect(self.apply_precision_preset)
         self._shared.changed.connect(self._on_shared_threshold)
-        # before the viewer re-slices its layers for the new view: a 3D slice of the contour is costly
-        napari_viewer.dims.events.ndisplay.connect(self._before_ndisplay, position="first")
         napari_viewer.dims.events.ndisplay.connect(self._on_ndisplay)
         napari_viewer.layers.events.removed.connect(self._on_layer_removed)
         self._bind_keys()
@@ -372,8 +371,7 @@ class ThresholdExplorer(QWidget):
             return
         self._stats_ready = False
         description = session.describe_reference(ref)
-        self.plot.set_curve([], [], f"computing PR vs {description} …")
-        self._apply(self._threshold)
+        self._apply(self._threshold)     # numbers "…", no marker; the old curve stays until the new one
         self.job.start(
             work, lambda curve: self._on_curve(session, ref, curve), message=f"computing PR curve vs {description} …"
         )
@@ -497,7 +495,7 @@ class ThresholdExplorer(QWidget):
             )
             self.fill_layer.contrast_limits_range = (-1.0, 2.0)
         if mode == "contour" and not self._alive(self.contour_layer):
-            self._contour_view = ContourView(source.data, self._threshold)
+            self._contour_view = ContourView(source.data, self._threshold, outline_volumes=False)
             self.contour_layer = self.viewer.add_image(
                 self._contour_view, name=f"{source.name} contour", colormap=_step_colormap("softseg contour", CONTOUR_COLOR),
                 contrast_limits=(0.0, 1.0), interpolation2d="nearest", opacity=1.0,
@@ -525,15 +523,11 @@ class ThresholdExplorer(QWidget):
         self.update_overlay(self._threshold)
         self._tell_3d()
 
-    def _before_ndisplay(self, event=None) -> None:
-        # runs before the viewer re-slices: a hidden layer is not sliced, so in 3D the contour layer
-        # never outlines (and uploads) the whole volume
-        if self.viewer.dims.ndisplay == 3 and self._alive(self.contour_layer):
-            self.contour_layer.visible = False
-        elif self._alive(self.contour_layer):
-            self._contour_view.threshold = self._threshold
-
     def _on_ndisplay(self, event=None) -> None:
+        # the viewer has re-sliced the layers already: a visible contour layer got an empty volume
+        # (the view does not outline volumes) and is hidden now; the filled overlay stands in for it
+        if self._alive(self.contour_layer):
+            self._contour_view.threshold = self._threshold
         self._ensure_overlays()
         self.update_overlay(self._threshold)
         self._tell_3d()

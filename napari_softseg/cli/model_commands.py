@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from collections.abc import Generator
 from pathlib import Path
 
 EXIT_INTERRUPTED = 130
@@ -85,25 +84,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_predict)
 
 
-def announce(gen: Generator, stages=ANNOUNCED_STAGES) -> Generator:
-    """Print the messages of some stages (the device choice) as lines; pass the other events on."""
-    from tqdm.auto import tqdm
-
-    try:
-        while True:
-            try:
-                event = next(gen)
-            except StopIteration as stop:
-                return stop.value
-            if event.stage in stages:
-                if event.message:
-                    tqdm.write(event.message, file=sys.stderr)
-                continue
-            yield event
-    finally:
-        gen.close()
-
-
 _OPTION_NAMES = (
     "task", "softlabel", "sigma_mm", "loss", "epochs", "max_minutes", "batch_size", "learning_rate", "patch_size",
     "base_channels", "depth", "norm", "context_slices", "slice_axis", "normalization", "ct_window", "val_fraction",
@@ -128,9 +108,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     try:
         result = run_with_progress_bar(
-            announce(train(args.dataset, out, val_dataset=args.val, resume=args.resume, overwrite=args.overwrite,
-                           **values)),
+            train(args.dataset, out, val_dataset=args.val, resume=args.resume, overwrite=args.overwrite, **values),
             disable=args.quiet,
+            announce=ANNOUNCED_STAGES,
         )
     except KeyboardInterrupt:
         if (out / STATE_FILE).is_file():
@@ -155,9 +135,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..progress import run_with_progress_bar
 
     written = run_with_progress_bar(
-        announce(predict_path(args.model, args.input, args.out, device=args.device, tile_size=args.tile_size,
-                              batch_size=args.batch_size, overwrite=args.overwrite, task=args.task)),
+        predict_path(args.model, args.input, args.out, device=args.device, tile_size=args.tile_size,
+                     batch_size=args.batch_size, overwrite=args.overwrite, task=args.task),
         disable=args.quiet,
+        announce=ANNOUNCED_STAGES,
     )
     for path in written:
         print(path)
