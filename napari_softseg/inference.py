@@ -167,19 +167,26 @@ def _predict(network, config: ModelConfig, image: np.ndarray, *, device, tile_si
     network.to(device)
 
     def on(target: str):
-        """The normalised volume (C, S, H, W) and an empty result (S, H, W) on ``target``."""
-        volume = norm.apply_torch(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(target))
-        volume = volume.movedim(1 + axis, 1)
-        return volume, torch.empty(volume.shape[1:], dtype=torch.float32, device=target)
+        """The raw volume (C, S, H, W) on ``target``: no copy on the CPU; batches are normalised as cut."""
+        return torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(target).movedim(1 + axis, 1)
 
-    volume, result = on(device)
+    group = 2 * config.context_slices + 1
+
+    # the map is written batch by batch straight into its final (X, Y, Z) layout on the host: no
+    # whole-volume copy at the end, and a GPU run keeps only the input volume on the device
+    output = np.empty(image.shape[1:], dtype=np.float32)
+    result = np.moveaxis(output, axis, 0)  # (S, H, W) view
+    volume = on(device)
+    stats = norm.statistics(volume)
     n_slices = volume.shape[1]
     start = 0
     while start < n_slices:
         stop = min(start + batch_size, n_slices)
         try:
-            out = forward_logits(network, slice_stack(volume, range(start, stop), config.context_slices), device, tile)
-            result[start:stop] = out if temperature is None else torch.sigmoid(out / temperature)
+            # slice_stack gathers with an index tensor, i.e. a copy: normalising it in place is safe
+            batch = norm.apply_batch_(slice_stack(volume, range(start, stop), config.context_slices), stats, group)
+            out = forward_logits(network, batch, device, tile)
+            result[start:stop] = (out if temperature is None else torch.sigmoid(out / temperature)).cpu().numpy()
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
@@ -196,17 +203,15 @@ def _predict(network, config: ModelConfig, image: np.ndarray, *, device, tile_si
             else:
                 warnings.warn(f"{device} ran out of memory even with 1 slice and {tile}-pixel tiles; "
                               "continuing on the CPU (slower)", RuntimeWarning, stacklevel=3)
-                done = result[:start].cpu()
                 device = "cpu"
                 network.to(device)
-                volume, result = on(device)
-                result[:start] = done
+                volume = on(device)
             yield Progress("slices", start, n_slices, f"out of memory: retrying with batch {batch_size}, "
                            f"tile {tile} on {device}")
             continue
         start = stop
         yield Progress("slices", start, n_slices, f"slice {start}/{n_slices} on {device}")
-    return np.ascontiguousarray(result.movedim(0, axis).cpu().numpy())
+    return output
 
 
 def predict_logits(

@@ -55,25 +55,43 @@ class Normalization:
 
         return self.apply_torch(torch.from_numpy(np.asarray(image, dtype=np.float32))).numpy()
 
-    def apply_torch(self, image):
-        """Normalise a ``(C, ...)`` torch tensor on its own device (CPU or GPU); returns a new float32 tensor.
+    def statistics(self, image) -> list[tuple[float, float]]:
+        """Per channel ``(offset, scale)`` with ``normalised = (x - offset) / scale``.
 
-        One output-sized allocation; the statistics need no copy of the volume.
+        Computed once per volume (a ``(C, ...)`` torch tensor), so a caller can normalise slice batches
+        as it goes instead of holding a normalised copy of the whole volume.
         """
         import torch
 
-        image = image.to(torch.float32)
         if self.mode == "none":
-            return image.clone()
+            return [(0.0, 1.0)] * image.shape[0]
         if self.mode == "ct":
             low, high = self.window
-            return image.clamp(low, high).sub_(low).div_(high - low)
-        out = torch.empty_like(image)
+            return [(low, high - low)] * image.shape[0]
+        stats = []
         for c in range(image.shape[0]):
-            var, mean = torch.var_mean(image[c], correction=0)
+            var, mean = torch.var_mean(image[c].to(torch.float32), correction=0)
             std = float(var) ** 0.5
-            torch.sub(image[c], mean, out=out[c]).div_(std if std > 1e-8 else 1.0)
-        return out
+            stats.append((float(mean), std if std > 1e-8 else 1.0))
+        return stats
+
+    def apply_batch_(self, batch, stats: list[tuple[float, float]], group: int = 1):
+        """Normalise, in place, a float32 ``(N, C * group, ...)`` batch whose channels come in runs of
+        ``group`` per image channel (2.5D context slices); ``stats`` from :meth:`statistics`."""
+        runs = batch.view(batch.shape[0], len(stats), group, *batch.shape[2:])
+        if self.mode == "ct":
+            low, high = self.window
+            runs.clamp_(low, high)
+        for c, (offset, scale) in enumerate(stats):
+            runs[:, c].sub_(offset).div_(scale)
+        return batch
+
+    def apply_torch(self, image):
+        """Normalise a ``(C, ...)`` torch tensor on its own device (CPU or GPU); returns a new float32 tensor."""
+        import torch
+
+        out = image.to(torch.float32, copy=True)
+        return self.apply_batch_(out[None], self.statistics(out))[0]
 
     def to_dict(self) -> dict:
         """JSON-ready form stored in ``config.json``."""

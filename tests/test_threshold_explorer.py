@@ -331,8 +331,6 @@ def test_only_the_latest_request_is_used(explorer, qtbot):
 
 
 def test_painting_a_rater_layer_recomputes_on_its_own(explorer, qtbot):
-    from napari_softseg._qt.threshold_explorer import ThresholdExplorer  # noqa: F401
-
     widget, viewer, soft_layer, soft, masks = explorer
     rater = viewer.layers["rater 1"]
     widget.set_reference(Reference("rater", rater=0))
@@ -392,3 +390,22 @@ def test_synchronous_mode_needs_no_event_loop(make_napari_viewer, monkeypatch):
     assert widget.ready and widget.operating_point() is not None
     ref = masks[2] > 0
     assert widget.operating_point().recall == pytest.approx((ref & (soft >= 0.5)).sum() / ref.sum())
+
+
+def test_make_mask_layer_then_save_writes_the_thresholded_mask(explorer, tmp_path):
+    import nibabel as nib
+
+    from napari_softseg._writer import write_mask
+
+    widget, viewer, soft_layer, soft, masks = explorer
+    widget.set_threshold(0.731)
+    layer = widget.make_mask_layer()
+    assert layer in viewer.layers and layer.data.dtype == np.uint8
+    np.testing.assert_array_equal(layer.data, (np.asarray(soft_layer.data) >= 0.731).astype(np.uint8))
+    assert layer.metadata["softseg"]["provenance"]["threshold"] == pytest.approx(0.731)
+    data, meta, _ = layer.as_layer_data_tuple()
+    written = write_mask(str(tmp_path / "mask.nii.gz"), data, meta)
+    img = nib.load(written[0])
+    saved = np.asarray(img.dataobj)
+    assert saved.dtype == np.uint8 and int(saved.sum()) == int(layer.data.sum())
+    assert b"0.73" in img.header["descrip"].tobytes()

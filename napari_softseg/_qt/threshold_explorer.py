@@ -135,6 +135,12 @@ class ThresholdExplorer(QWidget):
         self.recall_button.setToolTip("Highest threshold that keeps recall at or above the target")
         self.precision_button = QPushButton("precision ≥")
         self.precision_button.setToolTip("Lowest threshold that reaches the target precision")
+        self.mask_button = QPushButton("Make mask layer")
+        self.mask_button.setToolTip(
+            "Add a Labels layer of the voxels at or above the threshold (File ▸ Save writes it as NIfTI with "
+            "the threshold and provenance)"
+        )
+        self.mask_button.clicked.connect(self.make_mask_layer)
 
         self.stat_labels: dict[str, QLabel] = {}
         self.plot = PRCurvePlot(napari_viewer)
@@ -184,6 +190,7 @@ class ThresholdExplorer(QWidget):
         row.addWidget(self.precision_button)
         row.addWidget(self.precision_target)
         layout.addLayout(row)
+        layout.addWidget(self.mask_button)
         layout.addWidget(self.status)
         box = QGroupBox("operating point")
         grid = QGridLayout(box)
@@ -232,6 +239,26 @@ class ThresholdExplorer(QWidget):
         self._sync_controls(t)
         self._apply(t)
         self._shared.set(t)
+
+    def make_mask_layer(self):
+        """Add the mask ``p >= threshold`` of the chosen soft map as a Labels layer; return the layer.
+
+        The layer keeps the soft map's geometry and provenance and records the threshold, so the plugin's
+        mask writer saves a uint8 NIfTI that says how it was made. Nothing happens (with a notification)
+        when no soft map is chosen.
+        """
+        from napari_softseg.layers import mask_layer_from_soft
+
+        layer = self.inputs.soft_layer()
+        if layer is None:
+            show_warning("Threshold explorer: choose a soft map first (an Image layer with values in [0, 1])")
+            return None
+        try:
+            data, kwargs, _ = mask_layer_from_soft(layer, self.threshold)
+        except SoftsegError as exc:
+            notify_exception(exc, action="Threshold explorer")
+            return None
+        return self.viewer.add_labels(data, **kwargs)
 
     def set_reference(self, reference: Reference) -> None:
         """Choose the reference (one of the entries of the reference box)."""
