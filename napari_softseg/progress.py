@@ -75,7 +75,11 @@ def run_with_progress_bar(
                 bar = bars[event.stage] = tqdm(
                     total=event.total, desc=event.stage, disable=disable, leave=True, dynamic_ncols=True
                 )
-            bar.n = event.step
+            if event.step >= bar.n:
+                bar.update(event.step - bar.n)  # update() keeps tqdm's rate estimate honest
+            else:
+                bar.reset(total=event.total)
+                bar.update(event.step)
             postfix = {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in event.metrics.items()}
             if postfix:
                 bar.set_postfix(postfix, refresh=False)
