@@ -271,6 +271,18 @@ def kind_of(layer: Any) -> str | None:
     return softseg_meta(layer).get("kind")
 
 
+def task_of(layer: Any) -> int | None:
+    """The QUBIQ task a layer belongs to (from its provenance), or ``None`` when it does not say."""
+    task = softseg_meta(layer).get("provenance", {}).get("task")
+    return int(task) if isinstance(task, (int, np.integer)) and not isinstance(task, bool) else None
+
+
+def default_task(layers: Any) -> int | None:
+    """The task shown by default among ``layers``: the lowest task any of them names (``None`` if none)."""
+    tasks = [t for t in (task_of(layer) for layer in layers) if t is not None]
+    return min(tasks) if tasks else None
+
+
 def provenance_of(layer_or_metadata: Any) -> dict:
     """Provenance dict of a layer (copy; empty for foreign layers)."""
     return copy.deepcopy(softseg_meta(layer_or_metadata).get("provenance", {}))

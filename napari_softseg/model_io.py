@@ -85,6 +85,15 @@ class ModelConfig:
         from .normalization import Normalization
         from .unet import normalize_architecture  # torch is already needed by any model user
 
+        for name in ("task", "image_channels", "context_slices", "slice_axis"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise SoftsegError(f"{name} must be a whole number, got {value!r}")
+        for name in ("architecture", "normalization", "softlabel", "training", "validation", "software"):
+            if not isinstance(getattr(self, name), dict):
+                raise SoftsegError(f"{name} must be a JSON object, got {getattr(self, name)!r}")
+        if not isinstance(self.temperature, (int, float)) or isinstance(self.temperature, bool):
+            raise SoftsegError(f"temperature must be a number, got {self.temperature!r}")
         if self.slice_axis not in (0, 1, 2):
             raise SoftsegError(f"slice_axis must be 0, 1 or 2, got {self.slice_axis!r}")
         if self.context_slices < 0 or self.image_channels < 1:
@@ -138,7 +147,7 @@ class ModelConfig:
             return cls(**fields)
         except SoftsegError as exc:
             raise SoftsegError(exc.message, path) from None
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:
             raise SoftsegError(f"invalid model config: {exc}", path) from None
 
 

@@ -181,3 +181,18 @@ def test_new_files_respect_umask(tmp_path):
     old = os.umask(0o022)
     os.umask(old)
     assert (tmp_path / "f.json").stat().st_mode & 0o777 == 0o666 & ~old
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("normalization", "zscore", "normalization must be a JSON object"),
+    ("task", "1", "task must be a whole number"),
+    ("softlabel", "mean", "softlabel must be a JSON object"),
+    ("temperature", "1.0", "temperature must be a number"),
+])
+def test_hand_edited_config_with_wrong_types_is_refused(field, value, message):
+    from napari_softseg.model_io import ModelConfig
+
+    data = ModelConfig(architecture={"base_channels": 4, "depth": 2}).to_dict()
+    data[field] = value
+    with pytest.raises(SoftsegError, match=f"cfg.json: {message}"):
+        ModelConfig.from_dict(data, "cfg.json")

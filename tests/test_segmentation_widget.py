@@ -219,6 +219,21 @@ def test_train_offers_the_model_then_predicts(qtbot, viewer_with_case, tmp_path)
     assert PREDICTION_NAME in viewer.layers
 
 
+def test_cancelled_train_offers_the_checkpoint_it_kept(qtbot, viewer_with_case, tmp_path):
+    viewer, widget = viewer_with_case
+    widget.train_overrides = {"base_channels": 4, "depth": 2, "batch_size": 4, "augment": False,
+                              "weights_dtype": "float32"}
+    widget.epochs_spin.setValue(500)
+    widget.device_combo.setCurrentText("cpu")
+    out = tmp_path / "stopped"
+    task = widget.train(out_dir=out)
+    qtbot.waitUntil(lambda: (out / "model.safetensors").is_file(), timeout=TIMEOUT_MS)  # epoch 1 checkpointed
+    widget.cancel()
+    _wait(qtbot, widget)
+    assert task.cancelled
+    assert widget.model_path() == out and "stopped" in widget.status.text() and "--resume" in widget.status.text()
+
+
 def test_run_progress_reports_errors_and_results(qtbot):
     def failing():
         yield Progress("x", 1, 2)
@@ -237,3 +252,21 @@ def test_run_progress_reports_errors_and_results(qtbot):
     results = []
     task = run_progress(working(), description="Job", on_returned=results.append)
     qtbot.waitUntil(lambda: results == [42], timeout=TIMEOUT_MS)
+
+
+def test_case_with_two_tasks_uses_one_task_everywhere(make_napari_viewer, tmp_path):
+    from napari_softseg._qt.threshold_explorer import ThresholdExplorer
+    from napari_softseg._reader import get_reader
+    from napari_softseg.synthetic import write_case
+
+    folder = write_case(tmp_path / "case01", shape=(32, 32, 4), n_raters=3, n_tasks=2, seed=2)
+    viewer = make_napari_viewer()
+    L.add_layer_tuples(viewer, get_reader(str(folder))(str(folder)))
+    widget = SegmentationWidget(viewer)
+    ticked = [layer.name for layer in widget.rater_layers()]
+    assert ticked == ["task 1 rater 1", "task 1 rater 2", "task 1 rater 3"]
+    case = widget._case()
+    assert case.masks.shape[0] == 3
+    explorer = ThresholdExplorer(viewer)
+    assert explorer.inputs.soft_layer().name == "task 1 soft label (mean)"
+    assert [layer.name for layer in explorer.inputs.rater_layers()] == ticked

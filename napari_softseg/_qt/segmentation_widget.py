@@ -240,6 +240,8 @@ class SegmentationWidget(QWidget):
         image_geometry = _geometry_or_none(image)
         self.rater_list.blockSignals(True)
         self.rater_list.clear()
+        # a case with several tasks: by default only the raters of the image's task (or the first task)
+        task = (L.task_of(image) if image is not None else None) or L.default_task(self._label_layers())
         for layer in self._label_layers():
             item = QListWidgetItem(layer.name)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
@@ -247,8 +249,10 @@ class SegmentationWidget(QWidget):
                 checked = self._user_checked[layer.name]
             else:
                 geometry = _geometry_or_none(layer)
-                checked = L.kind_of(layer) == "rater" and (
-                    image_geometry is None or geometry is None or geometry.same_as(image_geometry)
+                checked = (
+                    L.kind_of(layer) == "rater"
+                    and (image_geometry is None or geometry is None or geometry.same_as(image_geometry))
+                    and (task is None or L.task_of(layer) in (None, task))
                 )
             item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
             self.rater_list.addItem(item)
@@ -454,7 +458,16 @@ class SegmentationWidget(QWidget):
             self._report(f"Trained model saved in {model_dir}; selected as '{label}' — press Predict")
             show_info(f"Train: model saved in {model_dir}")
 
-        return self._start(job, "Train", done)
+        def cancelled() -> None:
+            # training checkpoints every epoch: a stopped run keeps its best model so far; offer it
+            if (out_dir / "model.safetensors").is_file() and (out_dir / "config.json").is_file():
+                label = self.add_model(out_dir, label=f"stopped early: {out_dir.name}")
+                self._report(f"Train: stopped; the best model so far is in {out_dir} and selected as '{label}' "
+                             f"(continue with: softseg train --out {out_dir} --resume)")
+            else:
+                self._report("Train: cancelled before the first checkpoint; nothing kept")
+
+        return self._start(job, "Train", done, on_cancelled=cancelled)
 
     def cancel(self) -> None:
         """Stop the running work after its current step."""
@@ -465,13 +478,13 @@ class SegmentationWidget(QWidget):
     # ------------------------------------------------------------------------------------------
     # Helpers
     # ------------------------------------------------------------------------------------------
-    def _start(self, gen, description: str, on_returned) -> ProgressTask:
+    def _start(self, gen, description: str, on_returned, on_cancelled=None) -> ProgressTask:
         self._set_running(True)
         self._report(f"{description}: starting…")
         self.task = run_progress(
             gen, description=description, on_progress=self._on_progress, on_returned=on_returned,
             on_error=lambda exc: self._fail(exc, description),
-            on_cancelled=lambda: self._report(f"{description}: cancelled; no layer changed"),
+            on_cancelled=on_cancelled or (lambda: self._report(f"{description}: cancelled; no layer changed")),
             on_finished=lambda: self._set_running(False), owner=self,
         )
         return self.task

@@ -67,9 +67,12 @@ def soft_map_candidates(viewer) -> list[Image]:
             ranked.append((_SOFT_KINDS.index(kind), layer))
         elif kind is None and np.issubdtype(layer.data.dtype, np.floating):
             ranked.append((2, layer))
-    # most recently added first within a rank (a new prediction wins over an older one)
+    # within a rank: visible before hidden, the first task of a case with several, then the most
+    # recently added (a new prediction wins over an older one)
     order = {id(layer): i for i, layer in enumerate(viewer.layers)}
-    ranked.sort(key=lambda item: (item[0], -order[id(item[1])]))
+    ranked.sort(key=lambda item: (
+        item[0], not item[1].visible, softseg_layers.task_of(item[1]) or 0, -order[id(item[1])]
+    ))
     return [layer for _, layer in ranked]
 
 
@@ -263,10 +266,16 @@ class LayerInputs(QWidget):
         # when the reader's rater layers are there, other Labels layers (e.g. a new empty one to draw
         # in) are listed but not checked until the user checks them
         has_raters = any(softseg_layers.kind_of(layer) == "rater" for layer in self._raters)
+        # a case with several tasks: by default only the raters of the soft map's task (or the first task)
+        task = softseg_layers.task_of(soft) if soft is not None else None
+        if task is None:
+            task = softseg_layers.default_task(self._raters)
         for layer in self._raters:
             item = QListWidgetItem(layer.name)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            default = softseg_layers.kind_of(layer) == "rater" or not has_raters
+            layer_task = softseg_layers.task_of(layer)
+            same_task = task is None or layer_task is None or layer_task == task
+            default = (softseg_layers.kind_of(layer) == "rater" and same_task) or not has_raters
             checked = self._choice.get(id(layer), default)
             item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
             self.rater_list.addItem(item)
