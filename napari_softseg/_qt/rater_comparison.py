@@ -35,7 +35,6 @@ from qtpy.QtWidgets import (
     QHeaderView,
     QLabel,
     QPushButton,
-    QSpinBox,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -62,7 +61,9 @@ from napari_softseg.progress import Progress
 from .background import ComputeStatus, LatestJob
 from .notifications import notify_exception, show_warning
 from .plots import PRCurvePlot
-from .selection import EDIT_DEBOUNCE_MS, HELPER_KEY, LayerInputs, is_helper, scroll_layout, shared_threshold
+from .selection import (
+    EDIT_DEBOUNCE_MS, HELPER_KEY, LayerInputs, ReferencePicker, is_helper, scroll_layout, shared_threshold,
+)
 
 ANNOTATION_NAME = "my annotation"
 HIGHLIGHT = QColor(60, 160, 90, 110)   # translucent green: readable on dark and light themes
@@ -155,9 +156,9 @@ class RaterComparison(QWidget):
         self.annotation_combo = QComboBox()
         self.annotation_combo.setToolTip("Your own mask: a Labels layer of the same shape")
         self.add_button = QPushButton("Add my annotation layer")
-        self.reference_combo = QComboBox()
-        self.k_spin = QSpinBox()
-        self.k_spin.setPrefix("k = ")
+        self.references = ReferencePicker(self._on_reference_changed, soft_first=True)
+        self.reference_combo = self.references.combo
+        self.k_spin = self.references.k_spin
         self.refresh_button = QPushButton("Refresh")
         self.annotation_label = QLabel("–")
         self.annotation_label.setWordWrap(True)
@@ -179,12 +180,9 @@ class RaterComparison(QWidget):
         self.add_button.clicked.connect(self.add_annotation_layer)
         self.refresh_button.clicked.connect(self.refresh)
         self.annotation_combo.currentIndexChanged.connect(self._on_annotation_changed)
-        self.reference_combo.currentIndexChanged.connect(self._on_reference_changed)
-        self.k_spin.valueChanged.connect(self._on_reference_changed)
         napari_viewer.layers.events.inserted.connect(self._fill_annotations)
         napari_viewer.layers.events.removed.connect(self._on_layer_removed)
         self._annotation_layers: list = []
-        self._reference_entries: list[Reference] = []
         self._annotation_reference: Reference | None = None
         self.rebuild()
 
@@ -242,20 +240,7 @@ class RaterComparison(QWidget):
 
     def set_reference(self, reference: Reference) -> None:
         """Reference for the annotator's point: a consensus (``k``), the soft label or a rater."""
-        index = next(
-            (i for i, ref in enumerate(self._reference_entries)
-             if ref.kind == reference.kind and (ref.kind != "rater" or ref.rater == reference.rater)),
-            None,
-        )
-        if index is None:
-            raise SoftsegError(f"reference '{reference.describe()}' is not available for these layers")
-        if reference.kind == "consensus":
-            self.k_spin.blockSignals(True)
-            self.k_spin.setValue(reference.k)
-            self.k_spin.blockSignals(False)
-        if index != self.reference_combo.currentIndex():
-            self.reference_combo.setCurrentIndex(index)
-        else:
+        if not self.references.select(reference):
             self._on_reference_changed()
 
     def model_dice(self, rater: int, threshold: float | None = None) -> float:
@@ -286,8 +271,7 @@ class RaterComparison(QWidget):
                 notify_exception(exc, action="Rater comparison")
             self._show_table()
             self.summary.setText(str(exc) if layer is not None else "Open a soft map and its raters.")
-            self._reference_entries = []
-            self.reference_combo.clear()
+            self.references.clear()
             self._on_reference_changed()
             return
         self.session = ThresholdSession(
@@ -332,39 +316,10 @@ class RaterComparison(QWidget):
 
     def _fill_references(self, previous: Reference | None = None, previous_n: int | None = None) -> None:
         """List the references; keep ``previous`` if the number of raters is unchanged."""
-        n = self.session.n_raters
-        entries: list[Reference] = []
-        if n:
-            entries.append(Reference("consensus", k=default_k(n)))
-            entries.append(Reference("soft"))
-            entries += [Reference("rater", rater=i) for i in range(n)]
-        entries.append(Reference("expected"))
-        self._reference_entries = entries
-        for w in (self.reference_combo, self.k_spin):
-            w.blockSignals(True)
-        self.reference_combo.clear()
-        self.reference_combo.addItems(
-            ["consensus (k of n raters)" if r.kind == "consensus" else self.session.describe_reference(r)
-             for r in entries]
-        )
-        self.k_spin.setRange(1, max(n, 1))
-        self.k_spin.setSuffix(f" of {n}")
-        self.k_spin.setValue(default_k(n) if n else 1)
-        if previous is not None and previous_n == n:
-            for i, ref in enumerate(entries):
-                if ref.kind == previous.kind and (ref.kind != "rater" or ref.rater == previous.rater):
-                    self.reference_combo.setCurrentIndex(i)
-                    if ref.kind == "consensus":
-                        self.k_spin.setValue(previous.k)
-        for w in (self.reference_combo, self.k_spin):
-            w.blockSignals(False)
+        self.references.fill(self.session, previous, previous_n)
 
     def current_reference(self) -> Reference | None:
-        i = self.reference_combo.currentIndex()
-        if self.session is None or not 0 <= i < len(self._reference_entries):
-            return None
-        ref = self._reference_entries[i]
-        return Reference("consensus", k=self.k_spin.value()) if ref.kind == "consensus" else ref
+        return None if self.session is None else self.references.current()
 
     # -- table -------------------------------------------------------------------------------------
     def table_values(self) -> list[tuple[str, float, float]]:

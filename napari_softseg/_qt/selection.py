@@ -395,3 +395,112 @@ def scroll_layout(widget: QWidget) -> QVBoxLayout:
     area.setWidget(content)
     outer.addWidget(area)
     return QVBoxLayout(content)
+
+
+class ReferencePicker:
+    """The reference box and its "k of n" spin box, shared by the Threshold explorer and Rater comparison.
+
+    Entries: the consensus at k of n raters, each rater and the soft label (in an order the dock picks),
+    and the expected precision/recall of the calibrated map, which needs no annotation.
+
+    Args:
+        on_changed: Called when the user picks another reference or k.
+        soft_first: List the soft label before the raters (else after them).
+    """
+
+    def __init__(self, on_changed, *, soft_first: bool = False):
+        from qtpy.QtWidgets import QComboBox, QSpinBox
+
+        self.combo = QComboBox()
+        self.combo.setToolTip("What the soft map is compared with")
+        self.k_spin = QSpinBox()
+        self.k_spin.setPrefix("k = ")
+        self.k_spin.setToolTip("Consensus: voxels marked by at least k of the raters")
+        self.entries: list = []
+        self.soft_first = soft_first
+        self.combo.currentIndexChanged.connect(on_changed)
+        self.k_spin.valueChanged.connect(on_changed)
+
+    def fill(self, session, previous=None, previous_n: int | None = None) -> None:
+        """List the references of ``session``; keep ``previous`` if the number of raters is unchanged."""
+        from napari_softseg.operating_point import Reference, default_k
+
+        n = session.n_raters
+        entries = []
+        if n:
+            raters = [Reference("rater", rater=i) for i in range(n)]
+            soft = [Reference("soft")]
+            entries = [Reference("consensus", k=default_k(n))] + (soft + raters if self.soft_first else raters + soft)
+        entries.append(Reference("expected"))
+        self.entries = entries
+        with _signals_blocked(self.combo, self.k_spin):
+            self.combo.clear()
+            self.combo.addItems(
+                ["consensus (k of n raters)" if r.kind == "consensus" else session.describe_reference(r) for r in entries]
+            )
+            self.k_spin.setRange(1, max(n, 1))
+            self.k_spin.setSuffix(f" of {n}")
+            self.k_spin.setValue(default_k(n) if n else 1)
+            if previous is not None and previous_n == n:
+                index = self.index_of(previous)
+                if index is not None:
+                    self.combo.setCurrentIndex(index)
+                    if previous.kind == "consensus":
+                        self.k_spin.setValue(previous.k)
+
+    def clear(self) -> None:
+        """No references (no soft map)."""
+        self.entries = []
+        self.combo.clear()
+
+    def index_of(self, reference) -> int | None:
+        """Position of ``reference``'s kind (and rater) in the box, or None."""
+        return next(
+            (i for i, ref in enumerate(self.entries)
+             if ref.kind == reference.kind and (ref.kind != "rater" or ref.rater == reference.rater)),
+            None,
+        )
+
+    def current(self):
+        """The chosen reference (with the spin box's k for a consensus), or None."""
+        from napari_softseg.operating_point import Reference
+
+        i = self.combo.currentIndex()
+        if not 0 <= i < len(self.entries):
+            return None
+        ref = self.entries[i]
+        return Reference("consensus", k=self.k_spin.value()) if ref.kind == "consensus" else ref
+
+    def select(self, reference) -> bool:
+        """Choose ``reference``; returns True if the box moved (its change signal then fired).
+
+        Raises:
+            SoftsegError: The reference is not among the entries.
+        """
+        from napari_softseg.errors import SoftsegError
+
+        index = self.index_of(reference)
+        if index is None:
+            raise SoftsegError(f"reference '{reference.describe()}' is not available for these layers")
+        if reference.kind == "consensus":
+            with _signals_blocked(self.k_spin):
+                self.k_spin.setValue(reference.k)
+        if index == self.combo.currentIndex():
+            return False
+        self.combo.setCurrentIndex(index)
+        return True
+
+
+class _signals_blocked:
+    """Block the Qt signals of some widgets inside a ``with`` block."""
+
+    def __init__(self, *widgets):
+        self.widgets = widgets
+
+    def __enter__(self):
+        for w in self.widgets:
+            w.blockSignals(True)
+
+    def __exit__(self, *exc):
+        for w in self.widgets:
+            w.blockSignals(False)

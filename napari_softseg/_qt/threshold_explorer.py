@@ -42,7 +42,6 @@ from qtpy.QtWidgets import (
     QLabel,
     QPushButton,
     QSlider,
-    QSpinBox,
     QWidget,
 )
 from superqt.utils import qdebounced
@@ -53,7 +52,6 @@ from napari_softseg.operating_point import (
     ContourView,
     Reference,
     ThresholdSession,
-    default_k,
     overlay_contrast_limits,
     snap,
     threshold_colormap_controls,
@@ -62,7 +60,7 @@ from napari_softseg.operating_point import (
 from .background import ComputeStatus, LatestJob
 from .notifications import notify_exception, show_info, show_warning
 from .plots import PRCurvePlot
-from .selection import HELPER_KEY, LayerInputs, scroll_layout, shared_threshold
+from .selection import HELPER_KEY, LayerInputs, ReferencePicker, scroll_layout, shared_threshold
 
 OVERLAY_MODES = ("filled", "contour", "none")
 FILL_COLOR = (1.0, 0.85, 0.1)       # amber: visible over gray scans and the inferno soft map
@@ -104,11 +102,9 @@ class ThresholdExplorer(QWidget):
         self._threshold = self._shared.value
 
         self.inputs = LayerInputs(napari_viewer)
-        self.reference_combo = QComboBox()
-        self.reference_combo.setToolTip("What the soft map is compared with")
-        self.k_spin = QSpinBox()
-        self.k_spin.setPrefix("k = ")
-        self.k_spin.setToolTip("Consensus: voxels marked by at least k of the raters")
+        self.references = ReferencePicker(self._on_reference_changed)
+        self.reference_combo = self.references.combo
+        self.k_spin = self.references.k_spin
         self.overlay_combo = QComboBox()
         self.overlay_combo.addItems(OVERLAY_MODES)
         self.overlay_combo.setToolTip("How the mask p >= threshold is drawn")
@@ -146,15 +142,12 @@ class ThresholdExplorer(QWidget):
         self.plot = PRCurvePlot(napari_viewer)
         self.status = ComputeStatus()
         self.job = LatestJob(self, "Threshold explorer", self.status)
-        self._reference_entries: list[Reference] = []
         self._build_layout()
         self._thumbnail_later = qdebounced(self._refresh_thumbnails, timeout=250)
 
         self.inputs.changed.connect(self.rebuild)
         self.inputs.edited.connect(self._on_inputs_edited)
         self.job.busy_changed.connect(self._update_enabled)
-        self.reference_combo.currentIndexChanged.connect(self._on_reference_changed)
-        self.k_spin.valueChanged.connect(self._on_reference_changed)
         self.overlay_combo.currentTextChanged.connect(self._on_overlay_mode)
         self.slider.valueChanged.connect(lambda v: self.set_threshold(v / GRID))
         self.spin.valueChanged.connect(self.set_threshold)
@@ -262,20 +255,7 @@ class ThresholdExplorer(QWidget):
 
     def set_reference(self, reference: Reference) -> None:
         """Choose the reference (one of the entries of the reference box)."""
-        kind_index = next(
-            (i for i, ref in enumerate(self._reference_entries)
-             if ref.kind == reference.kind and (ref.kind != "rater" or ref.rater == reference.rater)),
-            None,
-        )
-        if kind_index is None:
-            raise SoftsegError(f"reference '{reference.describe()}' is not available for these layers")
-        if reference.kind == "consensus":
-            self.k_spin.blockSignals(True)
-            self.k_spin.setValue(reference.k)
-            self.k_spin.blockSignals(False)
-        if self.reference_combo.currentIndex() != kind_index:
-            self.reference_combo.setCurrentIndex(kind_index)
-        else:
+        if not self.references.select(reference):
             self._on_reference_changed()
 
     def apply_recall_preset(self) -> None:
@@ -343,42 +323,11 @@ class ThresholdExplorer(QWidget):
 
     def _fill_references(self, previous: Reference | None = None, previous_n: int | None = None) -> None:
         """List the references for the session; keep ``previous`` if the number of raters is unchanged."""
-        session = self.session
-        entries: list[Reference] = []
-        if session.n_raters:
-            entries.append(Reference("consensus", k=default_k(session.n_raters)))
-            entries += [Reference("rater", rater=i) for i in range(session.n_raters)]
-            entries.append(Reference("soft"))
-        entries.append(Reference("expected"))
-        self._reference_entries = entries
-        for w in (self.reference_combo, self.k_spin):
-            w.blockSignals(True)
-        self.reference_combo.clear()
-        labels = []
-        for ref in entries:
-            labels.append("consensus (k of n raters)" if ref.kind == "consensus" else session.describe_reference(ref))
-        self.reference_combo.addItems(labels)
-        self.k_spin.setRange(1, max(session.n_raters, 1))
-        self.k_spin.setSuffix(f" of {session.n_raters}")
-        self.k_spin.setValue(default_k(session.n_raters) if session.n_raters else 1)
-        if previous is not None and previous_n == session.n_raters:
-            for i, ref in enumerate(entries):
-                if ref.kind == previous.kind and (ref.kind != "rater" or ref.rater == previous.rater):
-                    self.reference_combo.setCurrentIndex(i)
-                    if ref.kind == "consensus":
-                        self.k_spin.setValue(previous.k)
-        for w in (self.reference_combo, self.k_spin):
-            w.blockSignals(False)
+        self.references.fill(self.session, previous, previous_n)
         self._update_enabled()
 
     def _current_reference(self) -> Reference | None:
-        i = self.reference_combo.currentIndex()
-        if self.session is None or not 0 <= i < len(self._reference_entries):
-            return None
-        ref = self._reference_entries[i]
-        if ref.kind == "consensus":
-            ref = Reference("consensus", k=self.k_spin.value())
-        return ref
+        return None if self.session is None else self.references.current()
 
     def _on_reference_changed(self, *args) -> None:
         """Show the statistics against the chosen reference; build its PR curve in the background."""
@@ -434,8 +383,7 @@ class ThresholdExplorer(QWidget):
         self._stats_ready = False
         self._remove_overlays()
         self.inputs_layer = None
-        self.reference_combo.clear()
-        self._reference_entries = []
+        self.references.clear()
         for label in self.stat_labels.values():
             label.setText("–")
         self.plot.set_curve([], [], message)
