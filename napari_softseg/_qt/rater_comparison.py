@@ -309,9 +309,7 @@ class RaterComparison(QWidget):
     def _update_enabled(self, *args) -> None:
         """The reference and Refresh wait for the curves; the threshold and the annotation never do."""
         idle = not self.job.busy
-        ref = self.current_reference()
-        self.reference_combo.setEnabled(idle and self.session is not None)
-        self.k_spin.setEnabled(idle and ref is not None and ref.kind == "consensus")
+        self.references.set_enabled(idle and self.session is not None)
         self.refresh_button.setEnabled(idle)
 
     def _fill_references(self, previous: Reference | None = None, previous_n: int | None = None) -> None:

@@ -471,6 +471,12 @@ class ReferencePicker:
         ref = self.entries[i]
         return Reference("consensus", k=self.k_spin.value()) if ref.kind == "consensus" else ref
 
+    def set_enabled(self, enabled: bool) -> None:
+        """Enable the box (and the k spin box, which applies to a consensus only)."""
+        ref = self.current()
+        self.combo.setEnabled(enabled)
+        self.k_spin.setEnabled(enabled and ref is not None and ref.kind == "consensus")
+
     def select(self, reference) -> bool:
         """Choose ``reference``; returns True if the box moved (its change signal then fired).
 

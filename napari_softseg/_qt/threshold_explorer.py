@@ -371,9 +371,7 @@ class ThresholdExplorer(QWidget):
     def _update_enabled(self, *args) -> None:
         """Reference and presets need a finished PR curve; the slider and overlay never wait."""
         idle = self.session is not None and not self.job.busy
-        ref = self._current_reference()
-        self.reference_combo.setEnabled(idle)
-        self.k_spin.setEnabled(idle and ref is not None and ref.kind == "consensus")
+        self.references.set_enabled(idle)
         for w in (self.recall_button, self.precision_button):
             w.setEnabled(idle)
 
