@@ -2,7 +2,7 @@
 
 Both run the *same* network object with the same weights, in the same process, on the same slices:
 
-- ours: :func:`napari_softseg.inference.predict_array` on a ``(1, 256, 256, N)`` volume, end to end
+- ours: :func:`napari_softseg.model.inference.predict_array` on a ``(1, 256, 256, N)`` volume, end to end
   (normalisation, slicing, forward passes, temperature + sigmoid, result back as numpy);
 - MONAI: ``sliding_window_inference`` over the already-normalised ``(N, 1, 256, 256)`` slices with a
   256x256 window and the same batch size, then sigmoid (it is given the normalisation for free).
@@ -40,9 +40,9 @@ def main(argv=None) -> int:
     import torch
     from monai.inferers import sliding_window_inference
 
-    from napari_softseg.inference import predict_array
-    from napari_softseg.model_io import LoadedModel, ModelConfig, new_network
-    from napari_softseg.normalization import Normalization
+    from napari_softseg.model.inference import predict_array
+    from napari_softseg.model.model_io import LoadedModel, ModelConfig, new_network
+    from napari_softseg.model.normalization import Normalization
     from napari_softseg.progress import drive
 
     torch.manual_seed(0)

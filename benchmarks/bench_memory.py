@@ -57,7 +57,7 @@ def write_case(folder: Path, shape: tuple[int, int, int], n_raters: int) -> Path
 def tiny_model(folder: Path) -> Path:
     import torch
 
-    from napari_softseg.model_io import ModelConfig, new_network, save_model
+    from napari_softseg.model.model_io import ModelConfig, new_network, save_model
 
     torch.manual_seed(0)
     config = ModelConfig(architecture={"base_channels": 4, "depth": 2}, weights_dtype="float32")

@@ -23,7 +23,7 @@ def main() -> None:
 
     from sklearn.metrics import precision_recall_curve
 
-    from napari_softseg.metrics import PRCurve
+    from napari_softseg.analysis.metrics import PRCurve
 
     rng = np.random.default_rng(0)
     n = args.size**3

@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     from qtpy.QtWidgets import QApplication
 
     from napari_softseg._qt.threshold_explorer import ThresholdExplorer
-    from napari_softseg.operating_point import ContourView, Reference, overlay_contrast_limits
+    from napari_softseg.analysis.operating_point import ContourView, Reference, overlay_contrast_limits
 
     size, moves = args.size, args.moves
     t_start = time.perf_counter()

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from . import layers as L
-from .errors import SoftsegError
+from napari_softseg.errors import SoftsegError
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +56,8 @@ def get_reader(path: PathLike | Sequence[PathLike]) -> ReaderFunction | None:
 
 def _readable(path: Path) -> bool:
     """Cheap check: a NIfTI file whose header parses, or a folder holding a case image."""
-    from .dataset import find_case
-    from .nifti import is_nifti_path
+    from napari_softseg.io.dataset import find_case
+    from napari_softseg.io.nifti import is_nifti_path
 
     if path.is_dir():
         try:
@@ -95,8 +95,8 @@ def read_case_folder(path: PathLike) -> list[L.LayerData]:
     With one task the raters are named ``"rater 1"`` ...; with several, ``"task 2 rater 1"`` ... and only
     the first task's layers are visible.
     """
-    from .dataset import find_case, load_case
-    from .softlabels import make_soft_label
+    from napari_softseg.io.dataset import find_case, load_case
+    from napari_softseg.analysis.softlabels import make_soft_label
 
     case = find_case(path)
     tasks = sorted(case.tasks) or [1]
@@ -121,7 +121,7 @@ def read_case_folder(path: PathLike) -> list[L.LayerData]:
 
 
 def _read_sidecar(path: Path) -> dict:
-    from ._writer import sidecar_path
+    from napari_softseg._writer import sidecar_path
 
     side = sidecar_path(path)
     if not side.is_file():
@@ -136,8 +136,8 @@ def _read_sidecar(path: Path) -> dict:
 
 def read_nifti(path: PathLike) -> list[L.LayerData]:
     """Layers of one NIfTI file (see the module docstring for what becomes what)."""
-    from .dataset import MASK_RE, load_image
-    from .nifti import check_finite, load_volume, strip_nifti_suffix
+    from napari_softseg.io.dataset import MASK_RE, load_image
+    from napari_softseg.io.nifti import check_finite, load_volume, strip_nifti_suffix
 
     path = Path(path)
     name = strip_nifti_suffix(path.name)

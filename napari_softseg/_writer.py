@@ -22,16 +22,16 @@ from typing import Any
 import numpy as np
 
 from . import layers as L
-from .errors import SoftsegError
-from .files import atomic_write_bytes
-from .nifti import is_nifti_path
+from napari_softseg.errors import SoftsegError
+from napari_softseg.io.files import atomic_write_bytes
+from napari_softseg.io.nifti import is_nifti_path
 
 SIDECAR_SUFFIX = ".softseg.json"
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:
     """``out.nii.gz`` -> ``out.softseg.json`` (never clobbers a BIDS ``out.json``)."""
-    from .nifti import strip_nifti_suffix
+    from napari_softseg.io.nifti import strip_nifti_suffix
 
     path = Path(path)
     return path.with_name(strip_nifti_suffix(path.name) + SIDECAR_SUFFIX)
@@ -44,7 +44,7 @@ def _nifti_path(path: str | os.PathLike) -> Path:
 
 def _reference(geometry: L.Geometry, provenance: dict):
     """A Volume carrying the geometry, with the source file's header when it matches (units, codes)."""
-    from .nifti import Volume
+    from napari_softseg.io.nifti import Volume
 
     header = None
     source = provenance.get("source")
@@ -94,7 +94,7 @@ def _write_sidecar(path: Path, info: dict) -> Path:
 
 
 def _write(path: str, data: Any, meta: dict, *, kind_default: str, dtype: type) -> list[str]:
-    from .nifti import check_finite, save_volume
+    from napari_softseg.io.nifti import check_finite, save_volume
 
     out = _nifti_path(path)
     state = {**meta, "data": data}

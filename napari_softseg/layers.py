@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import SoftsegError
+from napari_softseg.errors import SoftsegError
 
 KEY = "softseg"
 """Key of this package's entry in ``layer.metadata``."""
@@ -465,7 +465,7 @@ def mask_layer_from_soft(layer: Any, threshold: float) -> LayerData:
 
 
 def geometry_of_case(case) -> Geometry:
-    """Geometry of a :class:`~napari_softseg.dataset.CaseData`."""
+    """Geometry of a :class:`~napari_softseg.io.dataset.CaseData`."""
     return Geometry(case.affine, case.spatial_shape)
 
 
@@ -473,8 +473,8 @@ def case_layers(case, soft_label=None) -> list[LayerData]:
     """Layers of a loaded case: the image, one Labels layer per rater, and the soft label if given.
 
     Args:
-        case: A :class:`~napari_softseg.dataset.CaseData`.
-        soft_label: A :class:`~napari_softseg.softlabels.SoftLabel` built from the case's masks.
+        case: A :class:`~napari_softseg.io.dataset.CaseData`.
+        soft_label: A :class:`~napari_softseg.analysis.softlabels.SoftLabel` built from the case's masks.
     """
     geometry = geometry_of_case(case)
     common = {"case": case.name, "task": case.task}
@@ -562,7 +562,7 @@ def masks_from_layers(layers: Iterable[Any], geometry: Geometry) -> np.ndarray:
 
 
 def case_from_layers(image_layer_: Any, rater_layers_: Sequence[Any], *, name: str | None = None, task: int = 1):
-    """Rebuild a :class:`~napari_softseg.dataset.CaseData` from an Image layer and rater Labels layers.
+    """Rebuild a :class:`~napari_softseg.io.dataset.CaseData` from an Image layer and rater Labels layers.
 
     Args:
         image_layer_: The scan.
@@ -573,7 +573,7 @@ def case_from_layers(image_layer_: Any, rater_layers_: Sequence[Any], *, name: s
     Raises:
         SoftsegError: Wrong layer types or a rater layer whose grid differs from the image's.
     """
-    from .dataset import CaseData
+    from napari_softseg.io.dataset import CaseData
 
     image, geometry = image_from_layer(image_layer_)
     masks = masks_from_layers(rater_layers_, geometry)

@@ -17,7 +17,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .errors import SoftsegError
+from napari_softseg.errors import SoftsegError
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 #: Folder name of the bundled demo dataset under :data:`DATA_DIR`.
@@ -95,13 +95,13 @@ def synthetic_case(
         overwrite: Replace existing files in ``folder``.
 
     Returns:
-        The case folder, ready for :func:`napari_softseg.dataset.load_case`.
+        The case folder, ready for :func:`napari_softseg.io.dataset.load_case`.
 
     Raises:
         ValueError: ``dims`` is not 2 or 3.
         SoftsegError: A file exists and ``overwrite`` is false.
     """
-    from .synthetic import write_case
+    from napari_softseg.synthetic import write_case
 
     if dims not in (2, 3):
         raise ValueError(f"dims must be 2 or 3, got {dims}")

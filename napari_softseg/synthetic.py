@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import SoftsegError
+from napari_softseg.errors import SoftsegError
 
 #: Index of the rater whose boundary is systematically outside the others' (when there are 2+ raters).
 GENEROUS_RATER = 1
@@ -186,7 +186,7 @@ def write_case(
     Raises:
         SoftsegError: A file exists and ``overwrite`` is false.
     """
-    from .nifti import save_volume
+    from napari_softseg.io.nifti import save_volume
 
     folder = Path(folder)
     image, tasks, affine = _phantom(shape, n_raters, seed, n_channels, spacing, n_tasks)

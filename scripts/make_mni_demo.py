@@ -208,7 +208,7 @@ def build(out: Path) -> dict:
     """Write the whole dataset into ``out`` (which must not exist) and return the recipe."""
     import nibabel.openers
 
-    from napari_softseg.nifti import save_volume
+    from napari_softseg.io.nifti import save_volume
 
     nibabel.openers.Opener.default_compresslevel = 9  # smallest files; the data are fixed
     rng = np.random.default_rng(SEED)

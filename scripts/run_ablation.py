@@ -36,12 +36,12 @@ METHODS = ("mean", "smoothed", "majority")
 
 
 def evaluate_model(model_dir: Path, cases) -> dict:
-    """Held-out numbers of one model over a list of :class:`napari_softseg.dataset.Case`."""
-    from napari_softseg.calibration import sigmoid
-    from napari_softseg.dataset import load_case
-    from napari_softseg.inference import predict_logits
-    from napari_softseg.metrics import evaluate_case, expected_calibration_error, qubiq_score, reliability
-    from napari_softseg.model_io import load_model
+    """Held-out numbers of one model over a list of :class:`napari_softseg.io.dataset.Case`."""
+    from napari_softseg.model.calibration import sigmoid
+    from napari_softseg.io.dataset import load_case
+    from napari_softseg.model.inference import predict_logits
+    from napari_softseg.analysis.metrics import evaluate_case, expected_calibration_error, qubiq_score, reliability
+    from napari_softseg.model.model_io import load_model
     from napari_softseg.progress import drive
 
     model = load_model(model_dir)
@@ -118,9 +118,9 @@ def plot_reliability(results: dict, title: str, path: Path) -> None:
 
 
 def run(dataset: Path, name: str, work: Path, train_args: dict, img_dir: Path) -> dict:
-    from napari_softseg.dataset import discover
+    from napari_softseg.io.dataset import discover
     from napari_softseg.progress import drive
-    from napari_softseg.training import train
+    from napari_softseg.model.training import train
 
     held_out = discover(dataset).split("Validation")
     results = {}

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from napari_softseg.cli import main
-from napari_softseg.metrics import qubiq_score
+from napari_softseg.analysis.metrics import qubiq_score
 from conftest import write_nifti
 
 

@@ -33,7 +33,7 @@ def test_train_then_predict_then_evaluate(synthetic_2d_dataset, tmp_path, capsys
 
 
 def test_cuda_without_cuda_is_a_one_line_error(synthetic_2d_dataset, tmp_path, capsys, monkeypatch):
-    from napari_softseg import device
+    from napari_softseg.model import device
 
     monkeypatch.setattr(device, "_cuda_available", lambda: False)
     code = main(["train", str(synthetic_2d_dataset), "--out", str(tmp_path / "m"), "--device", "cuda", "--quiet"])
@@ -56,7 +56,7 @@ def test_predict_refuses_existing_output_and_foreign_checkpoint(synthetic_2d_dat
 
 
 def test_ctrl_c_keeps_the_checkpoint_and_prints_how_to_resume(synthetic_2d_dataset, tmp_path, capsys, monkeypatch):
-    from napari_softseg import training
+    from napari_softseg.model import training
 
     real_train = training.train
 

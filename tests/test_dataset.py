@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from napari_softseg.dataset import binarize_mask, discover, find_case, load_case, load_image
+from napari_softseg.io.dataset import binarize_mask, discover, find_case, load_case, load_image
 from napari_softseg.errors import SoftsegError
 from napari_softseg.synthetic import write_qubiq_dataset
 from conftest import write_nifti
@@ -220,7 +220,7 @@ def test_duplicate_rater_is_refused_and_hidden_files_ignored(make_case):
 def test_spacing_comes_from_the_affine(tmp_path):
     import nibabel as nib
 
-    from napari_softseg.nifti import load_volume
+    from napari_softseg.io.nifti import load_volume
 
     img = nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.diag([2.0, 2.0, 3.0, 1.0]))
     img.header.set_zooms((1.0, 1.0, 1.0))  # some converters leave pixdim at 1

@@ -17,7 +17,7 @@ def tiny_model(tmp_path_factory):
     """An untrained small U-Net; the demo must work with any model folder (--model)."""
     import torch
 
-    from napari_softseg.model_io import ModelConfig, new_network, save_model
+    from napari_softseg.model.model_io import ModelConfig, new_network, save_model
 
     torch.manual_seed(0)
     config = ModelConfig(architecture={"base_channels": 4, "depth": 2})

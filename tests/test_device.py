@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from napari_softseg import device as device_mod
-from napari_softseg.device import DeviceChoice, available_devices, resolve_device
+from napari_softseg.model import device as device_mod
+from napari_softseg.model.device import DeviceChoice, available_devices, resolve_device
 from napari_softseg.errors import SoftsegError
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

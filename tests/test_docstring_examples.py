@@ -5,8 +5,9 @@ import importlib
 
 import pytest
 
-CORE = ["errors", "nifti", "files", "dataset", "softlabels", "metrics", "normalization", "operating_point",
-        "disagreement", "progress"]
+CORE = ["errors", "io.nifti", "io.files", "io.dataset", "analysis.softlabels", "analysis.metrics",
+        "model.normalization", "analysis.operating_point",
+        "analysis.disagreement", "progress"]
 
 
 @pytest.mark.parametrize("name", CORE)

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from napari_softseg import inference
-from napari_softseg.calibration import sigmoid
+from napari_softseg.model import inference
+from napari_softseg.model.calibration import sigmoid
 from napari_softseg.errors import SoftsegError
-from napari_softseg.inference import forward_logits, predict_array, predict_logits, predict_path, slice_stack
-from napari_softseg.model_io import LoadedModel, ModelConfig, new_network, save_model
+from napari_softseg.model.inference import forward_logits, predict_array, predict_logits, predict_path, slice_stack
+from napari_softseg.model.model_io import LoadedModel, ModelConfig, new_network, save_model
 from napari_softseg.progress import drive
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -232,7 +232,7 @@ def test_cuda_prediction_matches_cpu():
 
 
 def test_normalisation_zscore_per_channel_and_ct_window():
-    from napari_softseg.normalization import Normalization
+    from napari_softseg.model.normalization import Normalization
 
     rng = np.random.default_rng(7)
     image = np.stack([rng.normal(100, 20, (8, 8, 3)), rng.normal(-5, 0.5, (8, 8, 3))]).astype(np.float32)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from napari_softseg.errors import SoftsegError
-from napari_softseg.metrics import (
+from napari_softseg.analysis.metrics import (
     QUBIQ_THRESHOLDS,
     PRCurve,
     dice,
@@ -209,7 +209,7 @@ def test_api_accepts_0_255_masks_like_0_1():
     assert qubiq_score(soft, masks * 255) == qubiq_score(soft, masks)
     a, b = evaluate_case(soft, masks * 255), evaluate_case(soft, masks)
     assert a["ece"] == b["ece"] == pytest.approx(0, abs=1e-7)
-    from napari_softseg.softlabels import make_soft_label
+    from napari_softseg.analysis.softlabels import make_soft_label
 
     np.testing.assert_array_equal(make_soft_label(masks * 255).data, soft)
 

@@ -10,9 +10,9 @@ import pickle
 import pytest
 import torch
 
-from napari_softseg import model_io
+from napari_softseg.model import model_io
 from napari_softseg.errors import SoftsegError
-from napari_softseg.model_io import ModelConfig, load_model, new_network, read_config, save_model
+from napari_softseg.model.model_io import ModelConfig, load_model, new_network, read_config, save_model
 
 
 def _config(**kw):
@@ -190,7 +190,7 @@ def test_new_files_respect_umask(tmp_path):
     ("temperature", "1.0", "temperature must be a number"),
 ])
 def test_hand_edited_config_with_wrong_types_is_refused(field, value, message):
-    from napari_softseg.model_io import ModelConfig
+    from napari_softseg.model.model_io import ModelConfig
 
     data = ModelConfig(architecture={"base_channels": 4, "depth": 2}).to_dict()
     data[field] = value

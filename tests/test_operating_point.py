@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_softseg.metrics import leave_one_rater_out
-from napari_softseg.operating_point import (
+from napari_softseg.analysis.metrics import leave_one_rater_out
+from napari_softseg.analysis.operating_point import (
     OVERLAY_SWITCH,
     OVERLAY_WIDTH,
     ContourView,
@@ -230,7 +230,7 @@ def test_others_consensus_gives_leave_one_out_model_dice(case):
         others = others_consensus(masks, i)
         expected = (np.delete(masks, i, 0).sum(0) >= 2)   # ceil(3 / 2) = 2 of the other 3
         np.testing.assert_array_equal(others, expected)
-        from napari_softseg.metrics import PRCurve
+        from napari_softseg.analysis.metrics import PRCurve
 
         assert PRCurve(soft, others).at(0.4).dice == pytest.approx(row.model_dice_vs_same)
     assert session.n_raters == 4

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from _analysis_case import Notifications, counts, open_case, wait_ready
 
-from napari_softseg.disagreement import agreement_colors, disagreement_map, summarize
-from napari_softseg.metrics import dice, leave_one_rater_out
-from napari_softseg.operating_point import Reference
+from napari_softseg.analysis.disagreement import agreement_colors, disagreement_map, summarize
+from napari_softseg.analysis.metrics import dice, leave_one_rater_out
+from napari_softseg.analysis.operating_point import Reference
 
 
 # -- Qt-free: disagreement map ---------------------------------------------------------------------

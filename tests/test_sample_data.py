@@ -129,7 +129,7 @@ def test_bundled_data_stay_within_the_size_budget():
 
 
 def test_the_data_layer_discovers_the_demo_dataset():
-    dataset = pytest.importorskip("napari_softseg.dataset")
+    dataset = pytest.importorskip("napari_softseg.io.dataset")
     found = dataset.discover(demo_dataset_path())
     assert not found.problems
     assert len(found.split("Training")) == 12 and len(found.split("Validation")) == 4

@@ -20,7 +20,7 @@ TIMEOUT_MS = 60_000
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     """An untrained 2-level U-Net with 4 base channels, saved like any model (fast on the CPU)."""
-    from napari_softseg.model_io import ModelConfig, new_network, save_model
+    from napari_softseg.model.model_io import ModelConfig, new_network, save_model
 
     import torch
 
@@ -68,7 +68,7 @@ def test_auto_detects_image_and_raters(viewer_with_case):
 
 
 def test_device_auto_says_what_and_why(viewer_with_case):
-    from napari_softseg.device import resolve_device
+    from napari_softseg.model.device import resolve_device
 
     _, widget = viewer_with_case
     assert widget.device_combo.currentText() == "auto"
@@ -78,7 +78,7 @@ def test_device_auto_says_what_and_why(viewer_with_case):
 
 @pytest.mark.parametrize("method", ["mean", "majority"])
 def test_build_soft_label_matches_core(viewer_with_case, method):
-    from napari_softseg.softlabels import make_soft_label
+    from napari_softseg.analysis.softlabels import make_soft_label
 
     viewer, widget = viewer_with_case
     case = synthetic_case_data()
@@ -94,8 +94,8 @@ def test_build_soft_label_matches_core(viewer_with_case, method):
 
 
 def test_predict_adds_soft_map_equal_to_engine(qtbot, viewer_with_case, tiny_model):
-    from napari_softseg.inference import predict_array
-    from napari_softseg.model_io import load_model
+    from napari_softseg.model.inference import predict_array
+    from napari_softseg.model.model_io import load_model
 
     viewer, widget = viewer_with_case
     label = widget.add_model(tiny_model, label="tiny")
@@ -145,7 +145,7 @@ def test_bad_inputs_notify_and_change_nothing(qtbot, viewer_with_case, notificat
 
 
 def test_wrong_channel_count_is_reported(qtbot, make_napari_viewer, tmp_path, notifications):
-    from napari_softseg.model_io import ModelConfig, new_network, save_model
+    from napari_softseg.model.model_io import ModelConfig, new_network, save_model
 
     config = ModelConfig(architecture={"base_channels": 4, "depth": 1}, image_channels=2)
     model = save_model(tmp_path / "two", new_network(config), config)

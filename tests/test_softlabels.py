@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from napari_softseg.errors import SoftsegError
-from napari_softseg.softlabels import (
+from napari_softseg.analysis.softlabels import (
     METHODS,
     agreement_map,
     consensus,

@@ -263,7 +263,7 @@ def test_invalid_layout_and_counts(tmp_path):
 
 
 def test_discover_and_load_case_read_the_2020_layout(tmp_path):
-    dataset = pytest.importorskip("napari_softseg.dataset")
+    dataset = pytest.importorskip("napari_softseg.io.dataset")
     root = write_qubiq_dataset(tmp_path / "ds", n_cases=2, n_validation=1, shape=(48, 48, 12),
                                rater_counts=[3, 5, 2])
     found = dataset.discover(root)
@@ -279,7 +279,7 @@ def test_discover_and_load_case_read_the_2020_layout(tmp_path):
 
 
 def test_discover_reads_the_pancreas_layout(tmp_path):
-    dataset = pytest.importorskip("napari_softseg.dataset")
+    dataset = pytest.importorskip("napari_softseg.io.dataset")
     root = write_qubiq_dataset(tmp_path / "pancreas", n_cases=3, shape=(32, 32, 8), layout="pancreas")
     found = dataset.discover(root)
     assert sorted(c.name for c in found.cases) == ["case1-1", "case1-2", "case2-1"]
@@ -288,7 +288,7 @@ def test_discover_reads_the_pancreas_layout(tmp_path):
 
 @pytest.mark.parametrize("n_channels, squeeze", [(1, True), (1, False), (4, True), (4, False)])
 def test_load_case_reads_2d_storage_variants(tmp_path, n_channels, squeeze):
-    dataset = pytest.importorskip("napari_softseg.dataset")
+    dataset = pytest.importorskip("napari_softseg.io.dataset")
     root = write_qubiq_dataset(tmp_path / "ds", n_cases=1, n_channels=n_channels, squeeze_2d=squeeze)
     data = dataset.load_case(root / "Training/case01")
     image, masks, _ = make_phantom(SHAPE_2D, seed=[0, 0], n_channels=n_channels)
@@ -298,7 +298,7 @@ def test_load_case_reads_2d_storage_variants(tmp_path, n_channels, squeeze):
 
 
 def test_load_case_reads_3d_multichannel(tmp_path):
-    dataset = pytest.importorskip("napari_softseg.dataset")
+    dataset = pytest.importorskip("napari_softseg.io.dataset")
     root = write_qubiq_dataset(tmp_path / "ds", n_cases=1, shape=(32, 32, 8), n_channels=3)
     data = dataset.load_case(root / "Training/case01")
     image, masks, _ = make_phantom((32, 32, 8), seed=[0, 0], n_channels=3)

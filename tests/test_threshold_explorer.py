@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from _analysis_case import SPACING, Notifications, boundary, counts, open_case, wait_ready
 
-from napari_softseg.operating_point import Reference, overlay_contrast_limits
+from napari_softseg.analysis.operating_point import Reference, overlay_contrast_limits
 
 
 @pytest.fixture
@@ -350,7 +350,7 @@ def test_painting_a_rater_layer_recomputes_on_its_own(explorer, qtbot):
 
 
 def test_contour_falls_back_to_filled_in_3d(explorer, notes, monkeypatch):
-    import napari_softseg.operating_point as op_module
+    import napari_softseg.analysis.operating_point as op_module
 
     widget, viewer, soft_layer, soft, masks = explorer
     widget.set_overlay_mode("contour")

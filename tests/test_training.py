@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from napari_softseg import model_io
-from napari_softseg.augmentation import AugmentationSettings, augment_batch
-from napari_softseg.calibration import fit_temperature
+from napari_softseg.model import model_io
+from napari_softseg.model.augmentation import AugmentationSettings, augment_batch
+from napari_softseg.model.calibration import fit_temperature
 from napari_softseg.errors import SoftsegError
-from napari_softseg.model_io import load_model, load_tensors
+from napari_softseg.model.model_io import load_model, load_tensors
 from napari_softseg.progress import drive
 from napari_softseg.synthetic import write_qubiq_dataset
-from napari_softseg.training import STATE_FILE, TrainOptions, _loss, read_training_state, train
+from napari_softseg.model.training import STATE_FILE, TrainOptions, _loss, read_training_state, train
 
 TINY = dict(base_channels=4, depth=2, batch_size=4, device="cpu")
 

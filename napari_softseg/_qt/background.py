@@ -29,8 +29,8 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QWidget
 
 from napari_softseg.progress import Progress
 
-from .notifications import notify_exception
-from .workers import ProgressTask, is_alive, run_progress
+from napari_softseg._qt.notifications import notify_exception
+from napari_softseg._qt.workers import ProgressTask, is_alive, run_progress
 
 #: Environment switch: run the docks' background jobs synchronously.
 SYNC_ENV = "NAPARI_SOFTSEG_SYNC"

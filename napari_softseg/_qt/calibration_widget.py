@@ -3,8 +3,8 @@
 For the chosen soft map and raters, shows the reliability diagram (10 equal-width bins of the
 prediction: mean prediction against the mean target in each bin) and the expected calibration error
 (ECE), against the soft label (mean of the raters — what a calibrated soft-label model should match)
-and against each rater's hard mask. Uses :func:`~napari_softseg.metrics.reliability` and
-:func:`~napari_softseg.metrics.expected_calibration_error`.
+and against each rater's hard mask. Uses :func:`~napari_softseg.analysis.metrics.reliability` and
+:func:`~napari_softseg.analysis.metrics.expected_calibration_error`.
 
 The bins are computed off the GUI thread (:class:`~napari_softseg._qt.background.LatestJob`) when the
 layers change or a rater's mask is painted (once the user pauses); the dock says "computing …" and
@@ -25,14 +25,14 @@ from qtpy.QtWidgets import (
 )
 
 from napari_softseg.errors import SoftsegError
-from napari_softseg.metrics import expected_calibration_error, reliability
+from napari_softseg.analysis.metrics import expected_calibration_error, reliability
 from napari_softseg.progress import Progress
-from napari_softseg.softlabels import weighted_mean
+from napari_softseg.analysis.softlabels import weighted_mean
 
-from .background import ComputeStatus, LatestJob
-from .notifications import notify_exception
-from .plots import ReliabilityPlot
-from .selection import LayerInputs, scroll_layout
+from napari_softseg._qt.background import ComputeStatus, LatestJob
+from napari_softseg._qt.notifications import notify_exception
+from napari_softseg._qt.plots import ReliabilityPlot
+from napari_softseg._qt.selection import LayerInputs, scroll_layout
 
 N_BINS = 10
 SOFT_LABEL = "soft label (mean of raters)"

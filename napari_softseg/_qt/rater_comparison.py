@@ -1,14 +1,14 @@
 """Rater comparison: each rater against the others, the model against the same consensus, and you.
 
 * **Table** — for each rater, the Dice of that rater against the consensus of the other raters
-  (leave-one-rater-out, :func:`~napari_softseg.metrics.leave_one_rater_out`) and the Dice of the model's
+  (leave-one-rater-out, :func:`~napari_softseg.analysis.metrics.leave_one_rater_out`) and the Dice of the model's
   mask ``p >= threshold`` against that same consensus. The better of the two is highlighted in each
   row. The threshold is the one shared with the threshold explorer; the model column comes from one PR
   curve per left-out rater, so it follows the slider without recounting voxels.
 * **Annotator** — pick (or add) your own Labels layer and draw. Your mask becomes a point on the model's
   PR curve against the chosen reference, next to the model's current operating point, and a
   disagreement map layer shows where you differ from the raters' consensus, coloured by how many raters
-  agree with you there (:func:`~napari_softseg.disagreement.disagreement_map`). Painting updates it
+  agree with you there (:func:`~napari_softseg.analysis.disagreement.disagreement_map`). Painting updates it
   once you pause (300 ms); *Refresh* recomputes on demand.
 
 All of it is computed off the GUI thread (:class:`~napari_softseg._qt.background.LatestJob`), in two
@@ -43,10 +43,10 @@ from qtpy.QtWidgets import (
 from superqt.utils import qdebounced
 
 from napari_softseg import layers as softseg_layers
-from napari_softseg.disagreement import agreement_colors, disagreement_map, summarize
+from napari_softseg.analysis.disagreement import agreement_colors, disagreement_map, summarize
 from napari_softseg.errors import SoftsegError
-from napari_softseg.metrics import PRCurve, leave_one_rater_out
-from napari_softseg.operating_point import (
+from napari_softseg.analysis.metrics import PRCurve, leave_one_rater_out
+from napari_softseg.analysis.operating_point import (
     GRID,
     Reference,
     ThresholdSession,
@@ -58,10 +58,10 @@ from napari_softseg.operating_point import (
 )
 from napari_softseg.progress import Progress
 
-from .background import ComputeStatus, LatestJob
-from .notifications import notify_exception, show_warning
-from .plots import PRCurvePlot
-from .selection import (
+from napari_softseg._qt.background import ComputeStatus, LatestJob
+from napari_softseg._qt.notifications import notify_exception, show_warning
+from napari_softseg._qt.plots import PRCurvePlot
+from napari_softseg._qt.selection import (
     EDIT_DEBOUNCE_MS, HELPER_KEY, LayerInputs, ReferencePicker, is_helper, scroll_layout, shared_threshold,
 )
 

@@ -5,13 +5,13 @@ The dock works on layers already in the viewer:
 * **Case** — the image layer and the rater Labels layers. After a case folder or sample is opened they
   are picked automatically (from the kinds the reader records in ``metadata["softseg"]``); the user can
   change both.
-* **Soft label** — a method from :data:`napari_softseg.softlabels.METHODS` (and sigma for smoothing):
+* **Soft label** — a method from :data:`napari_softseg.analysis.softlabels.METHODS` (and sigma for smoothing):
   *Build soft label* adds the soft-label layer (or updates the one it made before, saying so).
 * **Model and device** — the bundled demo model or a model folder; ``auto`` shows the device it picks and
   why (CUDA → MPS → CPU).
-* **Predict** runs :func:`napari_softseg.inference.predict_array` in a worker (progress bar, *Cancel*) and
+* **Predict** runs :func:`napari_softseg.model.inference.predict_array` in a worker (progress bar, *Cancel*) and
   adds the soft prediction (inferno, contrast 0–1, provenance in its metadata).
-* **Train** runs :func:`napari_softseg.training.train` on the case in the viewer the same way (progress per
+* **Train** runs :func:`napari_softseg.model.training.train` on the case in the viewer the same way (progress per
   epoch, *Cancel*) and then offers the trained model in the model list.
 
 Controls are disabled while work runs. Bad input (no image layer, a rater layer of another shape, no
@@ -62,8 +62,8 @@ PREDICTION_NAME = "soft prediction"
 def _predict_job(model_path: Path, image: np.ndarray, device: str, source: str | None
                  ) -> Generator[Progress, None, tuple[np.ndarray, dict]]:
     """Load the model and predict; returns the soft map and facts for the provenance."""
-    from napari_softseg.inference import predict_array
-    from napari_softseg.model_io import load_model
+    from napari_softseg.model.inference import predict_array
+    from napari_softseg.model.model_io import load_model
 
     yield Progress("load", 0, None, "loading model")
     model = load_model(model_path)
@@ -91,7 +91,7 @@ class SegmentationWidget(QWidget):
         self._user_checked: dict[str, bool] = {}
         self._models: dict[str, Path] = {}
         self._device_choice = None
-        #: Extra :class:`~napari_softseg.training.TrainOptions` fields for Train (e.g. ``{"depth": 2}``).
+        #: Extra :class:`~napari_softseg.model.training.TrainOptions` fields for Train (e.g. ``{"depth": 2}``).
         self.train_overrides: dict[str, Any] = {}
         self._build_ui()
         self._fill_models()
@@ -123,7 +123,7 @@ class SegmentationWidget(QWidget):
 
         soft_box = QGroupBox("Soft label")
         soft_form = QFormLayout(soft_box)
-        from napari_softseg.softlabels import METHODS
+        from napari_softseg.analysis.softlabels import METHODS
 
         self.method_combo = QComboBox()
         self.method_combo.addItems(list(METHODS))
@@ -325,7 +325,7 @@ class SegmentationWidget(QWidget):
             self.model_info.setText("No model chosen: Browse… for a folder with model.safetensors + config.json.")
             return
         try:
-            from napari_softseg.model_io import read_config
+            from napari_softseg.model.model_io import read_config
 
             config = read_config(path)
         except SoftsegError as exc:
@@ -337,7 +337,7 @@ class SegmentationWidget(QWidget):
         )
 
     def _fill_devices(self) -> None:
-        from napari_softseg.device import available_devices
+        from napari_softseg.model.device import available_devices
 
         self.device_combo.blockSignals(True)
         self.device_combo.clear()
@@ -346,7 +346,7 @@ class SegmentationWidget(QWidget):
         self._on_device_changed(self.device_combo.currentText())
 
     def _on_device_changed(self, name: str) -> None:
-        from napari_softseg.device import resolve_device
+        from napari_softseg.model.device import resolve_device
 
         try:
             self._device_choice = resolve_device(name)
@@ -368,7 +368,7 @@ class SegmentationWidget(QWidget):
 
     def build_soft_label(self) -> Image | None:
         """Build the soft label from the ticked raters with the chosen method; returns its layer."""
-        from napari_softseg.softlabels import make_soft_label
+        from napari_softseg.analysis.softlabels import make_soft_label
 
         try:
             case = self._case()
@@ -537,8 +537,8 @@ def _train_job(case, out_dir: Path, **options: Any) -> Generator[Progress, None,
     The layers are written (not their source files) so edits made in the viewer are learned. With a single
     case there is nothing to validate on, so the last epoch is kept (``val_fraction=0``).
     """
-    from napari_softseg.nifti import save_volume
-    from napari_softseg.training import train
+    from napari_softseg.io.nifti import save_volume
+    from napari_softseg.model.training import train
 
     yield Progress("setup", 0, None, "writing the case for training")
     with tempfile.TemporaryDirectory(prefix="softseg-train-") as tmp:

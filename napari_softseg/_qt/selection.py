@@ -423,7 +423,7 @@ class ReferencePicker:
 
     def fill(self, session, previous=None, previous_n: int | None = None) -> None:
         """List the references of ``session``; keep ``previous`` if the number of raters is unchanged."""
-        from napari_softseg.operating_point import Reference, default_k
+        from napari_softseg.analysis.operating_point import Reference, default_k
 
         n = session.n_raters
         entries = []
@@ -463,7 +463,7 @@ class ReferencePicker:
 
     def current(self):
         """The chosen reference (with the spin box's k for a consensus), or None."""
-        from napari_softseg.operating_point import Reference
+        from napari_softseg.analysis.operating_point import Reference
 
         i = self.combo.currentIndex()
         if not 0 <= i < len(self.entries):

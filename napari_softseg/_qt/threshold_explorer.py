@@ -1,13 +1,13 @@
 """Threshold explorer: drag one slider over a calibrated soft map and watch the operating point.
 
-The widget is a thin view of :class:`~napari_softseg.operating_point.ThresholdSession`. A slider move
+The widget is a thin view of :class:`~napari_softseg.analysis.operating_point.ThresholdSession`. A slider move
 costs (see ``benchmarks/bench_slider.py`` and docs/benchmarks.md):
 
 * **numbers**: an O(1) look-up in the precomputed PR curve of the chosen reference;
 * **filled overlay**: a second Image layer shows the *same* soft-map array (no copy) through a
   two-colour colormap; the threshold is its contrast limits, so the renderer applies it and nothing is
   thresholded on the CPU;
-* **contour overlay**: an Image layer over a :class:`~napari_softseg.operating_point.ContourView`; napari
+* **contour overlay**: an Image layer over a :class:`~napari_softseg.analysis.operating_point.ContourView`; napari
   asks it for the displayed slice only, so a move outlines one slice (and scrolling re-outlines the new
   slice);
 * **PR-curve marker**: moved by blitting, throttled; the curve is drawn only when the reference changes.
@@ -47,7 +47,7 @@ from qtpy.QtWidgets import (
 from superqt.utils import qdebounced
 
 from napari_softseg.errors import SoftsegError
-from napari_softseg.operating_point import (
+from napari_softseg.analysis.operating_point import (
     GRID,
     ContourView,
     Reference,
@@ -57,10 +57,10 @@ from napari_softseg.operating_point import (
     threshold_colormap_controls,
 )
 
-from .background import ComputeStatus, LatestJob
-from .notifications import notify_exception, show_info, show_warning
-from .plots import PRCurvePlot
-from .selection import HELPER_KEY, LayerInputs, ReferencePicker, scroll_layout, shared_threshold
+from napari_softseg._qt.background import ComputeStatus, LatestJob
+from napari_softseg._qt.notifications import notify_exception, show_info, show_warning
+from napari_softseg._qt.plots import PRCurvePlot
+from napari_softseg._qt.selection import HELPER_KEY, LayerInputs, ReferencePicker, scroll_layout, shared_threshold
 
 OVERLAY_MODES = ("filled", "contour", "none")
 FILL_COLOR = (1.0, 0.85, 0.1)       # amber: visible over gray scans and the inferno soft map

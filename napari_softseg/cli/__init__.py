@@ -13,7 +13,7 @@ import importlib
 import sys
 
 from .. import __version__
-from ..errors import SoftsegCancelled, SoftsegError
+from napari_softseg.errors import SoftsegCancelled, SoftsegError
 
 #: Modules under ``napari_softseg.cli`` that add subcommands, in ``--help`` order.
 COMMAND_MODULES = ("data_commands", "model_commands", "demo_command")

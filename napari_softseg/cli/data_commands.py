@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import SoftsegError
+from napari_softseg.errors import SoftsegError
 
 
 def _add_case_patterns(p: argparse.ArgumentParser) -> None:
@@ -66,7 +66,7 @@ def describe_dataset(path: str, **patterns) -> dict:
     """What ``inspect`` reports: cases with split, shape, spacing and rater counts per task (headers only)."""
     import nibabel as nib
 
-    from ..dataset import discover
+    from napari_softseg.io.dataset import discover
 
     ds = discover(path, **patterns)
     cases = []
@@ -85,7 +85,7 @@ def describe_dataset(path: str, **patterns) -> dict:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from ..files import check_writable, write_json
+    from napari_softseg.io.files import check_writable, write_json
 
     if args.json:
         check_writable(args.json, args.overwrite)
@@ -120,10 +120,10 @@ def _parse_weights(text: str | None) -> list[float] | None:
 
 
 def cmd_softlabel(args: argparse.Namespace) -> int:
-    from ..dataset import load_case
-    from ..files import check_writable, write_json
-    from ..nifti import is_nifti_path, save_volume, strip_nifti_suffix
-    from ..softlabels import agreement_map, make_soft_label
+    from napari_softseg.io.dataset import load_case
+    from napari_softseg.io.files import check_writable, write_json
+    from napari_softseg.io.nifti import is_nifti_path, save_volume, strip_nifti_suffix
+    from napari_softseg.analysis.softlabels import agreement_map, make_soft_label
 
     out = Path(args.out)
     sidecar = out.with_name(strip_nifti_suffix(out.name) + ".json")
@@ -169,8 +169,8 @@ def cmd_softlabel(args: argparse.Namespace) -> int:
 
 def load_prediction(path: str | Path, spatial_shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
     """Read a soft prediction and check it is finite, in ``[0, 1]`` and on the case's voxel grid."""
-    from ..dataset import check_same_geometry
-    from ..nifti import check_finite, load_volume
+    from napari_softseg.io.dataset import check_same_geometry
+    from napari_softseg.io.nifti import check_finite, load_volume
 
     vol = load_volume(path)
     data = np.asarray(vol.data)
@@ -187,7 +187,7 @@ def load_prediction(path: str | Path, spatial_shape: tuple[int, ...], affine: np
 
 
 def format_evaluation(name: str, result: dict) -> str:
-    """A readable table of :func:`napari_softseg.metrics.evaluate_case`'s result."""
+    """A readable table of :func:`napari_softseg.analysis.metrics.evaluate_case`'s result."""
     lines = [f"case {name}: {result['n_raters']} rater(s)"]
     lines.append(f"  QUBIQ score  {result['qubiq_score']:.4f}   (mean Dice over t = 0.1 … 0.9, p > t)")
     lines.append("  Dice per t   " + "  ".join(f"{t}:{d:.3f}" for t, d in result["dice_per_threshold"].items()))
@@ -212,9 +212,9 @@ def format_evaluation(name: str, result: dict) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ..dataset import load_case
-    from ..files import check_writable, write_json
-    from ..metrics import evaluate_case
+    from napari_softseg.io.dataset import load_case
+    from napari_softseg.io.files import check_writable, write_json
+    from napari_softseg.analysis.metrics import evaluate_case
 
     if args.json:
         check_writable(args.json, args.overwrite)
@@ -234,7 +234,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_synthetic(args: argparse.Namespace) -> int:
-    from ..synthetic import write_qubiq_dataset
+    from napari_softseg.synthetic import write_qubiq_dataset
 
     try:
         shape = tuple(int(x) for x in args.shape.split(","))

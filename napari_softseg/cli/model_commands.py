@@ -1,7 +1,7 @@
 """``softseg train`` and ``softseg predict``: the model engine from the command line.
 
-Both drive the same generators the viewer runs in a worker (:func:`napari_softseg.training.train`,
-:func:`napari_softseg.inference.predict_path`) with a progress bar, print the device chosen and why, and
+Both drive the same generators the viewer runs in a worker (:func:`napari_softseg.model.training.train`,
+:func:`napari_softseg.model.inference.predict_path`) with a progress bar, print the device chosen and why, and
 turn Ctrl-C during training into a message saying where the last good checkpoint is and how to resume.
 """
 
@@ -19,7 +19,7 @@ ANNOUNCED_STAGES = ("device",)
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``train`` and ``predict`` to the ``softseg`` parser."""
-    from ..softlabels import ALIASES, METHODS
+    from napari_softseg.analysis.softlabels import ALIASES, METHODS
 
     p = sub.add_parser(
         "train",
@@ -98,9 +98,9 @@ def _resume_command(args: argparse.Namespace, dataset) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Run ``softseg train``."""
-    from ..errors import SoftsegError
-    from ..progress import run_with_progress_bar
-    from ..training import STATE_FILE, read_training_state, train
+    from napari_softseg.errors import SoftsegError
+    from napari_softseg.progress import run_with_progress_bar
+    from napari_softseg.model.training import STATE_FILE, read_training_state, train
 
     values = {name: getattr(args, name) for name in _OPTION_NAMES if getattr(args, name, None) is not None}
     if args.dataset is None and not args.resume:
@@ -131,8 +131,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Run ``softseg predict``."""
-    from ..inference import predict_path
-    from ..progress import run_with_progress_bar
+    from napari_softseg.model.inference import predict_path
+    from napari_softseg.progress import run_with_progress_bar
 
     written = run_with_progress_bar(
         predict_path(args.model, args.input, args.out, device=args.device, tile_size=args.tile_size,

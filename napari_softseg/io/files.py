@@ -12,7 +12,7 @@ import secrets
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import SoftsegError
+from napari_softseg.errors import SoftsegError
 
 
 def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import SoftsegError
-from .nifti import Volume, check_finite, is_nifti_path, load_volume
+from napari_softseg.errors import SoftsegError
+from napari_softseg.io.nifti import Volume, check_finite, is_nifti_path, load_volume
 
 #: ``task01_seg03.nii.gz`` (task 1, rater 3) or ``case01_seg03.nii.gz`` / ``seg03.nii.gz`` (task 1).
 MASK_RE = re.compile(r"^(?:.*?task0*(?P<task>\d+)_)?(?:.*?_)?seg0*(?P<rater>\d+)\.nii(?:\.gz)?$", re.I)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import SoftsegError
-from .files import atomic_destination, check_writable
+from napari_softseg.errors import SoftsegError
+from napari_softseg.io.files import atomic_destination, check_writable
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 

@@ -1,14 +1,14 @@
 """Training a 2D U-Net on soft labels: a generator that yields progress and returns the model folder.
 
 The recipe (Silva & Oliveira, QUBIQ 2021): for each case, the raters' masks become one soft label
-(:func:`napari_softseg.softlabels.make_soft_label`, the mean by default); the network learns it with a
+(:func:`napari_softseg.analysis.softlabels.make_soft_label`, the mean by default); the network learns it with a
 binary cross-entropy against the soft target (soft Dice or both as options). ``softlabel="majority"``
 trains on hard majority-vote labels instead, for comparison.
 
 What the loop does, epoch by epoch:
 
 - draws the training slices (every slice with any rater's foreground, plus a share of empty slices),
-  crops/pads them to one patch size, augments them (:mod:`napari_softseg.augmentation`) and takes Adam
+  crops/pads them to one patch size, augments them (:mod:`napari_softseg.model.augmentation`) and takes Adam
   steps (mixed precision on CUDA);
 - predicts the validation cases whole and scores them with the QUBIQ score and ECE;
 - writes ``training_state.safetensors`` (weights, optimiser, random states: everything ``resume`` needs)
@@ -17,7 +17,7 @@ What the loop does, epoch by epoch:
 
 The time budget (``max_minutes``) ends the run cleanly after the current batch: the partial epoch is
 validated and checkpointed like a full one, and the best model is kept. With ``calibrate=True`` a
-temperature is fitted on the validation cases at the end (:mod:`napari_softseg.calibration`).
+temperature is fitted on the validation cases at the end (:mod:`napari_softseg.model.calibration`).
 
 Consumers stop early by closing the generator (the viewer's cancel button) or with Ctrl-C (the CLI);
 both leave the last good checkpoint, and ``resume=True`` continues from it. On the CPU the run is
@@ -42,9 +42,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .errors import SoftsegError
-from .model_io import (
+from napari_softseg import __version__
+from napari_softseg.errors import SoftsegError
+from napari_softseg.model.model_io import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     ModelConfig,
@@ -56,8 +56,8 @@ from .model_io import (
     save_model,
     save_tensors,
 )
-from .normalization import DEFAULT_CT_WINDOW, Normalization
-from .progress import Progress, drive
+from napari_softseg.model.normalization import DEFAULT_CT_WINDOW, Normalization
+from napari_softseg.progress import Progress, drive
 
 STATE_FILE = "training_state.safetensors"
 LOSSES = ("bce", "dice", "bce+dice")
@@ -75,7 +75,7 @@ class TrainOptions:
 
     Attributes:
         task: QUBIQ task number whose rater masks are learned.
-        softlabel: Soft-label method (see :data:`napari_softseg.softlabels.METHODS`); ``"majority"`` trains
+        softlabel: Soft-label method (see :data:`napari_softseg.analysis.softlabels.METHODS`); ``"majority"`` trains
             on hard labels.
         sigma_mm: Gaussian sigma for ``"smoothed"`` soft labels.
         loss: ``"bce"`` (default), ``"dice"`` (soft Dice) or ``"bce+dice"``.
@@ -130,7 +130,7 @@ class TrainOptions:
     weights_dtype: str = "float16"
 
     def __post_init__(self):
-        from .softlabels import ALIASES, METHODS
+        from napari_softseg.analysis.softlabels import ALIASES, METHODS
 
         self.softlabel = ALIASES.get(self.softlabel, self.softlabel)
         if self.softlabel not in METHODS:
@@ -221,7 +221,7 @@ def _warn(message: str, collected: list[str]) -> None:
 
 def _training_cases(dataset, options: TrainOptions, val_dataset) -> tuple[list, list, list[str]]:
     """Split discovered cases into training and validation lists."""
-    from .dataset import Dataset, discover
+    from napari_softseg.io.dataset import Dataset, discover
 
     notes: list[str] = []
     ds = dataset if isinstance(dataset, Dataset) else discover(dataset)
@@ -257,8 +257,8 @@ def _training_cases(dataset, options: TrainOptions, val_dataset) -> tuple[list, 
 
 
 def _load(case, options: TrainOptions, norm: Normalization, collected: list[str]) -> _Case:
-    from .dataset import load_case
-    from .softlabels import make_soft_label
+    from napari_softseg.io.dataset import load_case
+    from napari_softseg.analysis.softlabels import make_soft_label
 
     data = load_case(case, task=options.task)
     for message in data.warnings:
@@ -326,9 +326,9 @@ def _loss(logits, target, kind: str):
 
 def _validate(network, config: ModelConfig, cases: list[_Case], device: str) -> dict:
     """Mean QUBIQ score and ECE (vs the mean of the raters) over the validation cases."""
-    from .calibration import sigmoid
-    from .inference import predict_logits
-    from .metrics import expected_calibration_error, qubiq_score
+    from napari_softseg.model.calibration import sigmoid
+    from napari_softseg.model.inference import predict_logits
+    from napari_softseg.analysis.metrics import expected_calibration_error, qubiq_score
 
     scores, eces = [], []
     for case in cases:
@@ -395,7 +395,7 @@ def train(
 
     Args:
         dataset: Dataset folder (QUBIQ layout: its ``Training/`` cases are used when present), a case-list
-            folder, or a :class:`~napari_softseg.dataset.Dataset`.
+            folder, or a :class:`~napari_softseg.io.dataset.Dataset`.
         out_dir: Model folder to write (created). Holds ``model.safetensors`` + ``config.json`` (best
             epoch) and ``training_state.safetensors`` (for ``resume``).
         options: Settings; or give them as keywords (``epochs=5``); default :class:`TrainOptions`.
@@ -420,7 +420,7 @@ def train(
     """
     import torch
 
-    from .device import resolve_device
+    from napari_softseg.model.device import resolve_device
 
     started = time.monotonic()
     out_dir = Path(out_dir)
@@ -507,8 +507,8 @@ def train(
         history, previous_seconds = meta["history"], meta.get("seconds", 0.0)
         yield Progress("device", 0, None, f"resuming after epoch {epoch} (best so far: epoch {best_epoch})")
 
-    from .augmentation import AugmentationSettings, augment_batch
-    from .inference import slice_stack
+    from napari_softseg.model.augmentation import AugmentationSettings, augment_batch
+    from napari_softseg.model.inference import slice_stack
 
     settings = AugmentationSettings()
     deadline = started + 60 * options.max_minutes if options.max_minutes else None
@@ -619,8 +619,8 @@ def train(
 
 def _calibrate(out_dir: Path, val_data: list[_Case], device: str) -> dict:
     """Fit the temperature of the saved (best) model on the validation cases and store it in its config."""
-    from .calibration import calibration_report, fit_temperature
-    from .inference import predict_logits
+    from napari_softseg.model.calibration import calibration_report, fit_temperature
+    from napari_softseg.model.inference import predict_logits
 
     model = load_model(out_dir)
     logits, targets = [], []

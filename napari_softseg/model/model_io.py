@@ -17,7 +17,7 @@ Every file is written atomically (temporary name in the same folder, then :func:
 crash or a full disk leaves the previous file intact.
 
 Example:
-    >>> from napari_softseg.model_io import ModelConfig, new_network, save_model, load_model
+    >>> from napari_softseg.model.model_io import ModelConfig, new_network, save_model, load_model
     >>> config = ModelConfig(architecture={"base_channels": 4, "depth": 2})
     >>> save_model("my_model", new_network(config), config)  # doctest: +SKIP
     >>> load_model("my_model").config.task  # doctest: +SKIP
@@ -32,9 +32,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .errors import SoftsegError
-from .files import atomic_destination, write_bytes_synced
+from napari_softseg import __version__
+from napari_softseg.errors import SoftsegError
+from napari_softseg.io.files import atomic_destination, write_bytes_synced
 
 FORMAT_NAME = "napari-softseg-model"
 FORMAT_VERSION = 1
@@ -49,13 +49,13 @@ class ModelConfig:
     """Everything ``config.json`` records about a model.
 
     Attributes:
-        architecture: Network description for :func:`napari_softseg.unet.build_network`; its
+        architecture: Network description for :func:`napari_softseg.model.unet.build_network`; its
             ``in_channels`` is derived from ``image_channels`` and ``context_slices``.
         task: Task number the model was trained for (QUBIQ ``task0T``).
         image_channels: Channels of the input image (e.g. 4 for QUBIQ brain tumour).
         context_slices: 2.5D context: this many neighbouring slices on each side become extra channels.
         slice_axis: Spatial axis (0, 1 or 2 of ``(X, Y, Z)``) that is sliced into 2D images.
-        normalization: :class:`~napari_softseg.normalization.Normalization` as a dict.
+        normalization: :class:`~napari_softseg.model.normalization.Normalization` as a dict.
         softlabel: How the training targets were made (method, sigma_mm, ...).
         loss: ``"bce"``, ``"dice"`` or ``"bce+dice"``.
         temperature: Calibration temperature; probabilities are ``sigmoid(logit / temperature)``.
@@ -82,8 +82,8 @@ class ModelConfig:
     weights_dtype: str = "float16"
 
     def __post_init__(self):
-        from .normalization import Normalization
-        from .unet import normalize_architecture  # torch is already needed by any model user
+        from napari_softseg.model.normalization import Normalization
+        from napari_softseg.model.unet import normalize_architecture  # torch is already needed by any model user
 
         for name in ("task", "image_channels", "context_slices", "slice_axis"):
             value = getattr(self, name)
@@ -162,7 +162,7 @@ class LoadedModel:
 
 def new_network(config: ModelConfig):
     """An untrained network for ``config`` (float32, CPU)."""
-    from .unet import build_network
+    from napari_softseg.model.unet import build_network
 
     return build_network(config.architecture)
 

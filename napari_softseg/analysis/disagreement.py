@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .softlabels import agreement_map, consensus
+from napari_softseg.analysis.softlabels import agreement_map, consensus
 
 
 def disagreement_map(annotation: np.ndarray, masks: np.ndarray, k: int) -> np.ndarray:

@@ -5,7 +5,7 @@ A clinician drags one threshold ``t`` over a calibrated soft map ``p``; the oper
 and O(one displayed slice) for the picture:
 
 * :class:`ThresholdSession` holds the soft map and the raters' masks and keeps one
-  :class:`~napari_softseg.metrics.PRCurve` per :class:`Reference` (built on first use: one pass over the
+  :class:`~napari_softseg.analysis.metrics.PRCurve` per :class:`Reference` (built on first use: one pass over the
   data, 0.2–0.5 s at 256³). Precision, recall, Dice, specificity and volume at any threshold are then
   array look-ups. A GUI builds curves off its main thread with :meth:`ThresholdSession.build_curve`
   (a :class:`~napari_softseg.progress.Progress` generator that only reads the session) and hands the
@@ -35,9 +35,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .metrics import OperatingPoint, PRCurve, volume_ml
-from .progress import Progress, drive
-from .softlabels import consensus, weighted_mean
+from napari_softseg.analysis.metrics import OperatingPoint, PRCurve, volume_ml
+from napari_softseg.progress import Progress, drive
+from napari_softseg.analysis.softlabels import consensus, weighted_mean
 
 #: Thresholds live on this grid (the PR curve's bins): the slider steps by 1 / GRID.
 GRID = 1000
@@ -268,7 +268,7 @@ def mask_operating_point(
 
     A float reference (soft label, or the soft map itself for "expected") is counted softly: a voxel with
     reference value ``r`` is ``r`` of a positive and ``1 - r`` of a negative, as in
-    :class:`~napari_softseg.metrics.PRCurve`. Empty denominators give 1.0 for precision/recall/Dice
+    :class:`~napari_softseg.analysis.metrics.PRCurve`. Empty denominators give 1.0 for precision/recall/Dice
     (nothing to find and nothing found is perfect) like the PR curve's end points.
 
     Args:
@@ -411,7 +411,7 @@ class ThresholdSession:
 def others_consensus(masks: np.ndarray, rater: int) -> np.ndarray:
     """The consensus of all raters but ``rater``: at least half of the others (bool).
 
-    The same rule as :func:`~napari_softseg.metrics.leave_one_rater_out` (``k = ceil((R - 1) / 2)``), so a
+    The same rule as :func:`~napari_softseg.analysis.metrics.leave_one_rater_out` (``k = ceil((R - 1) / 2)``), so a
     PR curve against it gives the model's leave-one-out Dice at every threshold in O(1).
 
     Raises:
@@ -441,7 +441,7 @@ def leave_one_out_curves(
         n_bins: PR-curve bins.
 
     Returns:
-        One :class:`~napari_softseg.metrics.PRCurve` per rater, in rater order.
+        One :class:`~napari_softseg.analysis.metrics.PRCurve` per rater, in rater order.
 
     Raises:
         ValueError: Fewer than 2 raters (raised here, before the generator starts).

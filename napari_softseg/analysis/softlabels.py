@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import SoftsegError
+from napari_softseg.errors import SoftsegError
 
 METHODS = ("mean", "smoothed", "majority", "staple")
 ALIASES = {"smoothed-mean": "smoothed", "smoothed-raters": "smoothed", "svls": "smoothed"}
@@ -102,7 +102,7 @@ def weighted_mean(masks: np.ndarray, weights: Sequence[float] | None = None) -> 
     """Mean of the masks (``float32``), optionally weighted per rater.
 
     Unweighted, it is the rater count divided by R in float32 — the float32 value nearest to k/R, the
-    same value :func:`napari_softseg.metrics.qubiq_score` compares — with no float64 temporary.
+    same value :func:`napari_softseg.analysis.metrics.qubiq_score` compares — with no float64 temporary.
     """
     masks = _check_masks(masks)
     if weights is None:
@@ -191,7 +191,7 @@ def make_soft_label(
     Raises:
         SoftsegError: Unknown method, no raters, bad weights or sigma.
     """
-    from . import __version__
+    from napari_softseg import __version__
 
     masks = _check_masks(masks)
     name = ALIASES.get(method, method)

@@ -31,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .device import DeviceChoice, resolve_device
-from .errors import SoftsegError
-from .model_io import LoadedModel, ModelConfig, load_model
-from .progress import Progress
+from napari_softseg.model.device import DeviceChoice, resolve_device
+from napari_softseg.errors import SoftsegError
+from napari_softseg.model.model_io import LoadedModel, ModelConfig, load_model
+from napari_softseg.progress import Progress
 
 DEFAULT_TILE_SIZE = 1024
 DEFAULT_BATCH_SIZE = 8
@@ -102,7 +102,7 @@ def forward_logits(network, batch, device: str, tile_size: int = DEFAULT_TILE_SI
     quarter and their logits are blended with linear ramps.
 
     Args:
-        network: A :class:`~napari_softseg.unet.UNet2D` already on ``device`` and in eval mode.
+        network: A :class:`~napari_softseg.model.unet.UNet2D` already on ``device`` and in eval mode.
         batch: ``(N, C, H, W)`` float32 tensor (or numpy array).
         device: torch device string.
         tile_size: Longest side processed in one piece (rounded down to a multiple of ``2 ** depth``).
@@ -155,7 +155,7 @@ def _predict(network, config: ModelConfig, image: np.ndarray, *, device, tile_si
     """Shared core of :func:`predict_logits` and :func:`predict_array` (see there)."""
     import torch
 
-    from .normalization import Normalization
+    from napari_softseg.model.normalization import Normalization
 
     _check_image(config, image, source)
     device = resolve_device(device).device
@@ -270,8 +270,8 @@ def predict_array(
 
 def _jobs(model: LoadedModel, input_path: Path, output: Path, task: int | None) -> list[tuple[Path, Path]]:
     """(image, output) pairs for an image file, a case folder or a dataset folder."""
-    from .dataset import discover
-    from .nifti import is_nifti_path
+    from napari_softseg.io.dataset import discover
+    from napari_softseg.io.nifti import is_nifti_path
 
     model_task = model.config.task
     if task is not None and task != model_task:
@@ -336,8 +336,8 @@ def predict_path(
     Raises:
         SoftsegError: Bad model, input, task or channel count, or an existing output.
     """
-    from .dataset import load_image
-    from .nifti import save_volume
+    from napari_softseg.io.dataset import load_image
+    from napari_softseg.io.nifti import save_volume
 
     if not isinstance(model, LoadedModel):
         model = load_model(model)

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .errors import SoftsegError
+from napari_softseg.errors import SoftsegError
 
 QUBIQ_THRESHOLDS: tuple[float, ...] = tuple(k / 10 for k in range(1, 10))
 _CHUNK = 1 << 18  # voxels per chunk: keeps temporaries in cache
@@ -53,7 +53,7 @@ def _reference_mean(reference: np.ndarray, like: np.ndarray) -> np.ndarray:
     if reference.ndim == like.ndim + 1 and reference.shape[1:] == like.shape:
         if reference.shape[0] == 0:
             raise SoftsegError("no rater masks to compare with")
-        from .softlabels import weighted_mean
+        from napari_softseg.analysis.softlabels import weighted_mean
 
         return weighted_mean(reference)
     raise SoftsegError(f"prediction shape {like.shape} does not match reference shape {reference.shape}")
@@ -386,7 +386,7 @@ def evaluate_case(
         raise SoftsegError(f"prediction shape {pred.shape} does not match the masks' {masks.shape[1:]}")
     r = masks.shape[0]
     names = list(rater_names) if rater_names is not None else [f"rater {i + 1}" for i in range(r)]
-    from .softlabels import weighted_mean
+    from napari_softseg.analysis.softlabels import weighted_mean
 
     mean = weighted_mean(masks)
     score, per_t = qubiq_score(pred, masks)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import SoftsegError
+from napari_softseg.errors import SoftsegError
 
 CHOICES = ("auto", "cpu", "cuda", "mps")
 

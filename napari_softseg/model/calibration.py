@@ -3,7 +3,7 @@
 One scalar ``T`` rescales every logit, ``p = sigmoid(logit / T)``; it is fitted on the validation cases by
 minimising the binary cross-entropy against the soft label (the mean of the raters), so a pixel that 3 of
 5 raters marked should come out near 0.6. ``T`` is stored in ``config.json`` and applied by
-:mod:`napari_softseg.inference`. Thresholds keep their order, so the ranking (and the QUBIQ score of
+:mod:`napari_softseg.model.inference`. Thresholds keep their order, so the ranking (and the QUBIQ score of
 any single threshold sweep) changes only through where the thresholds fall.
 
 Example:
@@ -72,7 +72,7 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray, *, max_samples: int
 
 def calibration_report(logits: np.ndarray, targets: np.ndarray, temperature: float) -> dict:
     """ECE (10 bins, vs the soft targets) and soft BCE before and after applying ``temperature``."""
-    from .metrics import expected_calibration_error
+    from napari_softseg.analysis.metrics import expected_calibration_error
 
     before, after = sigmoid(logits), sigmoid(logits, temperature)
     return {

@@ -3,7 +3,7 @@
 A small, plain network of our own rather than MONAI's ``UNet``: MONAI is not a core dependency (it costs
 ~2.7 s to import on top of torch and pulls in much we do not use), and the architecture fits on one page.
 It is fully convolutional, so any slice whose sides are multiples of :attr:`UNet2D.size_multiple`
-(``2 ** depth``) goes through in one pass; :mod:`napari_softseg.inference` pads to that.
+(``2 ** depth``) goes through in one pass; :mod:`napari_softseg.model.inference` pads to that.
 
 This module imports torch at import time: import it only inside functions (``model_io``, ``training``
 and ``inference`` do), so that ``import napari_softseg`` stays fast.
@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .errors import SoftsegError
+from napari_softseg.errors import SoftsegError
 
 ARCHITECTURE_NAME = "unet2d"
 NORMS = ("instance", "batch", "none")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import SoftsegError
+from napari_softseg.errors import SoftsegError
 
 MODES = ("zscore", "ct", "none")
 DEFAULT_CT_WINDOW = (-160.0, 240.0)  # soft-tissue abdomen window (level 40, width 400)

@@ -1,0 +1,1 @@
+"""Soft labels and what is measured on soft maps: metrics, operating points, disagreement."""

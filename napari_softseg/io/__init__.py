@@ -1,0 +1,1 @@
+"""Reading and writing data: NIfTI volumes, multi-rater cases, safe output files."""

@@ -1,0 +1,1 @@
+"""The network and its life cycle: architecture, training, prediction, model files, devices."""
