@@ -14,7 +14,7 @@ from pathlib import Path
 
 EXIT_INTERRUPTED = 130
 #: Stages whose messages are printed as lines rather than shown as bars.
-ANNOUNCED_STAGES = ("device",)
+ANNOUNCED_STAGES = ("device", "plan")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,13 +23,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "train",
-        help="train a 2D U-Net on the soft labels of a multi-rater dataset",
+        help="train a U-Net on the soft labels of a multi-rater dataset (self-configuring, within a time budget)",
         description=(
-            "Train one network on soft labels (mean of the raters by default). With a QUBIQ dataset, its "
-            "Training/ cases are used; validation cases are a fraction of them (--val-fraction) or another "
-            "folder (--val). The best epoch by validation QUBIQ score is kept in OUT (model.safetensors + "
-            "config.json); every epoch is checkpointed, so --resume continues an interrupted run. "
-            "Options left out keep their defaults (or, with --resume, the stored values)."
+            "Train one network on soft labels (mean of the raters by default). The run plans itself from the "
+            "dataset's fingerprint (2D or 3D, patch, batch, width, depth, normalisation), prints the plan and "
+            "stores it in OUT/config.json; every option below overrides its part of the plan. An epoch is a "
+            "fixed number of optimizer steps on sampled patches; the learning rate decays to reach zero at the "
+            "end of --max-minutes (default budget printed) or of --epochs. With a QUBIQ dataset, its Training/ "
+            "cases are used; validation cases are a fraction of them (--val-fraction) or another folder (--val) "
+            "— Validation/ is left for your own held-out evaluation unless you pass it with --val. The best "
+            "epoch by validation QUBIQ score is kept and calibrated (a temperature fitted on the validation "
+            "cases); every epoch is checkpointed, so --resume continues an interrupted run."
         ),
     )
     p.add_argument("dataset", metavar="DATASET", nargs="?", help="dataset folder (optional with --resume)")
@@ -38,24 +42,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--softlabel", choices=sorted(set(METHODS) | set(ALIASES)), help="soft-label method (default mean)")
     p.add_argument("--sigma-mm", type=float, help="Gaussian sigma in mm for --softlabel smoothed (default 1)")
     p.add_argument("--loss", choices=("bce", "dice", "bce+dice"), help="loss against the soft target (default bce)")
-    p.add_argument("--epochs", type=int, help="number of epochs (default 30)")
-    p.add_argument("--max-minutes", type=float, help="time budget; stop cleanly and keep the best model")
-    p.add_argument("--batch-size", type=int, help="slices per step (default 8)")
-    p.add_argument("--learning-rate", "--lr", dest="learning_rate", type=float, help="Adam learning rate (default 2e-3)")
-    p.add_argument("--patch-size", type=int, help="training patch side (default: the slice size, at most 256)")
-    p.add_argument("--base-channels", type=int, help="U-Net width (default 16)")
-    p.add_argument("--depth", type=int, help="U-Net downsamplings (default 4)")
+    p.add_argument("--max-minutes", type=float,
+                   help="time budget of the whole run; the schedule is planned to end there (default: 10 on the CPU, "
+                        "20 on a GPU, unless --epochs is given)")
+    p.add_argument("--epochs", type=int, help="fixed number of epochs (no time budget unless --max-minutes is given)")
+    p.add_argument("--steps-per-epoch", type=int, help="optimizer steps per epoch (planned: 50 CPU, 250 GPU)")
+    p.add_argument("--dim", type=int, choices=(2, 3), help="2D U-Net on slices or 3D U-Net on patches (planned)")
+    p.add_argument("--batch-size", type=int, help="patches per step (planned)")
+    p.add_argument("--learning-rate", "--lr", dest="learning_rate", type=float, help="peak AdamW learning rate (2e-3)")
+    p.add_argument("--patch-size", type=int, nargs="+", metavar="N",
+                   help="training patch: one side for every axis or one per axis (planned)")
+    p.add_argument("--base-channels", type=int, help="U-Net width (planned: 16 CPU, 32 GPU)")
+    p.add_argument("--depth", type=int, help="U-Net downsamplings (planned from the patch)")
     p.add_argument("--norm", choices=("instance", "batch", "none"), help="normalisation layers (default instance)")
     p.add_argument("--context-slices", type=int, help="2.5D: neighbouring slices on each side as channels (default 0)")
-    p.add_argument("--slice-axis", type=int, choices=(0, 1, 2), help="axis cut into 2D slices (default 2 = Z)")
-    p.add_argument("--normalization", choices=("zscore", "ct"), help="intensity normalisation (default zscore)")
+    p.add_argument("--slice-axis", type=int, choices=(0, 1, 2), help="axis cut into 2D slices (planned)")
+    p.add_argument("--normalization", choices=("zscore", "ct"), help="intensity normalisation (planned)")
     p.add_argument("--ct-window", type=float, nargs=2, metavar=("LOW", "HIGH"), help="window for --normalization ct")
     val = p.add_mutually_exclusive_group()
     val.add_argument("--val-fraction", type=float, help="share of cases held out for validation (default 0.2)")
     val.add_argument("--val", metavar="DATASET2", help="validation cases from another folder (e.g. QUBIQ Validation/)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--device", help="auto (default: cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
-    p.add_argument("--calibrate", action="store_true", default=None, help="fit a temperature on the validation cases")
+    cal = p.add_mutually_exclusive_group()
+    cal.add_argument("--calibrate", action="store_true", default=None,
+                     help="fit a temperature on the validation cases (the default whenever there are some)")
+    cal.add_argument("--no-calibrate", dest="calibrate", action="store_false", help="keep the raw probabilities")
+    p.add_argument("--no-early-stop", dest="early_stop", action="store_false", default=None,
+                   help="do not stop early on a plateau of the validation score")
     p.add_argument("--no-augment", dest="augment", action="store_false", default=None, help="no data augmentation")
     p.add_argument("--weights-dtype", choices=("float16", "float32"), help="storage of the weights (default float16)")
     p.add_argument("--resume", action="store_true", help="continue the run checkpointed in MODEL_DIR")
@@ -87,7 +101,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 _OPTION_NAMES = (
     "task", "softlabel", "sigma_mm", "loss", "epochs", "max_minutes", "batch_size", "learning_rate", "patch_size",
     "base_channels", "depth", "norm", "context_slices", "slice_axis", "normalization", "ct_window", "val_fraction",
-    "seed", "device", "calibrate", "augment", "weights_dtype",
+    "seed", "device", "calibrate", "augment", "weights_dtype", "dim", "steps_per_epoch", "early_stop",
 )
 
 
@@ -121,11 +135,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             print("softseg: interrupted before the first checkpoint; nothing was kept", file=sys.stderr)
         return EXIT_INTERRUPTED
     score = "n/a (no validation)" if result.best_score is None else f"{result.best_score:.4f}"
-    print(f"model: {result.model_dir}  (best epoch {result.best_epoch} of {result.epochs_done}, validation QUBIQ "
-          f"score {score}; {result.stopped} after {result.seconds:.0f} s)")
+    print(f"model: {result.model_dir}  (best epoch {result.best_epoch} of {result.epochs_done}, {result.steps} steps, "
+          f"validation QUBIQ score {score}; {result.stopped} after {result.seconds:.0f} s)")
     if result.calibration:
         c = result.calibration
         print(f"calibration: temperature {c['temperature']:.3f}, validation ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}")
+    else:
+        print("calibration: none (no validation cases or --no-calibrate); probabilities are the raw network output")
     return 0
 
 

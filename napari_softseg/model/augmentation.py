@@ -114,3 +114,56 @@ def augment_batch(images, targets, generator, settings: AugmentationSettings | N
         images = images + noise.to(device=device, dtype=images.dtype)
 
     return images, targets.clamp_(0.0, 1.0)
+
+
+def augment_batch_3d(images, targets, generator, settings: AugmentationSettings | None = None):
+    """Augment a batch of 3D patches and their soft targets consistently.
+
+    Flips along each axis, a small rotation (about the last axis) and scaling by one trilinear resampling,
+    contrast/brightness jitter and Gaussian noise; every random number comes from ``generator``.
+
+    Args:
+        images: ``(N, C, D, H, W)`` float tensor (already normalised).
+        targets: ``(N, 1, D, H, W)`` soft targets in ``[0, 1]``.
+        generator: CPU ``torch.Generator``.
+        settings: Strengths; default :class:`AugmentationSettings`.
+
+    Returns:
+        ``(images, targets)``, new tensors; targets stay in ``[0, 1]``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    settings = settings or AugmentationSettings()
+    n = images.shape[0]
+    device = images.device
+    images, targets = images.clone(), targets.clone()
+    if settings.flip:
+        for dim in (2, 3, 4):
+            flip = torch.rand(n, generator=generator) < 0.5
+            idx = flip.nonzero().flatten().to(device)
+            if len(idx):
+                images[idx] = images[idx].flip(dim)
+                targets[idx] = targets[idx].flip(dim)
+    spatial = torch.rand(n, generator=generator) < settings.p_spatial
+    angles = _uniform(generator, n, -1.0, 1.0) * math.radians(settings.rotate_degrees)
+    zooms = 1.0 + _uniform(generator, n, -settings.scale, settings.scale)
+    if spatial.any() and (settings.rotate_degrees > 0 or settings.scale > 0):
+        idx = spatial.nonzero().flatten()
+        cos, sin = torch.cos(angles[idx]) / zooms[idx], torch.sin(angles[idx]) / zooms[idx]
+        theta = torch.zeros(len(idx), 3, 4)
+        theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
+        theta[:, 2, 2] = 1.0 / zooms[idx]
+        theta = theta.to(device=device, dtype=images.dtype)
+        grid = F.affine_grid(theta, (len(idx), 1, *images.shape[2:]), align_corners=False)
+        idx = idx.to(device)
+        images[idx] = F.grid_sample(images[idx], grid, mode="bilinear", padding_mode="border", align_corners=False)
+        targets[idx] = F.grid_sample(targets[idx], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    contrast = 1.0 + _uniform(generator, n, -settings.contrast, settings.contrast)
+    brightness = _uniform(generator, n, -settings.brightness, settings.brightness)
+    shape = (n,) + (1,) * (images.ndim - 1)
+    images = images * contrast.to(device).view(shape) + brightness.to(device).view(shape)
+    if settings.noise > 0:
+        sigma = _uniform(generator, n, 0.0, settings.noise).view(shape)
+        images = images + (torch.randn(images.shape, generator=generator) * sigma).to(device=device, dtype=images.dtype)
+    return images, targets.clamp_(0.0, 1.0)

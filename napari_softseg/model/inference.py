@@ -1,13 +1,14 @@
 """Prediction: a soft probability map for any image size, on CUDA, MPS or the CPU.
 
-A 3D image ``(C, X, Y, Z)`` is cut into 2D slices along the model's ``slice_axis`` (2.5D models get the
-neighbouring slices as extra channels, repeating the edge slice at the volume's ends). Each slice goes
-through the fully convolutional U-Net **in one pass**, padded (edge values) to a multiple of
-``2 ** depth``: no tiling is needed for the slice sizes of medical images, and one pass is what the
-network saw in training (instance normalisation computes its statistics over the whole slice). Slices
-with a side longer than ``tile_size`` are cut into overlapping tiles whose logits are blended with
-linear ramps. Probabilities are ``sigmoid(logit / temperature)`` with the model's calibration
-temperature.
+A **2D model** cuts the image ``(C, X, Y, Z)`` into slices along its ``slice_axis`` (2.5D models get the
+neighbouring slices as extra channels, repeating the edge slice at the volume's ends). A model trained on
+patches (``config.patch_size``, every model the planner makes) predicts each slice with a window of its
+training patch sliding over it (half-window overlap) and Gaussian blending — MONAI's
+``sliding_window_inference``, as nnU-Net does; a slice smaller than the patch is padded to it with edge
+values, as in training. Older models trained on whole slices get the whole slice in one pass (padded to a
+multiple of ``2 ** depth``), or windows of ``tile_size`` for larger slices. A **3D model** slides a 3D
+window of its patch over the whole volume the same way. Probabilities are ``sigmoid(logit / temperature)``
+with the model's calibration temperature.
 
 On a GPU, out-of-memory errors are handled by halving the batch, then the tile size, and finally by
 moving to the CPU with a warning.
@@ -71,20 +72,6 @@ def slice_stack(volume, indices, context: int):
     return taken.movedim(1, 0).reshape(shape)
 
 
-def _tile_starts(length: int, tile: int) -> list[int]:
-    if length <= tile:
-        return [0]
-    stride = tile - tile // 4
-    starts = list(range(0, length - tile, stride))
-    return starts + [length - tile]
-
-
-def _ramp(tile: int, overlap: int) -> np.ndarray:
-    i = np.arange(tile, dtype=np.float32)
-    edge = np.minimum(i + 0.5, tile - i - 0.5)
-    return np.clip(edge / max(overlap, 1), 1e-3, 1.0)
-
-
 def is_out_of_memory(exc: BaseException) -> bool:
     """Whether an exception is a device out-of-memory error (CUDA or MPS)."""
     import torch
@@ -95,17 +82,47 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
-def forward_logits(network, batch, device: str, tile_size: int = DEFAULT_TILE_SIZE):
-    """Logits of a batch of 2D inputs: the whole slice in one pass when it fits in ``tile_size``, tiled otherwise.
+def sliding_window_logits(network, x, roi, device: str, sw_batch_size: int = 4, overlap: float = 0.5):
+    """Logits of ``x`` predicted window by window with Gaussian blending (MONAI's ``sliding_window_inference``).
 
-    The batch is padded at its ends (edge values) to a multiple of ``2 ** depth``; tiles overlap by a
-    quarter and their logits are blended with linear ramps.
+    Args:
+        network: A 2D or 3D U-Net on ``device`` in eval mode.
+        x: ``(N, C, *spatial)`` float32 tensor on ``device`` (already normalised).
+        roi: Window size (one side per spatial axis; multiples of ``2 ** depth``). An input smaller than the
+            window is padded (edge values) to it and cropped back.
+        device: torch device string (mixed precision on CUDA).
+        sw_batch_size: Windows per forward pass.
+        overlap: Fraction of a window shared with its neighbour.
+
+    Returns:
+        ``(N, *spatial)`` float32 logits on ``device``.
+    """
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    use_amp = device.startswith("cuda")
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+        out = sliding_window_inference(
+            x, roi_size=tuple(int(r) for r in roi), sw_batch_size=max(1, int(sw_batch_size)),
+            predictor=lambda w: network(w).float(), overlap=overlap, mode="gaussian", padding_mode="replicate",
+        )
+    return out[:, 0].float()
+
+
+def forward_logits(network, batch, device: str, tile_size: int = DEFAULT_TILE_SIZE, roi=None):
+    """Logits of a batch of 2D inputs.
+
+    With ``roi`` (the model's training patch), a window of that size slides over each slice with Gaussian
+    blending, as the network was trained on such patches. Without it (models trained on whole slices),
+    the whole slice goes through in one pass, padded at its ends (edge values) to a multiple of
+    ``2 ** depth``; a slice with a side longer than ``tile_size`` is predicted in ``tile_size`` windows.
 
     Args:
         network: A :class:`~napari_softseg.model.unet.UNet2D` already on ``device`` and in eval mode.
         batch: ``(N, C, H, W)`` float32 tensor (or numpy array).
         device: torch device string.
         tile_size: Longest side processed in one piece (rounded down to a multiple of ``2 ** depth``).
+        roi: Training patch ``(h, w)`` or ``None``.
 
     Returns:
         ``(N, H, W)`` float32 logits, a tensor on ``device``.
@@ -116,25 +133,19 @@ def forward_logits(network, batch, device: str, tile_size: int = DEFAULT_TILE_SI
     multiple = network.size_multiple
     x = torch.as_tensor(batch).to(device=device, dtype=torch.float32)
     n, _, h, w = x.shape
+    tile = max(multiple, (int(tile_size) // multiple) * multiple)
+    if roi is not None:
+        roi = [max(multiple, min(int(r), tile) // multiple * multiple) for r in roi]
+        return sliding_window_logits(network, x, roi, device, sw_batch_size=max(1, n))
     ph, pw = h + (-h) % multiple, w + (-w) % multiple
+    if ph > tile or pw > tile:
+        return sliding_window_logits(network, x, (min(tile, ph), min(tile, pw)), device, sw_batch_size=max(1, n),
+                                     overlap=0.25)
     if (ph, pw) != (h, w):
         x = F.pad(x, (0, pw - w, 0, ph - h), mode="replicate")
-    tile = max(multiple, (int(tile_size) // multiple) * multiple)
-    th, tw = min(tile, ph), min(tile, pw)
     use_amp = device.startswith("cuda")
     with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-        if th == ph and tw == pw:
-            out = network(x)[:, 0].float()
-        else:
-            out = torch.zeros((n, ph, pw), device=device)
-            weight_sum = torch.zeros((ph, pw), device=device)
-            weights = torch.from_numpy(np.outer(_ramp(th, th // 4), _ramp(tw, tw // 4))).to(device)
-            for y0 in _tile_starts(ph, th):
-                for x0 in _tile_starts(pw, tw):
-                    logits = network(x[:, :, y0 : y0 + th, x0 : x0 + tw])[:, 0].float()
-                    out[:, y0 : y0 + th, x0 : x0 + tw] += logits * weights
-                    weight_sum[y0 : y0 + th, x0 : x0 + tw] += weights
-            out /= weight_sum
+        out = network(x)[:, 0].float()
     return out[:, :h, :w]
 
 
@@ -170,7 +181,11 @@ def _predict(network, config: ModelConfig, image: np.ndarray, *, device, tile_si
         """The raw volume (C, S, H, W) on ``target``: no copy on the CPU; batches are normalised as cut."""
         return torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(target).movedim(1 + axis, 1)
 
+    if config.dim == 3:
+        return (yield from _predict_3d(network, config, image, norm=norm, device=device, batch_size=batch_size,
+                                       source=source, temperature=temperature, on=on))
     group = 2 * config.context_slices + 1
+    roi = config.patch_size
 
     # the map is written batch by batch straight into its final (X, Y, Z) layout on the host: no
     # whole-volume copy at the end, and a GPU run keeps only the input volume on the device
@@ -185,7 +200,8 @@ def _predict(network, config: ModelConfig, image: np.ndarray, *, device, tile_si
         try:
             # slice_stack gathers with an index tensor, i.e. a copy: normalising it in place is safe
             batch = norm.apply_batch_(slice_stack(volume, range(start, stop), config.context_slices), stats, group)
-            out = forward_logits(network, batch, device, tile)
+            out = forward_logits(network, batch, device, tile, roi=roi) if roi else \
+                forward_logits(network, batch, device, tile)
             result[start:stop] = (out if temperature is None else torch.sigmoid(out / temperature)).cpu().numpy()
         except Exception as exc:
             if not is_out_of_memory(exc):
@@ -212,6 +228,41 @@ def _predict(network, config: ModelConfig, image: np.ndarray, *, device, tile_si
         start = stop
         yield Progress("slices", start, n_slices, f"slice {start}/{n_slices} on {device}")
     return output
+
+
+def _predict_3d(network, config: ModelConfig, image: np.ndarray, *, norm, device, batch_size, source, temperature,
+                on) -> Generator[Progress, None, np.ndarray]:
+    """3D models: the whole normalised volume, predicted by a sliding window of the training patch."""
+    import torch
+
+    roi = config.patch_size or [64, 64, 64]
+    sw_batch = max(1, int(batch_size) // 4)
+    while True:
+        yield Progress("slices", 0, 1, f"sliding window {tuple(roi)} over {image.shape[1:]} on {device}")
+        try:
+            volume = on(device)
+            x = norm.apply_batch_(volume.to(torch.float32, copy=True)[None], norm.statistics(volume))
+            out = sliding_window_logits(network, x, roi, device, sw_batch_size=sw_batch)[0]
+            if temperature is not None:
+                out = torch.sigmoid(out / temperature)
+            result = out.cpu().numpy().astype(np.float32, copy=False)
+            break
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            if device == "cpu":
+                raise SoftsegError("out of memory on the CPU while predicting the volume", source) from None
+            if device.startswith("cuda"):
+                torch.cuda.empty_cache()
+            if sw_batch > 1:
+                sw_batch //= 2
+            else:
+                warnings.warn(f"{device} ran out of memory even with one window at a time; continuing on the CPU "
+                              "(slower)", RuntimeWarning, stacklevel=3)
+                device = "cpu"
+                network.to(device)
+    yield Progress("slices", 1, 1, f"volume done on {device}")
+    return result
 
 
 def predict_logits(

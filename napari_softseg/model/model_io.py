@@ -64,6 +64,9 @@ class ModelConfig:
         validation: Validation metrics of the kept (best) epoch.
         software: Name and version of the package that wrote the model.
         weights_dtype: ``"float16"`` or ``"float32"``: how ``model.safetensors`` stores the weights.
+        patch_size: Training patch (2 sides for a 2D model, 3 for a 3D one); prediction then slides a window
+            of this size with Gaussian blending. ``None`` (older models): whole slices in one pass.
+        plan: The training plan (dataset fingerprint and the choices made from it), for the record.
     """
 
     architecture: dict = field(default_factory=dict)
@@ -80,6 +83,8 @@ class ModelConfig:
     validation: dict = field(default_factory=dict)
     software: dict = field(default_factory=lambda: {"name": "napari-softseg", "version": __version__})
     weights_dtype: str = "float16"
+    patch_size: list | None = None
+    plan: dict = field(default_factory=dict)
 
     def __post_init__(self):
         from napari_softseg.model.normalization import Normalization
@@ -89,7 +94,7 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise SoftsegError(f"{name} must be a whole number, got {value!r}")
-        for name in ("architecture", "normalization", "softlabel", "training", "validation", "software"):
+        for name in ("architecture", "normalization", "softlabel", "training", "validation", "software", "plan"):
             if not isinstance(getattr(self, name), dict):
                 raise SoftsegError(f"{name} must be a JSON object, got {getattr(self, name)!r}")
         if not isinstance(self.temperature, (int, float)) or isinstance(self.temperature, bool):
@@ -114,6 +119,18 @@ class ModelConfig:
             raise SoftsegError(f"temperature must be positive, got {self.temperature!r}")
         if self.weights_dtype not in ("float16", "float32"):
             raise SoftsegError(f"weights_dtype must be float16 or float32, got {self.weights_dtype!r}")
+        if self.patch_size is not None:
+            if (not isinstance(self.patch_size, (list, tuple)) or len(self.patch_size) != self.dim
+                    or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in self.patch_size)):
+                raise SoftsegError(f"patch_size must be {self.dim} positive whole numbers, got {self.patch_size!r}")
+            self.patch_size = [int(v) for v in self.patch_size]
+        if self.dim == 3 and self.context_slices:
+            raise SoftsegError("a 3D model has no 2.5D context slices")
+
+    @property
+    def dim(self) -> int:
+        """2 for a network on slices, 3 for a network on volumes (from the architecture name)."""
+        return 3 if self.architecture.get("name") == "unet3d" else 2
 
     @property
     def in_channels(self) -> int:

@@ -1,33 +1,42 @@
-"""Training a 2D U-Net on soft labels: a generator that yields progress and returns the model folder.
+"""Training on soft labels: a planned, budgeted run as a small object with named steps.
 
 The recipe (Silva & Oliveira, QUBIQ 2021): for each case, the raters' masks become one soft label
-(:func:`napari_softseg.analysis.softlabels.make_soft_label`, the mean by default); the network learns it with a
-binary cross-entropy against the soft target (soft Dice or both as options). ``softlabel="majority"``
-trains on hard majority-vote labels instead, for comparison.
+(:func:`napari_softseg.analysis.softlabels.make_soft_label`, the mean by default); one U-Net learns it with
+a binary cross-entropy against the soft target (soft Dice or both as options); a temperature fitted on the
+validation cases calibrates its output. ``softlabel="majority"`` trains on hard labels, for comparison.
 
-What the loop does, epoch by epoch:
+A :class:`TrainingRun` goes through named steps, each a generator yielding
+:class:`~napari_softseg.progress.Progress`:
 
-- draws the training slices (every slice with any rater's foreground, plus a share of empty slices),
-  crops/pads them to one patch size, augments them (:mod:`napari_softseg.model.augmentation`) and takes Adam
-  steps (mixed precision on CUDA);
-- predicts the validation cases whole and scores them with the QUBIQ score and ECE;
-- writes ``training_state.safetensors`` (weights, optimiser, random states: everything ``resume`` needs)
-  and, when validation improved, the model itself (``model.safetensors`` + ``config.json``) — all
-  atomically, so an interruption or a full disk leaves the last good checkpoint.
+1. :meth:`~TrainingRun.prepare` — the device, the cases (a dataset folder, or in-memory
+   :class:`TrainingCase` objects from the viewer: no temporary files), the validation split (the
+   ``--val`` folder, else a share of the training cases; a single in-memory volume is split into slabs),
+   soft labels and normalised arrays;
+2. :meth:`~TrainingRun.plan` — the dataset fingerprint and the plan made from it
+   (:mod:`napari_softseg.model.planning`: 2D/3D, patch, batch, width, depth, normalisation, schedule),
+   with the user's options overriding any part; printed and stored in ``config.json``;
+3. :meth:`~TrainingRun.build` — network, AdamW optimiser, random generators (or the checkpoint to resume);
+4. :meth:`~TrainingRun.fit` — epochs of a fixed number of optimizer steps on sampled patches (a third of
+   them centred on a voxel some rater marked), augmented, mixed precision on CUDA. The learning rate
+   decays (poly 0.9) to reach zero at the end of the schedule: the first steps are timed and the number of
+   steps that fit the time budget is planned (and re-planned after every epoch, as a shared machine may
+   slow down). After each epoch the validation cases are predicted whole (sliding window) and scored
+   (QUBIQ, ECE, each at the temperature that fits them best); the best epoch is kept; everything
+   ``resume`` needs is checkpointed atomically. It stops when the schedule or the budget is spent, or
+   early on a plateau of the validation score, and says which;
+5. :meth:`~TrainingRun.calibrate` — fit the temperature of the kept model on the validation cases
+   (default whenever there are some), warn when it lands on a bound, store it in ``config.json``.
 
-The time budget (``max_minutes``) ends the run cleanly after the current batch: the partial epoch is
-validated and checkpointed like a full one, and the best model is kept. With ``calibrate=True`` a
-temperature is fitted on the validation cases at the end (:mod:`napari_softseg.model.calibration`).
-
-Consumers stop early by closing the generator (the viewer's cancel button) or with Ctrl-C (the CLI);
-both leave the last good checkpoint, and ``resume=True`` continues from it. On the CPU the run is
-deterministic for a seed.
+:func:`train` runs them all on a dataset folder. Consumers stop early by closing the generator (the
+viewer's cancel button) or with Ctrl-C (the CLI); both leave the last good checkpoint, and
+``resume=True`` continues from it. With a fixed number of epochs (no time budget) the run is
+deterministic for a seed on the CPU.
 
 Example:
     >>> from napari_softseg.progress import drive
-    >>> result = drive(train("QUBIQ/brain-growth", "models/bg", epochs=20, max_minutes=5))  # doctest: +SKIP
-    >>> result.best_score  # doctest: +SKIP
-    0.87
+    >>> result = drive(train("QUBIQ/brain-growth", "models/bg", max_minutes=8))  # doctest: +SKIP
+    >>> result.best_score, result.stopped  # doctest: +SKIP
+    (0.87, 'schedule complete')
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -56,51 +65,63 @@ from napari_softseg.model.model_io import (
     save_model,
     save_tensors,
 )
-from napari_softseg.model.normalization import DEFAULT_CT_WINDOW, Normalization
+from napari_softseg.model.normalization import Normalization
 from napari_softseg.progress import Progress, drive
 
 STATE_FILE = "training_state.safetensors"
 LOSSES = ("bce", "dice", "bce+dice")
-MAX_AUTO_PATCH = 256
 #: Options that define what the model is; a resumed run must keep them.
 IDENTITY_OPTIONS = (
     "task", "softlabel", "sigma_mm", "loss", "base_channels", "depth", "norm", "context_slices", "slice_axis",
-    "normalization", "ct_window",
+    "normalization", "ct_window", "dim", "patch_size",
 )
+#: Options a resumed run may change.
+ADJUSTABLE_OPTIONS = ("epochs", "max_minutes", "device", "calibrate", "batch_size", "early_stop")
+#: Planner-chosen options (``None`` in :class:`TrainOptions` means "let the plan decide").
+PLANNED_OPTIONS = (
+    "dim", "slice_axis", "context_slices", "patch_size", "batch_size", "base_channels", "depth", "norm",
+    "normalization", "ct_window", "steps_per_epoch", "learning_rate", "max_minutes", "epochs",
+)
+WARMUP_STEPS = 20
+T_BOUND_MARGIN = 1.02
 
 
 @dataclass
 class TrainOptions:
     """Settings of a training run (every field is also a ``softseg train`` option).
 
+    Fields left at ``None`` are chosen by the plan (:mod:`napari_softseg.model.planning`) from the
+    dataset's fingerprint; a value given overrides that part of the plan.
+
     Attributes:
         task: QUBIQ task number whose rater masks are learned.
-        softlabel: Soft-label method (see :data:`napari_softseg.analysis.softlabels.METHODS`); ``"majority"`` trains
-            on hard labels.
+        softlabel: Soft-label method (see :data:`napari_softseg.analysis.softlabels.METHODS`); ``"majority"``
+            trains on hard labels.
         sigma_mm: Gaussian sigma for ``"smoothed"`` soft labels.
         loss: ``"bce"`` (default), ``"dice"`` (soft Dice) or ``"bce+dice"``.
-        epochs: Number of epochs (passes over the drawn slices).
-        max_minutes: Time budget; stops cleanly after the current batch when it runs out.
-        batch_size: Slices per step.
-        learning_rate: Adam learning rate (decays polynomially over ``epochs``).
+        epochs: Fixed number of epochs; ``None``: as many as the time budget allows.
+        max_minutes: Time budget for the whole run; ``None`` with ``epochs`` unset: the planned default.
+        steps_per_epoch: Optimizer steps per epoch (planned: 50 on the CPU, 250 on a GPU).
+        batch_size: Patches per step.
+        learning_rate: Peak AdamW learning rate (poly decay to 0 over the schedule).
         weight_decay: AdamW weight decay.
-        patch_size: Training patch side; ``None``: the largest slice side, rounded up to a multiple of
-            ``2 ** depth``, at most 256 (larger slices are cropped at random, half the time around
-            foreground).
+        patch_size: Training patch side (one value for every axis, or one per axis).
         base_channels: U-Net width at full resolution.
         depth: U-Net downsamplings.
         norm: ``"instance"``, ``"batch"`` or ``"none"``.
-        context_slices: 2.5D context (neighbouring slices on each side as channels).
-        slice_axis: Spatial axis cut into 2D slices (2 = Z, the last one).
+        dim: 2 (slices) or 3 (volume patches).
+        context_slices: 2.5D context (neighbouring slices on each side as channels; 2D only).
+        slice_axis: Spatial axis cut into 2D slices.
         normalization: ``"zscore"`` (MR) or ``"ct"``.
         ct_window: ``(low, high)`` for ``"ct"``.
         val_fraction: Share of the cases held out for validation when no validation dataset is given
             (at least one case when > 0; 0 trains without validation and keeps the last epoch).
         seed: Seed of every random choice (initialisation, split, sampling, augmentation).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``.
-        calibrate: Fit a temperature on the validation cases after training.
+        calibrate: Fit a temperature on the validation cases after training; ``None``: whenever there
+            are validation cases.
         augment: Use data augmentation.
-        empty_slice_fraction: Empty slices drawn per epoch, relative to the number of foreground slices.
+        early_stop: Stop when the validation score has reached a plateau.
         weights_dtype: Storage of the saved weights, ``"float16"`` (small) or ``"float32"``.
     """
 
@@ -108,25 +129,27 @@ class TrainOptions:
     softlabel: str = "mean"
     sigma_mm: float = 1.0
     loss: str = "bce"
-    epochs: int = 30
+    epochs: int | None = None
     max_minutes: float | None = None
-    batch_size: int = 8
-    learning_rate: float = 2e-3
+    steps_per_epoch: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
     weight_decay: float = 1e-4
-    patch_size: int | None = None
-    base_channels: int = 16
-    depth: int = 4
-    norm: str = "instance"
-    context_slices: int = 0
-    slice_axis: int = 2
-    normalization: str = "zscore"
-    ct_window: tuple[float, float] = DEFAULT_CT_WINDOW
+    patch_size: int | list[int] | None = None
+    base_channels: int | None = None
+    depth: int | None = None
+    norm: str | None = None
+    dim: int | None = None
+    context_slices: int | None = None
+    slice_axis: int | None = None
+    normalization: str | None = None
+    ct_window: tuple[float, float] | None = None
     val_fraction: float = 0.2
     seed: int = 0
     device: str = "auto"
-    calibrate: bool = False
+    calibrate: bool | None = None
     augment: bool = True
-    empty_slice_fraction: float = 0.25
+    early_stop: bool = True
     weights_dtype: str = "float16"
 
     def __post_init__(self):
@@ -137,21 +160,36 @@ class TrainOptions:
             raise SoftsegError(f"unknown soft-label method {self.softlabel!r}; choose from {', '.join(METHODS)}")
         if self.loss not in LOSSES:
             raise SoftsegError(f"unknown loss {self.loss!r}; choose from {', '.join(LOSSES)}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise SoftsegError("epochs and batch size must be at least 1")
+        for name in ("epochs", "batch_size", "steps_per_epoch", "base_channels"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise SoftsegError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise SoftsegError(f"--max-minutes must be positive, got {self.max_minutes}")
         if not 0 <= self.val_fraction < 1:
             raise SoftsegError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
-        if self.patch_size is not None and self.patch_size < 2**self.depth:
-            raise SoftsegError(f"--patch-size must be at least 2**depth = {2**self.depth}")
-        self.ct_window = tuple(float(v) for v in self.ct_window)
-        Normalization(self.normalization, self.ct_window)  # validates
+        if self.dim is not None and self.dim not in (2, 3):
+            raise SoftsegError(f"--dim must be 2 or 3, got {self.dim}")
+        if isinstance(self.patch_size, (list, tuple)):
+            self.patch_size = [int(v) for v in self.patch_size]
+            if len(self.patch_size) == 1:
+                self.patch_size = self.patch_size[0]
+        if self.patch_size is not None and self.depth is not None:
+            sides = self.patch_size if isinstance(self.patch_size, list) else [self.patch_size]
+            if min(sides) < 2**self.depth:
+                raise SoftsegError(f"--patch-size must be at least 2**depth = {2**self.depth}")
+        if self.ct_window is not None:
+            self.ct_window = tuple(float(v) for v in self.ct_window)
+            if self.normalization not in (None, "ct"):
+                raise SoftsegError(f"--ct-window conflicts with --normalization {self.normalization} (it is for ct)")
+        if self.normalization is not None:
+            Normalization(self.normalization, self.ct_window or (-160.0, 240.0))  # validates
 
     def to_dict(self) -> dict:
         """JSON-ready form."""
         data = asdict(self)
-        data["ct_window"] = list(self.ct_window)
+        if self.ct_window is not None:
+            data["ct_window"] = list(self.ct_window)
         return data
 
     @classmethod
@@ -170,10 +208,14 @@ class TrainResult:
         epochs_done: Epochs completed in total (including earlier runs when resumed).
         best_epoch: Epoch of the kept model.
         best_score: Its mean validation QUBIQ score (``None`` without validation).
-        stopped: ``"completed"`` or ``"time budget"``.
+        stopped: Why it stopped: ``"schedule complete"``, ``"epochs done"``, ``"time budget"`` or
+            ``"plateau"``.
         seconds: Wall time of this run.
         calibration: Temperature and ECE before/after, when calibrated.
-        warnings: Notable facts (single rater, no validation, ...).
+        warnings: Notable facts (single rater, no validation, a temperature on its bound, ...).
+        plan: The plan the run followed.
+        stop_reason: The sentence printed about why it stopped.
+        steps: Optimizer steps taken in total.
     """
 
     model_dir: Path
@@ -184,15 +226,205 @@ class TrainResult:
     seconds: float
     calibration: dict | None = None
     warnings: list[str] = field(default_factory=list)
+    plan: dict | None = None
+    stop_reason: str = ""
+    steps: int = 0
+
+
+@dataclass
+class TrainingCase:
+    """One case held in memory (what the viewer trains on; :func:`train` loads them from files).
+
+    Attributes:
+        name: Shown in messages and stored in the model's config.
+        image: ``(C, X, Y, Z)`` raw intensities.
+        masks: ``(R, X, Y, Z)`` rater masks in ``{0, 1}``.
+        spacing: Voxel size in mm.
+    """
+
+    name: str
+    image: np.ndarray
+    masks: np.ndarray
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    def __post_init__(self):
+        self.image = np.asarray(self.image, dtype=np.float32)
+        self.masks = np.asarray(self.masks, dtype=np.uint8)
+        if self.image.ndim != 4 or self.masks.ndim != 4 or self.image.shape[1:] != self.masks.shape[1:]:
+            raise SoftsegError(f"{self.name}: image {self.image.shape} (C, X, Y, Z) and masks {self.masks.shape} "
+                               "(R, X, Y, Z) do not fit together")
+        if not np.all(np.isfinite(self.image)):
+            raise SoftsegError(f"{self.name}: the image contains NaN or infinite values")
+        self.spacing = tuple(float(v) for v in self.spacing)
 
 
 @dataclass
 class _Case:
     name: str
-    volume: np.ndarray  # normalised image, slicing axis moved to 1: (C, S, H, W)
-    target: np.ndarray  # soft target (S, H, W)
+    volume: np.ndarray  # normalised image: 2D plan (C, S, H, W) with the slicing axis at 1; 3D (C, X, Y, Z)
+    target: np.ndarray  # soft target in the same layout, without the channel axis
+    foreground: np.ndarray  # (N, 3) indices of voxels some rater marked (a sample of them), same layout
     image: np.ndarray  # raw image (C, X, Y, Z), for validation
     masks: np.ndarray  # (R, X, Y, Z)
+
+
+def split_by_slices(case: TrainingCase, fraction: float, axis: int) -> tuple[TrainingCase, TrainingCase] | None:
+    """Cut one volume into a training slab and a validation slab (the last ``fraction`` of ``axis``).
+
+    Used when the viewer trains on a single volume: a contiguous slab is held out so that validation and
+    calibration see slices the network did not train on. ``None`` when the volume has fewer than 5 slices.
+    """
+    n = case.image.shape[1 + axis]
+    if n < 5 or fraction <= 0:
+        return None
+    n_val = min(n - 2, max(1, round(fraction * n)))
+    cut = n - n_val
+
+    def part(lo, hi, suffix):
+        take = [slice(None)] * 4
+        take[1 + axis] = slice(lo, hi)
+        return TrainingCase(f"{case.name} [{suffix}]", case.image[tuple(take)], case.masks[tuple(take)], case.spacing)
+
+    axis_name = "XYZ"[axis]
+    return part(0, cut, f"{axis_name} 0-{cut - 1}"), part(cut, n, f"{axis_name} {cut}-{n - 1}")
+
+
+def _warn(message: str, collected: list[str]) -> None:
+    collected.append(message)
+    warnings.warn(message, UserWarning, stacklevel=3)
+
+
+def _split_cases(dataset, options: TrainOptions, val_dataset) -> tuple[list, list, list[str], object]:
+    """Discover and split dataset cases into training and validation lists."""
+    from napari_softseg.io.dataset import Dataset, discover
+
+    notes: list[str] = []
+    ds = dataset if isinstance(dataset, Dataset) else discover(dataset)
+    pool = ds.split("Training") or ds.cases
+    usable = [c for c in pool if c.raters(options.task)]
+    skipped = len(pool) - len(usable)
+    if not usable:
+        raise SoftsegError(
+            f"empty training set: no case has rater masks for task {options.task} "
+            f"({len(pool)} case(s) found, tasks present: {ds.task_numbers or 'none'})",
+            ds.path,
+        )
+    if skipped:
+        notes.append(f"{skipped} case(s) without task {options.task} masks skipped")
+    if val_dataset is not None:
+        vds = val_dataset if isinstance(val_dataset, Dataset) else discover(val_dataset)
+        val = [c for c in vds.cases if c.raters(options.task)]
+        if not val:
+            raise SoftsegError(f"no validation cases: no case here has rater masks for task {options.task}", vds.path)
+        return usable, val, notes, ds
+    if options.val_fraction == 0:
+        return usable, [], notes, ds
+    if len(usable) < 2:
+        raise SoftsegError(
+            f"no validation cases: only {len(usable)} case with task {options.task} masks, none left to validate on; "
+            "give a validation dataset (--val DATASET2) or train without validation (--val-fraction 0)",
+            ds.path,
+        )
+    train_idx, val_idx = _split_indices(len(usable), options.val_fraction, options.seed)
+    return [usable[i] for i in train_idx], [usable[i] for i in val_idx], notes, ds
+
+
+def _split_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    n_val = min(n - 1, max(1, round(fraction * n)))
+    order = np.random.default_rng(seed).permutation(n)
+    val = set(order[:n_val].tolist())
+    return [i for i in range(n) if i not in val], [i for i in range(n) if i in val]
+
+
+def _load_file_case(case, options: TrainOptions, collected: list[str]) -> TrainingCase:
+    from napari_softseg.io.dataset import load_case
+
+    data = load_case(case, task=options.task)
+    for message in data.warnings:
+        if "one rater" not in message:
+            _warn(f"{data.name}: {message}", collected)
+    return TrainingCase(data.name, data.image, data.masks, tuple(data.spacing))
+
+
+def _crop(image: np.ndarray, target: np.ndarray, patch: Sequence[int], centre, rng) -> tuple[np.ndarray, np.ndarray]:
+    """A ``patch`` of ``image`` (C, *spatial) and ``target`` (*spatial), around ``centre`` (jittered) or at random.
+
+    Sides shorter than the patch are padded (image: edge values, target: 0) at a random split.
+    """
+    spatial = target.shape
+    pads = [max(0, p - n) for p, n in zip(patch, spatial)]
+    if any(pads):
+        before = [int(rng.integers(0, d + 1)) for d in pads]
+        image = np.pad(image, [(0, 0)] + [(b, d - b) for b, d in zip(before, pads)], mode="edge")
+        target = np.pad(target, [(b, d - b) for b, d in zip(before, pads)])
+        if centre is not None:
+            centre = [c + b for c, b in zip(centre, before)]
+        spatial = target.shape
+    starts = []
+    for axis, (p, n) in enumerate(zip(patch, spatial)):
+        if n == p:
+            starts.append(0)
+            continue
+        if centre is None:
+            lo = int(rng.integers(0, n - p + 1))
+        else:
+            lo = int(centre[axis]) - p // 2 + int(rng.integers(-(p // 4), p // 4 + 1))
+        starts.append(int(np.clip(lo, 0, n - p)))
+    window = tuple(slice(s, s + p) for s, p in zip(starts, patch))
+    return image[(slice(None),) + window], target[window]
+
+
+def _loss(logits, target, kind: str):
+    """BCE against the soft target, soft Dice (over the whole batch), or their sum."""
+    import torch
+    import torch.nn.functional as F
+
+    total = 0.0
+    if "bce" in kind:
+        total = total + F.binary_cross_entropy_with_logits(logits, target)
+    if "dice" in kind:
+        p = torch.sigmoid(logits)
+        total = total + 1 - (2 * (p * target).sum() + 1) / (p.sum() + target.sum() + 1)
+    return total
+
+
+def _scores(logits_per_case: list[np.ndarray], cases: list[_Case], temperature: float) -> tuple[list[float], float]:
+    from napari_softseg.analysis.metrics import expected_calibration_error, qubiq_score
+    from napari_softseg.model.calibration import sigmoid
+
+    scores, eces = [], []
+    for logits, case in zip(logits_per_case, cases):
+        prob = sigmoid(logits, temperature)
+        scores.append(qubiq_score(prob, case.masks)[0])
+        eces.append(expected_calibration_error(prob, case.masks.mean(axis=0, dtype=np.float32)))
+    return scores, float(np.mean(eces))
+
+
+def validation_logits(network, config: ModelConfig, cases: list[_Case], device: str) -> list[np.ndarray]:
+    """Logits of the network on each validation case (whole volumes, as ``softseg predict`` does)."""
+    from napari_softseg.model.inference import predict_logits
+
+    return [drive(predict_logits(network, config, case.image, device=device)) for case in cases]
+
+
+def _validate(network, config: ModelConfig, cases: list[_Case], device: str, calibrated: bool) -> dict:
+    """Mean QUBIQ score and ECE over the validation cases, raw (T = 1) and at the temperature that fits them."""
+    from napari_softseg.model.calibration import fit_temperature
+
+    logits = validation_logits(network, config, cases, device)
+    raw_scores, raw_ece = _scores(logits, cases, 1.0)
+    metrics = {"qubiq_raw": float(np.mean(raw_scores)), "ece_raw": raw_ece}
+    if calibrated:
+        z = np.concatenate([lg.ravel() for lg in logits])
+        y = np.concatenate([c.masks.mean(axis=0, dtype=np.float32).ravel() for c in cases])
+        t = fit_temperature(z, y, max_samples=400_000)
+        scores, ece = _scores(logits, cases, t)
+        metrics.update(temperature=t)
+    else:
+        scores, ece = raw_scores, raw_ece
+    metrics.update(qubiq_score=float(np.mean(scores)), ece=ece,
+                   per_case={c.name: float(s) for c, s in zip(cases, scores)})
+    return metrics
 
 
 def read_training_state(out_dir: str | os.PathLike) -> dict:
@@ -217,127 +449,6 @@ def read_training_state(out_dir: str | os.PathLike) -> dict:
 def _warn(message: str, collected: list[str]) -> None:
     collected.append(message)
     warnings.warn(message, UserWarning, stacklevel=3)
-
-
-def _training_cases(dataset, options: TrainOptions, val_dataset) -> tuple[list, list, list[str]]:
-    """Split discovered cases into training and validation lists."""
-    from napari_softseg.io.dataset import Dataset, discover
-
-    notes: list[str] = []
-    ds = dataset if isinstance(dataset, Dataset) else discover(dataset)
-    pool = ds.split("Training") or ds.cases
-    usable = [c for c in pool if c.raters(options.task)]
-    skipped = len(pool) - len(usable)
-    if not usable:
-        raise SoftsegError(
-            f"empty training set: no case has rater masks for task {options.task} "
-            f"({len(pool)} case(s) found, tasks present: {ds.task_numbers or 'none'})",
-            ds.path,
-        )
-    if skipped:
-        notes.append(f"{skipped} case(s) without task {options.task} masks skipped")
-    if val_dataset is not None:
-        vds = val_dataset if isinstance(val_dataset, Dataset) else discover(val_dataset)
-        val = [c for c in vds.cases if c.raters(options.task)]
-        if not val:
-            raise SoftsegError(f"no validation cases: no case here has rater masks for task {options.task}", vds.path)
-        return usable, val, notes
-    if options.val_fraction == 0:
-        return usable, [], notes
-    if len(usable) < 2:
-        raise SoftsegError(
-            f"no validation cases: only {len(usable)} case with task {options.task} masks, none left to validate on; "
-            "give a validation dataset (--val DATASET2) or train without validation (--val-fraction 0)",
-            ds.path,
-        )
-    n_val = min(len(usable) - 1, max(1, round(options.val_fraction * len(usable))))
-    order = np.random.default_rng(options.seed).permutation(len(usable))
-    val_idx = set(order[:n_val].tolist())
-    return [c for i, c in enumerate(usable) if i not in val_idx], [c for i, c in enumerate(usable) if i in val_idx], notes
-
-
-def _load(case, options: TrainOptions, norm: Normalization, collected: list[str]) -> _Case:
-    from napari_softseg.io.dataset import load_case
-    from napari_softseg.analysis.softlabels import make_soft_label
-
-    data = load_case(case, task=options.task)
-    for message in data.warnings:
-        if "one rater" in message:
-            message = f"{data.name}: only one rater, so its labels are hard (no soft information to learn)"
-        else:
-            message = f"{data.name}: {message}"
-        _warn(message, collected)
-    soft = make_soft_label(data.masks, options.softlabel, spacing=data.spacing, sigma_mm=options.sigma_mm).data
-    axis = options.slice_axis
-    return _Case(
-        name=data.name,
-        volume=np.moveaxis(norm.apply(data.image), 1 + axis, 1),
-        target=np.ascontiguousarray(np.moveaxis(soft, axis, 0), dtype=np.float32),
-        image=data.image,
-        masks=data.masks,
-    )
-
-
-def _crop_or_pad(image: np.ndarray, target: np.ndarray, size: tuple[int, int], rng) -> tuple[np.ndarray, np.ndarray]:
-    """Random crop (half the time around a foreground pixel) or edge-pad to ``size``."""
-    h, w = target.shape
-    ph, pw = max(0, size[0] - h), max(0, size[1] - w)
-    if ph or pw:
-        image = np.pad(image, [(0, 0), (0, ph), (0, pw)], mode="edge")
-        target = np.pad(target, [(0, ph), (0, pw)])
-        h, w = target.shape
-    if (h, w) == size:
-        return image, target
-    if rng.random() < 0.5 and target.max() > 0:
-        ys, xs = np.nonzero(target > 0)
-        k = rng.integers(len(ys))
-        y0, x0 = ys[k] - size[0] // 2, xs[k] - size[1] // 2
-    else:
-        y0, x0 = rng.integers(0, h - size[0] + 1), rng.integers(0, w - size[1] + 1)
-    y0, x0 = int(np.clip(y0, 0, h - size[0])), int(np.clip(x0, 0, w - size[1]))
-    return image[:, y0 : y0 + size[0], x0 : x0 + size[1]], target[y0 : y0 + size[0], x0 : x0 + size[1]]
-
-
-def _draw_slices(cases: list[_Case], options: TrainOptions, rng) -> list[tuple[int, int]]:
-    """This epoch's (case, slice) pairs: all foreground slices plus a share of empty ones, shuffled."""
-    foreground, empty = [], []
-    for ci, case in enumerate(cases):
-        has = case.target.reshape(case.target.shape[0], -1).max(axis=1) > 0
-        foreground += [(ci, s) for s in np.flatnonzero(has)]
-        empty += [(ci, s) for s in np.flatnonzero(~has)]
-    n_empty = min(len(empty), math.ceil(options.empty_slice_fraction * len(foreground)) if foreground else len(empty))
-    chosen = foreground + [empty[i] for i in rng.choice(len(empty), size=n_empty, replace=False)] if empty else foreground
-    return [chosen[i] for i in rng.permutation(len(chosen))]
-
-
-def _loss(logits, target, kind: str):
-    """BCE against the soft target, soft Dice (over the whole batch), or their sum."""
-    import torch
-    import torch.nn.functional as F
-
-    total = 0.0
-    if "bce" in kind:
-        total = total + F.binary_cross_entropy_with_logits(logits, target)
-    if "dice" in kind:
-        p = torch.sigmoid(logits)
-        total = total + 1 - (2 * (p * target).sum() + 1) / (p.sum() + target.sum() + 1)
-    return total
-
-
-def _validate(network, config: ModelConfig, cases: list[_Case], device: str) -> dict:
-    """Mean QUBIQ score and ECE (vs the mean of the raters) over the validation cases."""
-    from napari_softseg.model.calibration import sigmoid
-    from napari_softseg.model.inference import predict_logits
-    from napari_softseg.analysis.metrics import expected_calibration_error, qubiq_score
-
-    scores, eces = [], []
-    for case in cases:
-        logits = drive(predict_logits(network, config, case.image, device=device))
-        prob = sigmoid(logits)
-        scores.append(qubiq_score(prob, case.masks)[0])
-        eces.append(expected_calibration_error(prob, case.masks.mean(axis=0)))
-    return {"qubiq_score": float(np.mean(scores)), "ece": float(np.mean(eces)),
-            "per_case": {c.name: float(s) for c, s in zip(cases, scores)}}
 
 
 def _optimizer_tensors(optimizer) -> tuple[dict, dict]:
@@ -381,6 +492,468 @@ def _check_out_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
         )
 
 
+class TrainingRun:
+    """One training run, step by step (see the module docstring); :meth:`run` does them all.
+
+    Args:
+        out_dir: Model folder to write (created). Holds ``model.safetensors`` + ``config.json`` (best
+            epoch) and ``training_state.safetensors`` (for ``resume``).
+        options: Settings (default :class:`TrainOptions`).
+        dataset: Dataset folder (QUBIQ layout: its ``Training/`` cases are used when present), a case-list
+            folder, or a :class:`~napari_softseg.io.dataset.Dataset`.
+        val_dataset: Validation cases from another folder instead of ``options.val_fraction`` of the
+            training cases.
+        cases: In-memory :class:`TrainingCase` objects instead of ``dataset`` (the viewer).
+        val_cases: In-memory validation cases; without them ``options.val_fraction`` of ``cases`` is held
+            out (of a single volume: its last slab along the planned slice axis).
+        resume: Continue the run saved in ``out_dir``. Its options are used; those given may only change
+            ``epochs``, ``max_minutes``, ``device``, ``calibrate``, ``batch_size`` and ``early_stop``.
+        overwrite: Start over in an ``out_dir`` that already holds a model.
+    """
+
+    def __init__(self, out_dir, options: TrainOptions | None = None, *, dataset=None, val_dataset=None,
+                 cases: Sequence[TrainingCase] | None = None, val_cases: Sequence[TrainingCase] | None = None,
+                 resume: bool = False, overwrite: bool = False, requested: dict | None = None):
+        self.out_dir = Path(out_dir)
+        self.dataset, self.val_dataset = dataset, val_dataset
+        self.memory_cases = list(cases) if cases is not None else None
+        self.memory_val = list(val_cases) if val_cases is not None else None
+        self.resume, self.overwrite = resume, overwrite
+        self.options = options or TrainOptions()
+        self.requested = requested if requested is not None else {}
+        self.warnings: list[str] = []
+        self.started = time.monotonic()
+        self.state_meta: dict | None = None
+        self.train_data: list[_Case] = []
+        self.val_data: list[_Case] = []
+        self.plan_: object = None
+        self.fingerprint_: object = None
+        self.history: list[dict] = []
+        self.epoch = self.best_epoch = self.steps_done = 0
+        self.best_score: float | None = None
+        self.previous_seconds = 0.0
+        self.stopped, self.stop_reason = "", ""
+        self.calibration: dict | None = None
+
+    # -- step 1 ---------------------------------------------------------------------------------------
+    def prepare(self) -> Generator[Progress, None, None]:
+        """Device, cases, validation split, soft labels (yields ``"device"`` and ``"setup"`` progress)."""
+        from napari_softseg.model.device import resolve_device
+
+        _check_out_dir(self.out_dir, self.resume, self.overwrite)
+        if self.resume:
+            self.state_meta = read_training_state(self.out_dir)
+            stored = TrainOptions.from_dict(self.state_meta["options"])
+            req = self.requested
+            changed = [k for k in IDENTITY_OPTIONS if req.get(k) is not None and _differs(req[k], getattr(stored, k))]
+            if changed:
+                details = ", ".join(f"{k}: {getattr(stored, k)!r} -> {req[k]!r}" for k in changed)
+                raise SoftsegError(f"cannot resume with different settings ({details}); use a new output folder",
+                                   self.out_dir)
+            self.options = TrainOptions.from_dict(
+                {**stored.to_dict(), **{k: v for k, v in req.items() if k in ADJUSTABLE_OPTIONS}})
+            if self.dataset is None and self.memory_cases is None:
+                self.dataset = self.state_meta.get("dataset")
+            if self.val_dataset is None and self.state_meta.get("val_dataset"):
+                self.val_dataset = self.state_meta["val_dataset"]
+        options = self.options
+        self.device_choice = resolve_device(options.device)
+        device = self.device_choice.device
+        yield Progress("device", 0, None, f"device: {device} ({self.device_choice.reason})", {"device": device})
+
+        if self.memory_cases is not None:
+            train_cases, val_cases = self._split_memory()
+            self.dataset_label = "in-memory cases"
+        else:
+            if self.dataset is None:
+                raise SoftsegError("no dataset to train on")
+            files, val_files, notes, ds = _split_cases(self.dataset, options, self.val_dataset)
+            self.warnings += notes
+            self.dataset_label = str(getattr(self.dataset, "path", self.dataset))
+            train_cases, val_cases = [], []
+            all_files = files + val_files
+            for number, case in enumerate(all_files, start=1):
+                loaded = _load_file_case(case, options, self.warnings)
+                (train_cases if number <= len(files) else val_cases).append(loaded)
+                yield Progress("setup", number, len(all_files), f"loaded {case.name}")
+        for case in train_cases + val_cases:
+            if case.masks.shape[0] == 1:
+                _warn(f"{case.name}: only one rater, so its labels are hard (no soft information to learn)",
+                      self.warnings)
+        if not train_cases:
+            raise SoftsegError("empty training set: no cases")
+        if not val_cases:
+            _warn("no validation cases: the last epoch is kept, no validation score is reported and the model "
+                  "is not calibrated", self.warnings)
+            if options.calibrate:
+                raise SoftsegError("--calibrate needs validation cases (use --val-fraction > 0 or --val DATASET2)")
+        channels = {c.image.shape[0] for c in train_cases + val_cases}
+        if len(channels) > 1:
+            raise SoftsegError(f"cases have different channel counts ({sorted(channels)}); a model needs one",
+                               None if self.dataset is None else Path(str(getattr(self.dataset, "path", self.dataset))))
+        self.raw_train, self.raw_val = train_cases, val_cases
+
+    def _split_memory(self) -> tuple[list[TrainingCase], list[TrainingCase]]:
+        cases, options = self.memory_cases, self.options
+        if not cases:
+            raise SoftsegError("empty training set: no cases")
+        if self.memory_val is not None:
+            return cases, self.memory_val
+        if options.val_fraction == 0:
+            return cases, []
+        if len(cases) >= 2:
+            train_idx, val_idx = _split_indices(len(cases), options.val_fraction, options.seed)
+            return [cases[i] for i in train_idx], [cases[i] for i in val_idx]
+        from napari_softseg.model.planning import choose_dim, fingerprint
+
+        case = cases[0]
+        fp = fingerprint([case.image], [case.masks], [case.spacing])
+        dim, axis, _ = choose_dim(fp)
+        if self.options.slice_axis is not None:
+            axis = self.options.slice_axis
+        if dim == 3 and self.options.dim != 2:
+            axis = int(np.argmax(case.image.shape[1:]))
+        parts = split_by_slices(case, max(options.val_fraction, 0.2), axis)
+        if parts is None:
+            return cases, []
+        self.warnings.append(f"one case: slices {parts[1].name} held out for validation and calibration")
+        return [parts[0]], [parts[1]]
+
+    # -- step 2 ---------------------------------------------------------------------------------------
+    def plan(self) -> Generator[Progress, None, None]:
+        """Fingerprint the training cases, plan the run (options override), print the plan."""
+        from napari_softseg.model.planning import Plan, fingerprint, make_plan
+
+        o = self.options
+        self.fingerprint_ = fingerprint([c.image for c in self.raw_train], [c.masks for c in self.raw_train],
+                                        [c.spacing for c in self.raw_train])
+        cuda = self.device_choice.is_cuda
+        if self.resume and self.state_meta.get("plan"):
+            plan = Plan.from_dict(self.state_meta["plan"])
+            plan.max_minutes = o.max_minutes if o.max_minutes is not None else (
+                None if o.epochs is not None else plan.max_minutes)
+            plan.epochs = o.epochs
+            if o.batch_size is not None:
+                plan.batch_size = o.batch_size
+        else:
+            overrides = {k: getattr(o, k) for k in PLANNED_OPTIONS}
+            plan = make_plan(self.fingerprint_, cuda=cuda, device=self.device_choice.device, **overrides)
+        self.plan_ = plan
+        yield Progress("plan", 0, None, self.fingerprint_.summary())
+        for line in plan.lines():
+            yield Progress("plan", 0, None, line)
+        norm = Normalization(plan.normalization, tuple(plan.ct_window))
+        self.norm = norm
+        self.train_data = [self._arrays(c, norm, foreground=True) for c in self.raw_train]
+        self.val_data = [self._arrays(c, norm, foreground=False) for c in self.raw_val]
+        if self.val_data and o.calibrate is None:
+            o.calibrate = True
+
+    def _arrays(self, case: TrainingCase, norm: Normalization, foreground: bool) -> _Case:
+        from napari_softseg.analysis.softlabels import make_soft_label
+
+        plan, o = self.plan_, self.options
+        soft = make_soft_label(case.masks, o.softlabel, spacing=case.spacing, sigma_mm=o.sigma_mm).data
+        volume = norm.apply(case.image)
+        if plan.dim == 2:
+            volume = np.moveaxis(volume, 1 + plan.slice_axis, 1)
+            soft = np.moveaxis(soft, plan.slice_axis, 0)
+        marked = np.moveaxis(case.masks.max(axis=0), plan.slice_axis, 0) if plan.dim == 2 else case.masks.max(axis=0)
+        coords = np.argwhere(marked > 0) if foreground else np.zeros((0, 3), dtype=np.int64)
+        if len(coords) > 20000:
+            coords = coords[np.random.default_rng(0).choice(len(coords), 20000, replace=False)]
+        return _Case(case.name, np.ascontiguousarray(volume, dtype=np.float32),
+                     np.ascontiguousarray(soft, dtype=np.float32), coords, case.image, case.masks)
+
+    # -- step 3 ---------------------------------------------------------------------------------------
+    def build(self) -> Generator[Progress, None, None]:
+        """Network, optimiser and random generators; restored from the checkpoint when resuming."""
+        import torch
+
+        plan, o = self.plan_, self.options
+        arch = {"name": "unet3d" if plan.dim == 3 else "unet2d", "base_channels": plan.base_channels,
+                "depth": plan.depth, "norm": plan.norm}
+        self.config = ModelConfig(
+            architecture=arch, task=o.task, image_channels=int(self.raw_train[0].image.shape[0]),
+            context_slices=plan.context_slices, slice_axis=plan.slice_axis, normalization=self.norm.to_dict(),
+            softlabel={"method": o.softlabel, "sigma_mm": o.sigma_mm if o.softlabel == "smoothed" else None},
+            loss=o.loss, weights_dtype=o.weights_dtype, patch_size=list(plan.patch_size),
+            plan={"fingerprint": self.fingerprint_.to_dict(), **plan.to_dict()},
+        )
+        torch.manual_seed(o.seed)
+        device = self.device_choice.device
+        self.network = new_network(self.config).to(device)
+        self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=plan.learning_rate,
+                                           weight_decay=o.weight_decay)
+        self.rng = np.random.default_rng(o.seed)
+        self.aug_gen = torch.Generator().manual_seed(o.seed)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=plan.amp and self.device_choice.is_cuda)
+        self.total_steps = (plan.epochs or 0) * plan.steps_per_epoch or None
+        self.progress = 0.0
+        if self.resume:
+            tensors, meta = load_tensors(self.out_dir / STATE_FILE)
+            self.network.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+            self.network.to(device)
+            _restore_optimizer(self.optimizer, tensors, meta["optimizer"])
+            self.aug_gen.set_state(tensors["rng.augment"])
+            self.rng.bit_generator.state = meta["numpy_rng"]
+            self.epoch, self.best_epoch, self.best_score = meta["epoch"], meta["best_epoch"], meta["best_score"]
+            self.history, self.previous_seconds = meta["history"], meta.get("seconds", 0.0)
+            self.steps_done, self.progress = meta.get("steps_done", 0), meta.get("progress", 0.0)
+            if plan.max_minutes is None:
+                self.total_steps = plan.epochs * plan.steps_per_epoch
+            yield Progress("device", 0, None, f"resuming after epoch {self.epoch} (best so far: epoch {self.best_epoch})")
+        n_params = sum(p.numel() for p in self.network.parameters())
+        yield Progress("plan", 0, None, f"network: {n_params / 1e6:.2f} M parameters")
+
+    # -- step 4 ---------------------------------------------------------------------------------------
+    def _batch(self):
+        """One batch of patches (numpy), a share of them centred on foreground."""
+        from napari_softseg.model.inference import slice_stack
+
+        plan, rng = self.plan_, self.rng
+        images, targets = [], []
+        with_fg = [i for i, c in enumerate(self.train_data) if len(c.foreground)]
+        for _ in range(plan.batch_size):
+            fg = bool(with_fg) and rng.random() < plan.foreground_oversampling
+            case = self.train_data[with_fg[rng.integers(len(with_fg))] if fg else rng.integers(len(self.train_data))]
+            if fg:
+                point = case.foreground[rng.integers(len(case.foreground))]
+            if plan.dim == 2:
+                s = int(point[0]) if fg else int(rng.integers(case.volume.shape[1]))
+                image = slice_stack(case.volume, [s], plan.context_slices)[0]
+                image, target = _crop(image, case.target[s], plan.patch_size, point[1:] if fg else None, rng)
+            else:
+                image, target = _crop(case.volume, case.target, plan.patch_size, point if fg else None, rng)
+            images.append(image)
+            targets.append(target)
+        return np.stack(images), np.stack(targets)[:, None]
+
+    def _learning_rate(self) -> float:
+        plan = self.plan_
+        warm = min(1.0, (self.steps_done + 1) / WARMUP_STEPS)
+        return plan.learning_rate * max(0.0, 1.0 - self.progress) ** 0.9 * (0.1 + 0.9 * warm)
+
+    def _step(self) -> float:
+        import torch
+
+        from napari_softseg.model.augmentation import augment_batch, augment_batch_3d
+
+        device = self.device_choice.device
+        x, y = self._batch()
+        x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+        if self.options.augment:
+            x, y = (augment_batch if self.plan_.dim == 2 else augment_batch_3d)(x, y, self.aug_gen)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._learning_rate()
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.float16, enabled=self.scaler.is_enabled()):
+            logits = self.network(x)
+        loss = _loss(logits.float(), y, self.options.loss)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return float(loss.detach())
+
+    def _checkpoint(self, improved: bool) -> None:
+        seconds = self.previous_seconds + time.monotonic() - self.started
+        self.config.training = {**self._summary(), "epochs_done": self.epoch, "best_epoch": self.best_epoch,
+                                "stopped": "in progress", "seconds": round(seconds, 1), "warnings": self.warnings,
+                                "history": self.history, "steps": self.steps_done}
+        try:
+            if improved or not self.val_data:
+                save_model(self.out_dir, self.network, self.config)
+            opt_tensors, opt_meta = _optimizer_tensors(self.optimizer)
+            tensors = {f"model.{k}": v for k, v in self.network.state_dict().items()}
+            tensors.update(opt_tensors)
+            tensors["rng.augment"] = self.aug_gen.get_state()
+            meta = {"options": self.options.to_dict(), "epoch": self.epoch, "best_epoch": self.best_epoch,
+                    "best_score": self.best_score, "history": self.history,
+                    "numpy_rng": self.rng.bit_generator.state, "seconds": seconds,
+                    "dataset": None if self.memory_cases is not None else self.dataset_label,
+                    "val_dataset": None if self.val_dataset is None else str(getattr(self.val_dataset, "path", self.val_dataset)),
+                    "optimizer": opt_meta, "plan": self.plan_.to_dict(), "steps_done": self.steps_done,
+                    "progress": self.progress}
+            save_tensors(self.out_dir / STATE_FILE, tensors, meta)
+        except (OSError, SoftsegError) as exc:
+            reason = exc.message if isinstance(exc, SoftsegError) else (exc.strerror or str(exc))
+            kept = f"the last good checkpoint (epoch {self.epoch - 1}) is kept" if self.epoch > 1 else "no checkpoint was kept"
+            raise SoftsegError(
+                f"could not write the checkpoint of epoch {self.epoch} ({reason}); {kept}; "
+                "free some space and continue with --resume",
+                self.out_dir,
+            ) from None
+
+    def _summary(self) -> dict:
+        import torch
+
+        return {
+            "dataset": self.dataset_label,
+            "val_dataset": None if self.val_dataset is None else str(getattr(self.val_dataset, "path", self.val_dataset)),
+            "train_cases": [c.name for c in self.train_data],
+            "val_cases": [c.name for c in self.val_data],
+            "options": self.options.to_dict(),
+            "patch_size": list(self.plan_.patch_size),
+            "augmentation": None if not self.options.augment else (
+                __import__("napari_softseg.model.augmentation", fromlist=["x"]).AugmentationSettings().to_dict()),
+            "software": f"napari-softseg {__version__} / torch {torch.__version__}",
+            "device": self.device_choice.device,
+        }
+
+    def fit(self) -> Generator[Progress, None, None]:
+        """The epochs: steps, validation, checkpoint; stops on schedule, budget or plateau (and says why)."""
+        plan = self.plan_
+        run_start = time.monotonic()
+        budget_s = None if plan.max_minutes is None else 60.0 * plan.max_minutes
+        deadline = None if budget_s is None else self.started + budget_s
+        step_times: list[float] = []
+        epoch_times: list[float] = []
+        val_seconds = 0.0
+        planned_steps = self.total_steps
+        fixed_cap = plan.epochs * plan.steps_per_epoch if plan.epochs else None
+        stale = 0
+        while True:
+            self.epoch += 1
+            self.network.train()
+            epoch_start = time.monotonic()
+            running, b = 0.0, 0
+            for b in range(plan.steps_per_epoch):
+                t0 = time.monotonic()
+                loss = self._step()
+                self.steps_done += 1
+                step_times.append(time.monotonic() - t0)
+                running += (loss - running) / (b + 1)
+                if planned_steps:
+                    self.progress = max(self.progress, min(1.0, self.steps_done / planned_steps))
+                if deadline is not None and len(step_times) == 6 and not epoch_times:
+                    # time the first steps (the first one warms up) and plan the schedule to end at the budget
+                    per_step = float(np.median(step_times[1:]))
+                    left = deadline - time.monotonic()
+                    guess = self.steps_done + int(left / (per_step * 1.1))
+                    planned_steps = guess if fixed_cap is None else min(guess, fixed_cap)
+                    yield Progress("plan", 0, None, f"timing: {per_step:.2f} s per step -> about {planned_steps} steps "
+                                   f"({planned_steps / plan.steps_per_epoch:.1f} epochs) in the budget")
+                yield Progress("batch", b + 1, plan.steps_per_epoch, f"epoch {self.epoch}", {"loss": running})
+                if deadline is not None and time.monotonic() + val_seconds > deadline:
+                    self.stopped = "time budget"
+                    self.stop_reason = (f"stopped: the {plan.max_minutes:g}-minute budget ran out during epoch "
+                                        f"{self.epoch} (schedule {100 * self.progress:.0f}% done)")
+                    break
+                if planned_steps and self.steps_done >= planned_steps:
+                    break
+            record = {"epoch": self.epoch, "loss": running, "batches": b + 1, "steps": self.steps_done,
+                      "lr": self._learning_rate()}
+            improved = False
+            if self.val_data:
+                v0 = time.monotonic()
+                metrics = _validate(self.network, self.config, self.val_data, self.device_choice.device,
+                                    calibrated=bool(self.options.calibrate))
+                val_seconds = time.monotonic() - v0
+                record.update(val_qubiq=metrics["qubiq_score"], val_ece=metrics["ece"],
+                              val_qubiq_raw=metrics["qubiq_raw"])
+                if "temperature" in metrics:
+                    record["val_temperature"] = metrics["temperature"]
+                if self.best_score is None or metrics["qubiq_score"] > self.best_score + 1e-4:
+                    self.best_epoch, self.best_score, improved = self.epoch, metrics["qubiq_score"], True
+                    self.config.validation = {k: v for k, v in metrics.items() if k != "temperature"}
+                    stale = 0
+                else:
+                    stale += 1
+            else:
+                self.best_epoch = self.epoch
+            self.history.append(record)
+            self._checkpoint(improved)
+            epoch_times.append(time.monotonic() - epoch_start)
+            shown = {k: v for k, v in record.items() if k in ("loss", "val_qubiq", "val_ece")}
+            if self.best_score is not None:
+                shown["best"] = self.best_score
+            total_epochs = math.ceil(planned_steps / plan.steps_per_epoch) if planned_steps else None
+            yield Progress("epoch", self.epoch, total_epochs, f"epoch {self.epoch}: best epoch {self.best_epoch}", shown)
+            if self.stopped:
+                break
+            if deadline is not None:
+                # re-plan from the measured epochs: the schedule ends where the budget does
+                per_epoch = float(np.mean(epoch_times[-3:]))
+                per_step = (per_epoch - val_seconds) / max(1, plan.steps_per_epoch)
+                left = deadline - time.monotonic() - val_seconds  # keep time for calibration
+                more = max(0, int(left / max(per_epoch, 1e-6))) * plan.steps_per_epoch
+                more = more or max(0, int(left / max(per_step, 1e-6)) - 1)
+                planned_steps = self.steps_done + more
+                if fixed_cap is not None:
+                    planned_steps = min(planned_steps, fixed_cap)
+            if planned_steps and self.steps_done >= planned_steps:
+                self.progress = 1.0
+                self.stopped = "epochs done" if plan.epochs and planned_steps == fixed_cap else "schedule complete"
+                self.stop_reason = (f"stopped: the learning-rate schedule is complete ({self.steps_done} steps, "
+                                    f"{self.epoch} epochs)" + (f" within the {plan.max_minutes:g}-minute budget"
+                                                               if plan.max_minutes else ""))
+                break
+            patience = max(5, math.ceil(0.25 * (total_epochs or self.epoch)))
+            if (self.options.early_stop and self.val_data and stale >= patience and self.progress >= 0.5):
+                self.stopped = "plateau"
+                self.stop_reason = (f"stopped early: the validation QUBIQ score has not improved for {stale} epochs "
+                                    f"(best {self.best_score:.4f} at epoch {self.best_epoch})")
+                break
+        yield Progress("plan", 0, None, self.stop_reason)
+        final = read_config(self.out_dir)  # the best epoch's config; its summary now describes the whole run
+        final.training.update(epochs_done=self.epoch, stopped=self.stopped, stop_reason=self.stop_reason,
+                              history=self.history, steps=self.steps_done,
+                              seconds=round(self.previous_seconds + time.monotonic() - self.started, 1))
+        if not self.val_data:
+            final.calibration = {"state": "not calibrated", "reason": "no validation cases"}
+        elif not self.options.calibrate:
+            final.calibration = {"state": "not calibrated", "reason": "calibration switched off"}
+        save_config(self.out_dir, final)
+        del run_start
+
+    # -- step 5 ---------------------------------------------------------------------------------------
+    def calibrate(self) -> Generator[Progress, None, None]:
+        """Fit the temperature of the kept model on the validation cases and store it (when enabled)."""
+        if not (self.options.calibrate and self.val_data):
+            return
+        from napari_softseg.model.calibration import T_MAX, T_MIN, calibration_report, fit_temperature
+
+        yield Progress("calibration", 0, 1, "fitting the temperature on the validation cases")
+        model = load_model(self.out_dir)
+        logits = validation_logits(model.network, model.config, self.val_data, self.device_choice.device)
+        z = np.concatenate([lg.ravel() for lg in logits])
+        y = np.concatenate([c.masks.mean(axis=0, dtype=np.float32).ravel() for c in self.val_data])
+        report = calibration_report(z, y, fit_temperature(z, y))
+        t = report["temperature"]
+        on_bound = t <= T_MIN * T_BOUND_MARGIN or t >= T_MAX / T_BOUND_MARGIN
+        if on_bound:
+            _warn(f"the fitted temperature {t:.3g} is at its bound [{T_MIN}, {T_MAX}]: the validation cases do not "
+                  "constrain it (too few, or a model that has not learned them); probabilities may be "
+                  "miscalibrated", self.warnings)
+        model.config.temperature = t
+        model.config.calibration = {**report, "state": "calibrated", "on_bound": on_bound,
+                                    "fitted_on": [c.name for c in self.val_data]}
+        model.config.training["warnings"] = self.warnings
+        save_model(self.out_dir, model.network, model.config)
+        self.calibration = report
+        yield Progress("calibration", 1, 1, f"temperature {t:.3f}",
+                       {"ece_before": report["ece_before"], "ece_after": report["ece_after"]})
+
+    def run(self) -> Generator[Progress, None, TrainResult]:
+        """All steps in order; returns the :class:`TrainResult`."""
+        yield from self.prepare()
+        yield from self.plan()
+        yield from self.build()
+        yield from self.fit()
+        yield from self.calibrate()
+        return TrainResult(
+            model_dir=self.out_dir, epochs_done=self.epoch, best_epoch=self.best_epoch, best_score=self.best_score,
+            stopped=self.stopped, seconds=time.monotonic() - self.started, calibration=self.calibration,
+            warnings=self.warnings, plan=self.plan_.to_dict(), stop_reason=self.stop_reason, steps=self.steps_done,
+        )
+
+
+def _differs(requested, stored) -> bool:
+    if isinstance(requested, (list, tuple)) or isinstance(stored, (list, tuple)):
+        return stored is None or list(np.atleast_1d(requested)) != list(np.atleast_1d(stored))
+    return requested != stored
+
+
 def train(
     dataset,
     out_dir: str | os.PathLike,
@@ -391,245 +964,59 @@ def train(
     overwrite: bool = False,
     **option_values,
 ) -> Generator[Progress, None, TrainResult]:
-    """Train a model on a multi-rater dataset; a generator yielding progress, returning a :class:`TrainResult`.
+    """Train a model on a multi-rater dataset folder; a generator yielding progress, returning a :class:`TrainResult`.
 
     Args:
-        dataset: Dataset folder (QUBIQ layout: its ``Training/`` cases are used when present), a case-list
-            folder, or a :class:`~napari_softseg.io.dataset.Dataset`.
-        out_dir: Model folder to write (created). Holds ``model.safetensors`` + ``config.json`` (best
-            epoch) and ``training_state.safetensors`` (for ``resume``).
-        options: Settings; or give them as keywords (``epochs=5``); default :class:`TrainOptions`.
-        val_dataset: Validation cases from another folder (e.g. QUBIQ ``Validation/``) instead of
-            ``options.val_fraction`` of the training cases.
-        resume: Continue the run saved in ``out_dir``. Its options are used; those given here may only
-            change ``epochs``, ``max_minutes``, ``device``, ``calibrate`` and ``batch_size``.
+        dataset: Dataset folder (QUBIQ layout: its ``Training/`` cases are used when present; ``Validation/``
+            is left alone for your held-out evaluation unless given as ``val_dataset``), a case-list folder,
+            or a :class:`~napari_softseg.io.dataset.Dataset`. ``None`` with ``resume``: the stored one.
+        out_dir: Model folder to write.
+        options: Settings; or give them as keywords (``max_minutes=5``); default :class:`TrainOptions`.
+        val_dataset: Validation cases from another folder instead of ``options.val_fraction`` of the
+            training cases.
+        resume: Continue the run saved in ``out_dir``.
         overwrite: Start over in an ``out_dir`` that already holds a model.
 
     Yields:
-        ``Progress("setup", ...)`` while loading, ``Progress("batch", ...)`` per step with the running
-        ``loss``, ``Progress("epoch", ...)`` per epoch with ``loss``, ``val_qubiq``, ``val_ece``,
-        ``best``; ``Progress("calibration", ...)`` when calibrating.
+        ``Progress("device")``, ``("setup")`` while loading, ``("plan")`` lines (fingerprint, plan, timing,
+        why it stopped), ``("batch")`` per step with the running ``loss``, ``("epoch")`` per epoch with
+        ``loss``, ``val_qubiq``, ``val_ece``, ``best``; ``("calibration")`` when calibrating.
 
     Returns:
         The result; the model is in ``out_dir``.
 
     Raises:
-        SoftsegError: Empty training set, no validation cases, an unknown option, a model already in
+        SoftsegError: Empty training set, no validation cases, options that conflict, a model already in
             ``out_dir``, nothing to resume, a device that is missing, or a write that failed (the last good
             checkpoint is kept and the message says how to resume).
     """
-    import torch
-
-    from napari_softseg.model.device import resolve_device
-
-    started = time.monotonic()
-    out_dir = Path(out_dir)
     if options is not None and option_values:
         raise TypeError("give either options or keyword options, not both")
-    _check_out_dir(out_dir, resume, overwrite)
-    state_meta: dict | None = None
-    if resume:
-        state_meta = read_training_state(out_dir)
-        stored = TrainOptions.from_dict(state_meta["options"])
-        requested = options.to_dict() if options is not None else option_values
-        changed = [k for k in IDENTITY_OPTIONS if k in requested and requested[k] != getattr(stored, k)
-                   and not (k == "ct_window" and list(requested[k]) == list(stored.ct_window))]
-        if changed:
-            details = ", ".join(f"{k}: {getattr(stored, k)!r} -> {requested[k]!r}" for k in changed)
-            raise SoftsegError(f"cannot resume with different settings ({details}); use a new output folder", out_dir)
-        adjustable = ("epochs", "max_minutes", "device", "calibrate", "batch_size")
-        options = TrainOptions.from_dict({**stored.to_dict(), **{k: v for k, v in requested.items() if k in adjustable}})
-        if dataset is None:
-            dataset = state_meta.get("dataset")
-        if val_dataset is None and state_meta.get("val_dataset"):
-            val_dataset = state_meta["val_dataset"]
-    elif options is None:
-        options = TrainOptions(**option_values)
-
-    choice = resolve_device(options.device)
-    device = choice.device
-    yield Progress("device", 0, None, f"device: {device} ({choice.reason})", {"device": device})
-    collected: list[str] = []
-    train_cases, val_cases, notes = _training_cases(dataset, options, val_dataset)
-    collected += notes
-    if not val_cases:
-        _warn("no validation cases: the last epoch is kept and no validation score is reported", collected)
-        if options.calibrate:
-            raise SoftsegError("--calibrate needs validation cases (use --val-fraction > 0 or --val DATASET2)")
-    norm = Normalization(options.normalization, options.ct_window)
-    loaded: list[_Case] = []
-    all_cases = train_cases + val_cases
-    for number, case in enumerate(all_cases, start=1):
-        loaded.append(_load(case, options, norm, collected))
-        yield Progress("setup", number, len(all_cases), f"loaded {case.name}")
-    train_data, val_data = loaded[: len(train_cases)], loaded[len(train_cases) :]
-    channels = {c.volume.shape[0] for c in loaded}
-    if len(channels) > 1:
-        raise SoftsegError(f"cases have different channel counts ({sorted(channels)}); a model needs one", dataset)
-
-    config = ModelConfig(
-        architecture={"base_channels": options.base_channels, "depth": options.depth, "norm": options.norm},
-        task=options.task,
-        image_channels=channels.pop(),
-        context_slices=options.context_slices,
-        slice_axis=options.slice_axis,
-        normalization=norm.to_dict(),
-        softlabel={"method": options.softlabel, "sigma_mm": options.sigma_mm if options.softlabel == "smoothed" else None},
-        loss=options.loss,
-        weights_dtype=options.weights_dtype,
-    )
-    multiple = 2**options.depth
-    if options.patch_size:
-        patch = (options.patch_size, options.patch_size)
-    else:
-        longest = [max(c.volume.shape[2 + i] for c in train_data) for i in range(2)]
-        patch = tuple(min(MAX_AUTO_PATCH, -(-n // multiple) * multiple) for n in longest)
-    patch = tuple(max(multiple, (p // multiple) * multiple) for p in patch)
-
-    torch.manual_seed(options.seed)
-    network = new_network(config).to(device)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay)
-    rng = np.random.default_rng(options.seed)
-    aug_gen = torch.Generator().manual_seed(options.seed)
-    scaler = torch.amp.GradScaler("cuda", enabled=choice.is_cuda)
-
-    history: list[dict] = []
-    epoch, best_epoch, best_score = 0, 0, None
-    previous_seconds = 0.0
-    if resume:
-        tensors, meta = load_tensors(out_dir / STATE_FILE)
-        network.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-        network.to(device)
-        _restore_optimizer(optimizer, tensors, meta["optimizer"])
-        aug_gen.set_state(tensors["rng.augment"])
-        rng.bit_generator.state = meta["numpy_rng"]
-        epoch, best_epoch, best_score = meta["epoch"], meta["best_epoch"], meta["best_score"]
-        history, previous_seconds = meta["history"], meta.get("seconds", 0.0)
-        yield Progress("device", 0, None, f"resuming after epoch {epoch} (best so far: epoch {best_epoch})")
-
-    from napari_softseg.model.augmentation import AugmentationSettings, augment_batch
-    from napari_softseg.model.inference import slice_stack
-
-    settings = AugmentationSettings()
-    deadline = started + 60 * options.max_minutes if options.max_minutes else None
-    stopped = "completed"
-    summary = {
-        "dataset": str(getattr(dataset, "path", dataset)),
-        "val_dataset": None if val_dataset is None else str(getattr(val_dataset, "path", val_dataset)),
-        "train_cases": [c.name for c in train_data],
-        "val_cases": [c.name for c in val_data],
-        "options": options.to_dict(),
-        "patch_size": list(patch),
-        "augmentation": settings.to_dict() if options.augment else None,
-        "software": f"napari-softseg {__version__} / torch {torch.__version__}",
-    }
-
-    def checkpoint(improved: bool) -> None:
-        seconds = previous_seconds + time.monotonic() - started
-        config.training = {**summary, "epochs_done": epoch, "best_epoch": best_epoch, "device": device,
-                           "stopped": "in progress", "seconds": round(seconds, 1), "warnings": collected,
-                           "history": history}
-        try:
-            if improved or not val_data:
-                save_model(out_dir, network, config)
-            opt_tensors, opt_meta = _optimizer_tensors(optimizer)
-            tensors = {f"model.{k}": v for k, v in network.state_dict().items()}
-            tensors.update(opt_tensors)
-            tensors["rng.augment"] = aug_gen.get_state()
-            meta = {"options": options.to_dict(), "epoch": epoch, "best_epoch": best_epoch, "best_score": best_score,
-                    "history": history, "numpy_rng": rng.bit_generator.state, "seconds": seconds,
-                    "dataset": summary["dataset"], "val_dataset": summary["val_dataset"]}
-            meta["optimizer"] = opt_meta
-            save_tensors(out_dir / STATE_FILE, tensors, meta)
-        except (OSError, SoftsegError) as exc:
-            reason = exc.message if isinstance(exc, SoftsegError) else (exc.strerror or str(exc))
-            kept = f"the last good checkpoint (epoch {epoch - 1}) is kept" if epoch > 1 else "no checkpoint was kept"
-            raise SoftsegError(
-                f"could not write the checkpoint of epoch {epoch} ({reason}); {kept}; "
-                "free some space and continue with --resume",
-                out_dir,
-            ) from None
-
-    while epoch < options.epochs and stopped == "completed":
-        epoch += 1
-        network.train()
-        for group in optimizer.param_groups:
-            group["lr"] = options.learning_rate * (1 - (epoch - 1) / options.epochs) ** 0.9
-        order = _draw_slices(train_data, options, rng)
-        n_batches = max(1, math.ceil(len(order) / options.batch_size))
-        running = 0.0
-        for b in range(n_batches):
-            chunk = order[b * options.batch_size : (b + 1) * options.batch_size]
-            images, targets = [], []
-            for ci, s in chunk:
-                case = train_data[ci]
-                image, target = _crop_or_pad(slice_stack(case.volume, [s], options.context_slices)[0],
-                                             case.target[s], patch, rng)
-                images.append(image)
-                targets.append(target)
-            x = torch.from_numpy(np.stack(images)).to(device)
-            y = torch.from_numpy(np.stack(targets)[:, None]).to(device)
-            if options.augment:
-                x, y = augment_batch(x, y, aug_gen, settings)
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast("cuda", dtype=torch.float16, enabled=choice.is_cuda):
-                logits = network(x)
-            loss = _loss(logits.float(), y, options.loss)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            running += (float(loss.detach()) - running) / (b + 1)
-            yield Progress("batch", b + 1, n_batches, f"epoch {epoch}", {"loss": running})
-            if deadline is not None and time.monotonic() > deadline:
-                stopped = "time budget"
-                break
-
-        record = {"epoch": epoch, "loss": running, "batches": b + 1}
-        improved = False
-        if val_data:
-            metrics = _validate(network, config, val_data, device)
-            record.update(val_qubiq=metrics["qubiq_score"], val_ece=metrics["ece"])
-            if best_score is None or metrics["qubiq_score"] > best_score:
-                best_epoch, best_score, improved = epoch, metrics["qubiq_score"], True
-                config.validation = metrics
-        else:
-            best_epoch = epoch
-        history.append(record)
-        checkpoint(improved)
-        shown = {k: v for k, v in record.items() if k in ("loss", "val_qubiq", "val_ece")}
-        if best_score is not None:
-            shown["best"] = best_score
-        yield Progress("epoch", epoch, options.epochs, f"epoch {epoch}: best epoch {best_epoch}", shown)
-
-    final = read_config(out_dir)  # the best epoch's config; its summary now describes the whole run
-    final.training.update(epochs_done=epoch, stopped=stopped, history=history,
-                          seconds=round(previous_seconds + time.monotonic() - started, 1))
-    save_config(out_dir, final)
-    calibration = None
-    if options.calibrate and val_data:
-        yield Progress("calibration", 0, 1, "fitting the temperature on the validation cases")
-        calibration = _calibrate(out_dir, val_data, device)
-        yield Progress("calibration", 1, 1, f"temperature {calibration['temperature']:.3f}",
-                       {"ece_before": calibration["ece_before"], "ece_after": calibration["ece_after"]})
-    return TrainResult(
-        model_dir=out_dir, epochs_done=epoch, best_epoch=best_epoch, best_score=best_score, stopped=stopped,
-        seconds=time.monotonic() - started, calibration=calibration, warnings=collected,
-    )
+    requested = options.to_dict() if options is not None else dict(option_values)
+    if not resume:
+        options = options or TrainOptions(**option_values)
+    run = TrainingRun(out_dir, options, dataset=dataset, val_dataset=val_dataset, resume=resume,
+                      overwrite=overwrite, requested=requested)
+    return (yield from run.run())
 
 
-def _calibrate(out_dir: Path, val_data: list[_Case], device: str) -> dict:
-    """Fit the temperature of the saved (best) model on the validation cases and store it in its config."""
-    from napari_softseg.model.calibration import calibration_report, fit_temperature
-    from napari_softseg.model.inference import predict_logits
+def train_cases(
+    cases: Sequence[TrainingCase],
+    out_dir: str | os.PathLike,
+    options: TrainOptions | None = None,
+    *,
+    val_cases: Sequence[TrainingCase] | None = None,
+    overwrite: bool = False,
+    **option_values,
+) -> Generator[Progress, None, TrainResult]:
+    """Train on in-memory cases (the viewer's layers): no files but the model folder are written.
 
-    model = load_model(out_dir)
-    logits, targets = [], []
-    for case in val_data:
-        logits.append(drive(predict_logits(model.network, model.config, case.image, device=device)).ravel())
-        targets.append(case.masks.mean(axis=0, dtype=np.float32).ravel())
-    z, y = np.concatenate(logits), np.concatenate(targets)
-    report = calibration_report(z, y, fit_temperature(z, y))
-    model.config.temperature = report["temperature"]
-    model.config.calibration = {**report, "fitted_on": [c.name for c in val_data]}
-    save_model(out_dir, model.network, model.config)
-    return report
+    Without ``val_cases``, ``options.val_fraction`` of the cases is held out; a single volume is cut
+    into a training slab and a validation slab (see :func:`split_by_slices`), so validation and
+    calibration still happen.
+    """
+    if options is not None and option_values:
+        raise TypeError("give either options or keyword options, not both")
+    options = options or TrainOptions(**option_values)
+    run = TrainingRun(out_dir, options, cases=cases, val_cases=val_cases, overwrite=overwrite)
+    return (yield from run.run())

@@ -1,9 +1,10 @@
-"""The 2D U-Net (Ronneberger et al. 2015) used for soft-label segmentation.
+"""The U-Net (Ronneberger et al. 2015; 3D: Çiçek et al. 2016) used for soft-label segmentation.
 
-A small, plain network of our own rather than MONAI's ``UNet``: MONAI is not a core dependency (it costs
-~2.7 s to import on top of torch and pulls in much we do not use), and the architecture fits on one page.
-It is fully convolutional, so any slice whose sides are multiples of :attr:`UNet2D.size_multiple`
-(``2 ** depth``) goes through in one pass; :mod:`napari_softseg.model.inference` pads to that.
+A small, plain network of our own (2D on slices, ``"unet2d"``, or 3D on patches, ``"unet3d"``): the
+architecture fits on one page and its parameter names are part of the shipped model files, so it does not
+change when a library does. It is fully convolutional, so any input whose sides are multiples of
+:attr:`UNet2D.size_multiple` (``2 ** depth``) goes through in one pass; :mod:`napari_softseg.model.inference`
+pads to that (or predicts patch by patch with MONAI's sliding window).
 
 This module imports torch at import time: import it only inside functions (``model_io``, ``training``
 and ``inference`` do), so that ``import napari_softseg`` stays fast.
@@ -23,6 +24,7 @@ from torch import nn
 from napari_softseg.errors import SoftsegError
 
 ARCHITECTURE_NAME = "unet2d"
+ARCHITECTURE_NAMES = ("unet2d", "unet3d")
 NORMS = ("instance", "batch", "none")
 DEFAULT_ARCHITECTURE = {
     "name": ARCHITECTURE_NAME,
@@ -34,24 +36,25 @@ DEFAULT_ARCHITECTURE = {
 }
 
 
-def _norm(kind: str, channels: int) -> nn.Module:
+def _norm(kind: str, channels: int, dim: int = 2) -> nn.Module:
     if kind == "instance":
-        return nn.InstanceNorm2d(channels, affine=True)
+        return (nn.InstanceNorm2d if dim == 2 else nn.InstanceNorm3d)(channels, affine=True)
     if kind == "batch":
-        return nn.BatchNorm2d(channels)
+        return (nn.BatchNorm2d if dim == 2 else nn.BatchNorm3d)(channels)
     return nn.Identity()
 
 
 class ConvBlock(nn.Sequential):
-    """Two 3×3 convolutions, each followed by normalisation and LeakyReLU."""
+    """Two 3×3 (3×3×3) convolutions, each followed by normalisation and LeakyReLU."""
 
-    def __init__(self, in_channels: int, out_channels: int, norm: str):
+    def __init__(self, in_channels: int, out_channels: int, norm: str, dim: int = 2):
+        conv = nn.Conv2d if dim == 2 else nn.Conv3d
         super().__init__(
-            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=norm == "none"),
-            _norm(norm, out_channels),
+            conv(in_channels, out_channels, 3, padding=1, bias=norm == "none"),
+            _norm(norm, out_channels, dim),
             nn.LeakyReLU(0.01, inplace=True),
-            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=norm == "none"),
-            _norm(norm, out_channels),
+            conv(out_channels, out_channels, 3, padding=1, bias=norm == "none"),
+            _norm(norm, out_channels, dim),
             nn.LeakyReLU(0.01, inplace=True),
         )
 
@@ -67,22 +70,27 @@ class UNet2D(nn.Module):
         norm: ``"instance"`` (default), ``"batch"`` or ``"none"``.
     """
 
+    dim = 2
+
     def __init__(self, in_channels=1, out_channels=1, base_channels=16, depth=4, norm="instance"):
         super().__init__()
-        widths = [base_channels * 2**level for level in range(depth + 1)]
+        dim = self.dim
+        conv, pool, up = (nn.Conv2d, nn.MaxPool2d, nn.ConvTranspose2d) if dim == 2 else (
+            nn.Conv3d, nn.MaxPool3d, nn.ConvTranspose3d)
+        widths = [min(base_channels * 2**level, 320) for level in range(depth + 1)]
         self.depth = depth
         self.encoders = nn.ModuleList()
         previous = in_channels
         for width in widths:
-            self.encoders.append(ConvBlock(previous, width, norm))
+            self.encoders.append(ConvBlock(previous, width, norm, dim))
             previous = width
-        self.pool = nn.MaxPool2d(2)
+        self.pool = pool(2)
         self.upsamplers = nn.ModuleList()
         self.decoders = nn.ModuleList()
-        for width in reversed(widths[:-1]):
-            self.upsamplers.append(nn.ConvTranspose2d(width * 2, width, kernel_size=2, stride=2))
-            self.decoders.append(ConvBlock(width * 2, width, norm))
-        self.head = nn.Conv2d(widths[0], out_channels, kernel_size=1)
+        for level in reversed(range(depth)):
+            self.upsamplers.append(up(widths[level + 1], widths[level], kernel_size=2, stride=2))
+            self.decoders.append(ConvBlock(widths[level] * 2, widths[level], norm, dim))
+        self.head = conv(widths[0], out_channels, kernel_size=1)
 
     @property
     def size_multiple(self) -> int:
@@ -90,7 +98,7 @@ class UNet2D(nn.Module):
         return 2**self.depth
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map ``(N, C, H, W)`` to logits ``(N, out_channels, H, W)``."""
+        """Map ``(N, C, H, W)`` (3D: ``(N, C, D, H, W)``) to logits with ``out_channels`` channels."""
         skips = []
         for level, encoder in enumerate(self.encoders):
             x = encoder(x)
@@ -102,6 +110,12 @@ class UNet2D(nn.Module):
         return self.head(x)
 
 
+class UNet3D(UNet2D):
+    """The same U-Net with 3D convolutions, pooling and transposed convolutions (inputs ``(N, C, D, H, W)``)."""
+
+    dim = 3
+
+
 def normalize_architecture(arch: dict) -> dict:
     """Fill defaults and check an architecture description from ``config.json``.
 
@@ -109,8 +123,9 @@ def normalize_architecture(arch: dict) -> dict:
         SoftsegError: Unknown network name, norm, or impossible sizes.
     """
     full = {**DEFAULT_ARCHITECTURE, **arch}
-    if full["name"] != ARCHITECTURE_NAME:
-        raise SoftsegError(f"unknown network architecture {full['name']!r} (this version knows {ARCHITECTURE_NAME!r})")
+    if full["name"] not in ARCHITECTURE_NAMES:
+        raise SoftsegError(f"unknown network architecture {full['name']!r} "
+                           f"(this version knows {', '.join(map(repr, ARCHITECTURE_NAMES))})")
     if full["norm"] not in NORMS:
         raise SoftsegError(f"unknown normalisation layer {full['norm']!r}; choose one of {', '.join(NORMS)}")
     for key in ("in_channels", "out_channels", "base_channels", "depth"):
@@ -122,9 +137,10 @@ def normalize_architecture(arch: dict) -> dict:
 
 
 def build_network(arch: dict) -> UNet2D:
-    """Create an untrained :class:`UNet2D` from an architecture description (missing keys: defaults)."""
+    """Create an untrained :class:`UNet2D` or :class:`UNet3D` from an architecture description (missing keys:
+    defaults)."""
     full = normalize_architecture(arch)
-    return UNet2D(
+    return (UNet3D if full["name"] == "unet3d" else UNet2D)(
         in_channels=full["in_channels"],
         out_channels=full["out_channels"],
         base_channels=full["base_channels"],
