@@ -1,21 +1,30 @@
-"""The soft-label ablation of docs/results.md: mean vs smoothed soft labels vs majority-vote hard labels.
+"""Table 1 of docs/results.md: mean vs smoothed soft labels vs majority-vote hard labels, >= 3 seeds per row.
 
-For each dataset (the bundled real-MRI demo set and a synthetic phantom set) and each label method, one
-model is trained with identical settings and seed (only ``--softlabel`` differs), a temperature is fitted
-on its internal validation cases, and the model is scored on held-out cases it never saw (the datasets'
-``Validation/`` folders):
+For each dataset and each label method, models are trained with the **default recipe** (the planned
+network, step-based epochs, poly learning rate ending at the time budget, best epoch on the internal
+validation split, temperature scaling on it) — only ``--softlabel`` and the seed differ — and scored on
+held-out cases none of them saw (the datasets' ``Validation/`` folders):
 
-- QUBIQ score of the model against the mean of all raters, and ECE (10 bins, vs the mean of the raters),
-  with the raw (T = 1) and the temperature-scaled probabilities;
+- QUBIQ score of the model against all raters, and ECE (10 bins, vs the mean of the raters), with the raw
+  (T = 1) and the temperature-scaled probabilities;
 - the inter-rater baseline: each rater's mask scored (QUBIQ) against the mean of the *other* raters, next
   to the model scored against that same reference;
-- the leave-one-rater-out Dice: each rater vs. the consensus of the others, and the model's mask
-  (p >= 0.5) vs. the same consensus (``metrics.evaluate_case``);
-- a reliability diagram per dataset (``docs/img/reliability_<dataset>.png``).
+- the leave-one-rater-out Dice: each rater vs the consensus of the others, and the model's mask
+  (p >= 0.5) vs the same consensus (``metrics.evaluate_case``);
+- a reliability diagram per dataset (``docs/img/reliability_<dataset>.png``, seed 0).
 
-Usage (about 20-30 minutes on 2 CPU cores)::
+Datasets: ``mni`` (the bundled real-MRI demo set: 12 training cases of 16 slices, 4 held out),
+``synthetic`` (phantoms with 8 slices of 2.5 mm per case, 4 raters: 16 training, 6 held out) and
+``synthetic1`` (phantoms with ONE slice per case, 4 raters: 24 training, 8 held out).
 
-    python scripts/run_ablation.py --work /tmp/softseg_ablation
+Each row is the mean ± sd over the seeds. Every model gets the same short budget (``--minutes``, default
+1.5) so the 27 runs fit in under an hour on 2 CPU cores: the numbers are those of short trainings, not of
+the shipped model. ``--write-docs`` replaces Table 1 in docs/results.md (between its markers) with the
+table printed here.
+
+Usage::
+
+    python scripts/run_ablation.py --work /tmp/softseg_ablation [--minutes 1.5] [--seeds 0 1 2] [--write-docs]
 
 The last printed line is JSON with every number.
 """
@@ -24,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
@@ -117,76 +127,116 @@ def plot_reliability(results: dict, title: str, path: Path) -> None:
     plt.close(fig)
 
 
-def run(dataset: Path, name: str, work: Path, train_args: dict, img_dir: Path) -> dict:
+DATASETS = {
+    "synthetic": dict(n_cases=16, n_validation=6, shape=(96, 96, 8), n_raters=4, seed=7),
+    "synthetic1": dict(n_cases=24, n_validation=8, shape=(96, 96, 1), n_raters=4, seed=7),
+}
+ROW_KEYS = ("qubiq", "ece_raw", "ece", "temperature", "rater_qubiq_vs_others", "model_qubiq_vs_others",
+            "rater_loro_dice", "model_loro_dice", "train_seconds", "steps")
+START, END = "<!-- table1:start -->", "<!-- table1:end -->"
+
+
+def run(dataset: Path, name: str, work: Path, minutes: float, seeds, img_dir: Path) -> dict:
+    """Every method x seed on one dataset: ``{method: [result per seed]}``."""
     from napari_softseg.io.dataset import discover
-    from napari_softseg.progress import drive
     from napari_softseg.model.training import train
+    from napari_softseg.progress import drive
 
     held_out = discover(dataset).split("Validation")
-    results = {}
-    for method in METHODS:
-        out = work / f"{name}_{method}"
-        started = time.monotonic()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            result = drive(train(dataset, out, softlabel=method, calibrate=True, overwrite=True, **train_args))
-        seconds = time.monotonic() - started
-        res = evaluate_model(out, held_out)
-        res.update(train_seconds=round(seconds, 1), epochs=result.epochs_done, best_epoch=result.best_epoch,
-                   val_ece_before=result.calibration["ece_before"], val_ece_after=result.calibration["ece_after"])
-        results[method] = res
-        print(f"[{name}] {method:9s} train {seconds:5.0f} s  held-out QUBIQ {res['qubiq']:.4f}  "
-              f"ECE raw {res['ece_raw']:.4f} -> T={res['temperature']:.2f} {res['ece']:.4f}  "
-              f"raters vs others {res['rater_qubiq_vs_others']:.4f} / model vs same {res['model_qubiq_vs_others']:.4f}  "
-              f"LORO Dice raters {res['rater_loro_dice']:.4f} model {res['model_loro_dice']:.4f} "
-              f"(beats {res['model_beats_raters']})", flush=True)
-    plot_reliability(results, f"{name}: held-out reliability vs mean of raters", img_dir / f"reliability_{name}.png")
+    results: dict = {m: [] for m in METHODS}
+    for seed in seeds:
+        for method in METHODS:
+            out = work / f"{name}_{method}_s{seed}"
+            started = time.monotonic()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                result = drive(train(dataset, out, softlabel=method, seed=seed, max_minutes=minutes, device="cpu",
+                                     overwrite=True))
+            seconds = time.monotonic() - started
+            res = evaluate_model(out, held_out)
+            res.update(train_seconds=round(seconds, 1), epochs=result.epochs_done, best_epoch=result.best_epoch,
+                       steps=result.steps, stopped=result.stopped, seed=seed)
+            results[method].append(res)
+            print(f"[{name}] {method:9s} seed {seed} train {seconds:4.0f} s ({result.steps} steps)  held-out QUBIQ "
+                  f"{res['qubiq']:.4f}  ECE raw {res['ece_raw']:.4f} -> T={res['temperature']:.2f} {res['ece']:.4f}  "
+                  f"LORO Dice raters {res['rater_loro_dice']:.4f} model {res['model_loro_dice']:.4f} "
+                  f"(beats {res['model_beats_raters']})  load {os.getloadavg()[0]:.1f}", flush=True)
+    plot_reliability({m: r[0] for m, r in results.items()}, f"{name}: held-out reliability vs mean of raters (seed 0)",
+                     img_dir / f"reliability_{name}.png")
     return results
 
 
+def _ms(values, digits=4) -> str:
+    v = np.asarray(values, dtype=float)
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.{digits}f}"
+
+
 def table(all_results: dict) -> str:
-    lines = ["| dataset | labels | held-out QUBIQ | ECE raw | ECE (T) | T | rater vs others (QUBIQ) | model vs same | "
-             "LORO Dice raters | LORO Dice model | model beats | train s |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    """Table 1 (markdown): one row per dataset x method, mean ± sd over the seeds."""
+    lines = ["| dataset | labels | seeds | held-out QUBIQ | ECE raw (T = 1) | ECE (T) | T | rater vs others (QUBIQ) | "
+             "model vs same | LORO Dice raters | LORO Dice model | model beats | steps | train s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, results in all_results.items():
-        for method, r in results.items():
+        for method, runs in results.items():
+            col = {k: [r[k] for r in runs] for k in ROW_KEYS}
+            beats = [tuple(int(x) for x in r["model_beats_raters"].split("/")) for r in runs]
             lines.append(
-                f"| {name} | {method} | {r['qubiq']:.4f} | {r['ece_raw']:.4f} | {r['ece']:.4f} | {r['temperature']:.2f} | "
-                f"{r['rater_qubiq_vs_others']:.4f} | {r['model_qubiq_vs_others']:.4f} | {r['rater_loro_dice']:.4f} | "
-                f"{r['model_loro_dice']:.4f} | {r['model_beats_raters']} | {r['train_seconds']:.0f} |")
+                f"| {name} | {method} | {len(runs)} | {_ms(col['qubiq'])} | {_ms(col['ece_raw'])} | {_ms(col['ece'])} | "
+                f"{_ms(col['temperature'], 2)} | {np.mean(col['rater_qubiq_vs_others']):.4f} | "
+                f"{_ms(col['model_qubiq_vs_others'])} | {np.mean(col['rater_loro_dice']):.4f} | "
+                f"{_ms(col['model_loro_dice'])} | {sum(b[0] for b in beats)}/{sum(b[1] for b in beats)} | "
+                f"{np.mean(col['steps']):.0f} | {np.mean(col['train_seconds']):.0f} |")
     return "\n".join(lines)
+
+
+def write_docs(text: str, path: Path) -> None:
+    """Replace the text between the Table 1 markers of docs/results.md."""
+    doc = path.read_text()
+    if START not in doc or END not in doc:
+        raise SystemExit(f"{path}: no {START} ... {END} markers")
+    head, rest = doc.split(START, 1)
+    _, tail = rest.split(END, 1)
+    path.write_text(f"{head}{START}\n{text}\n{END}{tail}")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/softseg_ablation"), help="models and data go here")
     parser.add_argument("--img", type=Path, default=ROOT / "docs" / "img", help="where the reliability PNGs go")
-    parser.add_argument("--datasets", default="mni,synthetic")
-    parser.add_argument("--mni-epochs", type=int, default=12)
-    parser.add_argument("--synthetic-epochs", type=int, default=100)
+    parser.add_argument("--datasets", default="mni,synthetic,synthetic1")
+    parser.add_argument("--minutes", type=float, default=1.5, help="time budget of each training run")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--write-docs", action="store_true", help="put Table 1 into docs/results.md")
     args = parser.parse_args(argv)
 
     from napari_softseg.synthetic import write_qubiq_dataset
 
-    common = dict(task=1, loss="bce", base_channels=8, depth=4, seed=0, device="cpu")
     all_results = {}
+    started = time.monotonic()
+    load = os.getloadavg()
     for name in args.datasets.split(","):
         if name == "mni":
             dataset = ROOT / "napari_softseg" / "data" / "mni_demo"
-            all_results[name] = run(dataset, name, args.work, {**common, "epochs": args.mni_epochs}, args.img)
-        elif name == "synthetic":
-            dataset = args.work / "synthetic_data"
+        elif name in DATASETS:
+            dataset = args.work / f"{name}_data"
             if not dataset.exists():
-                # 2D phantoms, 4 raters (one generous, some missing small structures), 96 x 96
-                write_qubiq_dataset(dataset, n_cases=24, n_validation=8, shape=(96, 96, 1), n_raters=4, seed=7)
-            all_results[name] = run(dataset, name, args.work, {**common, "epochs": args.synthetic_epochs}, args.img)
+                write_qubiq_dataset(dataset, **DATASETS[name])
         else:
             parser.error(f"unknown dataset {name}")
+        all_results[name] = run(dataset, name, args.work, args.minutes, args.seeds, args.img)
+    text = table(all_results)
+    footer = (f"\n\n_{sum(len(r) for res in all_results.values() for r in res.values())} runs of "
+              f"{args.minutes:g} min each, seeds {' '.join(map(str, args.seeds))}; "
+              f"{(time.monotonic() - started) / 60:.0f} min in all on {os.cpu_count()} shared CPU cores, load average "
+              f"{load[0]:.1f} at the start and {os.getloadavg()[0]:.1f} at the end. Produced by "
+              f"`python scripts/run_ablation.py --minutes {args.minutes:g} --write-docs`._")
     print()
-    print(table(all_results))
-    slim = {n: {m: {k: v for k, v in r.items() if k not in ("reliability", "reliability_raw", "per_case")} for m, r in res.items()}
-            for n, res in all_results.items()}
+    print(text + footer)
+    if args.write_docs:
+        write_docs(text + footer, ROOT / "docs" / "results.md")
     (args.work / "ablation.json").write_text(json.dumps(all_results, indent=1))
+    slim = {n: {m: [{k: v for k, v in r.items() if k not in ("reliability", "reliability_raw", "per_case")} for r in runs]
+                for m, runs in res.items()} for n, res in all_results.items()}
     print(json.dumps(slim))
     return 0
 

@@ -8,7 +8,8 @@ import numpy as np
 from napari_softseg.cli import main
 from napari_softseg.progress import Progress
 
-TINY = ["--base-channels", "4", "--depth", "2", "--batch-size", "4", "--device", "cpu", "--quiet"]
+TINY = ["--base-channels", "4", "--depth", "2", "--batch-size", "4", "--steps-per-epoch", "3", "--device", "cpu",
+        "--quiet"]
 
 
 def test_train_then_predict_then_evaluate(synthetic_2d_dataset, tmp_path, capsys):

@@ -12,7 +12,7 @@ from napari_softseg.model import inference
 from napari_softseg.model.calibration import sigmoid
 from napari_softseg.errors import SoftsegError
 from napari_softseg.model.inference import forward_logits, predict_array, predict_logits, predict_path, slice_stack
-from napari_softseg.model.model_io import LoadedModel, ModelConfig, new_network, save_model
+from napari_softseg.model.model_io import LoadedModel, ModelConfig, load_model, new_network, save_model
 from napari_softseg.progress import drive
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -248,3 +248,25 @@ def test_normalisation_zscore_per_channel_and_ct_window():
         Normalization("ct", window=(10, 10))
     with pytest.raises(SoftsegError, match="unknown normalisation"):
         Normalization("minmax")
+
+
+def test_shipped_demo_model_still_reaches_its_published_held_out_numbers():
+    """docs/results.md §1: held-out QUBIQ 0.8965, ECE (T-scaled) 0.0190, beats the left-out rater 20/20."""
+    from napari_softseg.analysis.metrics import evaluate_case
+    from napari_softseg.io.dataset import discover, load_case
+    from napari_softseg.sample_data import demo_dataset_path, demo_model_path
+
+    model = load_model(demo_model_path())
+    scores, eces, beats, comparisons = [], [], 0, 0
+    for case in discover(demo_dataset_path()).split("Validation"):
+        data = load_case(case, task=model.config.task)
+        prob = drive(predict_array(model, data.image, device="cpu"))
+        report = evaluate_case(prob, data.masks, data.rater_names, data.spacing)
+        scores.append(report["qubiq_score"])
+        eces.append(report["ece"])
+        beats += report["model_beats_raters"]
+        comparisons += data.masks.shape[0]
+    assert len(scores) == 4
+    assert np.mean(scores) == pytest.approx(0.8965, abs=0.003)
+    assert np.mean(eces) <= 0.0190 + 0.003
+    assert beats == comparisons == 20

@@ -19,7 +19,7 @@ from napari_softseg.progress import drive
 from napari_softseg.synthetic import write_qubiq_dataset
 from napari_softseg.model.training import STATE_FILE, TrainOptions, _loss, read_training_state, train
 
-TINY = dict(base_channels=4, depth=2, batch_size=4, device="cpu")
+TINY = dict(base_channels=4, depth=2, batch_size=4, device="cpu", steps_per_epoch=3)
 
 
 def _weights(model_dir):
@@ -39,10 +39,14 @@ def test_tiny_run_writes_a_loadable_model(synthetic_2d_dataset, tmp_path):
         except StopIteration as stop:
             result = stop.value
             break
-    assert result.epochs_done == 2 and result.stopped == "completed" and 1 <= result.best_epoch <= 2
+    assert result.epochs_done == 2 and result.stopped == "epochs done" and 1 <= result.best_epoch <= 2
+    assert result.steps == 6 and "schedule is complete (6 steps, 2 epochs)" in result.stop_reason
     assert 0 <= result.best_score <= 1
     stages = [e.stage for e in events]
-    assert stages[0] == "device" and stages.count("epoch") == 2 and "batch" in stages
+    assert stages[0] == "device" and stages.count("epoch") == 2 and stages.count("batch") == 6
+    plan_lines = [e.message for e in events if e.stage == "plan"]
+    assert any(m.startswith("dataset: 3 training case(s), 3 rater(s)") for m in plan_lines)
+    assert any("2D U-Net on slices along axis 2, 64x64 patches" in m for m in plan_lines)
     epoch_events = [e for e in events if e.stage == "epoch"]
     assert {"loss", "val_qubiq", "val_ece", "best"} <= set(epoch_events[-1].metrics)
     model = load_model(tmp_path / "m")
@@ -53,7 +57,11 @@ def test_tiny_run_writes_a_loadable_model(synthetic_2d_dataset, tmp_path):
     assert all(c.startswith("Training/") for c in cfg.training["train_cases"] + cfg.training["val_cases"])
     assert cfg.validation["qubiq_score"] == pytest.approx(result.best_score)
     # the config's summary describes the whole run, the weights the best epoch
-    assert cfg.training["epochs_done"] == 2 and cfg.training["stopped"] == "completed"
+    assert cfg.training["epochs_done"] == 2 and cfg.training["stopped"] == "epochs done"
+    # the plan is stored with the model; validation exists, so it was calibrated by default
+    assert cfg.plan["dim"] == 2 and cfg.plan["fingerprint"]["n_cases"] == 3 and cfg.patch_size == [64, 64]
+    assert cfg.plan["sources"]["depth"] == "option" and cfg.calibration["state"] == "calibrated"
+    assert result.calibration is not None and cfg.temperature == pytest.approx(result.calibration["temperature"])
     assert [h["epoch"] for h in cfg.training["history"]] == [1, 2] and cfg.training["best_epoch"] == result.best_epoch
 
 
@@ -127,6 +135,7 @@ def test_time_budget_stops_cleanly_and_keeps_a_model(synthetic_2d_dataset, tmp_p
     result = drive(train(synthetic_2d_dataset, tmp_path / "m", epochs=50, max_minutes=1e-6, **TINY))
     assert result.stopped == "time budget" and result.epochs_done == 1
     assert load_model(tmp_path / "m").config.training["history"][0]["batches"] == 1
+    assert "budget ran out" in result.stop_reason
 
 
 def test_empty_training_set(synthetic_2d_dataset, tmp_path):
@@ -218,3 +227,131 @@ def test_temperature_recovers_overconfidence():
     targets = 1 / (1 + np.exp(-logits))  # soft targets that the logits describe exactly
     assert fit_temperature(2.0 * logits, targets) == pytest.approx(2.0, rel=1e-3)
     assert fit_temperature(0.5 * logits, targets) == pytest.approx(0.5, rel=1e-3)
+
+
+# --- the planned recipe: budget, calibration, 3D, channels, in-memory cases --------------------------------
+
+def test_budget_is_timed_and_the_learning_rate_decays_to_its_end(synthetic_2d_dataset, tmp_path):
+    events = []
+    gen = train(synthetic_2d_dataset, tmp_path / "m", max_minutes=0.25, **TINY)
+    result = None
+    while result is None:
+        try:
+            events.append(next(gen))
+        except StopIteration as stop:
+            result = stop.value
+    messages = [e.message for e in events if e.stage == "plan"]
+    assert any(m.startswith("timing: ") and "s per step" in m for m in messages)
+    assert any("until 0.25 min (--max-minutes)" in m for m in messages)
+    assert result.stopped in ("schedule complete", "time budget") and result.stop_reason in messages
+    assert result.seconds < 0.25 * 60 + 10
+    lrs = [h["lr"] for h in load_model(tmp_path / "m").config.training["history"]]
+    assert lrs == sorted(lrs, reverse=True)
+
+
+def test_plateau_stops_early_and_says_why(synthetic_2d_dataset, tmp_path, monkeypatch):
+    from napari_softseg.model import training
+
+    monkeypatch.setattr(training, "_validate", lambda *a, **k: {"qubiq_score": 0.5, "ece": 0.1, "qubiq_raw": 0.5,
+                                                                "ece_raw": 0.1, "per_case": {}})
+    result = drive(train(synthetic_2d_dataset, tmp_path / "m", epochs=20, **{**TINY, "steps_per_epoch": 1}))
+    assert result.stopped == "plateau" and result.epochs_done < 20 and result.best_epoch == 1
+    assert "has not improved for" in result.stop_reason and "(best 0.5000 at epoch 1)" in result.stop_reason
+
+
+def test_temperature_on_its_bound_is_warned(synthetic_2d_dataset, tmp_path, monkeypatch):
+    from napari_softseg.model import calibration
+
+    monkeypatch.setattr(calibration, "fit_temperature", lambda z, y, **k: calibration.T_MAX)
+    with pytest.warns(UserWarning, match="temperature 20 is at its bound"):
+        result = drive(train(synthetic_2d_dataset, tmp_path / "m", epochs=1, **TINY))
+    cfg = load_model(tmp_path / "m").config
+    assert cfg.calibration["on_bound"] and cfg.temperature == calibration.T_MAX
+    assert any("at its bound" in w for w in result.warnings + cfg.training["warnings"])
+
+
+def test_no_calibrate_keeps_raw_probabilities_and_says_so(synthetic_2d_dataset, tmp_path):
+    drive(train(synthetic_2d_dataset, tmp_path / "m", epochs=1, calibrate=False, **TINY))
+    cfg = load_model(tmp_path / "m").config
+    assert cfg.temperature == 1.0 and cfg.calibration == {"state": "not calibrated", "reason": "calibration switched off"}
+
+
+def test_3d_volumes_train_a_3d_unet_and_predict_with_a_sliding_window(tmp_path):
+    from napari_softseg.io.dataset import load_case
+    from napari_softseg.model.inference import predict_array
+
+    ds = write_qubiq_dataset(tmp_path / "vol", n_cases=3, shape=(40, 36, 34), n_raters=2, seed=3,
+                             spacing=(1.0, 1.0, 1.0))
+    result = drive(train(ds, tmp_path / "m", epochs=1, base_channels=4, steps_per_epoch=2, device="cpu"))
+    model = load_model(tmp_path / "m")
+    assert model.config.dim == 3 and model.config.architecture["name"] == "unet3d"
+    assert len(model.config.patch_size) == 3 and result.plan["dim"] == 3
+    image = load_case(ds / "Training" / "case01").image
+    prob = drive(predict_array(model, image, device="cpu"))
+    assert prob.shape == image.shape[1:] and 0 <= prob.min() and prob.max() <= 1 and np.isfinite(prob).all()
+    # --dim 2 overrides the planner on the same data
+    drive(train(ds, tmp_path / "m2", epochs=1, dim=2, **TINY))
+    assert load_model(tmp_path / "m2").config.dim == 2
+
+
+def test_multichannel_images_train_and_predict(tmp_path):
+    from napari_softseg.io.dataset import load_case
+    from napari_softseg.model.inference import predict_array
+
+    ds = write_qubiq_dataset(tmp_path / "mc", n_cases=3, shape=(48, 40, 1), n_raters=3, n_channels=4, seed=4)
+    drive(train(ds, tmp_path / "m", epochs=1, **TINY))
+    model = load_model(tmp_path / "m")
+    assert model.config.image_channels == 4 and model.config.plan["fingerprint"]["channels"] == 4
+    image = load_case(ds / "Training" / "case02").image
+    assert image.shape[0] == 4
+    assert drive(predict_array(model, image, device="cpu")).shape == image.shape[1:]
+
+
+def test_in_memory_cases_get_a_validation_slab_and_calibration_without_temporary_files(tmp_path, monkeypatch):
+    import tempfile
+
+    from napari_softseg.model.training import TrainingCase, train_cases
+    from napari_softseg.synthetic import make_phantom
+
+    def no_temp(*a, **k):
+        raise AssertionError("no temporary files")
+
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", no_temp)
+    monkeypatch.setattr(tempfile, "mkdtemp", no_temp)
+    image, masks, _ = make_phantom((48, 48, 12), 3, seed=0)
+    case = TrainingCase("viewer case", image, masks, (1.0, 1.0, 3.0))
+    result = drive(train_cases([case], tmp_path / "m", epochs=1, **TINY))
+    cfg = load_model(tmp_path / "m").config
+    assert cfg.training["train_cases"] == ["viewer case [Z 0-9]"] and cfg.training["val_cases"] == ["viewer case [Z 10-11]"]
+    assert cfg.calibration["state"] == "calibrated" and result.calibration is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_training_learns_on_single_slice_cases_and_beats_untrained_and_constant_predictions(tmp_path):
+    """A QUBIQ-shaped 2D set with ONE slice per case; scored on held-out cases (``Validation/``) only."""
+    from napari_softseg.analysis.metrics import qubiq_score
+    from napari_softseg.io.dataset import discover, load_case
+    from napari_softseg.model.inference import predict_array
+    from napari_softseg.model.model_io import LoadedModel
+
+    ds = write_qubiq_dataset(tmp_path / "ds", n_cases=12, n_validation=6, shape=(64, 64, 1), n_raters=3, seed=5)
+    result = drive(train(ds, tmp_path / "m", epochs=6, steps_per_epoch=20, device="cpu"))
+    model = load_model(tmp_path / "m")
+    held_out = [load_case(c) for c in discover(ds).split("Validation")]
+    untrained = LoadedModel(new_network_like(model.config), model.config)
+
+    def mean_qubiq(predict):
+        return float(np.mean([qubiq_score(predict(c), c.masks)[0] for c in held_out]))
+
+    trained = mean_qubiq(lambda c: drive(predict_array(model, c.image, device="cpu")))
+    random_init = mean_qubiq(lambda c: drive(predict_array(untrained, c.image, device="cpu")))
+    fraction = float(np.mean([c.masks.mean() for c in held_out]))
+    constant = mean_qubiq(lambda c: np.full(c.masks.shape[1:], fraction, np.float32))
+    assert result.steps == 120 and result.calibration is not None
+    assert trained >= 0.75, trained
+    assert trained >= max(random_init, constant) + 0.4, (trained, random_init, constant)
+
+
+def new_network_like(config):
+    torch.manual_seed(0)
+    return model_io.new_network(config).eval()

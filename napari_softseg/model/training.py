@@ -682,7 +682,15 @@ class TrainingRun:
         )
         torch.manual_seed(o.seed)
         device = self.device_choice.device
-        self.network = new_network(self.config).to(device)
+        self.network = new_network(self.config)
+        if not self.resume:
+            # start from the prior: the output bias is the logit of the mean soft target (the share of
+            # foreground), so the first steps refine shapes instead of learning the class balance
+            prior = float(np.mean([c.target.mean() for c in self.train_data]))
+            prior = min(max(prior, 1e-3), 1 - 1e-3)
+            with torch.no_grad():
+                self.network.head.bias.fill_(math.log(prior / (1 - prior)))
+        self.network.to(device)
         self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=plan.learning_rate,
                                            weight_decay=o.weight_decay)
         self.rng = np.random.default_rng(o.seed)
@@ -824,17 +832,21 @@ class TrainingRun:
                 step_times.append(time.monotonic() - t0)
                 running += (loss - running) / (b + 1)
                 if planned_steps:
-                    self.progress = max(self.progress, min(1.0, self.steps_done / planned_steps))
-                if deadline is not None and len(step_times) == 6 and not epoch_times:
+                    # advance so that progress reaches 1 exactly at the planned last step, even when the plan
+                    # changes (re-planned from the measured speed): the learning rate stays continuous
+                    remaining = max(1, planned_steps - self.steps_done + 1)
+                    self.progress = min(1.0, self.progress + (1.0 - self.progress) / remaining)
+                if deadline is not None and not epoch_times and (
+                        len(step_times) == 6 or (len(step_times) < 6 and b + 1 == plan.steps_per_epoch)):
                     # time the first steps (the first one warms up) and plan the schedule to end at the budget
-                    per_step = float(np.median(step_times[1:]))
+                    per_step = float(np.median(step_times[1:] or step_times))
                     left = deadline - time.monotonic()
                     guess = self.steps_done + int(left / (per_step * 1.1))
                     planned_steps = guess if fixed_cap is None else min(guess, fixed_cap)
                     yield Progress("plan", 0, None, f"timing: {per_step:.2f} s per step -> about {planned_steps} steps "
                                    f"({planned_steps / plan.steps_per_epoch:.1f} epochs) in the budget")
                 yield Progress("batch", b + 1, plan.steps_per_epoch, f"epoch {self.epoch}", {"loss": running})
-                if deadline is not None and time.monotonic() + val_seconds > deadline:
+                if deadline is not None and time.monotonic() + 2 * val_seconds > deadline:
                     self.stopped = "time budget"
                     self.stop_reason = (f"stopped: the {plan.max_minutes:g}-minute budget ran out during epoch "
                                         f"{self.epoch} (schedule {100 * self.progress:.0f}% done)")
@@ -875,7 +887,7 @@ class TrainingRun:
                 # re-plan from the measured epochs: the schedule ends where the budget does
                 per_epoch = float(np.mean(epoch_times[-3:]))
                 per_step = (per_epoch - val_seconds) / max(1, plan.steps_per_epoch)
-                left = deadline - time.monotonic() - val_seconds  # keep time for calibration
+                left = deadline - time.monotonic() - 2 * val_seconds  # keep time for the last validation + calibration
                 more = max(0, int(left / max(per_epoch, 1e-6))) * plan.steps_per_epoch
                 more = more or max(0, int(left / max(per_step, 1e-6)) - 1)
                 planned_steps = self.steps_done + more
