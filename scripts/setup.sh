@@ -13,20 +13,24 @@ cd "$(dirname "$0")/.."
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0+cpu}"
 PYTHON="${PYTHON:-python3}"
 
-# Xvfb and the xcb libraries Qt needs to draw napari's canvas without a screen.
+# Xvfb and the xcb libraries Qt needs to draw napari's canvas without a screen; DICOM reference tools.
 need_apt=()
 command -v Xvfb >/dev/null 2>&1 || need_apt+=(xvfb)
 command -v xvfb-run >/dev/null 2>&1 || need_apt+=(xvfb)
 command -v xauth >/dev/null 2>&1 || need_apt+=(xauth)  # xvfb-run needs it; only recommended by xvfb
 ldconfig -p 2>/dev/null | grep -q libxcb-icccm.so.4 || need_apt+=(libxcb-icccm4)
 ldconfig -p 2>/dev/null | grep -q libxcb-keysyms.so.1 || need_apt+=(libxcb-keysyms1)
+# DICOM tests: dcm2niix is the independent converter they compare against, dciodvfy (dicom3tools) validates
+# the SEGs written; both are optional (those tests skip without them).
+command -v dcm2niix >/dev/null 2>&1 || need_apt+=(dcm2niix)
+command -v dciodvfy >/dev/null 2>&1 || need_apt+=(dicom3tools)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup: installing system packages: ${need_apt[*]}"
     apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
   else
-    echo "setup: please install ${need_apt[*]} (e.g. sudo apt-get install ${need_apt[*]}); viewer tests need them" >&2
+    echo "setup: please install ${need_apt[*]} (e.g. sudo apt-get install ${need_apt[*]}); viewer and DICOM tests need them" >&2
   fi
 fi
 
