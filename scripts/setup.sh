@@ -13,24 +13,34 @@ cd "$(dirname "$0")/.."
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0+cpu}"
 PYTHON="${PYTHON:-python3}"
 
-# Xvfb and the xcb libraries Qt needs to draw napari's canvas without a screen; DICOM reference tools.
+# Xvfb and the xcb libraries Qt needs to draw napari's canvas without a screen.
 need_apt=()
 command -v Xvfb >/dev/null 2>&1 || need_apt+=(xvfb)
 command -v xvfb-run >/dev/null 2>&1 || need_apt+=(xvfb)
 command -v xauth >/dev/null 2>&1 || need_apt+=(xauth)  # xvfb-run needs it; only recommended by xvfb
 ldconfig -p 2>/dev/null | grep -q libxcb-icccm.so.4 || need_apt+=(libxcb-icccm4)
 ldconfig -p 2>/dev/null | grep -q libxcb-keysyms.so.1 || need_apt+=(libxcb-keysyms1)
-# DICOM tests: dcm2niix is the independent converter they compare against, dciodvfy (dicom3tools) validates
-# the SEGs written; both are optional (those tests skip without them).
-command -v dcm2niix >/dev/null 2>&1 || need_apt+=(dcm2niix)
-command -v dciodvfy >/dev/null 2>&1 || need_apt+=(dicom3tools)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup: installing system packages: ${need_apt[*]}"
     apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
   else
-    echo "setup: please install ${need_apt[*]} (e.g. sudo apt-get install ${need_apt[*]}); viewer and DICOM tests need them" >&2
+    echo "setup: please install ${need_apt[*]} (e.g. sudo apt-get install ${need_apt[*]}); viewer tests need them" >&2
+  fi
+fi
+# Optional, for the DICOM tests: dcm2niix is the independent converter they compare against, dciodvfy
+# (dicom3tools) validates the SEGs written. Those tests skip without them, so a failure here is not fatal.
+opt_apt=()
+command -v dcm2niix >/dev/null 2>&1 || opt_apt+=(dcm2niix)
+command -v dciodvfy >/dev/null 2>&1 || opt_apt+=(dicom3tools)
+if [ ${#opt_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing optional system packages: ${opt_apt[*]}"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${opt_apt[@]}"; } \
+      >/dev/null 2>&1 || echo "setup: could not install ${opt_apt[*]}; the DICOM comparison/validation tests will skip" >&2
+  else
+    echo "setup: optional: install ${opt_apt[*]} for the DICOM comparison and SEG validation tests" >&2
   fi
 fi
 

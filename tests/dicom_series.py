@@ -45,6 +45,7 @@ def _common(ds, *, modality, study_uid, frame_uid, series_uid, description, seri
     ds.SeriesDescription = description
     ds.FrameOfReferenceUID = frame_uid
     ds.PositionReferenceIndicator = ""
+    ds.PatientPosition = "HFS"
     ds.Rows, ds.Columns = rows, cols
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
@@ -182,3 +183,39 @@ def write_enhanced(path, data, affine_ras, *, description="T1 enhanced", slope=1
     pydicom.dcmwrite(path, ds, enforce_file_format=True)
     return path
 
+
+
+def write_rater_seg(path, source_paths, masks, labels=None, *, shift_mm=0.0) -> Path:
+    """A BINARY SEG drawn by people (MANUAL segments), one segment per mask ``(X, Y, Z)`` in ``masks``.
+
+    ``source_paths`` are the series files in slice order (as :func:`write_series` returns them).
+    ``shift_mm`` moves the sources' positions before the SEG is made (same UIDs): frames that do not match.
+    """
+    import highdicom as hd
+    import pydicom
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import generate_uid
+
+    sources = [pydicom.dcmread(p) for p in source_paths]
+    if shift_mm:
+        for ds in sources:
+            ds.ImagePositionPatient = [float(v) + shift_mm for v in ds.ImagePositionPatient]
+    masks = np.asarray(masks)
+    labels = labels or [f"rater {i}" for i in range(1, len(masks) + 1)]
+    descs = [
+        hd.seg.SegmentDescription(
+            segment_number=i, segment_label=label, segmented_property_category=codes.SCT.Tissue,
+            segmented_property_type=codes.SCT.Tissue, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+        )
+        for i, label in enumerate(labels, start=1)
+    ]
+    pixel = np.stack([m.transpose(2, 1, 0) for m in masks], axis=-1).astype(bool)  # (Z, rows, cols, S)
+    seg = hd.seg.Segmentation(
+        source_images=sources, pixel_array=pixel, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descs, series_instance_uid=generate_uid(), series_number=50,
+        sop_instance_uid=generate_uid(), instance_number=1, manufacturer="tests", manufacturer_model_name="tests",
+        software_versions="0", device_serial_number="0",
+    )
+    path = Path(path)
+    seg.save_as(path)
+    return path

@@ -215,14 +215,14 @@ def load_dicom_case(path: str | os.PathLike, task: int = 1, *, series: str | Non
     path = Path(path)
     listing = scan_folder(path)
     image_info = choose_series(listing, series, path)
+    s = read_series(path, image_info.uid)  # the image's problems first
+    check_finite(s.data, path, "image")
     raters, _, notes = case_segs(listing, image_info, path)
     if task != 1 and raters:
         raise SoftsegError(f"DICOM SEG raters are task 1; there is no task {task}", path)
     if not raters and not allow_no_masks:
         raise SoftsegError("no rater SEG found (expected DICOM SEG objects with MANUAL or SEMIAUTOMATIC "
                            "segments referencing the image series)", path)
-    s = read_series(path, image_info.uid)
-    check_finite(s.data, path, "image")
     masks = np.zeros((len(raters), *s.shape), dtype=np.uint8)
     for i, (seg_path, segment) in enumerate(raters):
         data = read_seg(seg_path, s, [segment["number"]])[0]
