@@ -485,7 +485,7 @@ def dicom_layers(path: str | os.PathLike) -> list:
             fractional = str(header.get("SegmentationType", "")) == "FRACTIONAL"
             for seg, arr in zip(segments, data):
                 prov = {"source": str(path), "dicom_seg": str(seg_path), "description": seg["description"]}
-                name = seg["label"] or seg_path.name
+                name = f"{seg_path.name}: {seg['label']}" if seg["label"] else seg_path.name  # unique in the viewer
                 if fractional:
                     layers.append(L.soft_map_layer(arr, geometry, name=name, kind="prediction", **prov))
                 else:
