@@ -240,7 +240,8 @@ def test_napari_reader_and_seg_writers(dicom_case, tmp_path):
     assert kinds["soft label (mean)"] == "soft_label" and list(kinds.values()).count("rater") == 5
     assert kinds["soft.dcm: soft label (mean)"] == "prediction" and kinds["mask.dcm: mask"] == "mask"
 
-    outside = L.image_layer(np.zeros((1, 4, 4, 4), np.float32), L.Geometry(np.eye(4), (4, 4, 4)), name="x",
-                            source=str(DEMO / "image.nii.gz"))
+    outside = L.soft_map_layer(np.zeros((4, 4, 4), np.float32), L.Geometry(np.eye(4), (4, 4, 4)), name="x",
+                               source=str(DEMO / "image.nii.gz"))
     with pytest.raises(SoftsegError, match="does not come from a DICOM series"):
-        write_soft_map_seg(str(tmp_path / "x.dcm"), outside[0][0], outside[1])
+        write_soft_map_seg(str(tmp_path / "x.dcm"), outside[0], outside[1])
+    assert not (tmp_path / "x.dcm").exists()
