@@ -85,7 +85,8 @@ def _readable(path: Path) -> bool:
         img = nib.load(str(path))
     except Exception:  # noqa: BLE001 - not a NIfTI file after all
         return False
-    return isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)) and 2 <= len(img.shape) <= 4
+    five_d_classes = len(img.shape) == 5 and img.shape[3] == 1  # MONAI (X, Y, Z, 1, C) probabilities
+    return isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)) and (2 <= len(img.shape) <= 4 or five_d_classes)
 
 
 def read(path: PathLike | Sequence[PathLike]) -> list[L.LayerData]:
@@ -166,6 +167,12 @@ def read_nifti(path: PathLike) -> list[L.LayerData]:
     name = strip_nifti_suffix(path.name)
     info = _read_sidecar(path)
     kind = info.get("kind")
+    from napari_softseg.io.probability_maps import looks_like_probability_nifti, soft_map_layers
+
+    import nibabel as nib
+
+    if len(nib.load(str(path)).shape) == 5:  # only class probabilities pass get_reader in 5D
+        return soft_map_layers(path)
     vol = load_volume(path)
     data = np.asarray(vol.data)
     check_finite(data, path)
@@ -174,8 +181,6 @@ def read_nifti(path: PathLike) -> list[L.LayerData]:
         prov = {k: v for k, v in info.items() if k not in ("kind", "software")}
         prov["source"] = str(path)
         return [L.soft_map_layer(data.astype(np.float32, copy=False), geometry, name=name, kind=kind, **prov)]
-    from napari_softseg.io.probability_maps import looks_like_probability_nifti, soft_map_layers
-
     if kind is None and looks_like_probability_nifti(path, data):  # MONAI / nnU-Net probability maps
         return soft_map_layers(path)
     if data.ndim == 3 and _looks_like_mask(data):

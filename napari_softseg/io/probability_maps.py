@@ -193,8 +193,16 @@ def read_soft_map(path: str | os.PathLike, *, reference_affine: np.ndarray | Non
     path = Path(path)
     if path.name.lower().endswith(".npz"):
         return read_nnunet_npz(path, reference_affine=reference_affine, channel=channel)
+    import nibabel as nib
+
     from napari_softseg.io.nifti import load_volume
 
+    try:
+        five_d = len(nib.load(str(path)).shape) == 5
+    except Exception:  # noqa: BLE001 - load_volume below words the error
+        five_d = False
+    if five_d:
+        return read_probability_nifti(path, channel=channel)
     vol = load_volume(path)
     data = np.asarray(vol.data)
     if data.ndim == 4 and data.shape[3] == 1:
