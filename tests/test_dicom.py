@@ -117,7 +117,7 @@ def test_several_series_listed_and_chosen_by_uid_or_description(demo, tmp_path, 
     assert main(["inspect", str(folder)]) == 0
     out = capsys.readouterr().out
     assert "2 image series" in out and "1.2.826.0.1.3680043.8.498.12" in out and '"T1 oblique"' in out
-    assert "16 slice(s) of 96x80 px, 2x2 mm" in out and "--series" in out
+    assert "16 slice(s) of 96 rows x 80 columns, pixel spacing 2x2 mm" in out and "--series" in out
 
 
 def test_gantry_tilt_is_resampled_with_a_warning(demo, tmp_path):

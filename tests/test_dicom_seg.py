@@ -106,7 +106,7 @@ def test_rater_segs_load_as_the_raters_of_the_case(demo, dicom_case, tmp_path, c
     capsys.readouterr()
     assert main(["inspect", str(folder)]) == 0
     out = capsys.readouterr().out
-    assert "1 image series, 5 SEG series" in out and "BINARY, 1 segment(s)" in out
+    assert "1 image series, 5 SEG series" in out and "BINARY, segment(s): rater 3 (MANUAL)" in out
 
 
 def test_one_seg_with_one_segment_per_rater(demo, tmp_path):

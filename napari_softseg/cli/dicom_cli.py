@@ -43,13 +43,13 @@ def inspect_dicom(args: argparse.Namespace) -> int:
     segs = [e for e in entries if e["is_seg"]]
     print(f"{args.path}: DICOM, {len(images)} image series, {len(segs)} SEG series")
     for e in images:
-        rc = "x".join(map(str, e["rows_columns"]))
+        rows, cols = e["rows_columns"]
         sp = "x".join(f"{v:g}" for v in e["pixel_spacing_mm"] or []) or "?"
         print(f"  series {e['series_instance_uid']}  \"{e['description']}\"  {e['modality']}  "
-              f"{e['frames']} slice(s) of {rc} px, {sp} mm")
+              f"{e['frames']} slice(s) of {rows} rows x {cols} columns, pixel spacing {sp} mm")
     for e in segs:
         print(f"  SEG    {e['series_instance_uid']}  \"{e['description']}\"  {'/'.join(e['segmentation_types'])}, "
-              f"{e['segments']} segment(s) in {e['files']} file(s), references {', '.join(e['references'])}")
+              f"segment(s): {', '.join(e['segment_labels'])}; references {', '.join(e['references'])}")
     if len(images) > 1:
         print("several image series: choose one with --series UID_OR_DESCRIPTION")
     if args.json:

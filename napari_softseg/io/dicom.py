@@ -571,6 +571,8 @@ def describe_folder(path: str | os.PathLike) -> list[dict]:
             entry["segmentation_types"] = sorted({str(h.get("SegmentationType", "")) for h in s.headers})
             entry["references"] = sorted(refs)
             entry["segments"] = sum(len(h.get("SegmentSequence", [])) for h in s.headers)
+            entry["segment_labels"] = [f"{seg.get('SegmentLabel', '')} ({seg.get('SegmentAlgorithmType', '?')})"
+                                       for h in s.headers for seg in h.get("SegmentSequence", [])]
         else:
             h = s.headers[0]
             entry["rows_columns"] = [int(h.get("Rows", 0)), int(h.get("Columns", 0))]
