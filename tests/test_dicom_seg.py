@@ -245,3 +245,30 @@ def test_napari_reader_and_seg_writers(dicom_case, tmp_path):
     with pytest.raises(SoftsegError, match="does not come from a DICOM series"):
         write_soft_map_seg(str(tmp_path / "x.dcm"), outside[0], outside[1])
     assert not (tmp_path / "x.dcm").exists()
+
+
+def test_viewer_opens_a_dicom_folder_and_saves_both_segs(make_napari_viewer, dicom_case, tmp_path):
+    """File ▸ Open Folder on a DICOM case, Make mask layer, File ▸ Save as .dcm: both SEG kinds, read back."""
+    from napari.layers import Labels
+
+    from napari_softseg import layers as L
+
+    folder, _ = dicom_case
+    viewer = make_napari_viewer()
+    viewer.open(str(folder), plugin="napari-softseg")
+    assert [layer.name for layer in viewer.layers][:6] == ["case01_dicom image"] + [f"rater {r}" for r in range(1, 6)]
+    soft = viewer.layers["soft label (mean)"]
+    data, kwargs, _ = L.mask_layer_from_soft(soft, 0.6)
+    mask = viewer.add_layer(Labels(data, **kwargs))
+    soft.save(str(tmp_path / "soft.dcm"), plugin="napari-softseg")
+    mask.save(str(tmp_path / "mask.dcm"), plugin="napari-softseg")
+
+    series = read_series(folder, with_pixels=False)
+    core = L.geometry_of(soft).from_display(np.asarray(soft.data))
+    assert np.abs(read_seg(tmp_path / "soft.dcm", series)[0] - core).max() <= 1 / 255 / 2 + 1e-6
+    np.testing.assert_array_equal(read_seg(tmp_path / "mask.dcm", series)[0], (core >= 0.6).astype(np.uint8))
+
+    import pydicom
+
+    m = pydicom.dcmread(tmp_path / "mask.dcm")
+    assert m.SegmentationType == "BINARY" and "p>=0.60" in m.SegmentSequence[0].SegmentDescription
