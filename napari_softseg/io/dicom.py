@@ -116,16 +116,16 @@ def is_dicom_folder(path: str | os.PathLike, max_checked: int = 64, recursive: b
             return False
         files = _walk_files(path) if recursive else (p for p in sorted(path.iterdir())
                                                        if p.is_file() and not p.name.startswith("."))
+        found = False
         for n, p in enumerate(files):
             if n >= max_checked:
-                return False
+                break
             if p.name.lower().endswith((".nii", ".nii.gz")):
-                return False
-            if is_dicom_file(p):
-                return True
+                return False  # a NIfTI case folder (DICOM files beside it are not its image)
+            found = found or is_dicom_file(p)
+        return found
     except OSError:
         return False
-    return False
 
 
 def is_dicom_source(path: str | os.PathLike) -> bool:
