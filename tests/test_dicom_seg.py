@@ -179,6 +179,18 @@ def test_predict_writes_probability_and_binary_seg(dicom_case, tmp_path, capsys)
     (folder / "pred.dcm").write_bytes(out.read_bytes())
     assert load_dicom_case(folder).masks.shape[0] == 5
 
+    # NIfTI output from a DICOM case folder, and from a folder of DICOM cases (one map per case)
+    assert main(["predict", str(model), str(folder), "-o", str(tmp_path / "d.nii.gz"), "--quiet"]) == 0
+    img = nib.load(tmp_path / "d.nii.gz")
+    np.testing.assert_allclose(img.get_fdata(), reference, atol=1e-6)
+    np.testing.assert_allclose(img.affine, nib.load(DEMO / "image.nii.gz").affine, atol=1e-4)
+    shutil.copytree(folder, tmp_path / "dataset" / "caseA")
+    shutil.copytree(folder, tmp_path / "dataset" / "caseB")
+    assert main(["predict", str(model), str(tmp_path / "dataset"), "-o", str(tmp_path / "maps"), "--quiet"]) == 0
+    for name in ("caseA", "caseB"):
+        maps = list((tmp_path / "maps" / name).glob("*.nii.gz"))
+        assert len(maps) == 1 and np.allclose(nib.load(maps[0]).get_fdata(), reference, atol=1e-6)
+
     capsys.readouterr()
     line = _cli_error(["predict", str(model), str(folder), "-o", str(out), "--format", "dicom-seg"], capsys)
     assert "already exists" in line

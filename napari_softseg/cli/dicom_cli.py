@@ -58,6 +58,11 @@ def inspect_dicom(args: argparse.Namespace) -> int:
     return 0
 
 
+def wants_dicom_output(args: argparse.Namespace) -> bool:
+    """``predict`` needs the DICOM path: a SEG was asked for, or one series of a folder was chosen."""
+    return args.format == "dicom-seg" or bool(args.series) or str(args.out).lower().endswith(".dcm")
+
+
 def predict_dicom(args: argparse.Namespace) -> int:
     """``softseg predict MODEL DICOM_FOLDER -o OUT [--format dicom-seg] [--series ...] [--threshold T]``."""
     from napari_softseg.errors import SoftsegError

@@ -138,11 +138,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Run ``softseg predict``."""
-    from napari_softseg.cli.dicom_cli import is_dicom, predict_dicom
+    from napari_softseg.cli.dicom_cli import predict_dicom, wants_dicom_output
     from napari_softseg.model.inference import predict_path
     from napari_softseg.progress import run_with_progress_bar
 
-    if args.format == "dicom-seg" or args.series or is_dicom(args.input):
+    if wants_dicom_output(args):  # DICOM folders with NIfTI output go through predict_path (io/dataset.py hook)
         return predict_dicom(args)
 
     written = run_with_progress_bar(
