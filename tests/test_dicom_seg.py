@@ -284,3 +284,21 @@ def test_viewer_opens_a_dicom_folder_and_saves_both_segs(make_napari_viewer, dic
 
     m = pydicom.dcmread(tmp_path / "mask.dcm")
     assert m.SegmentationType == "BINARY" and "p>=0.60" in m.SegmentSequence[0].SegmentDescription
+
+
+def test_a_folder_of_dicom_cases_is_a_dataset(demo, tmp_path):
+    """discover() finds DICOM case folders beside NIfTI ones; load_case() reads them (what train/predict use)."""
+    from napari_softseg.io.dataset import discover, load_case
+
+    data, affine, masks = demo
+    for name in ("caseA", "caseB"):
+        paths = write_series(tmp_path / "ds" / name / "MR", data, affine)
+        write_rater_seg(tmp_path / "ds" / name / "raters.dcm", paths, masks[:3])
+    shutil.copytree(DEMO, tmp_path / "ds" / "caseC")
+    ds = discover(tmp_path / "ds")
+    assert [c.name for c in ds.cases] == ["caseA", "caseB", "caseC"] and not ds.problems
+    assert [len(c.raters(1)) for c in ds.cases] == [3, 3, 5]
+    a, c = load_case(ds.cases[0]), load_case(ds.cases[2])
+    np.testing.assert_array_equal(a.masks, c.masks[:3])
+    np.testing.assert_array_equal(a.image, c.image)
+    np.testing.assert_allclose(a.affine, c.affine, atol=1e-4)
