@@ -120,7 +120,7 @@ def test_several_series_listed_and_chosen_by_uid_or_description(demo, tmp_path, 
     assert "16 slice(s) of 96 rows x 80 columns, pixel spacing 2x2 mm" in out and "--series" in out
 
 
-def test_gantry_tilt_is_resampled_with_a_warning(demo, tmp_path):
+def test_gantry_tilt_is_resampled_with_a_warning(demo, tmp_path, caplog):
     data, affine = demo
     lps = LPS @ affine
     tilt = np.radians(15)
@@ -129,6 +129,7 @@ def test_gantry_tilt_is_resampled_with_a_warning(demo, tmp_path):
     write_series(tmp_path / "tilt", data, affine, slice_positions=positions)
     s = read_series(tmp_path / "tilt")
     assert s.resampled and any("gantry tilt of 15.0 deg" in w for w in s.warnings)
+    assert "gantry tilt of 15.0 deg: resampled" in caplog.text  # logged too: the CLI prints it, napari logs it
     np.testing.assert_allclose(s.affine, affine, atol=1e-4)  # resampled onto the untilted grid
     # slice k was slid by k * shift (LPS); on the untilted grid its content sits k * shift further along the
     # column direction (here -y in LPS, i.e. +rows): an independent per-slice 1D shift gives the expectation

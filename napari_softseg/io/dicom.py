@@ -33,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -541,6 +542,7 @@ def read_series(path: str | os.PathLike, series: str | None = None, *, with_pixe
     if untilted is not None:
         data, affine_lps, message = untilted
         warnings.append(message)
+        logging.getLogger(__name__).warning("warning: %s: %s", path, message)  # seen by CLI users and napari's log
         resampled = True
     return DicomSeries(data=data, affine=LPS_TO_RAS @ affine_lps, info=info, headers=info.headers,
                        slice_sources=sources, folder=path, resampled=resampled, warnings=warnings, shape=data.shape)
