@@ -111,6 +111,12 @@ def test_napari_reader_opens_npz_and_probability_nifti_as_soft_maps(tmp_path, so
         np.testing.assert_allclose(geometry.affine, AFFINE)
         np.testing.assert_allclose(geometry.from_display(data), soft, atol=1e-3)
 
+    # a rater mask stored as float {0, 1} is not a probability map
+    rater = tmp_path / "task01_seg01.nii.gz"
+    nib.save(nib.Nifti1Image((soft > 0.5).astype(np.float32), AFFINE), str(rater))
+    (_, kwargs, _), = get_reader(str(rater))(str(rater))
+    assert L.softseg_meta(kwargs["metadata"])["kind"] != "prediction"
+
     # a normalised scan in [0, 1] whose name does not say "probability" stays an image
     scan = tmp_path / "t1_norm.nii.gz"
     nib.save(nib.Nifti1Image(soft, AFFINE), str(scan))

@@ -140,7 +140,11 @@ def probability_channels(data: np.ndarray) -> bool:
 
 
 def looks_like_probability_nifti(path: str | os.PathLike, data: np.ndarray) -> bool:
-    """A float NIfTI holding probabilities: 4D class probabilities, or a 3D map in [0, 1] named like one."""
+    """A float NIfTI holding probabilities: 4D class probabilities, or a 3D map in [0, 1] named like one.
+
+    A 3D map counts when its name says prob/softmax/sigmoid/pred/seg and it is not binary (a rater mask
+    stored as float ``{0, 1}`` is not a probability map).
+    """
     if not np.issubdtype(data.dtype, np.floating) or data.size == 0:
         return False
     if data.ndim == 5 and data.shape[3] == 1:
@@ -149,9 +153,11 @@ def looks_like_probability_nifti(path: str | os.PathLike, data: np.ndarray) -> b
         return True
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
-    if data.ndim != 3 or not np.isfinite(data).all():
+    if data.ndim != 3 or not np.isfinite(data).all() or not PROBABILITY_NAME_RE.search(Path(path).name):
         return False
-    return bool(data.min() >= 0 and data.max() <= 1 and PROBABILITY_NAME_RE.search(Path(path).name))
+    if data.min() < 0 or data.max() > 1 or ((data == 0) | (data == 1)).all():
+        return False  # outside [0, 1], or a binary mask stored as float (a rater's, a thresholded result)
+    return True
 
 
 def read_probability_nifti(path: str | os.PathLike, *, channel: int | None = None) -> tuple[np.ndarray, np.ndarray]:
