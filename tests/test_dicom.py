@@ -169,6 +169,18 @@ def test_missing_slice_is_one_line(demo, tmp_path, capsys):
     assert not (tmp_path / "s.nii.gz").exists()
 
 
+def test_napari_get_reader_accepts_a_broken_dicom_folder_and_reading_says_why(demo, tmp_path):
+    from napari_softseg._reader import get_reader
+
+    data, affine = demo
+    paths = write_series(tmp_path / "gap", data, affine)
+    paths[5].unlink()
+    reader = get_reader(str(tmp_path / "gap"))  # never raises; a DICOM folder is ours to read
+    assert reader is not None
+    with pytest.raises(SoftsegError, match="missing slice"):
+        reader(str(tmp_path / "gap"))
+
+
 def test_inconsistent_spacing_is_one_line(demo, tmp_path, capsys):
     data, affine = demo
     lps = LPS @ affine
