@@ -158,6 +158,14 @@ def test_mixed_series_without_a_choice_is_one_line(demo, tmp_path, capsys):
     write_series(tmp_path / "mix", data, affine, description="T1 repeat")  # same folder, two series
     line = _cli_error(["softlabel", str(tmp_path / "mix"), "-o", str(tmp_path / "s.nii.gz")], capsys)
     assert str(tmp_path / "mix") in line and "choose one with --series" in line
+    from napari_softseg.sample_data import demo_model_path
+
+    model = str(demo_model_path())
+    line = _cli_error(["predict", model, str(tmp_path / "mix"), "-o", str(tmp_path / "p.nii.gz")], capsys)
+    assert "choose one with --series" in line
+    assert main(["predict", model, str(tmp_path / "mix"), "--series", "t1 repeat", "-o", str(tmp_path / "p.nii.gz"),
+                 "--quiet"]) == 0
+    np.testing.assert_allclose(nib.load(tmp_path / "p.nii.gz").affine, affine, atol=1e-4)
 
 
 def test_missing_slice_is_one_line(demo, tmp_path, capsys):
