@@ -112,35 +112,56 @@ _OPTION_NAMES = (
 )
 
 
-def _resume_command(args: argparse.Namespace, dataset) -> str:
-    parts = ["softseg", "train"] + ([str(dataset)] if dataset else []) + ["--out", str(args.out), "--resume"]
+def _resume_command(args: argparse.Namespace, dataset, processes: int = 1) -> str:
+    launcher = ["softseg"] if processes == 1 else ["torchrun", "--nproc-per-node", str(processes), "-m", "napari_softseg"]
+    parts = launcher + ["train"] + ([str(dataset)] if dataset else []) + ["--out", str(args.out), "--resume"]
     return " ".join(shlex.quote(p) for p in parts)
+
+
+def _rank_output(dist):
+    """Under torchrun, rank 0 alone draws bars and prints; the other ranks stay quiet (warnings included)."""
+    import contextlib
+    import warnings
+
+    if dist.is_main:
+        return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore")
+    return stack
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Run ``softseg train``."""
     from napari_softseg.errors import SoftsegError
     from napari_softseg.progress import run_with_progress_bar
+    from napari_softseg.model.distributed import Distributed
     from napari_softseg.model.training import STATE_FILE, read_training_state, train
 
+    dist = Distributed.from_environment()
     values = {name: getattr(args, name) for name in _OPTION_NAMES if getattr(args, name, None) is not None}
     if args.dataset is None and not args.resume:
         raise SoftsegError("give the DATASET folder to train on (it may be left out only with --resume)")
     out = Path(args.out)
     try:
-        result = run_with_progress_bar(
-            train(args.dataset, out, val_dataset=args.val, resume=args.resume, overwrite=args.overwrite, **values),
-            disable=args.quiet,
-            announce=ANNOUNCED_STAGES,
-        )
+        with _rank_output(dist):
+            result = run_with_progress_bar(
+                train(args.dataset, out, val_dataset=args.val, resume=args.resume, overwrite=args.overwrite, **values),
+                disable=args.quiet or not dist.is_main,
+                announce=ANNOUNCED_STAGES if dist.is_main else (),
+            )
     except KeyboardInterrupt:
+        if not dist.is_main:
+            return EXIT_INTERRUPTED
         if (out / STATE_FILE).is_file():
             epoch = read_training_state(out).get("epoch")
             print(f"softseg: interrupted; the last good checkpoint (epoch {epoch}) is in {out}\n"
-                  f"continue with: {_resume_command(args, args.dataset)}", file=sys.stderr)
+                  f"continue with: {_resume_command(args, args.dataset, dist.world_size)}", file=sys.stderr)
         else:
             print("softseg: interrupted before the first checkpoint; nothing was kept", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if not dist.is_main:
+        return 0
     score = "n/a (no validation)" if result.best_score is None else f"{result.best_score:.4f}"
     print(f"model: {result.model_dir}  (best epoch {result.best_epoch} of {result.epochs_done}, {result.steps} steps, "
           f"validation QUBIQ score {score}; {result.stopped} after {result.seconds:.0f} s)")

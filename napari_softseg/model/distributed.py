@@ -39,6 +39,8 @@ from napari_softseg.errors import SoftsegError
 T = TypeVar("T")
 
 _ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+#: How long a rank waits in a collective before giving up (rank 0 validates alone while the others wait).
+GROUP_TIMEOUT_MINUTES = 120
 
 
 @dataclass(frozen=True)
@@ -114,20 +116,38 @@ class Distributed:
         missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
         if missing:
             raise SoftsegError(f"WORLD_SIZE is set but {', '.join(missing)} is not: start with torchrun")
+        from datetime import timedelta
+
         backend = "nccl" if device.startswith("cuda") else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(self.local_rank)
-        tdist.init_process_group(backend=backend, rank=self.rank, world_size=self.world_size)
+        tdist.init_process_group(backend=backend, rank=self.rank, world_size=self.world_size,
+                                 timeout=timedelta(minutes=GROUP_TIMEOUT_MINUTES))
 
-    def stop(self) -> None:
-        """Leave the process group (after a last barrier so no rank exits while others still talk)."""
+    def stop(self, wait: bool = True) -> None:
+        """Leave the process group.
+
+        Args:
+            wait: Pass a last barrier first, so no rank leaves while others still talk (the normal end).
+                ``False`` on an error path, where the other ranks may never arrive.
+        """
         if not self.enabled:
             return
         import torch.distributed as tdist
 
         if tdist.is_initialized():
-            tdist.barrier()
+            if wait:
+                tdist.barrier()
             tdist.destroy_process_group()
+
+    @property
+    def backend(self) -> str | None:
+        """``"gloo"`` or ``"nccl"`` once started; ``None`` for a world of one or before :meth:`start`."""
+        if not self.enabled:
+            return None
+        import torch.distributed as tdist
+
+        return tdist.get_backend() if tdist.is_initialized() else None
 
     def barrier(self) -> None:
         """Wait for every rank."""
@@ -153,6 +173,17 @@ class Distributed:
         tdist.broadcast(t, src=0)
         return bool(t.item())
 
+    def share(self, values: Sequence[float]) -> list[float]:
+        """Rank 0's ``values`` on every rank (float64; for numbers decided on rank 0, e.g. planned steps)."""
+        if not self.enabled:
+            return [float(v) for v in values]
+        import torch
+        import torch.distributed as tdist
+
+        t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self._device())
+        tdist.broadcast(t, src=0)
+        return [float(v) for v in t.cpu().tolist()]
+
     def sum(self, values: Sequence[float]) -> list[float]:
         """Element-wise sum of ``values`` over all ranks (float64)."""
         if not self.enabled:
@@ -163,3 +194,66 @@ class Distributed:
         t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self._device())
         tdist.all_reduce(t, op=tdist.ReduceOp.SUM)
         return [float(v) for v in t.cpu().tolist()]
+
+    def sum_with_grad(self, tensor):
+        """Sum of a tensor over all ranks that gradients flow back through (the tensor itself for one process).
+
+        Every rank gets the same global value. In the backward pass each rank's share receives the sum of
+        the ranks' gradients, i.e. ``world_size`` times the gradient of a loss computed from the total;
+        :class:`~torch.nn.parallel.DistributedDataParallel` then averages over the ranks, so the parameters
+        get exactly the gradient of that global loss.
+        """
+        if not self.enabled:
+            return tensor
+        return _summed_with_grad().apply(tensor)
+
+    # --- data parallel training ----------------------------------------------------------------------
+    def rows(self, batch):
+        """This rank's rows of a global batch: ``rank``, ``rank + N``, … (the whole batch for one process)."""
+        return batch if not self.enabled else batch[self.rank :: self.world_size]
+
+    def wrap(self, network):
+        """The module to train with: ``network`` wrapped in DistributedDataParallel (itself for one process).
+
+        Parameters and buffers are broadcast from rank 0 when wrapping, so every rank starts from rank 0's
+        weights. On CUDA, batch-norm layers become :class:`~torch.nn.SyncBatchNorm` (statistics over the
+        global batch); on the CPU (gloo) they keep per-rank statistics. Validation and saving use
+        ``network`` itself: the wrapper's forward is a collective that only training steps may call.
+        """
+        if not self.enabled:
+            return network
+        import torch
+        from torch.nn.parallel import DistributedDataParallel
+
+        params = next(network.parameters())
+        if params.device.type == "cuda":
+            network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(network)
+            return DistributedDataParallel(network, device_ids=[params.device.index])
+        return DistributedDataParallel(network)
+
+
+_SUM_FUNCTION = None
+
+
+def _summed_with_grad():
+    """An autograd function: all-reduce (sum) forward, all-reduce (sum) of the gradients backward."""
+    global _SUM_FUNCTION
+    if _SUM_FUNCTION is None:
+        import torch
+        import torch.distributed as tdist
+
+        class SumOverRanks(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, tensor):
+                total = tensor.clone(memory_format=torch.contiguous_format)
+                tdist.all_reduce(total, op=tdist.ReduceOp.SUM)
+                return total
+
+            @staticmethod
+            def backward(ctx, grad):
+                total = grad.clone(memory_format=torch.contiguous_format)
+                tdist.all_reduce(total, op=tdist.ReduceOp.SUM)
+                return total
+
+        _SUM_FUNCTION = SumOverRanks
+    return _SUM_FUNCTION

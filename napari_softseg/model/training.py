@@ -53,6 +53,7 @@ import numpy as np
 
 from napari_softseg import __version__
 from napari_softseg.errors import SoftsegError
+from napari_softseg.model.distributed import Distributed
 from napari_softseg.model.model_io import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -388,6 +389,34 @@ def _loss(logits, target, kind: str):
     return total
 
 
+def _distributed_loss(logits, target, kind: str, dist: Distributed, global_rows: int):
+    """:func:`_loss` of the whole global batch when this rank holds only its rows of it (under torchrun).
+
+    The loss is built from sums over all ranks (BCE: the sum of the element losses over the global batch,
+    divided by its size; soft Dice: intersection and volumes over the global batch), taken with a
+    collective gradients flow back through. Every rank gets the same value, and the averaged gradient is
+    that of one process on the whole batch, whatever the split (rows need not divide evenly).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    parts = []
+    if "bce" in kind:
+        per_row = logits[0].numel()
+        parts.append(F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / (global_rows * per_row))
+    if "dice" in kind:
+        p = torch.sigmoid(logits)
+        parts += [(p * target).sum(), p.sum(), target.sum()]
+    sums = dist.sum_with_grad(torch.stack(parts))
+    total = 0.0
+    if "bce" in kind:
+        total = total + sums[0]
+    if "dice" in kind:
+        inter, p_sum, t_sum = sums[-3], sums[-2], sums[-1]
+        total = total + 1 - (2 * inter + 1) / (p_sum + t_sum + 1)
+    return total
+
+
 def _scores(logits_per_case: list[np.ndarray], cases: list[_Case], temperature: float) -> tuple[list[float], float]:
     from napari_softseg.analysis.metrics import expected_calibration_error, qubiq_score
     from napari_softseg.model.calibration import sigmoid
@@ -534,6 +563,8 @@ class TrainingRun:
         self.previous_seconds = 0.0
         self.stopped, self.stop_reason = "", ""
         self.calibration: dict | None = None
+        # torchrun: a world of one outside it (see _distributed_loss and the fit loop's rank-0 decisions)
+        self.dist = Distributed.from_environment() if self.memory_cases is None else Distributed()
 
     # -- step 1 ---------------------------------------------------------------------------------------
     def prepare(self) -> Generator[Progress, None, None]:
@@ -558,6 +589,11 @@ class TrainingRun:
                 self.val_dataset = self.state_meta["val_dataset"]
         options = self.options
         self.device_choice = resolve_device(options.device)
+        if self.dist.enabled:  # each CUDA process takes the GPU of its LOCAL_RANK; gloo on the CPU, nccl on CUDA
+            from dataclasses import replace
+
+            self.device_choice = replace(self.device_choice, device=self.dist.device_for(self.device_choice.device))
+            self.dist.start(self.device_choice.device)
         device = self.device_choice.device
         yield Progress("device", 0, None, f"device: {device} ({self.device_choice.reason})", {"device": device})
 
@@ -711,6 +747,15 @@ class TrainingRun:
             if plan.max_minutes is None:
                 self.total_steps = plan.epochs * plan.steps_per_epoch
             yield Progress("device", 0, None, f"resuming after epoch {self.epoch} (best so far: epoch {self.best_epoch})")
+        # the module the steps run (DistributedDataParallel under torchrun; it starts from rank 0's weights)
+        self.trainer = self.dist.wrap(self.network)
+        if self.dist.enabled:
+            if plan.batch_size < self.dist.world_size:
+                raise SoftsegError(f"the global batch ({plan.batch_size} patches per step) is smaller than the "
+                                   f"{self.dist.world_size} processes; use --batch-size {self.dist.world_size} or more")
+            yield Progress("plan", 0, None, f"distributed: {self.dist.world_size} processes ({self.dist.backend}); "
+                           f"each step's global batch of {plan.batch_size} patches is split between them, rank 0 "
+                           "validates, checkpoints and calibrates")
         n_params = sum(p.numel() for p in self.network.parameters())
         yield Progress("plan", 0, None, f"network: {n_params / 1e6:.2f} M parameters")
 
@@ -752,16 +797,38 @@ class TrainingRun:
         x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
         if self.options.augment:
             x, y = (augment_batch if self.plan_.dim == 2 else augment_batch_3d)(x, y, self.aug_gen)
+        # every rank draws (and augments) the same global batch from the same generators and takes its rows
+        rows = x.shape[0]
+        x, y = self.dist.rows(x), self.dist.rows(y)
         for group in self.optimizer.param_groups:
             group["lr"] = self._learning_rate()
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast("cuda", dtype=torch.float16, enabled=self.scaler.is_enabled()):
-            logits = self.network(x)
-        loss = _loss(logits.float(), y, self.options.loss)
+            logits = self.trainer(x)
+        if self.dist.enabled:
+            loss = _distributed_loss(logits.float(), y, self.options.loss, self.dist, rows)
+        else:
+            loss = _loss(logits.float(), y, self.options.loss)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return float(loss.detach())
+
+    # -- torchrun: decisions are taken on rank 0 and shared, so every rank leaves the loop at the same step
+    def _decided_on_main(self, *values: float) -> tuple:
+        """Rank 0's ``values`` (times, planned steps) on every rank; the values themselves for one process."""
+        if not self.dist.enabled:
+            return values
+        shared = self.dist.share(values)
+        return tuple(int(v) if isinstance(old, int) else v for v, old in zip(shared, values))
+
+    def _share_best(self) -> None:
+        """Rank 0 validated: every rank learns the best epoch and score (for its result and stop messages)."""
+        if not self.dist.enabled:
+            return
+        score = math.nan if self.best_score is None else self.best_score
+        epoch, score = self.dist.share([self.best_epoch, score])
+        self.best_epoch, self.best_score = int(epoch), None if math.isnan(score) else score
 
     def _checkpoint(self, improved: bool) -> None:
         seconds = self.previous_seconds + time.monotonic() - self.started
@@ -806,6 +873,7 @@ class TrainingRun:
                 __import__("napari_softseg.model.augmentation", fromlist=["x"]).AugmentationSettings().to_dict()),
             "software": f"napari-softseg {__version__} / torch {torch.__version__}",
             "device": self.device_choice.device,
+            "processes": self.dist.world_size,
         }
 
     def fit(self) -> Generator[Progress, None, None]:
@@ -843,10 +911,11 @@ class TrainingRun:
                     left = deadline - time.monotonic()
                     guess = self.steps_done + int(left / (per_step * 1.1))
                     planned_steps = guess if fixed_cap is None else min(guess, fixed_cap)
+                    per_step, planned_steps = self._decided_on_main(per_step, planned_steps)
                     yield Progress("plan", 0, None, f"timing: {per_step:.2f} s per step -> about {planned_steps} steps "
                                    f"({planned_steps / plan.steps_per_epoch:.1f} epochs) in the budget")
                 yield Progress("batch", b + 1, plan.steps_per_epoch, f"epoch {self.epoch}", {"loss": running})
-                if deadline is not None and time.monotonic() + 2 * val_seconds > deadline:
+                if deadline is not None and self.dist.agree(time.monotonic() + 2 * val_seconds > deadline):
                     self.stopped = "time budget"
                     self.stop_reason = (f"stopped: the {plan.max_minutes:g}-minute budget ran out during epoch "
                                         f"{self.epoch} (schedule {100 * self.progress:.0f}% done)")
@@ -856,7 +925,7 @@ class TrainingRun:
             record = {"epoch": self.epoch, "loss": running, "batches": b + 1, "steps": self.steps_done,
                       "lr": self._learning_rate()}
             improved = False
-            if self.val_data:
+            if self.val_data and self.dist.is_main:  # the other ranks wait for rank 0's decisions below
                 v0 = time.monotonic()
                 metrics = _validate(self.network, self.config, self.val_data, self.device_choice.device,
                                     calibrated=bool(self.options.calibrate))
@@ -874,7 +943,9 @@ class TrainingRun:
             else:
                 self.best_epoch = self.epoch
             self.history.append(record)
-            self._checkpoint(improved)
+            self._share_best()
+            if self.dist.is_main:
+                self._checkpoint(improved)
             epoch_times.append(time.monotonic() - epoch_start)
             shown = {k: v for k, v in record.items() if k in ("loss", "val_qubiq", "val_ece")}
             if self.best_score is not None:
@@ -893,6 +964,7 @@ class TrainingRun:
                 planned_steps = self.steps_done + more
                 if fixed_cap is not None:
                     planned_steps = min(planned_steps, fixed_cap)
+                (planned_steps,) = self._decided_on_main(planned_steps)
             if planned_steps and self.steps_done >= planned_steps:
                 self.progress = 1.0
                 self.stopped = "epochs done" if plan.epochs and planned_steps == fixed_cap else "schedule complete"
@@ -901,12 +973,14 @@ class TrainingRun:
                                                                if plan.max_minutes else ""))
                 break
             patience = max(5, math.ceil(0.25 * (total_epochs or self.epoch)))
-            if (self.options.early_stop and self.val_data and stale >= patience and self.progress >= 0.5):
+            if self.dist.agree(self.options.early_stop and self.val_data and stale >= patience and self.progress >= 0.5):
                 self.stopped = "plateau"
                 self.stop_reason = (f"stopped early: the validation QUBIQ score has not improved for {stale} epochs "
                                     f"(best {self.best_score:.4f} at epoch {self.best_epoch})")
                 break
         yield Progress("plan", 0, None, self.stop_reason)
+        if not self.dist.is_main:
+            return
         final = read_config(self.out_dir)  # the best epoch's config; its summary now describes the whole run
         final.training.update(epochs_done=self.epoch, stopped=self.stopped, stop_reason=self.stop_reason,
                               history=self.history, steps=self.steps_done,
@@ -948,11 +1022,17 @@ class TrainingRun:
 
     def run(self) -> Generator[Progress, None, TrainResult]:
         """All steps in order; returns the :class:`TrainResult`."""
-        yield from self.prepare()
-        yield from self.plan()
-        yield from self.build()
-        yield from self.fit()
-        yield from self.calibrate()
+        try:
+            yield from self.prepare()
+            yield from self.plan()
+            yield from self.build()
+            yield from self.fit()
+        except BaseException:  # an error or a cancel: leave the group without waiting for the other ranks
+            self.dist.stop(wait=False)
+            raise
+        self.dist.stop()  # the ranks part here; rank 0 alone calibrates and writes the final model
+        if self.dist.is_main:
+            yield from self.calibrate()
         return TrainResult(
             model_dir=self.out_dir, epochs_done=self.epoch, best_epoch=self.best_epoch, best_score=self.best_score,
             stopped=self.stopped, seconds=time.monotonic() - self.started, calibration=self.calibration,
