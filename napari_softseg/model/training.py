@@ -707,6 +707,9 @@ class TrainingRun:
         import torch
 
         plan, o = self.plan_, self.options
+        if plan.batch_size < self.dist.world_size:
+            raise SoftsegError(f"the global batch ({plan.batch_size} patches per step) is smaller than the "
+                               f"{self.dist.world_size} processes; use --batch-size {self.dist.world_size} or more")
         arch = {"name": "unet3d" if plan.dim == 3 else "unet2d", "base_channels": plan.base_channels,
                 "depth": plan.depth, "norm": plan.norm}
         self.config = ModelConfig(
@@ -750,9 +753,6 @@ class TrainingRun:
         # the module the steps run (DistributedDataParallel under torchrun; it starts from rank 0's weights)
         self.trainer = self.dist.wrap(self.network)
         if self.dist.enabled:
-            if plan.batch_size < self.dist.world_size:
-                raise SoftsegError(f"the global batch ({plan.batch_size} patches per step) is smaller than the "
-                                   f"{self.dist.world_size} processes; use --batch-size {self.dist.world_size} or more")
             yield Progress("plan", 0, None, f"distributed: {self.dist.world_size} processes ({self.dist.backend}); "
                            f"each step's global batch of {plan.batch_size} patches is split between them, rank 0 "
                            "validates, checkpoints and calibrates")
