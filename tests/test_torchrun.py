@@ -138,3 +138,40 @@ def test_global_batch_smaller_than_the_processes_is_refused(dataset, tmp_path, m
     monkeypatch.setattr(Distributed, "start", lambda self, device: None)  # no group needed to refuse
     with pytest.raises(SoftsegError, match=r"global batch \(1 patches per step\) is smaller than the 2 processes"):
         drive(train(dataset, tmp_path / "m", **{**RUN, "batch_size": 1}))
+
+
+def test_sharded_prediction_equals_one_process_and_a_rerun_skips_every_case(single_process_run, tmp_path):
+    import nibabel as nib
+    import torch
+
+    from napari_softseg.model.inference import predict_path
+
+    model, _ = single_process_run
+    data = write_qubiq_dataset(tmp_path / "archive", n_cases=5, n_validation=0, shape=(40, 36, 3), n_raters=2,
+                               seed=2) / "Training"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = drive(predict_path(model, data, tmp_path / "one", device="cpu"))
+    finally:
+        torch.set_num_threads(threads)
+    assert len(single) == 5
+
+    out = tmp_path / "two"
+    proc = torchrun("predict", str(model), str(data), "-o", str(out), "--device", "cpu", "--quiet")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    listed = proc.stdout.split()
+    # rank 0 lists every rank's files: each case exactly once, in case order
+    assert listed == [str(out / p.parent.name / p.name) for p in single]
+    assert "5 case(s) predicted by 2 processes" in proc.stderr
+    for path in single:
+        a, b = nib.load(path), nib.load(out / path.parent.name / path.name)
+        assert a.header.binaryblock == b.header.binaryblock
+        np.testing.assert_allclose(np.asarray(b.dataobj), np.asarray(a.dataobj), rtol=0, atol=1e-6)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.nii.gz")}
+
+    again = torchrun("predict", str(model), str(data), "-o", str(out), "--device", "cpu", "--quiet")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.count("5 of 5 case(s) already predicted") == 1  # said once, by rank 0, for all ranks
+    assert again.stdout.split() == []
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.nii.gz")} == before  # nothing rewritten

@@ -176,18 +176,24 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     """Run ``softseg predict``."""
     from napari_softseg.cli.dicom_cli import predict_dicom, wants_dicom_output
+    from napari_softseg.model.distributed import Distributed
     from napari_softseg.model.inference import predict_path
     from napari_softseg.progress import run_with_progress_bar
 
     if wants_dicom_output(args):  # DICOM folders with NIfTI output go through predict_path (io/dataset.py hook)
         return predict_dicom(args)
 
-    written = run_with_progress_bar(
-        predict_path(args.model, args.input, args.out, device=args.device, tile_size=args.tile_size,
-                     batch_size=args.batch_size, overwrite=args.overwrite, task=args.task),
-        disable=args.quiet,
-        announce=ANNOUNCED_STAGES,
-    )
-    for path in written:
-        print(path)
+    dist = Distributed.from_environment()
+    with _rank_output(dist):
+        written = run_with_progress_bar(
+            predict_path(args.model, args.input, args.out, device=args.device, tile_size=args.tile_size,
+                         batch_size=args.batch_size, overwrite=args.overwrite, task=args.task, dist=dist),
+            disable=args.quiet or not dist.is_main,
+            announce=ANNOUNCED_STAGES if dist.is_main else (),
+        )
+    if dist.is_main:  # under torchrun: every rank's files, listed once by rank 0
+        for path in written:
+            print(path)
+        if dist.enabled:
+            print(f"softseg: {len(written)} case(s) predicted by {dist.world_size} processes", file=sys.stderr)
     return 0

@@ -100,8 +100,21 @@ class Distributed:
         return device
 
     # --- process group -------------------------------------------------------------------------------
-    def start(self, device: str) -> None:
+    @property
+    def started(self) -> bool:
+        """Whether this process is in a process group (always ``False`` for a world of one)."""
+        if not self.enabled:
+            return False
+        import torch.distributed as tdist
+
+        return tdist.is_initialized()
+
+    def start(self, device: str, timeout_minutes: float = GROUP_TIMEOUT_MINUTES) -> None:
         """Join the process group (gloo on CPU, nccl on CUDA); a no-op for a world of one.
+
+        Args:
+            device: The device this rank computes on (``cuda…`` selects nccl).
+            timeout_minutes: How long a collective may wait for the slowest rank.
 
         Raises:
             SoftsegError: ``MASTER_ADDR`` / ``MASTER_PORT`` missing (not started by torchrun).
@@ -122,7 +135,7 @@ class Distributed:
         if backend == "nccl":
             torch.cuda.set_device(self.local_rank)
         tdist.init_process_group(backend=backend, rank=self.rank, world_size=self.world_size,
-                                 timeout=timedelta(minutes=GROUP_TIMEOUT_MINUTES))
+                                 timeout=timedelta(minutes=timeout_minutes))
 
     def stop(self, wait: bool = True) -> None:
         """Leave the process group.

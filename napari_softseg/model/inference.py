@@ -34,6 +34,7 @@ import numpy as np
 
 from napari_softseg.model.device import DeviceChoice, resolve_device
 from napari_softseg.errors import SoftsegError
+from napari_softseg.model.distributed import Distributed
 from napari_softseg.model.model_io import LoadedModel, ModelConfig, load_model
 from napari_softseg.progress import Progress
 
@@ -360,6 +361,7 @@ def predict_path(
     batch_size: int = DEFAULT_BATCH_SIZE,
     overwrite: bool = False,
     task: int | None = None,
+    dist: Distributed | None = None,
 ) -> Generator[Progress, None, list[Path]]:
     """Predict an image file, a case folder or every case of a dataset, and write the soft maps.
 
@@ -367,6 +369,12 @@ def predict_path(
     folder mirroring the cases (``OUT/<case>/prediction_task01.nii.gz``). Each map is float32 with the
     input image's affine and header. All output paths are checked before any work starts, so an existing
     file (without ``overwrite``) stops the run with nothing written.
+
+    Under ``torchrun`` (``dist`` with several processes) each rank predicts its share of the cases
+    (:meth:`~napari_softseg.model.distributed.Distributed.shard`: cases ``rank``, ``rank + N``, … of the
+    sorted list, the same for every rerun); every rank checks all output paths first, so all refuse or all
+    go ahead. The files written by all ranks are exchanged as counts (one number per case, summed over the
+    ranks) and every rank returns the full list.
 
     Args:
         model: A loaded model or a model folder.
@@ -377,25 +385,29 @@ def predict_path(
         batch_size: Slices per forward pass.
         overwrite: Replace existing outputs.
         task: If given, must match the model's task.
+        dist: This process's place in a ``torchrun`` run (default: a world of one). The process group is
+            started here when it is not yet, and left at the end.
 
     Yields:
         ``Progress("device", ...)`` once with the chosen device and why, then ``"slices"`` and ``"case"``.
 
     Returns:
-        The written files.
+        The written files (of all ranks, in case order; a case written twice would appear twice).
 
     Raises:
         SoftsegError: Bad model, input, task or channel count, or an existing output.
     """
-    from napari_softseg.io.dataset import load_image
-    from napari_softseg.io.nifti import save_volume
-
     if not isinstance(model, LoadedModel):
         model = load_model(model)
     input_path, output = Path(input_path), Path(output)
     if not input_path.exists():
         raise SoftsegError("input not found", input_path)
+    dist = dist or Distributed()
     choice = resolve_device(device)
+    if dist.enabled:  # each CUDA process takes the GPU of its LOCAL_RANK
+        from dataclasses import replace
+
+        choice = replace(choice, device=dist.device_for(choice.device))
     jobs = _jobs(model, input_path, output, task)
     for image_path, out_path in jobs:
         if out_path.resolve() == image_path.resolve():
@@ -403,6 +415,37 @@ def predict_path(
         if out_path.exists() and not overwrite:
             raise SoftsegError("already exists; choose another name or pass --overwrite", out_path)
     yield Progress("device", 0, None, f"device: {choice.device} ({choice.reason})", {"device": choice.device})
+    mine = dist.shard(range(len(jobs)))
+    if not dist.enabled:
+        return (yield from _predict_jobs(model, [jobs[i] for i in mine], choice, tile_size, batch_size, overwrite))
+    owns_group = not dist.started
+    dist.start(choice.device, timeout_minutes=PREDICT_TIMEOUT_MINUTES)
+    try:
+        yield Progress("device", 0, None, f"{dist.world_size} processes: each predicts its share of the {len(jobs)} "
+                       f"case(s) (rank r takes cases r, r + {dist.world_size}, ...)")
+        yield from _predict_jobs(model, [jobs[i] for i in mine], choice, tile_size, batch_size, overwrite)
+        counts = [0.0] * len(jobs)
+        for index in mine:
+            counts[index] += 1
+        counts = dist.sum(counts)  # how many times each case was written, over all ranks
+    except BaseException:
+        if owns_group:
+            dist.stop(wait=False)
+        raise
+    if owns_group:
+        dist.stop()
+    return [jobs[i][1] for i, n in enumerate(counts) for _ in range(int(round(n)))]
+
+
+PREDICT_TIMEOUT_MINUTES = 24 * 60
+"""How long a rank that finished its share waits for the others (shares differ by about one case's time)."""
+
+
+def _predict_jobs(model, jobs, choice, tile_size, batch_size, overwrite) -> Generator[Progress, None, list[Path]]:
+    """Predict and write each ``(image, output)`` job; the written files."""
+    from napari_softseg.io.dataset import load_image
+    from napari_softseg.io.nifti import save_volume
+
     written = []
     for number, (image_path, out_path) in enumerate(jobs, start=1):
         image, volume = load_image(image_path, n_channels=model.config.image_channels)
