@@ -14,7 +14,10 @@ from napari_softseg.model.distributed import Distributed
 def test_a_world_of_one_outside_torchrun():
     d = Distributed.from_environment({})
     assert (d.rank, d.world_size, d.enabled, d.is_main) == (0, 1, False, True)
-    assert d.agree(True) is True and d.sum([1.5, 2]) == [1.5, 2.0]
+    assert d.agree(True) is True and d.sum([1.5, 2]) == [1.5, 2.0] and d.share([3, 4]) == [3.0, 4.0]
+    assert d.rows([1, 2, 3]) == [1, 2, 3] and d.started is False and d.backend is None
+    marker = object()
+    assert d.wrap(marker) is marker and d.sum_with_grad(marker) is marker
     assert d.device_for("cuda") == "cuda"
 
 
@@ -46,7 +49,15 @@ def test_collectives_on_two_cpu_processes(tmp_path):
         out = {{"rank": d.rank, "world": d.world_size,
                "agree": d.agree(d.rank == 0),   # rank 0 says True, rank 1 False: all get True
                "sum": d.sum([d.rank + 1, 10]),
-               "shard": d.shard(list(range(5)))}}
+               "shard": d.shard(list(range(5))),
+               "share": d.share([d.rank + 5, 0.5]),     # rank 0's values everywhere
+               "rows": d.rows(list(range(5))),
+               "started": d.started, "backend": d.backend}}
+        import torch
+        x = torch.tensor([d.rank + 1.0], requires_grad=True)
+        total = d.sum_with_grad(x)                     # 1 + 2 = 3 on both ranks
+        (total ** 2).sum().backward()                  # d/dx_r = sum over ranks of 2 * total = 12
+        out["total"], out["grad"] = total.item(), x.grad.item()
         d.stop()
         open(r"{tmp_path}/rank%d.json" % out["rank"], "w").write(json.dumps(out))
     """))
@@ -59,3 +70,8 @@ def test_collectives_on_two_cpu_processes(tmp_path):
     assert all(r["agree"] is True for r in ranks)
     assert all(r["sum"] == [3.0, 20.0] for r in ranks)
     assert ranks[0]["shard"] == [0, 2, 4] and ranks[1]["shard"] == [1, 3]
+    assert all(r["share"] == [5.0, 0.5] for r in ranks)
+    assert ranks[0]["rows"] == [0, 2, 4] and ranks[1]["rows"] == [1, 3]
+    assert all(r["started"] is True and r["backend"] == "gloo" for r in ranks)
+    # each rank's share gets N x the gradient of the global loss; DDP's average then makes it exact
+    assert all(r["total"] == 3.0 and r["grad"] == 12.0 for r in ranks)
