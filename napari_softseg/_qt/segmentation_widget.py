@@ -331,9 +331,12 @@ class SegmentationWidget(QWidget):
         except SoftsegError as exc:
             self.model_info.setText(f"⚠ {exc}")
             return
+        from napari_softseg.model.calibration import calibration_state
+
         method = (config.softlabel or {}).get("method", "?")
         self.model_info.setText(
-            f"task {config.task} · {config.image_channels} ch · '{method}' soft labels · T = {config.temperature:.2f}"
+            f"task {config.task} · {config.dim}D · {config.image_channels} ch · '{method}' soft labels · "
+            f"{calibration_state(config)}"
         )
 
     def _fill_devices(self) -> None:
@@ -532,23 +535,16 @@ class SegmentationWidget(QWidget):
 
 
 def _train_job(case, out_dir: Path, **options: Any) -> Generator[Progress, None, Path]:
-    """Write the viewer's case as a one-case QUBIQ dataset (temporary) and train on it.
+    """Train on the viewer's case in memory (no temporary files), with validation and calibration.
 
-    The layers are written (not their source files) so edits made in the viewer are learned. With a single
-    case there is nothing to validate on, so the last epoch is kept (``val_fraction=0``).
+    The layers' arrays are used (not their source files), so edits made in the viewer are learned. The
+    training run holds out the last slab of the volume's slices for validation and calibration (see
+    :func:`napari_softseg.model.training.train_cases`); a single-slice case trains without validation.
     """
-    from napari_softseg.io.nifti import save_volume
-    from napari_softseg.model.training import train
+    from napari_softseg.model.training import TrainingCase, train_cases
 
-    yield Progress("setup", 0, None, "writing the case for training")
-    with tempfile.TemporaryDirectory(prefix="softseg-train-") as tmp:
-        folder = Path(tmp) / "Training" / "case01"
-        reference = case.reference_volume
-        image = case.image[0] if case.image.shape[0] == 1 else np.moveaxis(case.image, 0, -1)
-        save_volume(folder / "image.nii.gz", image, reference, dtype=np.float32)
-        for i, mask in enumerate(case.masks, start=1):
-            save_volume(folder / f"task{case.task:02d}_seg{i:02d}.nii.gz", mask, reference, dtype=np.uint8)
-        result = yield from train(Path(tmp), out_dir, task=case.task, val_fraction=0.0, **options)
+    training_case = TrainingCase(case.name, case.image, case.masks, tuple(case.spacing))
+    result = yield from train_cases([training_case], out_dir, task=case.task, **options)
     return Path(result.model_dir)
 
 

@@ -82,3 +82,26 @@ def calibration_report(logits: np.ndarray, targets: np.ndarray, temperature: flo
         "bce_before": soft_bce(logits, targets),
         "bce_after": soft_bce(logits, targets, temperature),
     }
+
+
+def calibration_state(config) -> str:
+    """One line about a model's calibration, for the viewer's model info and ``softseg`` messages.
+
+    Args:
+        config: A :class:`~napari_softseg.model.model_io.ModelConfig`.
+
+    Returns:
+        e.g. ``"calibrated: T = 0.72 on 2 validation case(s), ECE 0.0273 → 0.0102"``,
+        ``"not calibrated (no validation cases)"`` or, for a temperature on its bound, a warning.
+    """
+    cal = config.calibration or {}
+    t = float(config.temperature)
+    if cal.get("state") == "not calibrated":
+        return f"not calibrated ({cal.get('reason', 'unknown reason')})"
+    if "ece_after" not in cal:
+        return "not calibrated (T = 1)" if t == 1.0 else f"T = {t:.2f} (origin not recorded)"
+    text = (f"calibrated: T = {t:.2f} on {len(cal.get('fitted_on', []))} validation case(s), "
+            f"ECE {cal['ece_before']:.4f} → {cal['ece_after']:.4f}")
+    if cal.get("on_bound") or t <= T_MIN * 1.02 or t >= T_MAX / 1.02:
+        text += " — ⚠ T is at its bound: probabilities may be miscalibrated"
+    return text

@@ -722,13 +722,6 @@ class TrainingRun:
         torch.manual_seed(o.seed)
         device = self.device_choice.device
         self.network = new_network(self.config)
-        if not self.resume:
-            # start from the prior: the output bias is the logit of the mean soft target (the share of
-            # foreground), so the first steps refine shapes instead of learning the class balance
-            prior = float(np.mean([c.target.mean() for c in self.train_data]))
-            prior = min(max(prior, 1e-3), 1 - 1e-3)
-            with torch.no_grad():
-                self.network.head.bias.fill_(math.log(prior / (1 - prior)))
         self.network.to(device)
         self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=plan.learning_rate,
                                            weight_decay=o.weight_decay)
@@ -879,15 +872,14 @@ class TrainingRun:
     def fit(self) -> Generator[Progress, None, None]:
         """The epochs: steps, validation, checkpoint; stops on schedule, budget or plateau (and says why)."""
         plan = self.plan_
-        run_start = time.monotonic()
         budget_s = None if plan.max_minutes is None else 60.0 * plan.max_minutes
         deadline = None if budget_s is None else self.started + budget_s
         step_times: list[float] = []
         epoch_times: list[float] = []
         val_seconds = 0.0
-        planned_steps = self.total_steps
         fixed_cap = plan.epochs * plan.steps_per_epoch if plan.epochs else None
         stale = 0
+        ema = None
         while True:
             self.epoch += 1
             self.network.train()
@@ -899,28 +891,40 @@ class TrainingRun:
                 self.steps_done += 1
                 step_times.append(time.monotonic() - t0)
                 running += (loss - running) / (b + 1)
-                if planned_steps:
-                    # advance so that progress reaches 1 exactly at the planned last step, even when the plan
-                    # changes (re-planned from the measured speed): the learning rate stays continuous
-                    remaining = max(1, planned_steps - self.steps_done + 1)
-                    self.progress = min(1.0, self.progress + (1.0 - self.progress) / remaining)
-                if deadline is not None and not epoch_times and (
-                        len(step_times) == 6 or (len(step_times) < 6 and b + 1 == plan.steps_per_epoch)):
-                    # time the first steps (the first one warms up) and plan the schedule to end at the budget
-                    per_step = float(np.median(step_times[1:] or step_times))
-                    left = deadline - time.monotonic()
-                    guess = self.steps_done + int(left / (per_step * 1.1))
-                    planned_steps = guess if fixed_cap is None else min(guess, fixed_cap)
-                    per_step, planned_steps = self._decided_on_main(per_step, planned_steps)
-                    yield Progress("plan", 0, None, f"timing: {per_step:.2f} s per step -> about {planned_steps} steps "
-                                   f"({planned_steps / plan.steps_per_epoch:.1f} epochs) in the budget")
+                remaining = None if fixed_cap is None else fixed_cap - self.steps_done
+                out_of_time = False
+                if deadline is not None:
+                    # re-plan after every step from the measured speed (a shared machine slows down and speeds
+                    # up): the steps that still fit before the deadline, keeping time for validations and the
+                    # calibration, so the learning rate reaches zero where the budget ends
+                    ema = step_times[-1] if ema is None or len(step_times) <= 2 else 0.9 * ema + 0.1 * step_times[-1]
+                    per_step = ema + val_seconds / plan.steps_per_epoch
+                    left = deadline - time.monotonic() - 2 * val_seconds
+                    fit = max(0, int(left / per_step))
+                    ema, fit = self._decided_on_main(ema, fit)  # torchrun: rank 0's clock plans every rank
+                    out_of_time = fit < 1
+                    remaining = fit if remaining is None else min(remaining, fit)
+                    if len(step_times) == min(6, plan.steps_per_epoch) and not epoch_times:
+                        yield Progress("plan", 0, None, f"timing: {ema:.2f} s per step -> about "
+                                       f"{self.steps_done + fit} steps ({(self.steps_done + fit) / plan.steps_per_epoch:.1f}"
+                                       " epochs) in the budget")
+                progress_before = self.progress
+                if remaining is not None:
+                    self.progress = min(1.0, self.progress + (1.0 - self.progress) / (remaining + 1))
                 yield Progress("batch", b + 1, plan.steps_per_epoch, f"epoch {self.epoch}", {"loss": running})
-                if deadline is not None and self.dist.agree(time.monotonic() + 2 * val_seconds > deadline):
-                    self.stopped = "time budget"
-                    self.stop_reason = (f"stopped: the {plan.max_minutes:g}-minute budget ran out during epoch "
-                                        f"{self.epoch} (schedule {100 * self.progress:.0f}% done)")
-                    break
-                if planned_steps and self.steps_done >= planned_steps:
+                if out_of_time or (remaining is not None and remaining <= 0):
+                    if out_of_time and progress_before < 0.9:
+                        self.stopped = "time budget"
+                        self.stop_reason = (f"stopped: the {plan.max_minutes:g}-minute budget ran out during epoch "
+                                            f"{self.epoch} (schedule {100 * progress_before:.0f}% done)")
+                    else:
+                        self.progress = 1.0
+                        self.stopped = "epochs done" if fixed_cap is not None and self.steps_done >= fixed_cap \
+                            else "schedule complete"
+                        where = (f" at the end of the {plan.max_minutes:g}-minute budget" if plan.max_minutes
+                                 else "")
+                        self.stop_reason = (f"stopped: the learning-rate schedule is complete ({self.steps_done} "
+                                            f"steps, {self.epoch} epochs){where}")
                     break
             record = {"epoch": self.epoch, "loss": running, "batches": b + 1, "steps": self.steps_done,
                       "lr": self._learning_rate()}
@@ -950,27 +954,9 @@ class TrainingRun:
             shown = {k: v for k, v in record.items() if k in ("loss", "val_qubiq", "val_ece")}
             if self.best_score is not None:
                 shown["best"] = self.best_score
-            total_epochs = math.ceil(planned_steps / plan.steps_per_epoch) if planned_steps else None
+            total_epochs = (self.epoch + math.ceil(remaining / plan.steps_per_epoch)) if remaining is not None else None
             yield Progress("epoch", self.epoch, total_epochs, f"epoch {self.epoch}: best epoch {self.best_epoch}", shown)
             if self.stopped:
-                break
-            if deadline is not None:
-                # re-plan from the measured epochs: the schedule ends where the budget does
-                per_epoch = float(np.mean(epoch_times[-3:]))
-                per_step = (per_epoch - val_seconds) / max(1, plan.steps_per_epoch)
-                left = deadline - time.monotonic() - 2 * val_seconds  # keep time for the last validation + calibration
-                more = max(0, int(left / max(per_epoch, 1e-6))) * plan.steps_per_epoch
-                more = more or max(0, int(left / max(per_step, 1e-6)) - 1)
-                planned_steps = self.steps_done + more
-                if fixed_cap is not None:
-                    planned_steps = min(planned_steps, fixed_cap)
-                (planned_steps,) = self._decided_on_main(planned_steps)
-            if planned_steps and self.steps_done >= planned_steps:
-                self.progress = 1.0
-                self.stopped = "epochs done" if plan.epochs and planned_steps == fixed_cap else "schedule complete"
-                self.stop_reason = (f"stopped: the learning-rate schedule is complete ({self.steps_done} steps, "
-                                    f"{self.epoch} epochs)" + (f" within the {plan.max_minutes:g}-minute budget"
-                                                               if plan.max_minutes else ""))
                 break
             patience = max(5, math.ceil(0.25 * (total_epochs or self.epoch)))
             if self.dist.agree(self.options.early_stop and self.val_data and stale >= patience and self.progress >= 0.5):
@@ -990,7 +976,6 @@ class TrainingRun:
         elif not self.options.calibrate:
             final.calibration = {"state": "not calibrated", "reason": "calibration switched off"}
         save_config(self.out_dir, final)
-        del run_start
 
     # -- step 5 ---------------------------------------------------------------------------------------
     def calibrate(self) -> Generator[Progress, None, None]:
