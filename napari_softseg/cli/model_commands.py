@@ -180,10 +180,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from napari_softseg.model.inference import predict_path
     from napari_softseg.progress import run_with_progress_bar
 
-    if wants_dicom_output(args):  # DICOM folders with NIfTI output go through predict_path (io/dataset.py hook)
-        return predict_dicom(args)
-
     dist = Distributed.from_environment()
+    if wants_dicom_output(args):  # DICOM folders with NIfTI output go through predict_path (io/dataset.py hook)
+        # one series, one SEG pair: under torchrun rank 0 writes it, the other ranks have no share
+        return predict_dicom(args) if dist.is_main else 0
+
     with _rank_output(dist):
         written = run_with_progress_bar(
             predict_path(args.model, args.input, args.out, device=args.device, tile_size=args.tile_size,
