@@ -969,7 +969,7 @@ class TrainingRun:
             return
         final = read_config(self.out_dir)  # the best epoch's config; its summary now describes the whole run
         final.training.update(epochs_done=self.epoch, stopped=self.stopped, stop_reason=self.stop_reason,
-                              history=self.history, steps=self.steps_done,
+                              history=self.history, steps=self.steps_done, processes=self.dist.world_size,
                               seconds=round(self.previous_seconds + time.monotonic() - self.started, 1))
         if not self.val_data:
             final.calibration = {"state": "not calibrated", "reason": "no validation cases"}
