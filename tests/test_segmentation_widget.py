@@ -203,7 +203,7 @@ def test_closing_viewer_during_run_does_not_crash(qtbot, make_napari_viewer, mon
 def test_train_offers_the_model_then_predicts(qtbot, viewer_with_case, tmp_path):
     viewer, widget = viewer_with_case
     widget.train_overrides = {"base_channels": 4, "depth": 2, "batch_size": 4, "augment": False,
-                              "weights_dtype": "float32"}
+                              "weights_dtype": "float32", "steps_per_epoch": 5}
     widget.epochs_spin.setValue(1)
     widget.device_combo.setCurrentText("cpu")
     events = []
@@ -214,6 +214,12 @@ def test_train_offers_the_model_then_predicts(qtbot, viewer_with_case, tmp_path)
     assert (tmp_path / "trained" / "model.safetensors").is_file()
     assert widget.model_path() == tmp_path / "trained"
     assert any(ev.stage == "epoch" for ev in events)
+    # trained in memory on the open layers, with a held-out slab for validation and calibration
+    from napari_softseg.model.model_io import read_config
+
+    config = read_config(tmp_path / "trained")
+    assert len(config.training["val_cases"]) == 1 and config.calibration["state"] == "calibrated"
+    assert "calibrated: T = " in widget.model_info.text()
     widget.predict()
     _wait(qtbot, widget)
     assert PREDICTION_NAME in viewer.layers
@@ -222,7 +228,7 @@ def test_train_offers_the_model_then_predicts(qtbot, viewer_with_case, tmp_path)
 def test_cancelled_train_offers_the_checkpoint_it_kept(qtbot, viewer_with_case, tmp_path):
     viewer, widget = viewer_with_case
     widget.train_overrides = {"base_channels": 4, "depth": 2, "batch_size": 4, "augment": False,
-                              "weights_dtype": "float32"}
+                              "weights_dtype": "float32", "steps_per_epoch": 5}
     widget.epochs_spin.setValue(500)
     widget.device_combo.setCurrentText("cpu")
     out = tmp_path / "stopped"
