@@ -65,7 +65,7 @@ def _reference(geometry: L.Geometry, provenance: dict):
 def _description(kind: str, provenance: dict) -> str:
     parts = ["softseg", kind]
     if provenance.get("threshold") is not None:
-        parts.append(f"p>={float(provenance['threshold']):.2f}")
+        parts.append(f"p>={L.format_threshold(provenance['threshold'])}")
     if provenance.get("method"):
         parts.append(f"method={provenance['method']}")
     if provenance.get("model"):

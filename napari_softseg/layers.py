@@ -459,9 +459,19 @@ def mask_layer_from_soft(layer: Any, threshold: float) -> LayerData:
     soft = volume_from_layer(layer, geometry)
     prov = {k: v for k, v in provenance_of(layer).items() if k not in ("software", "threshold")}
     return labels_layer(
-        (soft >= float(threshold)).astype(np.uint8), geometry, name=f"{layer.name} mask p>={float(threshold):.2f}",
+        (soft >= float(threshold)).astype(np.uint8), geometry, name=f"{layer.name} mask p>={format_threshold(threshold)}",
         kind="mask", color="#00e5ff", opacity=0.6, threshold=float(threshold), soft_map=layer.name, **prov,
     )
+
+
+def format_threshold(threshold: float) -> str:
+    """A threshold as written in names and headers: exact to the 0.001 slider grid, no float noise.
+
+    >>> format_threshold(0.347), format_threshold(0.5), format_threshold(0.1 + 0.2)
+    ('0.347', '0.5', '0.3')
+    """
+    text = f"{float(threshold):.6f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
 
 
 def geometry_of_case(case) -> Geometry:
@@ -501,8 +511,8 @@ def image_from_layer(layer: Any) -> tuple[np.ndarray, Geometry]:
     Raises:
         SoftsegError: Not an image layer, RGB, or not placeable as a NIfTI volume.
     """
-    if _layer_type(layer) != "image":
-        raise SoftsegError(f"layer {layer.name!r} is a {_layer_type(layer)} layer; pick an Image layer")
+    if layer_type(layer) != "image":
+        raise SoftsegError(f"layer {layer.name!r} is a {layer_type(layer)} layer; pick an Image layer")
     if getattr(layer, "rgb", False):
         raise SoftsegError(f"layer {layer.name!r} is an RGB picture, not a scan")
     if getattr(layer, "multiscale", False):
@@ -553,8 +563,8 @@ def masks_from_layers(layers: Iterable[Any], geometry: Geometry) -> np.ndarray:
     """
     masks = []
     for layer in layers:
-        if _layer_type(layer) != "labels":
-            raise SoftsegError(f"layer {layer.name!r} is a {_layer_type(layer)} layer; raters must be Labels layers")
+        if layer_type(layer) != "labels":
+            raise SoftsegError(f"layer {layer.name!r} is a {layer_type(layer)} layer; raters must be Labels layers")
         masks.append((volume_from_layer(layer, geometry) > 0).astype(np.uint8))
     if not masks:
         return np.zeros((0, *geometry.shape), dtype=np.uint8)
@@ -598,8 +608,22 @@ def case_from_layers(image_layer_: Any, rater_layers_: Sequence[Any], *, name: s
     )
 
 
-def _layer_type(layer: Any) -> str:
+def layer_type(layer: Any) -> str:
+    """``"image"``, ``"labels"``, ... of a napari layer — also of the proxy napari hands to plugin docks.
+
+    napari gives dock widgets a ``PublicOnlyProxy`` of the viewer and its layers; ``type(proxy).__name__``
+    is the proxy's class, but ``isinstance`` sees through it (the proxy forwards ``__class__``). Objects
+    that are not napari layers give their lower-cased class name.
+    """
+    import napari.layers as nl
+
+    for name in ("Image", "Labels", "Points", "Shapes", "Surface", "Tracks", "Vectors"):
+        cls = getattr(nl, name, None)
+        if cls is not None and isinstance(layer, cls):
+            return name.lower()
     return type(layer).__name__.lower()
+
+
 
 
 # --------------------------------------------------------------------------------------------------
@@ -614,8 +638,8 @@ def add_layer_tuples(viewer: Any, tuples: Iterable[LayerData], *, rater_contours
         rater_contours: Draw rater layers as outlines (2 px) instead of filled areas.
     """
     added = []
-    for data, kwargs, layer_type in tuples:
-        layer = getattr(viewer, f"add_{layer_type}")(data, **kwargs)
+    for data, kwargs, kind in tuples:
+        layer = getattr(viewer, f"add_{kind}")(data, **kwargs)
         if rater_contours and kind_of(layer) == "rater":
             layer.contour = 2
             layer.opacity = 1.0

@@ -128,7 +128,7 @@ def check_soft_map(layer) -> np.ndarray:
     if layer is None:
         raise SoftsegError("no soft map: open a prediction or soft label (an Image layer with values 0–1)")
     if not isinstance(layer, Image):
-        raise SoftsegError(f"layer {layer.name!r} is a {type(layer).__name__} layer; pick an Image layer")
+        raise SoftsegError(f"layer {layer.name!r} is a {softseg_layers.layer_type(layer)} layer; pick an Image layer")
     if layer.rgb or layer.multiscale:
         raise SoftsegError(f"layer {layer.name!r} is RGB or multiscale; pick a single-channel soft map")
     data = np.asarray(layer.data)
@@ -152,7 +152,7 @@ def read_masks(rater_layers: list, shape: tuple[int, ...]) -> np.ndarray | None:
         return None
     for layer in rater_layers:
         if not isinstance(layer, Labels):
-            raise SoftsegError(f"layer {layer.name!r} is a {type(layer).__name__} layer; raters must be Labels")
+            raise SoftsegError(f"layer {layer.name!r} is a {softseg_layers.layer_type(layer)} layer; raters must be Labels")
         if tuple(layer.data.shape) != tuple(shape):
             raise SoftsegError(
                 f"rater layer {layer.name!r} has shape {tuple(layer.data.shape)}, the soft map {tuple(shape)}"

@@ -29,7 +29,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Generator
 from dataclasses import dataclass
 
@@ -88,8 +87,11 @@ class Reference:
             n_raters: Number of raters, for ``kind == "consensus"``.
         """
         if self.kind == "consensus":
-            of = f" of {n_raters}" if n_raters else ""
-            return f"consensus ({self.k}{of} raters)"
+            if n_raters:
+                from napari_softseg.analysis.consensus import describe
+
+                return describe(n_raters, self.k)
+            return f"consensus ({self.k} raters)"
         if self.kind == "rater":
             return rater_names[self.rater] if rater_names else f"rater {self.rater + 1}"
         if self.kind == "soft":
@@ -98,8 +100,13 @@ class Reference:
 
 
 def default_k(n_raters: int) -> int:
-    """Raters needed for a majority consensus: at least half of them (1 of 1 or 2, 2 of 3 or 4, ...)."""
-    return max(1, math.ceil(n_raters / 2))
+    """Raters needed for the consensus: at least half of them (1 of 1 or 2, 2 of 3 or 4, ...).
+
+    The package's one rule, :func:`napari_softseg.analysis.consensus.consensus_k`.
+    """
+    from napari_softseg.analysis.consensus import consensus_k
+
+    return consensus_k(n_raters)
 
 
 def reference_array(reference: Reference, masks: np.ndarray | None) -> np.ndarray | None:
@@ -423,7 +430,9 @@ def others_consensus(masks: np.ndarray, rater: int) -> np.ndarray:
     if not 0 <= rater < n:
         raise ValueError(f"there is no rater {rater + 1} (the case has {n})")
     others = np.delete(np.asarray(masks), rater, axis=0)
-    return consensus(others, math.ceil((n - 1) / 2))
+    from napari_softseg.analysis.consensus import leave_one_out_k
+
+    return consensus(others, leave_one_out_k(n))
 
 
 def leave_one_out_curves(
