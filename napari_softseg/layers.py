@@ -58,8 +58,11 @@ KINDS = ("image", "rater", "soft_label", "prediction", "mask", "annotation")
 RATER_COLORS = ("#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#ff7f0e", "#17becf", "#e377c2", "#bcbd22")
 """Outline colour of rater 1, 2, ... (cycled)."""
 
-SOFT_MAP_COLORMAP = "inferno"
-"""Colormap of soft maps (soft labels and predictions): dark = 0, bright = 1, shown additively."""
+SOFT_MAP_COLORMAP = "softseg heat"
+"""Name of the soft maps' colormap (soft labels and predictions): see :func:`soft_map_style`."""
+
+SOFT_MAP_OPACITY = 0.7
+"""Layer opacity of a soft map (on top of the colormap's own transparency ramp)."""
 
 LayerData = tuple[np.ndarray, dict, str]
 
@@ -426,24 +429,49 @@ def rater_layers(
     return out
 
 
+def heat_colormap():
+    """The soft maps' translucent heat colormap: transparent at p = 0, opaque-ish and bright at p = 1.
+
+    Colours are matplotlib's *inferno* from its dark red on (so no black shadow darkens the scan) with an
+    alpha that rises with p, so the scan stays visible under low probabilities and the heat shows where
+    the model is confident. A napari ``Colormap`` (made here, so this module stays importable without it).
+    """
+    from napari.utils.colormaps import Colormap
+
+    p = np.linspace(0.0, 1.0, 11)
+    inferno = np.array([  # matplotlib's inferno at 0.25, 0.325, ..., 1.0 (no matplotlib import needed)
+        [0.342, 0.062, 0.429], [0.460, 0.106, 0.430], [0.578, 0.148, 0.404], [0.695, 0.195, 0.354],
+        [0.802, 0.259, 0.283], [0.894, 0.353, 0.194], [0.955, 0.469, 0.100], [0.985, 0.601, 0.024],
+        [0.983, 0.744, 0.138], [0.953, 0.889, 0.351], [0.988, 0.998, 0.645],
+    ])
+    alpha = np.clip(0.15 + 0.85 * p, 0.0, 1.0)
+    alpha[0] = 0.0
+    return Colormap(colors=np.column_stack([inferno, alpha]), controls=p, name=SOFT_MAP_COLORMAP)
+
+
+def soft_map_style() -> dict:
+    """Layer keyword arguments of a soft map: heat colormap, contrast 0–1, translucent."""
+    return {"colormap": heat_colormap(), "contrast_limits": (0.0, 1.0), "blending": "translucent",
+            "opacity": SOFT_MAP_OPACITY}
+
+
 def soft_map_layer(
-    soft: np.ndarray, geometry: Geometry, *, name: str, kind: str = "prediction", opacity: float = 0.6,
+    soft: np.ndarray, geometry: Geometry, *, name: str, kind: str = "prediction", opacity: float | None = None,
     visible: bool = True, **provenance: Any,
 ) -> LayerData:
-    """Image layer of a soft map ``float32 (X, Y, Z)`` in ``[0, 1]``: inferno, contrast 0–1, additive."""
+    """Image layer of a soft map ``float32 (X, Y, Z)`` in ``[0, 1]``: translucent heat (:func:`soft_map_style`)."""
     if kind not in ("prediction", "soft_label"):
         raise ValueError("kind must be 'prediction' or 'soft_label'")
     soft = np.asarray(soft, dtype=np.float32)
     kwargs = {
         "name": name,
         "affine": geometry.napari_affine(),
-        "colormap": SOFT_MAP_COLORMAP,
-        "contrast_limits": (0.0, 1.0),
-        "blending": "additive",
-        "opacity": opacity,
+        **soft_map_style(),
         "visible": visible,
         "metadata": make_metadata(kind, geometry, **provenance),
     }
+    if opacity is not None:
+        kwargs["opacity"] = opacity
     return geometry.to_display(soft), kwargs, "image"
 
 

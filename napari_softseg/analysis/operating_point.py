@@ -268,6 +268,43 @@ class ContourView:
         return out if dtype is None else out.astype(dtype)
 
 
+class BandsView(ContourView):
+    """Array-like whose items are the iso-lines of a soft map at several levels (confidence bands).
+
+    ``view[index]`` is 1 on the boundary of ``p >= level`` for any of ``levels`` (one displayed slice at
+    a time, like :class:`ContourView`). The levels do not move with the slider, so a viewer asks for a
+    slice only when the user scrolls.
+
+    Example:
+        >>> p = np.tile(np.linspace(0, 1, 9, dtype=np.float32), (3, 1))
+        >>> BandsView(p, (0.25, 0.75))[1].astype(int).tolist()
+        [0, 0, 1, 0, 0, 0, 1, 0, 0]
+    """
+
+    def __init__(self, data: np.ndarray, levels=(0.1, 0.5, 0.9), planes: int = 2, outline_volumes: bool = True):
+        super().__init__(data, float(levels[0]), planes=planes, outline_volumes=outline_volumes)
+        self.levels = tuple(float(v) for v in levels)
+
+    def _outline(self, part) -> np.ndarray:
+        part = np.asarray(part)
+        out = np.zeros(part.shape, dtype=np.uint8)
+        for level in self.levels:
+            self.threshold = level
+            # the boundary of p >= level inside the region, without the array's own edge
+            outline = super()._outline(part).astype(bool)
+            if part.ndim >= 1:
+                edge = np.zeros(part.shape, dtype=bool)
+                for axis in range(part.ndim - min(self.planes, part.ndim), part.ndim):
+                    index = [slice(None)] * part.ndim
+                    index[axis] = 0
+                    edge[tuple(index)] = True
+                    index[axis] = -1
+                    edge[tuple(index)] = True
+                outline &= ~edge
+            out |= outline
+        return out
+
+
 def mask_operating_point(
     mask: np.ndarray, reference: np.ndarray, spacing=None, *, threshold: float = float("nan")
 ) -> OperatingPoint:
