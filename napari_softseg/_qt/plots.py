@@ -278,7 +278,7 @@ class ReliabilityPlot(ThemedCanvas):
     legend_loc = "upper left"
 
     def __init__(self, viewer=None):
-        super().__init__(viewer, height=240)
+        super().__init__(viewer, height=300)
         ax = self.axes
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
@@ -297,6 +297,21 @@ class ReliabilityPlot(ThemedCanvas):
 
     def legend_handles(self) -> list:
         return list(self.series)
+
+    def update_legend(self) -> None:
+        """The legend goes below the axes (outside them), so it never covers the curves."""
+        for legend in list(self.figure.legends):
+            legend.remove()
+        legend = self.axes.get_legend()
+        if legend is not None:
+            legend.remove()
+        handles = self.legend_handles()
+        if not handles:
+            return
+        legend = self.figure.legend(handles=handles, fontsize=6, loc="outside lower center",
+                                    ncol=min(3, len(handles)), frameon=False)
+        for text in legend.get_texts():
+            text.set_color(self.colors.text)
 
     def plot(self, curves: list[tuple[str, dict]]) -> None:
         """Draw one line per ``(label, reliability dict)``; the first is drawn thicker (the soft label).

@@ -136,7 +136,7 @@ class SegmentationWidget(QWidget):
         self.sigma_spin.setSuffix(" mm")
         soft_form.addRow("Sigma", self.sigma_spin)
         self.soft_button = QPushButton("Build soft label")
-        self.soft_button.clicked.connect(self.build_soft_label)
+        self.soft_button.clicked.connect(lambda *_: self.build_soft_label())
         soft_form.addRow(self.soft_button)
         layout.addWidget(soft_box)
 
@@ -147,7 +147,7 @@ class SegmentationWidget(QWidget):
         self.model_combo.currentTextChanged.connect(self._on_model_changed)
         row.addWidget(self.model_combo, 1)
         self.browse_button = QPushButton("Browse…")
-        self.browse_button.clicked.connect(self._browse_model)
+        self.browse_button.clicked.connect(lambda *_: self._browse_model())
         row.addWidget(self.browse_button)
         model_form.addRow("Model", row)
         self.model_info = QLabel("")
@@ -176,11 +176,11 @@ class SegmentationWidget(QWidget):
 
         buttons = QHBoxLayout()
         self.predict_button = QPushButton("Predict")
-        self.predict_button.clicked.connect(self.predict)
+        self.predict_button.clicked.connect(lambda *_: self.predict())
         self.train_button = QPushButton("Train")
-        self.train_button.clicked.connect(self.train)
+        self.train_button.clicked.connect(lambda *_: self.train())
         self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.clicked.connect(self.cancel)
+        self.cancel_button.clicked.connect(lambda *_: self.cancel())
         self.cancel_button.setEnabled(False)
         for b in (self.predict_button, self.train_button, self.cancel_button):
             buttons.addWidget(b)
