@@ -444,7 +444,7 @@ def heat_colormap():
         [0.802, 0.259, 0.283], [0.894, 0.353, 0.194], [0.955, 0.469, 0.100], [0.985, 0.601, 0.024],
         [0.983, 0.744, 0.138], [0.953, 0.889, 0.351], [0.988, 0.998, 0.645],
     ])
-    alpha = np.clip(0.15 + 0.85 * p, 0.0, 1.0)
+    alpha = np.clip(0.08 + 0.5 * p, 0.0, 1.0)   # at most 0.58 (× the layer's opacity): the scan shows through
     alpha[0] = 0.0
     return Colormap(colors=np.column_stack([inferno, alpha]), controls=p, name=SOFT_MAP_COLORMAP)
 

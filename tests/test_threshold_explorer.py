@@ -29,6 +29,11 @@ def explorer(make_napari_viewer, qtbot):
     return widget, viewer, soft_layer, soft, masks
 
 
+def fine(mask, f=4):
+    """A 2D mask on the outline's finer grid (nearest neighbour, ``f`` × ``f`` per voxel)."""
+    return np.repeat(np.repeat(mask, f, axis=0), f, axis=1)
+
+
 def current_plane(viewer, layer):
     """Index of the displayed 2D slice in ``layer``'s data (same-shape layers: the dims' current step)."""
     step = viewer.dims.current_step
@@ -118,14 +123,18 @@ def test_outline_overlay_follows_threshold_and_slice(explorer):
     for z in (soft.shape[0] // 2, soft.shape[0] // 2 + 1):
         viewer.dims.set_current_step(0, z)
         plane = current_plane(viewer, soft_layer)
-        expected = boundary(soft[plane] >= 0.62)
+        expected = boundary(fine(soft[plane] >= 0.62))
         assert expected.any()
         shown = np.asarray(real(widget.contour_layer)._slice.image.raw) > 0
         np.testing.assert_array_equal(shown, expected)
         np.testing.assert_array_equal(widget.contour_layer.data[plane] > 0, expected)
+    # the finer grid sits exactly on the soft map: a voxel's centre is the centre of its 4 x 4 fine pixels
+    for z, y, x in ((0, 0, 0), (5, 10, 20)):
+        np.testing.assert_allclose(real(widget.contour_layer).data_to_world([z, 4 * y + 1.5, 4 * x + 1.5]),
+                                   real(soft_layer).data_to_world([z, y, x]), atol=1e-9)
     widget.set_threshold(0.3)
     shown = np.asarray(real(widget.contour_layer)._slice.image.raw) > 0
-    np.testing.assert_array_equal(shown, boundary(soft[current_plane(viewer, soft_layer)] >= 0.3))
+    np.testing.assert_array_equal(shown, boundary(fine(soft[current_plane(viewer, soft_layer)] >= 0.3)))
     widget.set_overlay_mode("outline + light fill")
     assert widget.contour_layer.visible and widget.fill_layer.visible and widget.fill_layer.opacity <= 0.25
     widget.set_overlay_mode("none")
@@ -142,7 +151,7 @@ def test_confidence_bands_outline_fixed_levels(explorer):
     inner[1:-1, 1:-1] = True
     expected = np.zeros_like(shown)
     for level in (0.1, 0.5, 0.9):
-        expected |= boundary(soft[plane] >= level)
+        expected |= boundary(fine(soft[plane] >= level))
     np.testing.assert_array_equal(shown, expected & inner)
     widget.set_threshold(0.77)                       # the bands stay; the outline moves
     np.testing.assert_array_equal(np.asarray(real(widget.bands_layer)._slice.image.raw) > 0, expected & inner)
@@ -419,7 +428,7 @@ def test_3d_shows_an_iso_surface_that_follows_the_slider(explorer, monkeypatch):
     assert all(viewer.layers[f"rater {i}"].visible for i in range(1, 5))
     plane = current_plane(viewer, soft_layer)
     shown = np.asarray(real(widget.contour_layer)._slice.image.raw) > 0
-    np.testing.assert_array_equal(shown, boundary(soft[plane] >= 0.4))
+    np.testing.assert_array_equal(shown, boundary(fine(soft[plane] >= 0.4)))
 
 
 def test_in_place_edit_and_refresh_are_picked_up(explorer, qtbot):

@@ -32,7 +32,7 @@ from napari_softseg.analysis.softlabels import weighted_mean
 from napari_softseg._qt.background import ComputeStatus, LatestJob
 from napari_softseg._qt.notifications import notify_exception
 from napari_softseg._qt.plots import ReliabilityPlot
-from napari_softseg._qt.selection import LayerInputs, scroll_layout
+from napari_softseg._qt.selection import LayerInputs, relax_combos, scroll_layout
 
 N_BINS = 10
 SOFT_LABEL = "soft label (mean of raters)"
@@ -101,6 +101,7 @@ class CalibrationWidget(QWidget):
         layout.addWidget(self.table)
         layout.addWidget(self.status)
         layout.addStretch(1)
+        relax_combos(self)
         self.inputs.changed.connect(self.compute)
         self.inputs.edited.connect(self.compute)
         self.compute_button.clicked.connect(self.compute)

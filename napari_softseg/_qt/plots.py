@@ -226,7 +226,7 @@ class PRCurvePlot(ThemedCanvas):
                     color=self.colors.text, ha="right",
                 ))
         self.ticks.set_data(xs, ys)
-        self.axes.set_title(title, fontsize=8, color=self.colors.text)
+        self.axes.set_title(title, fontsize=8, color=self.colors.text, wrap=True)   # long references wrap
         self.draw_idle()
 
     TICKS = (0.1, 0.3, 0.5, 0.7, 0.9)

@@ -63,6 +63,7 @@ from napari_softseg._qt.background import ComputeStatus, LatestJob
 from napari_softseg._qt.notifications import notify_exception, show_warning
 from napari_softseg._qt.plots import PRCurvePlot
 from napari_softseg._qt.selection import (
+    relax_combos,
     EDIT_DEBOUNCE_MS, HELPER_KEY, LayerInputs, ReferencePicker, connect_while_alive, is_helper, same_layer,
     scroll_layout,
 )
@@ -163,7 +164,7 @@ class RaterComparison(QWidget):
         )
         self.rule_label = QLabel(f"rest = consensus of the other raters: {RULE}")
         self.rule_label.setWordWrap(True)
-        self.role_check = QCheckBox("annotator layout: raters as coloured outlines")
+        self.role_check = QCheckBox("annotator layout (raters outlined)")
         self.role_check.setToolTip("Show each rater as a 2-px outline in its own colour (legend below); "
                                    "the clinician layout hides them")
         self.rater_legend = QLabel()
@@ -189,6 +190,7 @@ class RaterComparison(QWidget):
         self.job = LatestJob(self, "Rater comparison", self.status)
         self.annotation_job = LatestJob(self, "Rater comparison", self.annotation_status)
         self._build_layout()
+        relax_combos(self)
 
         self._schedule_annotation = qdebounced(self.refresh_annotation, timeout=EDIT_DEBOUNCE_MS)
         self.inputs.changed.connect(self.rebuild)
@@ -227,10 +229,8 @@ class RaterComparison(QWidget):
         layout.addWidget(self.summary)
         box = QGroupBox("you (annotator)")
         inner = QVBoxLayout(box)
-        row = QHBoxLayout()
-        row.addWidget(self.annotation_combo, 1)
-        row.addWidget(self.add_button)
-        inner.addLayout(row)
+        inner.addWidget(self.annotation_combo)
+        inner.addWidget(self.add_button)
         row = QHBoxLayout()
         row.addWidget(QLabel("against"))
         row.addWidget(self.reference_combo, 1)

@@ -50,6 +50,7 @@ from qtpy.QtWidgets import (
 
 from napari_softseg import layers as L
 from napari_softseg._qt.notifications import describe_exception, notify_exception, show_info
+from napari_softseg._qt.selection import relax_combos
 from napari_softseg._qt.workers import ProgressTask, is_alive, run_progress
 from napari_softseg.errors import SoftsegError
 from napari_softseg.progress import Progress
@@ -96,6 +97,7 @@ class SegmentationWidget(QWidget):
         self._build_ui()
         self._fill_models()
         self._fill_devices()
+        relax_combos(self)
         events = self.viewer.layers.events
         for event in (events.inserted, events.removed, events.reordered):
             event.connect(self._refresh_layers)

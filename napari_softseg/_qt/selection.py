@@ -454,6 +454,14 @@ class _VerticalScrollArea(QScrollArea):
         return QSize(inner.width() + self._extra(), inner.height())
 
 
+def relax_combos(root: QWidget, min_chars: int = 10) -> None:
+    """Let every combo box under ``root`` shrink below its longest entry (elided), so no dock is forced
+    wider than its column; the full text stays in the drop-down list and the tooltip."""
+    for combo in root.findChildren(QComboBox):
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(min_chars)
+
+
 def scroll_layout(widget: QWidget) -> QVBoxLayout:
     """Give ``widget`` a frameless vertical scroll area and return the layout to fill inside it."""
     outer = QVBoxLayout(widget)

@@ -65,6 +65,7 @@ from napari_softseg.analysis.operating_point import (
     overlay_contrast_limits,
     snap,
     threshold_colormap_controls,
+    upsampled_affine,
 )
 from napari_softseg.analysis.session import ROLES
 from napari_softseg.errors import SoftsegError
@@ -74,6 +75,7 @@ from napari_softseg._qt.background import ComputeStatus, LatestJob
 from napari_softseg._qt.notifications import notify_exception, show_warning
 from napari_softseg._qt.plots import PRCurvePlot
 from napari_softseg._qt.selection import (
+    relax_combos,
     HELPER_KEY,
     LayerInputs,
     ReferencePicker,
@@ -95,6 +97,17 @@ BAND_LEVELS = (0.1, 0.5, 0.9)       # optional iso-lines of the soft map (confid
 BAND_COLOR = (1.0, 1.0, 1.0)
 SURFACE_COLOR = (0.0, 0.9, 1.0)
 SCAN_OPACITY_3D = 0.25              # the scan as a faint volume behind the 3D surface
+#: The outline is drawn on a grid this many times finer than the soft map (in-plane), at most
+#: :data:`OUTLINE_MAX_SIDE` pixels a side: a line of 1/f voxel, thin and crisp at any zoom.
+OUTLINE_UPSAMPLE = 4
+OUTLINE_MAX_SIDE = 1024
+
+
+def outline_factor(shape) -> int:
+    """Upsampling factor of the outline grid for a soft map of ``shape`` (1 … :data:`OUTLINE_UPSAMPLE`)."""
+    side = max(shape[-2:]) if len(shape) >= 2 else 1
+    return int(max(1, min(OUTLINE_UPSAMPLE, OUTLINE_MAX_SIDE // max(side, 1))))
+LEGEND_PREFIX = "cyan "            # the canvas legend line starts so (and is recognised by it)
 KEY_STEP = 0.01
 KEYS = ("[", "]")
 PENDING = "…"                       # a statistic whose PR curve is still being built
@@ -258,6 +271,7 @@ class ThresholdExplorer(QWidget):
         connect_while_alive(self, self.analysis.role_changed, self._on_role)
         napari_viewer.dims.events.ndisplay.connect(self._on_ndisplay)
         napari_viewer.layers.events.removed.connect(self._on_layer_removed)
+        relax_combos(self)
         self._bind_keys()
         self._sync_controls(self._threshold)
         self.role_combo.setCurrentIndex(ROLES.index(self.analysis.role))
@@ -272,10 +286,11 @@ class ThresholdExplorer(QWidget):
         row.addWidget(self.refresh_button)
         layout.addLayout(row)
         form = QFormLayout()
-        ref_row = QHBoxLayout()
-        ref_row.addWidget(self.reference_combo, 1)
-        ref_row.addWidget(self.k_spin)
-        form.addRow("reference", ref_row)
+        form.addRow("reference", self.reference_combo)
+        k_row = QHBoxLayout()
+        k_row.addWidget(self.k_spin)
+        k_row.addStretch(1)
+        form.addRow("", k_row)
         form.addRow("show", self.overlay_combo)
         form.addRow("layout", self.role_combo)
         layout.addLayout(form)
@@ -560,6 +575,7 @@ class ThresholdExplorer(QWidget):
         for label in self.stat_labels.values():
             label.setText("–")
         self.plot.set_curve([], [], message)
+        self._update_canvas_legend()
         self._update_enabled()
 
     # -- per move ----------------------------------------------------------------------------------
@@ -574,6 +590,7 @@ class ThresholdExplorer(QWidget):
         if self.session is None:
             return
         self.update_overlay(t)
+        self._update_canvas_legend(t)
         if not self._stats_ready:
             for label in self.stat_labels.values():
                 label.setText(PENDING)
@@ -590,6 +607,26 @@ class ThresholdExplorer(QWidget):
         for key, count in (("reference volume", op.tp + op.fn), ("FP volume", op.fp), ("FN volume", op.fn)):
             labels[key].setText(format_volume(None if voxel_ml is None else count * voxel_ml))
         self.plot.set_marker(op.recall, op.precision, f"t = {format_threshold(t)}")
+
+    def _update_canvas_legend(self, t: float | None = None) -> None:
+        """The canvas' one line of legend next to the colour bar: what the outline (or surface) shows."""
+        overlay = self.viewer.text_overlay
+        mode = self.shown_overlay_mode
+        if self.inputs_layer is None or mode == "none":
+            if overlay.visible and overlay.text.startswith(LEGEND_PREFIX):
+                overlay.visible = False
+            return
+        t = self._threshold if t is None else t
+        shape = "surface" if mode == "surface" else "outline"
+        bands = ("  ·  thin white: p = " + " / ".join(f"{b:g}" for b in BAND_LEVELS)
+                 if self.bands_check.isChecked() and mode != "surface" else "")
+        heat = "" if mode == "surface" else "  ·  heat: probability p"
+        overlay.text = f"{LEGEND_PREFIX}{shape}: p ≥ {format_threshold(t)}{bands}{heat}"
+        if not overlay.visible:
+            overlay.position = "top_left"
+            overlay.font_size = 11
+            overlay.color = OUTLINE_COLOR
+            overlay.visible = True
 
     def _voxel_ml(self) -> float | None:
         spacing = self.session.spacing if self.session is not None else None
@@ -637,6 +674,16 @@ class ThresholdExplorer(QWidget):
         return dict(affine=source.affine.affine_matrix, scale=source.scale, translate=source.translate,
                     rotate=source.rotate, shear=source.shear)
 
+    def _fine_transform(self, factor: int) -> dict:
+        """Placement of a ``factor``-times finer outline grid on the soft map (same world position)."""
+        from napari.utils.transforms import Affine
+
+        source = self.inputs_layer
+        data_to_physical = Affine(scale=source.scale, translate=source.translate, rotate=source.rotate,
+                                  shear=source.shear).affine_matrix
+        full = np.asarray(source.affine.affine_matrix) @ data_to_physical @ upsampled_affine(factor, source.ndim)
+        return dict(affine=full)
+
     def _ensure_overlays(self) -> None:
         mode = self.shown_overlay_mode
         source = self.inputs_layer
@@ -645,13 +692,14 @@ class ThresholdExplorer(QWidget):
             return
         active = self.viewer.layers.selection.active
         transform = self._transform()
+        factor = outline_factor(source.data.shape)
         if self.bands_check.isChecked() and not self._alive(self.bands_layer):
-            self._bands_view = BandsView(source.data, BAND_LEVELS, outline_volumes=False)
+            self._bands_view = BandsView(source.data, BAND_LEVELS, outline_volumes=False, upsample=factor)
             self.bands_layer = self.viewer.add_image(
                 self._bands_view, name=f"{source.name} bands " + "/".join(f"{b:g}" for b in BAND_LEVELS),
                 colormap=_solid_colormap("softseg bands", BAND_COLOR), contrast_limits=(0.0, 1.0),
-                interpolation2d="nearest", opacity=0.55, blending="translucent",
-                metadata={HELPER_KEY: "confidence bands"}, **transform,
+                interpolation2d="nearest", opacity=0.6, blending="translucent",
+                metadata={HELPER_KEY: "confidence bands"}, **self._fine_transform(factor),
             )
         if mode in FILL_OPACITY and not self._alive(self.fill_layer):
             lo, hi = overlay_contrast_limits(self._threshold)
@@ -664,12 +712,12 @@ class ThresholdExplorer(QWidget):
         if self._alive(self.fill_layer) and mode in FILL_OPACITY:
             self.fill_layer.opacity = FILL_OPACITY[mode]
         if mode.startswith("outline") and not self._alive(self.contour_layer):
-            self._contour_view = ContourView(source.data, self._threshold, outline_volumes=False)
+            self._contour_view = ContourView(source.data, self._threshold, outline_volumes=False, upsample=factor)
             self.contour_layer = self.viewer.add_image(
                 self._contour_view, name=f"{source.name} p ≥ t outline",
                 colormap=_solid_colormap("softseg outline", OUTLINE_COLOR), contrast_limits=(0.0, 1.0),
                 interpolation2d="nearest", opacity=1.0, blending="translucent",
-                metadata={HELPER_KEY: "threshold outline"}, **transform,
+                metadata={HELPER_KEY: "threshold outline"}, **self._fine_transform(factor),
             )
         if mode == "surface" and not self._alive(self.surface_layer):
             self.surface_layer = self.viewer.add_image(
