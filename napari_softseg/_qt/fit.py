@@ -115,3 +115,55 @@ def _figure_problems(canvas) -> list[str]:
     if tight.x0 < -0.01 or tight.y0 < -0.01 or tight.x1 > w + 0.01 or tight.y1 > h + 0.01:
         return [f"figure content {tight.bounds} reaches outside the figure ({w:.2f} x {h:.2f} in)"]
     return []
+
+
+def canvas_rgb(viewer) -> "np.ndarray":
+    """The canvas as drawn now: ``uint8 (H, W, 3)`` (a shown window; call after the view settled)."""
+    import numpy as np
+
+    return np.asarray(viewer.screenshot(canvas_only=True, flash=False))[..., :3]
+
+
+def threshold_contrast(viewer, set_threshold, low: float = 0.2, high: float = 0.8, settle=None) -> dict:
+    """How visibly the canvas changes between two thresholds.
+
+    Renders the canvas at ``low`` and ``high`` (``set_threshold(t)`` moves the explorer) and returns the
+    number of pixels that changed and the median, 25th percentile and mean RGB distance (0–441) of those
+    pixels, plus how visible the scan stays: the correlation of the canvas' luminance with the luminance of
+    the scan drawn alone (other layers hidden), over the pixels where the scan is not black.
+    """
+    import numpy as np
+
+    settle = settle or (lambda: None)
+    set_threshold(low)
+    settle()
+    a = canvas_rgb(viewer).astype(np.float64)
+    set_threshold(high)
+    settle()
+    b = canvas_rgb(viewer).astype(np.float64)
+    distance = np.sqrt(((a - b) ** 2).sum(-1))
+    changed = distance > 0
+    shown = [layer for layer in viewer.layers if layer.visible]
+    scans = [layer for layer in shown if (layer.metadata.get("softseg") or {}).get("kind") == "image"]
+    visibility = None
+    if scans:
+        for layer in shown:
+            if layer not in scans:
+                layer.visible = False
+        settle()
+        scan = canvas_rgb(viewer).astype(np.float64).mean(-1)
+        for layer in shown:
+            layer.visible = True
+        settle()
+        lum = b.mean(-1)
+        head = scan > 20
+        if head.sum() > 100:
+            visibility = float(np.corrcoef(scan[head], lum[head])[0, 1])
+    values = distance[changed]
+    return {
+        "low": low, "high": high, "changed_pixels": int(changed.sum()),
+        "median_rgb_distance": float(np.median(values)) if values.size else 0.0,
+        "p25_rgb_distance": float(np.percentile(values, 25)) if values.size else 0.0,
+        "mean_rgb_distance": float(values.mean()) if values.size else 0.0,
+        "scan_visibility": visibility,
+    }
