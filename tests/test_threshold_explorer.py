@@ -51,6 +51,9 @@ def displayed_overlay(layer):
 
 def test_picks_layers_and_consensus_by_default(explorer, qtbot):
     widget, viewer, soft_layer, soft, masks = explorer
+    # opened from the Plugins menu: the clinician layout (raters hidden, the heat map's colour bar shown)
+    assert not any(viewer.layers[f"rater {i}"].visible for i in range(1, 5))
+    assert soft_layer.colorbar.visible
     assert same_layer(widget.inputs.soft_layer(), soft_layer)
     assert [layer.name for layer in widget.inputs.rater_layers()] == ["rater 1", "rater 2", "rater 3", "rater 4"]
     assert widget.reference == Reference("consensus", k=2)
@@ -407,6 +410,7 @@ def test_3d_shows_an_iso_surface_that_follows_the_slider(explorer, monkeypatch):
     widget, viewer, soft_layer, soft, masks = explorer
     scan = viewer.add_image(np.random.default_rng(0).random(soft.shape).astype(np.float32) * 100, name="scan",
                             affine=soft_layer.affine, metadata={"softseg": {"kind": "image"}})
+    widget.role_combo.setCurrentIndex(1)           # annotator layout: raters shown as outlines in 2D
     widget.set_threshold(0.5)
     outlined = []
     real_boundary = op_module.mask_boundary

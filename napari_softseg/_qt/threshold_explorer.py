@@ -275,6 +275,7 @@ class ThresholdExplorer(QWidget):
         self._bind_keys()
         self._sync_controls(self._threshold)
         self.role_combo.setCurrentIndex(ROLES.index(self.analysis.role))
+        apply_role(napari_viewer, self.analysis.role)     # the clinician layout: raters hidden
         self.rebuild()
 
     # -- layout ------------------------------------------------------------------------------------
@@ -809,6 +810,12 @@ class ThresholdExplorer(QWidget):
             self.bands_layer = self._bands_view = None
         elif same_layer(removed, self.surface_layer):
             self.surface_layer = None
+
+    def _on_layer_inserted(self, event) -> None:
+        """A rater layer opened later follows the layout too (hidden for the clinician, outlined for the annotator)."""
+        layer = event.value
+        if layer_type(layer) == "labels" and softseg_layers.kind_of(layer) == "rater":
+            apply_role(self.viewer, self.analysis.role)
 
     def _on_inputs_edited(self) -> None:
         """The soft map's data was replaced or edited in place (and refreshed), or a rater mask was painted
