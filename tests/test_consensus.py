@@ -29,7 +29,7 @@ def test_two_raters_is_union_and_explicit_k():
 
 
 def test_describe_names_rule_and_other_k():
-    assert C.describe(4) == "consensus: at least half of the raters (2 of 4)"
+    assert C.describe(4) == "consensus: ≥ half of raters (2 of 4)"
     assert C.describe(4, 3) == "consensus: at least 3 of 4 raters"
 
 

@@ -58,7 +58,7 @@ def test_picks_layers_and_consensus_by_default(explorer, qtbot):
     assert [layer.name for layer in widget.inputs.rater_layers()] == ["rater 1", "rater 2", "rater 3", "rater 4"]
     assert widget.reference == Reference("consensus", k=2)
     assert widget.reference_combo.count() == 1 + 4 + 1 + 1   # consensus, 4 raters, soft label, expected
-    assert widget.reference_combo.itemText(0) == "consensus: at least half of the raters (2 of 4)"
+    assert widget.reference_combo.itemText(0) == "consensus: ≥ half of raters (2 of 4)"
     assert widget.overlay_mode == "outline"                 # the default: a crisp outline of p >= t
     assert widget.contour_layer is not None and widget.contour_layer.visible
     assert widget._contour_view.data is soft_layer.data     # shared, no copy

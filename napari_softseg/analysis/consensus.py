@@ -29,7 +29,7 @@ Example:
     >>> consensus_k(2), consensus_k(3), consensus_k(4), consensus_k(5)
     (1, 2, 2, 3)
     >>> describe(5)
-    'consensus: at least half of the raters (3 of 5)'
+    'consensus: ≥ half of raters (3 of 5)'
 """
 
 from __future__ import annotations
@@ -99,12 +99,12 @@ def leave_one_out_k(n_raters: int) -> int:
 
 
 def describe(n_raters: int, k: int | None = None) -> str:
-    """The consensus in words, e.g. ``"consensus: at least half of the raters (3 of 5)"``.
+    """The consensus in words, e.g. ``"consensus: ≥ half of raters (3 of 5)"``.
 
     A ``k`` other than the rule's is described as such (``"consensus: at least 4 of 5 raters"``).
     """
     n = int(n_raters)
     rule_k = consensus_k(n)
     if k is None or int(k) == rule_k:
-        return f"consensus: {RULE} ({rule_k} of {n})"
+        return f"consensus: ≥ half of raters ({rule_k} of {n})"
     return f"consensus: at least {int(k)} of {n} raters"
