@@ -13,6 +13,9 @@ from napari_softseg.errors import SoftsegError
 def _add_case_patterns(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-pattern", help="glob of the image in a plain folder (default image.nii[.gz])")
     p.add_argument("--mask-pattern", help="glob of the rater masks in a plain folder (default task0T_seg0R names)")
+    from napari_softseg.cli.dicom_cli import add_series_option
+
+    add_series_option(p)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("evaluate", help="score a soft prediction against a case's raters (QUBIQ, ECE, raters)")
     p.add_argument("case", metavar="CASE")
-    p.add_argument("--pred", required=True, metavar="PRED.nii.gz", help="soft prediction in [0, 1]")
+    p.add_argument("--pred", required=True, metavar="PRED.nii.gz",
+                   help="soft prediction in [0, 1]: NIfTI (3D, or 4D class probabilities) or nnU-Net .npz")
     p.add_argument("--task", type=int, default=1)
     p.add_argument("--threshold", type=float, default=0.5, help="operating point for the rater comparison")
     p.add_argument("--json", metavar="OUT.json", help="write all numbers as JSON")
@@ -89,6 +93,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     if args.json:
         check_writable(args.json, args.overwrite)
+    from napari_softseg.cli.dicom_cli import inspect_dicom, is_dicom
+
+    if is_dicom(args.path):
+        return inspect_dicom(args)
     info = describe_dataset(args.path, **_patterns(args))
     splits: dict[str, int] = {}
     for c in info["cases"]:
@@ -120,7 +128,7 @@ def _parse_weights(text: str | None) -> list[float] | None:
 
 
 def cmd_softlabel(args: argparse.Namespace) -> int:
-    from napari_softseg.io.dataset import load_case
+    from napari_softseg.cli.dicom_cli import load_case_arg
     from napari_softseg.io.files import check_writable, write_json
     from napari_softseg.io.nifti import is_nifti_path, save_volume, strip_nifti_suffix
     from napari_softseg.analysis.softlabels import agreement_map, make_soft_label
@@ -136,7 +144,7 @@ def cmd_softlabel(args: argparse.Namespace) -> int:
         raise SoftsegError("the soft label, its .json sidecar and --agreement must be different files")
     for path in outputs:
         check_writable(path, args.overwrite)
-    case = load_case(args.case, args.task, **_patterns(args))
+    case = load_case_arg(args)
     for w in case.warnings:
         print(f"warning: {case.name}: {w}")
     soft = make_soft_label(
@@ -170,15 +178,13 @@ def cmd_softlabel(args: argparse.Namespace) -> int:
 def load_prediction(path: str | Path, spatial_shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
     """Read a soft prediction and check it is finite, in ``[0, 1]`` and on the case's voxel grid."""
     from napari_softseg.io.dataset import check_same_geometry
-    from napari_softseg.io.nifti import check_finite, load_volume
+    from napari_softseg.io.nifti import check_finite
+    from napari_softseg.io.probability_maps import read_soft_map
 
-    vol = load_volume(path)
-    data = np.asarray(vol.data)
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
+    data, pred_affine = read_soft_map(path, reference_affine=affine)  # NIfTI, 4D probabilities or nnU-Net .npz
     if data.shape != tuple(spatial_shape):
         raise SoftsegError(f"prediction shape {data.shape} does not match the case's {tuple(spatial_shape)}", path)
-    check_same_geometry(vol.affine, affine, path, "prediction")
+    check_same_geometry(pred_affine, affine, path, "prediction")
     check_finite(data, path, "prediction")
     lo, hi = float(data.min()), float(data.max())
     if lo < 0 or hi > 1:
@@ -212,7 +218,7 @@ def format_evaluation(name: str, result: dict) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from napari_softseg.io.dataset import load_case
+    from napari_softseg.cli.dicom_cli import load_case_arg
     from napari_softseg.io.files import check_writable, write_json
     from napari_softseg.analysis.metrics import evaluate_case
 
@@ -220,7 +226,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         check_writable(args.json, args.overwrite)
     if not 0.0 <= args.threshold <= 1.0:
         raise SoftsegError(f"--threshold must be in [0, 1], got {args.threshold}")
-    case = load_case(args.case, args.task, **_patterns(args))
+    case = load_case_arg(args)
     for w in case.warnings:
         print(f"warning: {case.name}: {w}")
     pred = load_prediction(args.pred, case.spatial_shape, case.affine)
