@@ -231,7 +231,7 @@ def test_annotator_layout_outlines_raters_with_a_legend(comparison):
     widget, viewer, *_ = comparison
     widget.role_check.setChecked(True)
     raters = [viewer.layers[f"rater {i}"] for i in range(1, 5)]
-    assert all(r.visible and r.contour == 2 for r in raters)
+    assert all(r.visible and r.contour == 1 for r in raters)
     legend = widget.rater_legend.text()
     assert widget.rater_legend.isVisibleTo(widget) and all(f"rater {i}" in legend for i in range(1, 5))
     assert len({part.split("color:")[1][:7] for part in legend.split("<span")[1:]}) == 4   # 4 colours

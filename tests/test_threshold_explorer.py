@@ -454,7 +454,7 @@ def test_roles_hide_or_outline_raters(explorer):
     widget, viewer, *_ = explorer
     raters = [viewer.layers[f"rater {i}"] for i in range(1, 5)]
     widget.role_combo.setCurrentIndex(1)
-    assert all(r.visible and r.contour == 2 for r in raters)
+    assert all(r.visible and r.contour == 1 for r in raters)
     assert len({tuple(r.colormap.map(np.array([1]))[0]) for r in raters}) == 4      # distinct colours
     widget.role_combo.setCurrentIndex(0)
     assert not any(r.visible for r in raters)

@@ -165,7 +165,7 @@ class RaterComparison(QWidget):
         self.rule_label = QLabel(f"rest = consensus of the other raters: {RULE}")
         self.rule_label.setWordWrap(True)
         self.role_check = QCheckBox("annotator layout (raters outlined)")
-        self.role_check.setToolTip("Show each rater as a 2-px outline in its own colour (legend below); "
+        self.role_check.setToolTip("Show each rater as a one-voxel outline in its own colour (legend below); "
                                    "the clinician layout hides them")
         self.rater_legend = QLabel()
         self.rater_legend.setWordWrap(True)

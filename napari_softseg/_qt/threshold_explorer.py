@@ -9,7 +9,7 @@ What the canvas shows (the clinician's view):
   fill; optional thin white **confidence bands** (iso-lines at p = 0.1 / 0.5 / 0.9) around it;
 * in **3D**, p ≥ t as an iso-surface (``rendering="iso"``, ``iso_threshold = t``: the slider moves a
   shader uniform, nothing is recomputed), the scan as a faint MIP volume, raters and heat map off;
-* raters hidden in the clinician layout, coloured 2-px outlines in the annotator layout.
+* raters hidden in the clinician layout, coloured one-voxel outlines in the annotator layout.
 
 A slider move costs (see ``benchmarks/bench_slider.py`` and docs/benchmarks.md):
 
@@ -772,6 +772,7 @@ class ThresholdExplorer(QWidget):
         self._ensure_overlays()
         self._show_colorbar()
         self.update_overlay(self._threshold)
+        self._update_canvas_legend()
 
     def _enter_3d(self) -> None:
         if self._saved_3d or self.inputs_layer is None:
@@ -893,12 +894,12 @@ def mark_as_soft_map(layer) -> None:
 
 
 def apply_role(viewer, role: str) -> None:
-    """Lay the canvas out for a role: clinician — raters hidden; annotator — raters as coloured 2-px outlines."""
+    """Lay the canvas out for a role: clinician — raters hidden; annotator — raters as coloured one-voxel outlines."""
     for layer in viewer.layers:
         if layer_type(layer) != "labels" or softseg_layers.kind_of(layer) != "rater":
             continue
         if role == "annotator":
-            layer.contour = 2
+            layer.contour = 1
             layer.opacity = 1.0
             layer.visible = True
         else:
