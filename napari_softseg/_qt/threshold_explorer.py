@@ -100,7 +100,7 @@ SCAN_OPACITY_3D = 0.25              # the scan as a faint volume behind the 3D s
 #: The outline is drawn on a grid this many times finer than the soft map (in-plane), at most
 #: :data:`OUTLINE_MAX_SIDE` pixels a side: a line of 1/f voxel, thin and crisp at any zoom.
 OUTLINE_UPSAMPLE = 4
-OUTLINE_MAX_SIDE = 1024
+OUTLINE_MAX_SIDE = 800
 
 
 def outline_factor(shape) -> int:
@@ -253,6 +253,7 @@ class ThresholdExplorer(QWidget):
         self.job = LatestJob(self, "Threshold explorer", self.status)
         self._build_layout()
         self._thumbnail_later = qdebounced(self._refresh_thumbnails, timeout=250)
+        self._legend_later = qdebounced(self._update_canvas_legend, timeout=120)
 
         self.inputs.changed.connect(self.rebuild)
         self.inputs.edited.connect(self._on_inputs_edited)
@@ -591,7 +592,7 @@ class ThresholdExplorer(QWidget):
         if self.session is None:
             return
         self.update_overlay(t)
-        self._update_canvas_legend(t)
+        self._legend_later()             # the canvas' text legend is re-laid out once the slider rests
         if not self._stats_ready:
             for label in self.stat_labels.values():
                 label.setText(PENDING)
