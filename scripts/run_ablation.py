@@ -136,7 +136,7 @@ ROW_KEYS = ("qubiq", "ece_raw", "ece", "temperature", "rater_qubiq_vs_others", "
 START, END = "<!-- table1:start -->", "<!-- table1:end -->"
 
 
-def run(dataset: Path, name: str, work: Path, minutes: float, seeds, img_dir: Path) -> dict:
+def run(dataset: Path, name: str, work: Path, minutes: float, seeds, img_dir: Path, steps: int | None = None) -> dict:
     """Every method x seed on one dataset: ``{method: [result per seed]}``."""
     from napari_softseg.io.dataset import discover
     from napari_softseg.model.training import train
@@ -150,8 +150,8 @@ def run(dataset: Path, name: str, work: Path, minutes: float, seeds, img_dir: Pa
             started = time.monotonic()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                result = drive(train(dataset, out, softlabel=method, seed=seed, max_minutes=minutes, device="cpu",
-                                     overwrite=True))
+                budget = dict(max_minutes=minutes) if steps is None else dict(epochs=1, steps_per_epoch=steps)
+                result = drive(train(dataset, out, softlabel=method, seed=seed, device="cpu", overwrite=True, **budget))
             seconds = time.monotonic() - started
             res = evaluate_model(out, held_out)
             res.update(train_seconds=round(seconds, 1), epochs=result.epochs_done, best_epoch=result.best_epoch,
@@ -206,6 +206,8 @@ def main(argv=None) -> int:
     parser.add_argument("--datasets", default="mni,synthetic,synthetic1")
     parser.add_argument("--minutes", type=float, default=1.5, help="time budget of each training run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=None,
+                        help="train a fixed number of optimizer steps instead of --minutes (load-independent quality)")
     parser.add_argument("--write-docs", action="store_true", help="put Table 1 into docs/results.md")
     args = parser.parse_args(argv)
 
@@ -223,13 +225,15 @@ def main(argv=None) -> int:
                 write_qubiq_dataset(dataset, **DATASETS[name])
         else:
             parser.error(f"unknown dataset {name}")
-        all_results[name] = run(dataset, name, args.work, args.minutes, args.seeds, args.img)
+        all_results[name] = run(dataset, name, args.work, args.minutes, args.seeds, args.img, args.steps)
+        # the table so far, after each dataset (a long run interrupted keeps its finished datasets)
+        (args.work / "table1_partial.md").write_text(table(all_results) + "\n")
     text = table(all_results)
-    footer = (f"\n\n_{sum(len(r) for res in all_results.values() for r in res.values())} runs of "
-              f"{args.minutes:g} min each, seeds {' '.join(map(str, args.seeds))}; "
+    footer = (f"\n\n_{sum(len(r) for res in all_results.values() for r in res.values())} runs of " + (
+              f"{args.minutes:g} min each" if args.steps is None else f"{args.steps} steps each") + (f", seeds {' '.join(map(str, args.seeds))}; "
               f"{(time.monotonic() - started) / 60:.0f} min in all on {os.cpu_count()} shared CPU cores, load average "
               f"{load[0]:.1f} at the start and {os.getloadavg()[0]:.1f} at the end. Produced by "
-              f"`python scripts/run_ablation.py --minutes {args.minutes:g} --write-docs`._")
+              f"`python scripts/run_ablation.py {' '.join(sys.argv[1:])}`._"))
     print()
     print(text + footer)
     if args.write_docs:

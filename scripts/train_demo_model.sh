@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
-# Train the default demo model shipped in napari_softseg/data/models/mni_demo/ (one command, CPU, <= 10 min).
+# Train a demo model like the one shipped in napari_softseg/data/models/mni_demo/ (one command, CPU, <= 10 min).
 #
 # Data: the bundled real-MRI demo set (napari_softseg/data/mni_demo, task 1 = white matter, 5 simulated
 # raters). Its Training/ cases are used (2 of them held out for validation / model selection /
 # calibration); Validation/ is never seen and is where docs/results.md measures the model.
-# Soft labels: the mean of the raters (the winner of the ablation in docs/results.md).
-# Deterministic for the seed on the CPU when the 25 epochs fit in the 9.5-minute budget (~5 min on 2 idle
-# cores); on a slower or busy machine the budget stops it cleanly and the best epoch so far is kept.
+# Recipe: the planned default (softseg train plans patch, batch, depth, schedule from the data and ends the
+# learning-rate schedule at the 9.5-minute budget; calibration on the validation cases is on by default),
+# with the shipped model's width 8 (a 1 MB model) and mean soft labels.
 #
-# Usage: scripts/train_demo_model.sh [OUT_DIR]   (default: napari_softseg/data/models/mni_demo)
+# The shipped model itself was trained by the v0.1 recipe of this script (25 passes over the slices,
+# `--epochs 25 --base-channels 8 --depth 4 --calibrate`, 242 s); it is kept because its config still loads
+# and it still reaches its published held-out numbers (tests/test_inference.py checks them).
+#
+# Usage: scripts/train_demo_model.sh [OUT_DIR]   (default: a new folder, never the shipped model)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT="${1:-napari_softseg/data/models/mni_demo}"
+OUT="${1:-/tmp/softseg_demo_model}"
 softseg train napari_softseg/data/mni_demo --task 1 --out "$OUT" \
-    --softlabel mean --loss bce --base-channels 8 --depth 4 \
-    --epochs 25 --max-minutes 9.5 --seed 0 --device cpu --calibrate --overwrite --quiet
-# the resumable training state (weights + optimiser, ~6 MB) is not shipped with the package
+    --softlabel mean --loss bce --base-channels 8 \
+    --max-minutes 9.5 --seed 0 --device cpu --overwrite --quiet
+# the resumable training state (weights + optimiser) is not shipped with the package
 rm -f "$OUT/training_state.safetensors"

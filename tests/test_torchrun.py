@@ -164,7 +164,7 @@ def test_sharded_prediction_equals_one_process_and_a_rerun_skips_every_case(sing
     out = tmp_path / "two"
     proc = torchrun("predict", str(model), str(data), "-o", str(out), "--device", "cpu", "--quiet")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    listed = proc.stdout.split()
+    listed = [line for line in proc.stdout.split() if line.endswith(".nii.gz")]  # the maps (then sidecars)
     # rank 0 lists every rank's files: each case exactly once, in case order
     assert listed == [str(out / p.parent.name / p.name) for p in single]
     assert "5 case(s) predicted by 2 processes" in proc.stderr
@@ -177,5 +177,5 @@ def test_sharded_prediction_equals_one_process_and_a_rerun_skips_every_case(sing
     again = torchrun("predict", str(model), str(data), "-o", str(out), "--device", "cpu", "--quiet")
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stderr.count("5 of 5 case(s) already predicted") == 1  # said once, by rank 0, for all ranks
-    assert again.stdout.split() == []
+    assert again.stdout.split() == []  # nothing predicted, nothing listed
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.nii.gz")} == before  # nothing rewritten

@@ -192,9 +192,31 @@ def cmd_predict(args: argparse.Namespace) -> int:
             disable=args.quiet or not dist.is_main,
             announce=ANNOUNCED_STAGES if dist.is_main else (),
         )
-    if dist.is_main:  # under torchrun: every rank's files, listed once by rank 0
-        for path in written:
-            print(path)
-        if dist.enabled:
-            print(f"softseg: {len(written)} case(s) predicted by {dist.world_size} processes", file=sys.stderr)
+    if not dist.is_main:
+        return 0
+    # under torchrun rank 0 lists (and writes the sidecars of) every rank's maps, all written by now
+    sidecars = write_prediction_sidecars(written, args)
+    for path in written:
+        print(path)
+    for path in sidecars:
+        print(path)
+    if dist.enabled:
+        print(f"softseg: {len(written)} case(s) predicted by {dist.world_size} processes", file=sys.stderr)
     return 0
+
+
+def write_prediction_sidecars(written, args: argparse.Namespace) -> list:
+    """The viewer's soft-map sidecar next to each map ``softseg predict`` wrote (one format for CLI and viewer)."""
+    from napari_softseg._writer import write_sidecar
+    from napari_softseg.model.device import resolve_device
+    from napari_softseg.model.model_io import read_config
+
+    config = read_config(args.model)
+    device = resolve_device(args.device)
+    provenance = {
+        "model": str(args.model), "device": device.device, "task": config.task,
+        "temperature": config.temperature, "method": (config.softlabel or {}).get("method"),
+        "input": str(args.input),
+    }
+    return [write_sidecar(path, "prediction", {k: v for k, v in provenance.items() if v is not None})
+            for path in written]

@@ -241,7 +241,7 @@ def _predict_3d(network, config: ModelConfig, image: np.ndarray, *, norm, device
     while True:
         yield Progress("slices", 0, 1, f"sliding window {tuple(roi)} over {image.shape[1:]} on {device}")
         try:
-            volume = on(device)
+            volume = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(device)  # (C, X, Y, Z)
             x = norm.apply_batch_(volume.to(torch.float32, copy=True)[None], norm.statistics(volume))
             out = sliding_window_logits(network, x, roi, device, sw_batch_size=sw_batch)[0]
             if temperature is not None:

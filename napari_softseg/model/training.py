@@ -855,6 +855,8 @@ class TrainingRun:
     def _summary(self) -> dict:
         import torch
 
+        from napari_softseg.model.augmentation import AugmentationSettings
+
         return {
             "dataset": self.dataset_label,
             "val_dataset": None if self.val_dataset is None else str(getattr(self.val_dataset, "path", self.val_dataset)),
@@ -862,8 +864,7 @@ class TrainingRun:
             "val_cases": [c.name for c in self.val_data],
             "options": self.options.to_dict(),
             "patch_size": list(self.plan_.patch_size),
-            "augmentation": None if not self.options.augment else (
-                __import__("napari_softseg.model.augmentation", fromlist=["x"]).AugmentationSettings().to_dict()),
+            "augmentation": AugmentationSettings().to_dict() if self.options.augment else None,
             "software": f"napari-softseg {__version__} / torch {torch.__version__}",
             "device": self.device_choice.device,
             "processes": self.dist.world_size,
