@@ -147,17 +147,9 @@ def read_case_folder(path: PathLike) -> list[L.LayerData]:
 
 
 def _read_sidecar(path: Path) -> dict:
-    from napari_softseg._writer import sidecar_path
+    from napari_softseg._writer import read_sidecar
 
-    side = sidecar_path(path)
-    if not side.is_file():
-        return {}
-    try:
-        info = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        logger.warning("%s: ignoring unreadable sidecar", side)
-        return {}
-    return info if isinstance(info, dict) and info.get("software", "").startswith("napari-softseg") else {}
+    return read_sidecar(path)
 
 
 def read_nifti(path: PathLike) -> list[L.LayerData]:

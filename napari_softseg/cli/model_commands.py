@@ -159,8 +159,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_prediction_sidecars(written, args: argparse.Namespace) -> list:
-    """The viewer's soft-map sidecar next to each map ``softseg predict`` wrote (one format for CLI and viewer)."""
+def write_prediction_sidecars(written, args: argparse.Namespace, *, kind: str = "prediction", **extra) -> list:
+    """The viewer's sidecar next to each file ``softseg predict`` wrote (one format for CLI and viewer).
+
+    Args:
+        written: The soft maps (NIfTI or DICOM SEG), or the thresholded masks with ``kind="mask"``.
+        args: The parsed ``predict`` arguments (model, device, input).
+        kind: The sidecar's kind.
+        **extra: More provenance (e.g. ``threshold`` of a mask).
+    """
     from napari_softseg._writer import write_sidecar
     from napari_softseg.model.device import resolve_device
     from napari_softseg.model.model_io import read_config
@@ -170,7 +177,7 @@ def write_prediction_sidecars(written, args: argparse.Namespace) -> list:
     provenance = {
         "model": str(args.model), "device": device.device, "task": config.task,
         "temperature": config.temperature, "method": (config.softlabel or {}).get("method"),
-        "input": str(args.input),
+        "input": str(args.input), **extra,
     }
-    return [write_sidecar(path, "prediction", {k: v for k, v in provenance.items() if v is not None})
+    return [write_sidecar(path, kind, {k: v for k, v in provenance.items() if v is not None})
             for path in written]
