@@ -14,6 +14,10 @@ The dock works on layers already in the viewer:
 * **Train** runs :func:`napari_softseg.model.training.train` on the case in the viewer the same way (progress per
   epoch, *Cancel*) and then offers the trained model in the model list.
 
+The option forms (soft-label method and sigma, device, training epochs and time budget) are
+``magicgui.widgets`` containers embedded through ``.native`` (``soft_options``, ``device_options``,
+``train_options``); their values go straight to the core calls above.
+
 Controls are disabled while work runs. Bad input (no image layer, a rater layer of another shape, no
 model, a missing device) gives a napari notification with the reason and changes no layer. Closing the
 dock or the viewer while work runs cancels it; late results are dropped.
