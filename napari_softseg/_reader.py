@@ -19,7 +19,6 @@ What a path becomes:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -85,7 +84,16 @@ def read(path: PathLike | Sequence[PathLike]) -> list[L.LayerData]:
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     out: list[L.LayerData] = []
     for p in map(Path, paths):
-        out += read_case_folder(p) if p.is_dir() else read_nifti(p)
+        try:
+            out += read_case_folder(p) if p.is_dir() else read_nifti(p)
+        except SoftsegError:
+            raise
+        except MemoryError:
+            raise SoftsegError("not enough memory to open this file", p) from None
+        except Exception as exc:  # noqa: BLE001 - the viewer shows one line naming the file, never a traceback
+            logger.debug("reading %s failed", p, exc_info=True)
+            detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            raise SoftsegError(f"cannot open ({type(exc).__name__}{': ' + detail if detail else ''})", p) from None
     return out
 
 
@@ -126,12 +134,22 @@ def _read_sidecar(path: Path) -> dict:
     side = sidecar_path(path)
     if not side.is_file():
         return {}
+    from napari_softseg.io.files import read_json_object
+
     try:
-        info = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        logger.warning("%s: ignoring unreadable sidecar", side)
+        info = read_json_object(side, "sidecar", max_bytes=2**20)
+    except SoftsegError as exc:
+        logger.warning("%s; ignoring the sidecar", exc)
         return {}
-    return info if isinstance(info, dict) and info.get("software", "").startswith("napari-softseg") else {}
+    software = info.get("software")
+    if not (isinstance(software, str) and software.startswith("napari-softseg")):
+        return {}
+    # a hand-edited sidecar must not break the layer: names the layer builders take themselves are dropped
+    reserved = {"name", "geometry", "opacity", "visible", "color", "contour", "source", "soft", "mask", "image"}
+    clean = {k: v for k, v in info.items() if k not in reserved}
+    if not isinstance(clean.get("kind"), str):
+        clean.pop("kind", None)
+    return clean
 
 
 def read_nifti(path: PathLike) -> list[L.LayerData]:

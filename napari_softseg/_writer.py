@@ -76,10 +76,12 @@ def _description(kind: str, provenance: dict) -> str:
 
 
 def _check_sidecar_is_ours(side: Path) -> None:
+    from napari_softseg.io.files import read_json_object
+
     try:
-        old = json.loads(side.read_text(encoding="utf-8"))
-        ours = isinstance(old, dict) and str(old.get("software", "")).startswith("napari-softseg")
-    except (OSError, ValueError):
+        old = read_json_object(side, "sidecar", max_bytes=2**20)
+        ours = str(old.get("software", "")).startswith("napari-softseg")
+    except SoftsegError:
         ours = False
     if not ours:
         raise SoftsegError("exists and was not written by napari-softseg; not replacing it", side)

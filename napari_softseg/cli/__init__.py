@@ -130,9 +130,9 @@ def _number_type(kind, name: str, *, low=None, high=None, low_open: bool = False
         if isinstance(value, float) and not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"{name} must be a finite number, got {text!r}")
         if low is not None and (value <= low if low_open else value < low):
-            raise argparse.ArgumentTypeError(f"{name} must be {'>' if low_open else '>='} {low:g}, got {text}")
+            raise argparse.ArgumentTypeError(f"{name} must be {'>' if low_open else '>='} {low}, got {text}")
         if high is not None and value > high:
-            raise argparse.ArgumentTypeError(f"{name} must be at most {high:g}, got {text}")
+            raise argparse.ArgumentTypeError(f"{name} must be at most {high}, got {text}")
         return value
 
     convert.__name__ = name

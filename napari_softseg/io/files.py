@@ -49,6 +49,7 @@ def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
     existing file is never replaced without ``overwrite``.
     """
     path = Path(path)
+    clean_stale_temporaries(path.parent)  # an interrupted group commit of a dead run is rolled back first
     try:
         if path.is_dir():
             raise SoftsegError("is a folder; expected a file name", path)

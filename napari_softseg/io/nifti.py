@@ -144,23 +144,34 @@ def read_header(path: str | os.PathLike) -> HeaderInfo:
         raise SoftsegError(f"cannot open: {exc.strerror or exc}", path) from None
     if not is_nifti_path(path):
         raise SoftsegError("not a NIfTI file name (expected .nii or .nii.gz)", path)
+    from nibabel.imageglobals import LoggingOutputSuppressor
+
     try:
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
+        with warnings.catch_warnings(), np.errstate(all="ignore"), LoggingOutputSuppressor():
             warnings.simplefilter("ignore")
+            raw = _raw_header(path)
+            for name in ("scl_slope", "scl_inter"):
+                if np.isinf(float(raw[name])):
+                    raise SoftsegError(f"header {name} is {float(raw[name])}; the stored values cannot be scaled",
+                                       path)
             img = nib.load(str(path))
             if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
                 raise SoftsegError(f"not a NIfTI image (nibabel read it as {type(img).__name__})", path)
             header = img.header
             shape = tuple(int(s) for s in header.get_data_shape())
             dtype = np.dtype(header.get_data_dtype())
-            slope, inter = header["scl_slope"], header["scl_inter"]
+            slope, inter = raw["scl_slope"], raw["scl_inter"]  # as stored: nibabel would quietly drop an inf
             affine = np.asarray(img.affine, dtype=np.float64)
+            uses_pixdim = int(raw["qform_code"]) > 0 or int(raw["sform_code"]) <= 0
+            pixdim = np.asarray(raw["pixdim"], dtype=np.float64)[1 : 1 + min(3, len(shape))]
     except SoftsegError:
         raise
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types for damaged headers
         reason = _first_line(exc)
         if isinstance(exc, EOFError) or "compressed file ended" in reason.lower():
             reason = "file is truncated (" + reason + ")"
+        elif "cannot work out file type" in reason.lower():
+            reason = "nibabel does not recognise it as NIfTI (damaged or truncated?)"
         raise SoftsegError(f"cannot read NIfTI header: {reason}", path) from None
     while len(shape) > 4 and shape[-1] == 1:
         shape = shape[:-1]
@@ -188,6 +199,9 @@ def read_header(path: str | os.PathLike) -> HeaderInfo:
         if np.isinf(value):
             raise SoftsegError(f"header {name} is {value}; the stored values cannot be scaled", path)
     scaled = np.isfinite(slope) and slope != 0 and (slope != 1 or (np.isfinite(inter) and inter != 0))
+    if uses_pixdim and (not np.all(np.isfinite(pixdim)) or np.any(pixdim == 0)):
+        raise SoftsegError(f"header voxel size (pixdim) {pixdim.tolist()} holds zero, NaN or infinite values; "
+                           "the voxel grid cannot be placed in space", path)
     if not np.all(np.isfinite(affine)):
         raise SoftsegError("header affine (sform/qform/pixdim) holds NaN or infinite values", path)
     try:
@@ -206,6 +220,20 @@ def read_header(path: str | os.PathLike) -> HeaderInfo:
         if size < needed:
             raise SoftsegError(f"file is truncated: {size:,} bytes but its header needs {needed:,}", path)
     return HeaderInfo(path=path, shape=shape, dtype=dtype, affine=affine, scaled=bool(scaled), image=img)
+
+
+def _raw_header(path: Path):
+    """The header exactly as stored (nibabel's loader silently repairs some fields)."""
+    import nibabel as nib
+    from nibabel.openers import ImageOpener
+
+    with ImageOpener(str(path)) as fobj:
+        block = fobj.read(540)
+    if len(block) < 348:
+        raise SoftsegError(f"file is truncated: {len(block)} bytes, shorter than a NIfTI header", path)
+    size_le, size_be = int.from_bytes(block[:4], "little"), int.from_bytes(block[:4], "big")
+    klass = nib.Nifti2Header if 540 in (size_le, size_be) else nib.Nifti1Header
+    return klass(block[: klass.template_dtype.itemsize], check=False)
 
 
 def load_volume(path: str | os.PathLike, header: HeaderInfo | None = None, *, memory_check: bool = True) -> Volume:

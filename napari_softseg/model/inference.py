@@ -117,7 +117,9 @@ def forward_logits(network, batch, device: str, tile_size: int = DEFAULT_TILE_SI
     multiple = network.size_multiple
     x = torch.as_tensor(batch).to(device=device, dtype=torch.float32)
     n, _, h, w = x.shape
-    ph, pw = h + (-h) % multiple, w + (-w) % multiple
+    # a multiple of 2 ** depth, and at least twice it: the deepest level then keeps 2x2 values, which
+    # instance normalisation needs (a one-voxel image would otherwise fail there)
+    ph, pw = max(h + (-h) % multiple, 2 * multiple), max(w + (-w) % multiple, 2 * multiple)
     if (ph, pw) != (h, w):
         x = F.pad(x, (0, pw - w, 0, ph - h), mode="replicate")
     tile = max(multiple, (int(tile_size) // multiple) * multiple)
