@@ -270,7 +270,9 @@ def discover(
         if depth >= MAX_DEPTH:
             return
         try:
-            subfolders = sorted((p for p in folder.iterdir() if _is_dir(p)), key=lambda p: _natural_key(p.name))
+            # real folders before symlinks, so a case reached both ways is listed under its real name
+            subfolders = sorted((p for p in folder.iterdir() if _is_dir(p)),
+                                key=lambda p: (p.is_symlink(), _natural_key(p.name)))
         except OSError as exc:
             problems.append(f"{folder}: cannot list ({exc.strerror})")
             return
