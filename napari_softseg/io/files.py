@@ -42,6 +42,14 @@ MAX_JSON_BYTES = 16 * 2**20
 MAX_JSON_DEPTH = 32
 
 
+def crash_point(name: str) -> None:
+    """Die here with SIGKILL if ``SOFTSEG_CRASH_AT`` names this point (tests of interrupted writes only)."""
+    if os.environ.get("SOFTSEG_CRASH_AT") == name:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Raise if ``path`` exists (and ``overwrite`` is false) or is a folder; return it as a Path.
 
@@ -224,6 +232,7 @@ def atomic_destination(path: str | os.PathLike, overwrite: bool = False, suffix:
     tmp = temp_path_for(path, suffix)
     try:
         yield tmp
+        crash_point("before-commit")
         commit_file(tmp, path, overwrite)
     finally:
         try:
@@ -300,6 +309,7 @@ class OutputGroup:
                         continue
                     raise os_error(exc, p) from None
                 linked.append((tmp, p))
+                crash_point("group-after-first-link")
         except BaseException:
             for tmp, p in linked:
                 try:

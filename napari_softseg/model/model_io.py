@@ -36,7 +36,7 @@ from typing import Any
 
 from napari_softseg import __version__
 from napari_softseg.errors import SoftsegError
-from napari_softseg.io.files import atomic_destination, write_bytes_synced
+from napari_softseg.io.files import atomic_destination, crash_point, write_bytes_synced
 
 FORMAT_NAME = "napari-softseg-model"
 FORMAT_VERSION = 1
@@ -340,6 +340,7 @@ def _write_model_files(model_dir: Path, contents: dict[str, bytes]) -> None:
         for name in (WEIGHTS_FILE, CONFIG_FILE):
             if name in contents:
                 atomic_write_bytes(model_dir / name, contents[name])
+                crash_point(f"model-after-{name}")
         manifest = {"format": FORMAT_NAME, "files": sums}
         atomic_write_bytes(model_dir / MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode())
     except SoftsegError as exc:
