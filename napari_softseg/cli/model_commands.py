@@ -108,6 +108,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from napari_softseg.model.training import STATE_FILE, read_training_state, train
 
     values = {name: getattr(args, name) for name in _OPTION_NAMES if getattr(args, name, None) is not None}
+    _check_training_memory(values)
     if args.dataset is None and not args.resume:
         raise SoftsegError("give the DATASET folder to train on (it may be left out only with --resume)")
     out = Path(args.out)
@@ -132,6 +133,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         c = result.calibration
         print(f"calibration: temperature {c['temperature']:.3f}, validation ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}")
     return 0
+
+
+def _check_training_memory(values: dict) -> None:
+    """Refuse a --patch-size / --base-channels / --batch-size whose activations cannot fit, before any work."""
+    from napari_softseg.io.files import check_memory
+
+    patch = values.get("patch_size") or 256
+    width = values.get("base_channels") or 16
+    batch = values.get("batch_size") or 8
+    # activations and their gradients: ~24 float32 maps of `width` channels per pixel over the levels
+    check_memory(batch * width * patch * patch * 4 * 24,
+                 f"training with --patch-size {patch}, --base-channels {width} and --batch-size {batch}")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

@@ -53,6 +53,20 @@ MAX_CONTEXT_SLICES = 16
 #: network's activations overflow float16/float32 and the map becomes NaN or a constant.
 MAX_WEIGHT_MAGNITUDE = 1e4
 MAX_WEIGHTS_BYTES = 4 * 2**30
+MAX_PARAMETERS = 2e8
+
+
+def estimate_parameters(architecture: dict) -> float:
+    """Approximate weight count of the U-Net (two 3x3 convolutions per level, encoder and decoder)."""
+    base, depth = architecture["base_channels"], architecture["depth"]
+    total, previous = 0.0, architecture["in_channels"]
+    for level in range(depth + 1):
+        c = base * 2**level
+        total += 9 * (previous * c + c * c)  # encoder level
+        if level:
+            total += 9 * (2 * c // 2 * c // 2 + (c // 2) ** 2) + c * (c // 2) * 4  # decoder level + up-convolution
+        previous = c
+    return total
 
 
 @dataclass
@@ -129,6 +143,11 @@ class ModelConfig:
             )
         arch["in_channels"] = expected
         self.architecture = normalize_architecture(arch)
+        n_params = estimate_parameters(self.architecture)
+        if n_params > MAX_PARAMETERS:
+            raise SoftsegError(f"a U-Net with base_channels {self.architecture['base_channels']} and depth "
+                               f"{self.architecture['depth']} has about {n_params:.2g} parameters, more than this tool "
+                               f"handles ({MAX_PARAMETERS:.0e})")
         if self.architecture["out_channels"] != 1:
             raise SoftsegError("only networks with one output channel (a soft foreground map) are supported")
         try:
