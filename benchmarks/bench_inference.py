@@ -1,11 +1,13 @@
 """CPU inference per 256x256 slice: napari-softseg's predictor vs MONAI's ``sliding_window_inference``.
 
-Both run the *same* network object with the same weights, in the same process, on the same slices:
+Both run the *same* network object with the same weights, in the same process, on the same slices, and
+both do the **same work**, every step inside the timed call:
 
 - ours: :func:`napari_softseg.model.inference.predict_array` on a ``(1, 256, 256, N)`` volume, end to end
-  (normalisation, slicing, forward passes, temperature + sigmoid, result back as numpy);
-- MONAI: ``sliding_window_inference`` over the already-normalised ``(N, 1, 256, 256)`` slices with a
-  256x256 window and the same batch size, then sigmoid (it is given the normalisation for free).
+  (z-score normalisation, slicing, forward passes, temperature + sigmoid, result back as numpy);
+- MONAI: the same z-score normalisation (our ``Normalization``, timed on MONAI's side too), the slices
+  moved to ``(N, 1, 256, 256)``, ``sliding_window_inference`` with a 256x256 window and the same batch
+  size, sigmoid, and the result back as a numpy ``(256, 256, N)`` array.
 
 Runs alternate (ours, MONAI, ours, ...) after one warm-up each; the median of ``--repeats`` runs is
 reported. With a CUDA GPU, it also times a 512x512x200 CT-sized volume end to end (file loading

@@ -14,6 +14,11 @@ What a path becomes:
 * a **NIfTI file** written by this plugin (it has a ``.softseg.json`` sidecar): a soft map or a mask, styled as
   when it was saved;
 * a NIfTI file holding a few small integer values (a mask): a Labels layer;
+* a float NIfTI of probabilities from another tool (MONAI, nnU-Net: 4D class probabilities, or a 3D map in
+  [0, 1] whose name says prob/softmax/pred/seg): soft map layer(s) for the Threshold explorer;
+* nnU-Net's ``--save_probabilities`` ``.npz`` (read without its pickle): soft map layer(s);
+* a **DICOM folder**: per image series the image, its rater SEGs and their soft label, and model-output SEGs
+  (:func:`napari_softseg.io.dicom_seg.dicom_layers`);
 * any other NIfTI file: an Image layer (4D files: one layer with a channel axis).
 """
 
@@ -58,6 +63,13 @@ def _readable(path: Path) -> bool:
     from napari_softseg.io.dataset import find_case
     from napari_softseg.io.nifti import is_nifti_path
 
+    from napari_softseg.io.dicom import is_dicom_folder
+    from napari_softseg.io.probability_maps import is_nnunet_npz
+
+    if path.is_dir() and is_dicom_folder(path):  # DICOM series (+ SEG); problems are reported when reading
+        return True
+    if is_nnunet_npz(path):
+        return True
     if path.is_dir():
         try:
             find_case(path)
@@ -72,7 +84,8 @@ def _readable(path: Path) -> bool:
         img = nib.load(str(path))
     except Exception:  # noqa: BLE001 - not a NIfTI file after all
         return False
-    return isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)) and 2 <= len(img.shape) <= 4
+    five_d_classes = len(img.shape) == 5 and img.shape[3] == 1  # MONAI (X, Y, Z, 1, C) probabilities
+    return isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)) and (2 <= len(img.shape) <= 4 or five_d_classes)
 
 
 def read(path: PathLike | Sequence[PathLike]) -> list[L.LayerData]:
@@ -83,9 +96,20 @@ def read(path: PathLike | Sequence[PathLike]) -> list[L.LayerData]:
     """
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     out: list[L.LayerData] = []
+    from napari_softseg.io.dicom import is_dicom_folder
+
     for p in map(Path, paths):
         try:
-            out += read_case_folder(p) if p.is_dir() else read_nifti(p)
+            if p.is_dir() and is_dicom_folder(p):
+                from napari_softseg.io.dicom_seg import dicom_layers
+
+                out += dicom_layers(p)
+            elif p.name.lower().endswith(".npz"):
+                from napari_softseg.io.probability_maps import soft_map_layers
+
+                out += soft_map_layers(p)
+            else:
+                out += read_case_folder(p) if p.is_dir() else read_nifti(p)
         except SoftsegError:
             raise
         except MemoryError:
@@ -161,6 +185,12 @@ def read_nifti(path: PathLike) -> list[L.LayerData]:
     name = strip_nifti_suffix(path.name)
     info = _read_sidecar(path)
     kind = info.get("kind")
+    from napari_softseg.io.probability_maps import looks_like_probability_nifti, soft_map_layers
+
+    import nibabel as nib
+
+    if len(nib.load(str(path)).shape) == 5:  # only class probabilities pass get_reader in 5D
+        return soft_map_layers(path)
     vol = load_volume(path)
     data = np.asarray(vol.data)
     check_finite(data, path)
@@ -169,6 +199,8 @@ def read_nifti(path: PathLike) -> list[L.LayerData]:
         prov = {k: v for k, v in info.items() if k not in ("kind", "software")}
         prov["source"] = str(path)
         return [L.soft_map_layer(data.astype(np.float32, copy=False), geometry, name=name, kind=kind, **prov)]
+    if kind is None and looks_like_probability_nifti(path, data):  # MONAI / nnU-Net probability maps
+        return soft_map_layers(path)
     if data.ndim == 3 and _looks_like_mask(data):
         geometry = L.Geometry(vol.affine, data.shape)
         prov = {k: v for k, v in info.items() if k not in ("kind", "software")}

@@ -156,3 +156,25 @@ def write_mask(path: str, data: Any, meta: dict) -> list[str]:
         SoftsegError: Label values outside 0..255, or a layer that cannot be placed in a NIfTI volume.
     """
     return _write(path, data, meta, kind_default="mask", dtype=np.uint8)
+
+
+def write_soft_map_seg(path: str, data: Any, meta: dict) -> list[str]:
+    """napari writer: a soft map of a DICOM series as a FRACTIONAL / PROBABILITY DICOM SEG referencing it.
+
+    Raises:
+        SoftsegError: The layer does not lie on a DICOM series of its source folder, or values outside [0, 1].
+    """
+    from napari_softseg.io.dicom_seg import write_layer_seg
+
+    return write_layer_seg(path, data, meta, kind="probability")
+
+
+def write_mask_seg(path: str, data: Any, meta: dict) -> list[str]:
+    """napari writer: a mask of a DICOM series as a BINARY DICOM SEG (threshold and model in the segment description).
+
+    Raises:
+        SoftsegError: The layer does not lie on a DICOM series of its source folder.
+    """
+    from napari_softseg.io.dicom_seg import write_layer_seg
+
+    return write_layer_seg(path, data, meta, kind="binary")

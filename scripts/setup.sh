@@ -29,6 +29,20 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: please install ${need_apt[*]} (e.g. sudo apt-get install ${need_apt[*]}); viewer tests need them" >&2
   fi
 fi
+# Optional, for the DICOM tests: dcm2niix is the independent converter they compare against, dciodvfy
+# (dicom3tools) validates the SEGs written. Those tests skip without them, so a failure here is not fatal.
+opt_apt=()
+command -v dcm2niix >/dev/null 2>&1 || opt_apt+=(dcm2niix)
+command -v dciodvfy >/dev/null 2>&1 || opt_apt+=(dicom3tools)
+if [ ${#opt_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing optional system packages: ${opt_apt[*]}"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${opt_apt[@]}"; } \
+      >/dev/null 2>&1 || echo "setup: could not install ${opt_apt[*]}; the DICOM comparison/validation tests will skip" >&2
+  else
+    echo "setup: optional: install ${opt_apt[*]} for the DICOM comparison and SEG validation tests" >&2
+  fi
+fi
 
 # pip, with the machine's notes about absent local index folders filtered out (failures still stop us).
 pipq() {

@@ -222,3 +222,28 @@ def test_evaluate_case_uses_one_snapped_threshold():
     assert res["threshold"] == 0.5 or res["threshold"] == pytest.approx(0.501)
     n = res["operating_point_vs_majority"]["n_positive"]
     assert res["volume_ml"]["prediction"] == pytest.approx(n * 1.0)
+
+
+def test_pr_curve_of_a_memmap_needs_no_whole_volume_temporary(tmp_path):
+    """A volume on disk (as a large uncompressed NIfTI would be) is read chunk by chunk: the heap peak
+    stays a few chunk-sized temporaries, far below the volume (no float64 copy, no mask of it)."""
+    import tracemalloc
+
+    shape = (256, 256, 256)  # 64 MiB of float32
+    soft = np.lib.format.open_memmap(tmp_path / "p.npy", mode="w+", dtype=np.float32, shape=shape)
+    rng = np.random.default_rng(1)
+    for z in range(shape[2]):
+        soft[..., z] = rng.random(shape[:2], dtype=np.float32)
+    ref = np.lib.format.open_memmap(tmp_path / "r.npy", mode="w+", dtype=np.uint8, shape=shape)
+    ref[:] = soft[:] >= 0.7
+    soft.flush(), ref.flush()
+    soft = np.load(tmp_path / "p.npy", mmap_mode="r")
+    ref = np.load(tmp_path / "r.npy", mmap_mode="r")
+    tracemalloc.start()
+    curve = PRCurve(soft, ref, n_bins=1000)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 12 * 2**20, f"heap peak {peak} bytes for a {soft.nbytes}-byte volume"  # ~6 MiB of chunk temporaries
+    op = curve.at(0.7)
+    assert op.recall == 1.0 and op.precision == 1.0
+    assert curve.n_positive[0] == soft.size

@@ -19,6 +19,9 @@ SYNTHETIC_SIDE_MAX = 4096
 def _add_case_patterns(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-pattern", help="glob of the image in a plain folder (default image.nii[.gz])")
     p.add_argument("--mask-pattern", help="glob of the rater masks in a plain folder (default task0T_seg0R names)")
+    from napari_softseg.cli.dicom_cli import add_series_option
+
+    add_series_option(p)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,7 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("evaluate", help="score a soft prediction against a case's raters (QUBIQ, ECE, raters)")
     p.add_argument("case", metavar="CASE")
-    p.add_argument("--pred", required=True, metavar="PRED.nii.gz", help="soft prediction in [0, 1]")
+    p.add_argument("--pred", required=True, metavar="PRED.nii.gz",
+                   help="soft prediction in [0, 1]: NIfTI (3D, or 4D class probabilities) or nnU-Net .npz")
     p.add_argument("--task", type=int_in("--task", 1, 99), default=1)
     p.add_argument("--threshold", type=float_in("--threshold", 0, 1), default=0.5,
                    help="operating point for the rater comparison")
@@ -98,6 +102,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     if args.json:
         check_writable(args.json, args.overwrite)
+    from napari_softseg.cli.dicom_cli import inspect_dicom, is_dicom
+
+    if is_dicom(args.path):
+        return inspect_dicom(args)
     info = describe_dataset(args.path, **_patterns(args))
     splits: dict[str, int] = {}
     for c in info["cases"]:
@@ -138,7 +146,7 @@ def _parse_weights(text: str | None) -> list[float] | None:
 
 
 def cmd_softlabel(args: argparse.Namespace) -> int:
-    from napari_softseg.io.dataset import load_case
+    from napari_softseg.cli.dicom_cli import load_case_arg
     from napari_softseg.io.files import check_writable, write_json
     from napari_softseg.io.nifti import is_nifti_path, save_volume, strip_nifti_suffix
     from napari_softseg.analysis.softlabels import agreement_map, make_soft_label
@@ -158,7 +166,7 @@ def cmd_softlabel(args: argparse.Namespace) -> int:
     for path in outputs:
         check_writable(path, args.overwrite)
     weights = _parse_weights(args.weights)
-    case = load_case(args.case, args.task, **_patterns(args))
+    case = load_case_arg(args)
     _refuse_input_as_output(outputs, [case.image_path, *case.mask_paths])
     for w in case.warnings:
         print(f"warning: {case.name}: {w}")
@@ -210,26 +218,45 @@ def prediction_task(header) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def _check_prediction_header(path: Path, spatial_shape: tuple[int, ...], task: int | None) -> None:
+    """Header-only checks of a NIfTI prediction: its voxel grid and the task it was made for."""
+    import warnings
+
+    import nibabel as nib
+    from nibabel.imageglobals import LoggingOutputSuppressor
+
+    try:
+        with warnings.catch_warnings(), LoggingOutputSuppressor():
+            warnings.simplefilter("ignore")
+            img = nib.load(str(path))
+            shape = tuple(int(s) for s in img.shape)
+    except Exception:  # noqa: BLE001 - the full reader words the error
+        return
+    grid = (shape + (1,))[:3] if len(shape) == 2 else shape[:3]
+    if grid != tuple(spatial_shape):
+        raise SoftsegError(f"prediction shape {shape} does not match the case's {tuple(spatial_shape)}", path)
+    made_for = prediction_task(img.header)
+    if task is not None and made_for is not None and made_for != task:
+        raise SoftsegError(f"this prediction was made by a model for task {made_for}, not task {task}", path)
+
+
 def load_prediction(path: str | Path, spatial_shape: tuple[int, ...], affine: np.ndarray,
                     task: int | None = None) -> np.ndarray:
     """Read a soft prediction and check it is finite, in ``[0, 1]`` and on the case's voxel grid.
 
-    The header is checked (shape, affine, task) before the voxels are read.
+    A NIfTI prediction's header is checked first (its grid and the task it was made for), before any voxel
+    is read; then NIfTI (3D, or 4D class probabilities) and nnU-Net ``.npz`` files are read.
     """
     from napari_softseg.io.dataset import check_same_geometry
-    from napari_softseg.io.nifti import check_finite, load_volume, read_header
+    from napari_softseg.io.nifti import check_finite, is_nifti_path
+    from napari_softseg.io.probability_maps import read_soft_map
 
-    info = read_header(path)
-    shape = tuple(info.shape[:3]) if len(info.shape) == 4 and info.shape[3] == 1 else tuple(info.shape)
-    shape = shape + (1,) if len(shape) == 2 else shape
-    if shape != tuple(spatial_shape):
-        raise SoftsegError(f"prediction shape {shape} does not match the case's {tuple(spatial_shape)}", path)
-    check_same_geometry(info.affine, affine, path, "prediction")
-    made_for = prediction_task(info.image.header)
-    if task is not None and made_for is not None and made_for != task:
-        raise SoftsegError(f"this prediction was made by a model for task {made_for}, not task {task}", path)
-    vol = load_volume(path, info)
-    data = np.asarray(vol.data).reshape(shape)
+    if is_nifti_path(path) and Path(path).is_file():
+        _check_prediction_header(Path(path), spatial_shape, task)
+    data, pred_affine = read_soft_map(path, reference_affine=affine)  # NIfTI, 4D probabilities or nnU-Net .npz
+    if data.shape != tuple(spatial_shape):
+        raise SoftsegError(f"prediction shape {data.shape} does not match the case's {tuple(spatial_shape)}", path)
+    check_same_geometry(pred_affine, affine, path, "prediction")
     check_finite(data, path, "prediction")
     lo, hi = float(data.min()), float(data.max())
     if lo < 0 or hi > 1:
@@ -263,13 +290,13 @@ def format_evaluation(name: str, result: dict) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from napari_softseg.io.dataset import load_case
+    from napari_softseg.cli.dicom_cli import load_case_arg
     from napari_softseg.io.files import check_writable, write_json
     from napari_softseg.analysis.metrics import evaluate_case
 
     if args.json:
         check_writable(args.json, args.overwrite)
-    case = load_case(args.case, args.task, **_patterns(args))
+    case = load_case_arg(args)
     for w in case.warnings:
         print(f"warning: {case.name}: {w}")
     pred = load_prediction(args.pred, case.spatial_shape, case.affine, args.task)

@@ -72,7 +72,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "INPUT is an image file or a case folder (OUT is then a .nii.gz file) or a dataset folder (OUT is "
             "then a folder mirroring the cases, each with prediction_taskNN.nii.gz). Maps are float32 in [0, 1] "
-            "with the input's affine."
+            "with the input's affine. INPUT may be a DICOM series folder: OUT is then .nii.gz, or with "
+            "--format dicom-seg OUT.dcm (FRACTIONAL probability SEG) and OUT_mask.dcm (BINARY SEG at --threshold)."
         ),
     )
     p.add_argument("model", metavar="MODEL_DIR", help="model folder (model.safetensors + config.json)")
@@ -84,6 +85,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int_in("--batch-size", 1, BATCH_MAX), default=8,
                    help="slices per forward pass (default 8)")
     p.add_argument("--task", type=int_in("--task", 1, 99), help="check that the model was trained for this task")
+    p.add_argument("--format", choices=("nifti", "dicom-seg"),
+                   help="dicom-seg (DICOM input): OUT.dcm = probability SEG, OUT_mask.dcm = binary SEG at --threshold")
+    p.add_argument("--threshold", type=float_in("--threshold", 0, 1), default=0.5,
+                   help="operating point of the binary SEG (default 0.5)")
+    from napari_softseg.cli.dicom_cli import add_series_option
+
+    add_series_option(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_predict)
@@ -149,8 +157,12 @@ def _check_training_memory(values: dict) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Run ``softseg predict``."""
+    from napari_softseg.cli.dicom_cli import predict_dicom, wants_dicom_output
     from napari_softseg.model.inference import predict_path
     from napari_softseg.progress import run_with_progress_bar
+
+    if wants_dicom_output(args):  # DICOM folders with NIfTI output go through predict_path (io/dataset.py hook)
+        return predict_dicom(args)
 
     written = run_with_progress_bar(
         predict_path(args.model, args.input, args.out, device=args.device, tile_size=args.tile_size,

@@ -214,6 +214,8 @@ def find_case(
         raise SoftsegError("folder not found", path)
     if not path.is_dir():
         raise SoftsegError("not a folder: expected a case folder holding image.nii.gz and rater masks", path)
+    if _is_dicom(path):
+        return _dicom_case(path)
     case = _scan_folder(path, image_pattern, mask_pattern)
     if case is None or case.image_path is None:
         want = image_pattern or "image.nii.gz"
@@ -258,6 +260,12 @@ def discover(
         except SoftsegError as exc:
             problems.append(f"{exc}; skipped")
             return
+        if case is None and _is_dicom(folder, recursive=False):
+            try:
+                case = _dicom_case(folder)
+            except SoftsegError as exc:
+                problems.append(f"{exc}; skipped")
+                return
         if case is not None:
             rel = folder.relative_to(root).as_posix()
             case.name = rel if rel != "." else folder.name
@@ -296,6 +304,20 @@ def discover(
     return Dataset(path=root, cases=cases, problems=problems)
 
 
+def _is_dicom(path: str | os.PathLike, recursive: bool = True) -> bool:
+    """A DICOM folder (or file): the hook that lets a case or an image come from DICOM (napari_softseg.io.dicom)."""
+    from napari_softseg.io.dicom import is_dicom_folder, is_dicom_source
+
+    return is_dicom_source(path) if recursive else is_dicom_folder(path, recursive=False)
+
+
+def _dicom_case(path: Path) -> Case:
+    """A DICOM folder as a :class:`Case` (image = the folder's one image series, raters = its SEG objects)."""
+    from napari_softseg.io.dicom_seg import find_dicom_case
+
+    return find_dicom_case(path)
+
+
 def _to_channels_first(data: np.ndarray, mask_shape: tuple[int, ...] | None, n_channels: int | None) -> np.ndarray:
     """Arrange image data as ``(C, X, Y, Z)`` (see docs/architecture.md)."""
     if data.ndim == 4:
@@ -322,6 +344,10 @@ def load_image(path: str | os.PathLike, n_channels: int | None = None) -> tuple[
     Raises:
         SoftsegError: Unreadable file or NaN/inf values.
     """
+    if _is_dicom(path):
+        from napari_softseg.io.dicom import load_dicom_image
+
+        return load_dicom_image(path, n_channels=n_channels)
     from napari_softseg.io.files import check_memory
 
     info = read_header(path)
@@ -464,6 +490,11 @@ def load_case(
         SoftsegError: Missing task or masks, unreadable files, NaN/inf in the image, shape or affine
             mismatch between image and a mask, or a mask that is not binary. The message names the file.
     """
+    dicom_source = case_or_path.image_path if isinstance(case_or_path, Case) else case_or_path
+    if dicom_source is not None and _is_dicom(dicom_source):
+        from napari_softseg.io.dicom_seg import load_dicom_case
+
+        return load_dicom_case(dicom_source, task, allow_no_masks=allow_no_masks)
     case = (
         case_or_path
         if isinstance(case_or_path, Case)
