@@ -369,6 +369,8 @@ def predict_path(
     for image_path, out_path in jobs:
         if out_path in skipped:
             continue
+        if not is_nifti_path(image_path):
+            continue  # a DICOM series: its reader checks it (napari_softseg.io.dicom)
         info = read_header(image_path)
         voxels = int(np.prod(info.spatial_shape, dtype=np.int64))
         side = max(info.spatial_shape)
