@@ -79,7 +79,7 @@ def describe_dataset(path: str, **patterns) -> dict:
     from nibabel.affines import voxel_sizes
 
     from napari_softseg.io.dataset import discover
-    from napari_softseg.io.nifti import read_header
+    from napari_softseg.io.nifti import is_nifti_path, read_header
 
     ds = discover(path, **patterns)
     cases = []
@@ -87,11 +87,15 @@ def describe_dataset(path: str, **patterns) -> dict:
     for case in ds.cases:
         entry = {"name": case.name, "split": case.split, "path": str(case.path)}
         try:
+            if not is_nifti_path(case.image_path):  # a DICOM series: listed without a NIfTI header
+                raise LookupError
             info = read_header(case.image_path)
             entry["shape"] = [int(s) for s in info.shape]
             entry["spacing_mm"] = [round(float(z), 4) for z in voxel_sizes(info.affine)[:3]]
         except SoftsegError as exc:  # a damaged header is reported, not fatal for the listing
             problems.append(str(exc))
+        except LookupError:
+            pass
         entry["raters_per_task"] = {str(t): len(p) for t, p in case.tasks.items()}
         cases.append(entry)
     return {"path": str(ds.path), "n_cases": len(cases), "tasks": ds.task_numbers, "cases": cases, "problems": problems}
