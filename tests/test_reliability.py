@@ -299,3 +299,41 @@ def test_reader_turns_every_failure_into_one_line_naming_the_file(tmp_path, make
     with pytest.raises(SoftsegError) as err:
         reader(str(path))
     assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)
+
+
+# ------------------------------------------------------------------------------- values, not just exit codes
+
+def test_huge_equal_weights_give_the_plain_mean(tmp_path):
+    case = corpus.good_case(tmp_path / "case", raters=3)
+    code, _, err, _ = corpus.run_cli(["softlabel", str(case), "-o", str(tmp_path / "w.nii.gz"),
+                                      "--weights", "1e308,1e308,1e308"])
+    assert code == 0, err
+    code, _, err, _ = corpus.run_cli(["softlabel", str(case), "-o", str(tmp_path / "m.nii.gz")])
+    assert code == 0, err
+    weighted = np.asarray(nib.load(tmp_path / "w.nii.gz").dataobj)
+    assert weighted.max() > 0
+    np.testing.assert_allclose(weighted, np.asarray(nib.load(tmp_path / "m.nii.gz").dataobj), atol=1e-6)
+
+
+def test_one_voxel_image_gives_a_probability(tmp_path):
+    model = corpus.good_model(tmp_path / "model")
+    corpus.nii(tmp_path / "one.nii.gz", np.full((1, 1, 1), 3.0, np.float32))
+    code, _, err, _ = corpus.run_cli(["predict", str(model), str(tmp_path / "one.nii.gz"), "-o",
+                                      str(tmp_path / "p.nii.gz"), "--quiet"])
+    assert code == 0, err
+    p = np.asarray(nib.load(tmp_path / "p.nii.gz").dataobj)
+    assert p.shape == (1, 1, 1) and 0 <= float(p[0, 0, 0]) <= 1
+
+
+def test_oversized_training_is_refused_before_allocating(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOFTSEG_MAX_MEMORY_GB", "2")
+    corpus.good_case(tmp_path / "ds" / "Training" / "case01")
+    code, _, err, _ = corpus.run_cli(["train", str(tmp_path / "ds"), "-o", str(tmp_path / "m"), "--patch-size", "4096",
+                                      "--quiet"])
+    assert code == 2 and "--patch-size 4096" in err and "needs about" in err
+    assert not (tmp_path / "m").exists()
+    monkeypatch.setenv("SOFTSEG_MAX_MEMORY_GB", "100")  # activations fit: the network's own size is refused
+    code, _, err, _ = corpus.run_cli(["train", str(tmp_path / "ds"), "-o", str(tmp_path / "m"), "--base-channels", "256",
+                                      "--depth", "7", "--quiet", "--device", "cpu"])
+    assert code == 2 and "parameters, more than this tool handles" in err
+    assert not (tmp_path / "m" / "model.safetensors").exists()
