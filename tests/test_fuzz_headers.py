@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import os
 import struct
 import warnings
 from pathlib import Path
@@ -22,7 +23,7 @@ from hypothesis import strategies as st
 
 from napari_softseg.errors import SoftsegError
 
-FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=int(os.environ.get("SOFTSEG_FUZZ_EXAMPLES", "120")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 floats = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True, width=32),

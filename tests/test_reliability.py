@@ -334,6 +334,6 @@ def test_oversized_training_is_refused_before_allocating(tmp_path, monkeypatch):
     assert not (tmp_path / "m").exists()
     monkeypatch.setenv("SOFTSEG_MAX_MEMORY_GB", "100")  # activations fit: the network's own size is refused
     code, _, err, _ = corpus.run_cli(["train", str(tmp_path / "ds"), "-o", str(tmp_path / "m"), "--base-channels", "256",
-                                      "--depth", "7", "--quiet", "--device", "cpu"])
+                                      "--depth", "7", "--quiet", "--device", "cpu", "--val-fraction", "0"])
     assert code == 2 and "parameters, more than this tool handles" in err
     assert not (tmp_path / "m" / "model.safetensors").exists()
