@@ -337,3 +337,25 @@ def test_oversized_training_is_refused_before_allocating(tmp_path, monkeypatch):
                                       "--depth", "7", "--quiet", "--device", "cpu", "--val-fraction", "0"])
     assert code == 2 and "parameters, more than this tool handles" in err
     assert not (tmp_path / "m" / "model.safetensors").exists()
+
+
+def test_two_trainings_never_write_one_folder_at_once(tmp_path):
+    from napari_softseg.model.training import train
+
+    corpus.good_case(tmp_path / "ds" / "Training" / "case01")
+    first = train(tmp_path / "ds", tmp_path / "m", epochs=1, base_channels=2, depth=1, val_fraction=0.0, device="cpu")
+    next(first)  # running: holds the folder
+    second = train(tmp_path / "ds", tmp_path / "m", epochs=1, base_channels=2, depth=1, val_fraction=0.0, device="cpu")
+    with pytest.raises(SoftsegError, match=r"m: another softseg train \(process \d+\) is writing this folder"):
+        next(second)
+    first.close()  # a stopped run releases the folder
+    assert not (tmp_path / ".m.softseg-lock").exists()
+    third = train(tmp_path / "ds", tmp_path / "m", epochs=1, base_channels=2, depth=1, val_fraction=0.0, device="cpu")
+    from napari_softseg.progress import drive
+
+    assert drive(third).epochs_done == 1
+    assert not (tmp_path / ".m.softseg-lock").exists()
+    # a lock left by a killed run is taken over
+    (tmp_path / ".m.softseg-lock").write_text("999999999")
+    assert drive(train(tmp_path / "ds", tmp_path / "m", epochs=2, base_channels=2, depth=1, val_fraction=0.0,
+                       device="cpu", resume=True)).epochs_done == 2

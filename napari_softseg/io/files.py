@@ -50,6 +50,62 @@ def crash_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def folder_lock(folder: str | os.PathLike, what: str = "softseg"):
+    """Hold ``.<folder name>.softseg-lock`` beside ``folder`` while a long writer (training) works in it.
+
+    The lock file is created with ``O_EXCL`` and holds the owner's process id; a lock left by a dead
+    process is taken over. Use as a context manager.
+
+    Raises:
+        SoftsegError: Another live process holds the lock.
+    """
+    return _FolderLock(Path(folder), what)
+
+
+class _FolderLock:
+    def __init__(self, folder: Path, what: str):
+        self.path = folder.absolute().parent / f".{folder.name}.softseg-lock"
+        self.folder, self.what, self.held = folder, what, False
+
+    def __enter__(self):
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise os_error(exc, self.folder) from None
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            except FileExistsError:
+                try:
+                    owner = int(self.path.read_text().strip() or 0)
+                except (OSError, ValueError):
+                    owner = 0
+                if owner and _pid_alive(owner):
+                    raise SoftsegError(f"another {self.what} (process {owner}) is writing this folder; wait for it "
+                                       f"or stop it (lock: {self.path.name})", self.folder) from None
+                try:  # left by a dead process (or unreadable): take it over
+                    self.path.unlink()
+                except FileNotFoundError:
+                    pass
+                continue
+            except OSError as exc:
+                raise os_error(exc, self.folder) from None
+            with os.fdopen(fd, "w") as fh:
+                fh.write(str(os.getpid()))
+            self.held = True
+            return self
+        raise SoftsegError(f"could not take the lock {self.path.name}", self.folder)
+
+    def __exit__(self, *exc):
+        if self.held:
+            try:
+                self.path.unlink()
+            except OSError:
+                pass
+            self.held = False
+        return False
+
+
 def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Raise if ``path`` exists (and ``overwrite`` is false) or is a folder; return it as a Path.
 

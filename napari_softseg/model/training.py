@@ -390,6 +390,21 @@ def _check_out_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
         )
 
 
+def _one_writer_per_folder(train_fn):
+    """Run the training generator holding the output folder's lock (two runs never interleave checkpoints)."""
+    import functools
+
+    from napari_softseg.io.files import folder_lock
+
+    @functools.wraps(train_fn)
+    def locked(dataset, out_dir, *args, **kwargs):
+        with folder_lock(out_dir, "softseg train"):
+            return (yield from train_fn(dataset, out_dir, *args, **kwargs))
+
+    return locked
+
+
+@_one_writer_per_folder
 def train(
     dataset,
     out_dir: str | os.PathLike,
