@@ -276,3 +276,14 @@ def test_crash_between_weights_and_manifest_is_refused_then_resumed(tmp_path, in
     result = run([*argv, "--resume"])
     assert result.returncode == 0, result.stderr
     assert load_model(tmp_path / "m").config.training["epochs_done"] == 2
+
+
+def test_concurrent_predicts_to_one_output_have_one_winner(tmp_path, inputs):
+    out = tmp_path / "p.nii.gz"
+    argv = ["predict", inputs["model"], inputs["case"] / "image.nii.gz", "-o", out, "--quiet", "--device", "cpu"]
+    procs = [start(argv) for _ in range(4)]
+    results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
+    assert sorted(code for code, _ in results) == [0, 2, 2, 2], results
+    assert all("p.nii.gz: already exists" in err for code, err in results if code == 2)
+    whole(out)
+    assert temporaries(tmp_path) == []
