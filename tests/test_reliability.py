@@ -359,3 +359,17 @@ def test_two_trainings_never_write_one_folder_at_once(tmp_path):
     (tmp_path / ".m.softseg-lock").write_text("999999999")
     assert drive(train(tmp_path / "ds", tmp_path / "m", epochs=2, base_channels=2, depth=1, val_fraction=0.0,
                        device="cpu", resume=True)).epochs_done == 2
+
+
+def test_a_complete_group_of_a_dead_run_is_kept(tmp_path):
+    dead = 999999999
+    finals = [tmp_path / "s.nii.gz", tmp_path / "s.json"]
+    temps = [tmp_path / f".{p.name}.softseg-{dead}-0000000{i}.part" for i, p in enumerate(finals)]
+    for t, f in zip(temps, finals):
+        t.write_text("whole")
+        os.link(t, f)  # every member linked; killed before removing the journal
+    (tmp_path / f".s.nii.gz.softseg-{dead}-0000000a.journal").write_text(
+        json.dumps({"pairs": [[str(t), str(f)] for t, f in zip(temps, finals)]}))
+    files.clean_stale_temporaries(tmp_path)
+    assert all(f.read_text() == "whole" for f in finals)
+    assert temporaries(tmp_path) == []

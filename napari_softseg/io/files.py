@@ -199,13 +199,23 @@ def _roll_back(journal: Path) -> list[Path]:
         pairs = json.loads(journal.read_text(encoding="utf-8"))["pairs"]
     except (OSError, ValueError, KeyError, TypeError):
         pairs = []
-    for tmp, final in pairs if isinstance(pairs, list) else []:
+    pairs = pairs if isinstance(pairs, list) else []
+
+    def linked(tmp, final) -> bool:
         try:
-            if os.path.samefile(tmp, final):
+            return os.path.samefile(tmp, final)
+        except (OSError, TypeError, ValueError):
+            return False
+
+    ours = [final for tmp, final in pairs if linked(tmp, final)]
+    if len(ours) < len(pairs):  # torn group: take back what was linked (all or nothing)
+        for final in ours:
+            try:
                 os.unlink(final)
                 removed.append(Path(final))
-        except (OSError, TypeError, ValueError):
-            pass
+            except OSError:
+                pass
+    # every member linked: the group is complete (killed just before tidying up) and is kept
     try:
         journal.unlink()
         removed.append(journal)
