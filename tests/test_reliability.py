@@ -373,3 +373,31 @@ def test_a_complete_group_of_a_dead_run_is_kept(tmp_path):
     files.clean_stale_temporaries(tmp_path)
     assert all(f.read_text() == "whole" for f in finals)
     assert temporaries(tmp_path) == []
+
+
+def test_overwriting_a_group_is_all_or_nothing_too(tmp_path, monkeypatch):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text("old a")
+    with files.OutputGroup([a, b], overwrite=True) as group:
+        group.temp(a).write_text("new a")
+        group.temp(b).write_text("new b")
+    assert (a.read_text(), b.read_text()) == ("new a", "new b")
+    # a failure half-way puts the old files back and removes the new one that had no predecessor
+    real_replace = os.replace
+    calls = []
+
+    def failing_replace(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", failing_replace)
+    c = tmp_path / "c.json"
+    with pytest.raises(SoftsegError, match="No space left"):
+        with files.OutputGroup([a, c], overwrite=True) as group:
+            group.temp(a).write_text("newer a")
+            group.temp(c).write_text("new c")
+    monkeypatch.undo()
+    assert a.read_text() == "new a" and not c.exists()
+    assert temporaries(tmp_path) == []

@@ -287,3 +287,17 @@ def test_concurrent_predicts_to_one_output_have_one_winner(tmp_path, inputs):
     assert all("p.nii.gz: already exists" in err for code, err in results if code == 2)
     whole(out)
     assert temporaries(tmp_path) == []
+
+
+def test_crash_while_overwriting_a_soft_label_group_restores_the_old_one(tmp_path, inputs):
+    argv = ["softlabel", inputs["case"], "-o", tmp_path / "s.nii.gz", "--agreement", tmp_path / "a.nii.gz"]
+    assert run(argv).returncode == 0
+    old = {n: (tmp_path / n).read_bytes() for n in ("s.nii.gz", "s.json", "a.nii.gz")}
+    crashed = run_env([*argv, "--overwrite", "--method", "majority"], SOFTSEG_CRASH_AT="group-after-first-replace")
+    assert crashed.returncode == -signal.SIGKILL
+    assert (tmp_path / "s.nii.gz").read_bytes() != old["s.nii.gz"]  # torn: first member already replaced
+    from napari_softseg.io.files import clean_stale_temporaries
+
+    clean_stale_temporaries(tmp_path)  # what the next write into the folder does first
+    assert {n: (tmp_path / n).read_bytes() for n in old} == old
+    assert temporaries(tmp_path) == []

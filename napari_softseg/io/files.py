@@ -196,9 +196,28 @@ def clean_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
 def _roll_back(journal: Path) -> list[Path]:
     removed = []
     try:
-        pairs = json.loads(journal.read_text(encoding="utf-8"))["pairs"]
-    except (OSError, ValueError, KeyError, TypeError):
-        pairs = []
+        record = json.loads(journal.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        record = {}
+    if isinstance(record, dict) and record.get("mode") == "replace":
+        members = record.get("members") if isinstance(record.get("members"), list) else []
+        members = [m for m in members if isinstance(m, dict)]
+        if members and all(_is_member_file(m) for m in members):  # complete: keep it, drop the old copies
+            for m in members:
+                if m.get("backup"):
+                    try:
+                        Path(m["backup"]).unlink(missing_ok=True)
+                    except (OSError, TypeError):
+                        pass
+        else:
+            removed += _undo_replacements(members)
+        try:
+            journal.unlink()
+            removed.append(journal)
+        except OSError:
+            pass
+        return removed
+    pairs = record.get("pairs", []) if isinstance(record, dict) else []
     pairs = pairs if isinstance(pairs, list) else []
 
     def linked(tmp, final) -> bool:
@@ -355,8 +374,7 @@ class OutputGroup:
             if not tmp.exists():
                 raise RuntimeError(f"output {p} was not written")  # a bug in the caller
         if self.overwrite:
-            for p, tmp in self._temps.items():
-                commit_file(tmp, p, overwrite=True)
+            self._commit_replacing()
             return
         first = self.paths[0]
         journal = first.parent / f".{first.name[:100]}{TEMP_TAG}{os.getpid()}-{secrets.token_hex(4)}.journal"
@@ -386,6 +404,66 @@ class OutputGroup:
             journal.unlink(missing_ok=True)
             raise
         journal.unlink()
+
+
+    def _commit_replacing(self) -> None:
+        """``--overwrite``: keep a hard link of every old file until the whole group is in place."""
+        first = self.paths[0]
+        journal = first.parent / f".{first.name[:100]}{TEMP_TAG}{os.getpid()}-{secrets.token_hex(4)}.journal"
+        members = []
+        for p, tmp in self._temps.items():
+            st = os.stat(tmp)
+            members.append({"tmp": str(tmp.absolute()), "final": str(p.absolute()), "backup": None,
+                            "ino": st.st_ino, "dev": st.st_dev})
+        try:
+            for m in members:
+                if os.path.isfile(m["final"]) and not os.path.islink(m["final"]):
+                    m["backup"] = str(temp_path_for(m["final"], ".old").absolute())
+            write_bytes_synced(journal, json.dumps({"mode": "replace", "members": members}).encode())
+            for m in members:
+                if m["backup"]:
+                    os.link(m["final"], m["backup"])
+            for m in members:
+                os.replace(m["tmp"], m["final"])
+                crash_point("group-after-first-replace")
+        except BaseException as exc:
+            _undo_replacements(members)
+            journal.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise os_error(exc, Path(members[0]["final"])) from None
+            raise
+        journal.unlink()
+        for m in members:
+            if m["backup"]:
+                Path(m["backup"]).unlink(missing_ok=True)
+
+
+def _is_member_file(m: dict) -> bool:
+    try:
+        st = os.stat(m["final"])
+    except OSError:
+        return False
+    return st.st_ino == m.get("ino") and st.st_dev == m.get("dev")
+
+
+def _undo_replacements(members: list) -> list[Path]:
+    """Put the old files of a torn ``--overwrite`` group back (or remove new files that had no predecessor)."""
+    touched = []
+    for m in members:
+        if not isinstance(m, dict):
+            continue
+        try:
+            if _is_member_file(m):
+                if m.get("backup") and os.path.exists(m["backup"]):
+                    os.replace(m["backup"], m["final"])
+                else:
+                    os.unlink(m["final"])
+                touched.append(Path(m["final"]))
+            elif m.get("backup"):
+                Path(m["backup"]).unlink(missing_ok=True)
+        except (OSError, TypeError, KeyError):
+            pass
+    return touched
 
 
 def write_bytes_synced(path: str | os.PathLike, data: bytes) -> None:
