@@ -346,6 +346,7 @@ def test_oversized_training_is_refused_before_allocating(tmp_path, monkeypatch):
     assert not (tmp_path / "m" / "model.safetensors").exists()
 
 
+@pytest.mark.filterwarnings("ignore:no validation cases")
 def test_two_trainings_never_write_one_folder_at_once(tmp_path):
     from napari_softseg.model.training import train
 
