@@ -11,8 +11,10 @@ What a path becomes:
 
 * a **case folder** (``image.nii.gz`` + ``task01_seg01.nii.gz`` ...): the image, one Labels layer per
   rater (``"rater 1"`` ...) and the soft label (mean of the raters) per task;
-* a **NIfTI file** written by this plugin (it has a ``.softseg.json`` sidecar): a soft map or a mask, styled as
-  when it was saved;
+* a **NIfTI file** written by this plugin — by the viewer's writers or by ``softseg predict`` (both write the
+  same ``.softseg.json`` sidecar), or recognised from its header description (``softseg p(task1) T=0.718``,
+  ``softseg prediction …``) when the sidecar was lost: a soft map (translucent heat colours, offered by
+  every dock) or a mask, styled as when it was saved;
 * a NIfTI file holding a few small integer values (a mask): a Labels layer;
 * a float NIfTI of probabilities from another tool (MONAI, nnU-Net: 4D class probabilities, or a 3D map in
   [0, 1] whose name says prob/softmax/pred/seg): soft map layer(s) for the Threshold explorer;
@@ -184,7 +186,6 @@ def read_nifti(path: PathLike) -> list[L.LayerData]:
     path = Path(path)
     name = strip_nifti_suffix(path.name)
     info = _read_sidecar(path)
-    kind = info.get("kind")
     from napari_softseg.io.probability_maps import looks_like_probability_nifti, soft_map_layers
 
     import nibabel as nib
@@ -192,6 +193,9 @@ def read_nifti(path: PathLike) -> list[L.LayerData]:
     if len(nib.load(str(path)).shape) == 5:  # only class probabilities pass get_reader in 5D
         return soft_map_layers(path)
     vol = load_volume(path)
+    if not info:
+        info = _info_from_description(vol.header)
+    kind = info.get("kind")
     data = np.asarray(vol.data)
     check_finite(data, path)
     if kind in ("prediction", "soft_label") and data.ndim == 3:
@@ -215,6 +219,43 @@ def read_nifti(path: PathLike) -> list[L.LayerData]:
     image, vol = load_image(path)
     geometry = L.Geometry(vol.affine, image.shape[1:])
     return [L.image_layer(image, geometry, name=name, source=path)]
+
+
+#: Header descriptions this package writes: ``softseg p(task1) T=0.718`` (``softseg predict``) and
+#: ``softseg <kind> …`` (the viewer's writers, e.g. ``softseg prediction method=mean``).
+_DESCRIPTION_KINDS = {"p(": "prediction", "prediction": "prediction", "soft_label": "soft_label", "mask": "mask"}
+
+
+def _info_from_description(header) -> dict:
+    """What a NIfTI header's description says about a file this package wrote (``{}`` if nothing)."""
+    try:
+        text = bytes(np.asarray(header["descrip"]).tobytes()).split(b"\0", 1)[0].decode("ascii", "replace").strip()
+    except Exception:  # noqa: BLE001 - not a NIfTI-1/2 header with a description
+        return {}
+    parts = text.split()
+    if len(parts) < 2 or parts[0] != "softseg":
+        return {}
+    kind = next((k for prefix, k in _DESCRIPTION_KINDS.items() if parts[1].startswith(prefix)), None)
+    if kind is None:
+        return {}
+    info: dict = {"kind": kind, "header_description": text}
+    if parts[1].startswith("p(task") and parts[1].endswith(")"):
+        try:
+            info["task"] = int(parts[1][6:-1])
+        except ValueError:
+            pass
+    for part in parts[2:]:
+        if part.startswith("T="):
+            try:
+                info["temperature"] = float(part[2:])
+            except ValueError:
+                pass
+        elif part.startswith("p>="):
+            try:
+                info["threshold"] = float(part[3:])
+            except ValueError:
+                pass
+    return info
 
 
 def _looks_like_mask(data: np.ndarray) -> bool:

@@ -65,7 +65,7 @@ def _reference(geometry: L.Geometry, provenance: dict):
 def _description(kind: str, provenance: dict) -> str:
     parts = ["softseg", kind]
     if provenance.get("threshold") is not None:
-        parts.append(f"p>={float(provenance['threshold']):.2f}")
+        parts.append(f"p>={L.format_threshold(provenance['threshold'])}")
     if provenance.get("method"):
         parts.append(f"method={provenance['method']}")
     if provenance.get("model"):
@@ -95,6 +95,31 @@ def _write_sidecar(path: Path, info: dict) -> Path:
     return side
 
 
+def sidecar_info(kind: str, provenance: dict, *, layer: str | None = None, dtype: str = "float32") -> dict:
+    """The sidecar's content: software, kind, layer name, time written, dtype and the provenance."""
+    return {
+        "software": L.software(),
+        "kind": kind,
+        "layer": layer,
+        "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "dtype": dtype,
+        **{k: v for k, v in provenance.items() if k != "software"},
+    }
+
+
+def write_sidecar(nifti: str | os.PathLike, kind: str, provenance: dict, *, layer: str | None = None,
+                  dtype: str = "float32") -> Path:
+    """Write ``<name>.softseg.json`` next to a NIfTI file this package wrote; returns its path.
+
+    The one sidecar format of the package: the viewer's writers and ``softseg predict`` both call this,
+    and the reader styles a file by it (a ``prediction`` or ``soft_label`` opens as a soft map).
+
+    Raises:
+        SoftsegError: A sidecar of that name exists and was not written by napari-softseg.
+    """
+    return _write_sidecar(Path(nifti), sidecar_info(kind, provenance, layer=layer, dtype=dtype))
+
+
 def _write(path: str, data: Any, meta: dict, *, kind_default: str, dtype: type) -> list[str]:
     from napari_softseg.io.nifti import check_finite, save_volume
 
@@ -122,15 +147,7 @@ def _write(path: str, data: Any, meta: dict, *, kind_default: str, dtype: type) 
         out, np.ascontiguousarray(core).astype(dtype, copy=False), _reference(geometry, provenance),
         overwrite=True, description=_description(kind, provenance), dtype=dtype,
     )
-    info = {
-        "software": L.software(),
-        "kind": kind,
-        "layer": meta.get("name"),
-        "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "dtype": np.dtype(dtype).name,
-        **{k: v for k, v in provenance.items() if k != "software"},
-    }
-    side = _write_sidecar(out, info)
+    side = write_sidecar(out, kind, provenance, layer=meta.get("name"), dtype=np.dtype(dtype).name)
     return [str(out), str(side)]
 
 

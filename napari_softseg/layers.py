@@ -58,8 +58,11 @@ KINDS = ("image", "rater", "soft_label", "prediction", "mask", "annotation")
 RATER_COLORS = ("#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#ff7f0e", "#17becf", "#e377c2", "#bcbd22")
 """Outline colour of rater 1, 2, ... (cycled)."""
 
-SOFT_MAP_COLORMAP = "inferno"
-"""Colormap of soft maps (soft labels and predictions): dark = 0, bright = 1, shown additively."""
+SOFT_MAP_COLORMAP = "softseg heat"
+"""Name of the soft maps' colormap (soft labels and predictions): see :func:`soft_map_style`."""
+
+SOFT_MAP_OPACITY = 0.7
+"""Layer opacity of a soft map (on top of the colormap's own transparency ramp)."""
 
 LayerData = tuple[np.ndarray, dict, str]
 
@@ -426,24 +429,49 @@ def rater_layers(
     return out
 
 
+def heat_colormap():
+    """The soft maps' translucent heat colormap: transparent at p = 0, opaque-ish and bright at p = 1.
+
+    Colours are matplotlib's *inferno* from its dark red on (so no black shadow darkens the scan) with an
+    alpha that rises with p, so the scan stays visible under low probabilities and the heat shows where
+    the model is confident. A napari ``Colormap`` (made here, so this module stays importable without it).
+    """
+    from napari.utils.colormaps import Colormap
+
+    p = np.linspace(0.0, 1.0, 11)
+    inferno = np.array([  # matplotlib's inferno at 0.25, 0.325, ..., 1.0 (no matplotlib import needed)
+        [0.342, 0.062, 0.429], [0.460, 0.106, 0.430], [0.578, 0.148, 0.404], [0.695, 0.195, 0.354],
+        [0.802, 0.259, 0.283], [0.894, 0.353, 0.194], [0.955, 0.469, 0.100], [0.985, 0.601, 0.024],
+        [0.983, 0.744, 0.138], [0.953, 0.889, 0.351], [0.988, 0.998, 0.645],
+    ])
+    alpha = np.clip(0.08 + 0.5 * p, 0.0, 1.0)   # at most 0.58 (× the layer's opacity): the scan shows through
+    alpha[0] = 0.0
+    return Colormap(colors=np.column_stack([inferno, alpha]), controls=p, name=SOFT_MAP_COLORMAP)
+
+
+def soft_map_style() -> dict:
+    """Layer keyword arguments of a soft map: heat colormap, contrast 0–1, translucent."""
+    return {"colormap": heat_colormap(), "contrast_limits": (0.0, 1.0), "blending": "translucent",
+            "opacity": SOFT_MAP_OPACITY}
+
+
 def soft_map_layer(
-    soft: np.ndarray, geometry: Geometry, *, name: str, kind: str = "prediction", opacity: float = 0.6,
+    soft: np.ndarray, geometry: Geometry, *, name: str, kind: str = "prediction", opacity: float | None = None,
     visible: bool = True, **provenance: Any,
 ) -> LayerData:
-    """Image layer of a soft map ``float32 (X, Y, Z)`` in ``[0, 1]``: inferno, contrast 0–1, additive."""
+    """Image layer of a soft map ``float32 (X, Y, Z)`` in ``[0, 1]``: translucent heat (:func:`soft_map_style`)."""
     if kind not in ("prediction", "soft_label"):
         raise ValueError("kind must be 'prediction' or 'soft_label'")
     soft = np.asarray(soft, dtype=np.float32)
     kwargs = {
         "name": name,
         "affine": geometry.napari_affine(),
-        "colormap": SOFT_MAP_COLORMAP,
-        "contrast_limits": (0.0, 1.0),
-        "blending": "additive",
-        "opacity": opacity,
+        **soft_map_style(),
         "visible": visible,
         "metadata": make_metadata(kind, geometry, **provenance),
     }
+    if opacity is not None:
+        kwargs["opacity"] = opacity
     return geometry.to_display(soft), kwargs, "image"
 
 
@@ -459,9 +487,19 @@ def mask_layer_from_soft(layer: Any, threshold: float) -> LayerData:
     soft = volume_from_layer(layer, geometry)
     prov = {k: v for k, v in provenance_of(layer).items() if k not in ("software", "threshold")}
     return labels_layer(
-        (soft >= float(threshold)).astype(np.uint8), geometry, name=f"{layer.name} mask p>={float(threshold):.2f}",
+        (soft >= float(threshold)).astype(np.uint8), geometry, name=f"{layer.name} mask p>={format_threshold(threshold)}",
         kind="mask", color="#00e5ff", opacity=0.6, threshold=float(threshold), soft_map=layer.name, **prov,
     )
+
+
+def format_threshold(threshold: float) -> str:
+    """A threshold as written in names and headers: exact to the 0.001 slider grid, no float noise.
+
+    >>> format_threshold(0.347), format_threshold(0.5), format_threshold(0.1 + 0.2)
+    ('0.347', '0.5', '0.3')
+    """
+    text = f"{float(threshold):.6f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
 
 
 def geometry_of_case(case) -> Geometry:
@@ -501,8 +539,8 @@ def image_from_layer(layer: Any) -> tuple[np.ndarray, Geometry]:
     Raises:
         SoftsegError: Not an image layer, RGB, or not placeable as a NIfTI volume.
     """
-    if _layer_type(layer) != "image":
-        raise SoftsegError(f"layer {layer.name!r} is a {_layer_type(layer)} layer; pick an Image layer")
+    if layer_type(layer) != "image":
+        raise SoftsegError(f"layer {layer.name!r} is a {layer_type(layer)} layer; pick an Image layer")
     if getattr(layer, "rgb", False):
         raise SoftsegError(f"layer {layer.name!r} is an RGB picture, not a scan")
     if getattr(layer, "multiscale", False):
@@ -553,8 +591,8 @@ def masks_from_layers(layers: Iterable[Any], geometry: Geometry) -> np.ndarray:
     """
     masks = []
     for layer in layers:
-        if _layer_type(layer) != "labels":
-            raise SoftsegError(f"layer {layer.name!r} is a {_layer_type(layer)} layer; raters must be Labels layers")
+        if layer_type(layer) != "labels":
+            raise SoftsegError(f"layer {layer.name!r} is a {layer_type(layer)} layer; raters must be Labels layers")
         masks.append((volume_from_layer(layer, geometry) > 0).astype(np.uint8))
     if not masks:
         return np.zeros((0, *geometry.shape), dtype=np.uint8)
@@ -598,8 +636,22 @@ def case_from_layers(image_layer_: Any, rater_layers_: Sequence[Any], *, name: s
     )
 
 
-def _layer_type(layer: Any) -> str:
+def layer_type(layer: Any) -> str:
+    """``"image"``, ``"labels"``, ... of a napari layer — also of the proxy napari hands to plugin docks.
+
+    napari gives dock widgets a ``PublicOnlyProxy`` of the viewer and its layers; ``type(proxy).__name__``
+    is the proxy's class, but ``isinstance`` sees through it (the proxy forwards ``__class__``). Objects
+    that are not napari layers give their lower-cased class name.
+    """
+    import napari.layers as nl
+
+    for name in ("Image", "Labels", "Points", "Shapes", "Surface", "Tracks", "Vectors"):
+        cls = getattr(nl, name, None)
+        if cls is not None and isinstance(layer, cls):
+            return name.lower()
     return type(layer).__name__.lower()
+
+
 
 
 # --------------------------------------------------------------------------------------------------
@@ -614,8 +666,8 @@ def add_layer_tuples(viewer: Any, tuples: Iterable[LayerData], *, rater_contours
         rater_contours: Draw rater layers as outlines (2 px) instead of filled areas.
     """
     added = []
-    for data, kwargs, layer_type in tuples:
-        layer = getattr(viewer, f"add_{layer_type}")(data, **kwargs)
+    for data, kwargs, kind in tuples:
+        layer = getattr(viewer, f"add_{kind}")(data, **kwargs)
         if rater_contours and kind_of(layer) == "rater":
             layer.contour = 2
             layer.opacity = 1.0

@@ -73,3 +73,26 @@ class Notifications:
 def wait_ready(qtbot, widget, timeout: int = 20000):
     """Wait until a dock's background computations (PR curves, tables, maps) have delivered their results."""
     qtbot.waitUntil(lambda: widget.ready, timeout=timeout)
+
+
+PLUGIN = "napari-softseg"
+
+
+def open_dock(viewer, name: str):
+    """Open a dock the way napari does — through the manifest, handed a ``PublicOnlyProxy`` of the viewer.
+
+    Returns the dock's widget (the real widget; the viewer and layers it sees are napari's proxies).
+    """
+    from conftest import init_napari_plugins
+
+    init_napari_plugins()
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+    from napari.utils._proxies import PublicOnlyProxy
+
+    assert isinstance(widget.viewer, PublicOnlyProxy), "napari did not hand the dock a proxy"
+    return widget
+
+
+def real(layer):
+    """The layer behind a dock's proxy (tests may look at private slicing state; docks may not)."""
+    return getattr(layer, "__wrapped__", layer)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _analysis_case import Notifications, open_case, wait_ready
+from _analysis_case import Notifications, open_case, open_dock, wait_ready
 
 
 def numpy_ece(p, y, n_bins=10):
@@ -22,17 +22,14 @@ def numpy_ece(p, y, n_bins=10):
 
 @pytest.fixture
 def calibration(make_napari_viewer, qtbot):
-    from napari_softseg._qt.calibration_widget import CalibrationWidget
-
     viewer = make_napari_viewer()
     soft_layer, raters, soft, masks = open_case(viewer)
-    widget = CalibrationWidget(viewer)
-    viewer.window.add_dock_widget(widget)
+    widget = open_dock(viewer, "Calibration")
     wait_ready(qtbot, widget)
     return widget, viewer, soft, masks
 
 
-def test_ece_against_soft_label_and_each_rater(calibration):
+def test_ece_against_soft_label_and_each_rater(calibration, qtbot):
     from napari_softseg._qt.calibration_widget import SOFT_LABEL
 
     widget, viewer, soft, masks = calibration
@@ -42,6 +39,10 @@ def test_ece_against_soft_label_and_each_rater(calibration):
         assert widget.ece(f"rater {i + 1}") == pytest.approx(numpy_ece(soft, masks[i]), abs=1e-9)
     assert widget.table.rowCount() == 5
     assert widget.table.item(0, 1).text() == f"{numpy_ece(soft, masks.mean(0)):.4f}"
+    assert widget.headline.text() == f"ECE vs soft label: {numpy_ece(soft, masks.mean(0)):.4f}"
+    widget.compute_button.click()
+    wait_ready(qtbot, widget)
+    assert widget.headline.text() == f"ECE vs soft label: {numpy_ece(soft, masks.mean(0)):.4f}"
     # reliability diagram: one line per target; the soft-label line is mean target vs mean prediction per bin
     assert len(widget.plot.series) == 5
     x, y = widget.plot.series[0].get_data()
@@ -69,12 +70,10 @@ def test_follows_rater_choice_and_theme(calibration, qtbot):
 
 
 def test_needs_raters(make_napari_viewer):
-    from napari_softseg._qt.calibration_widget import CalibrationWidget
-
     notes = Notifications()
     try:
         viewer = make_napari_viewer()
-        widget = CalibrationWidget(viewer)
+        widget = open_dock(viewer, "Calibration")
         assert widget.results == []
         viewer.add_image(np.random.default_rng(0).random((8, 8, 8)).astype(np.float32), name="p")
         assert widget.results == []

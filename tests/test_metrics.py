@@ -220,7 +220,7 @@ def test_evaluate_case_uses_one_snapped_threshold():
     pred = np.array([0.9, 0.5003, 0.2, 0.1]).reshape(4, 1, 1)  # float64 through the API
     res = evaluate_case(pred, masks, spacing=(10, 10, 10), threshold=0.5005)
     assert res["threshold"] == 0.5 or res["threshold"] == pytest.approx(0.501)
-    n = res["operating_point_vs_majority"]["n_positive"]
+    n = res["operating_point_vs_consensus"]["n_positive"]
     assert res["volume_ml"]["prediction"] == pytest.approx(n * 1.0)
 
 

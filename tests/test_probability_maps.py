@@ -106,7 +106,7 @@ def test_napari_reader_opens_npz_and_probability_nifti_as_soft_maps(tmp_path, so
         assert reader is not None, path
         (data, kwargs, kind), = reader(str(path))
         meta = L.softseg_meta(kwargs["metadata"])
-        assert kind == "image" and meta["kind"] == "prediction" and kwargs["colormap"] == "inferno", path
+        assert kind == "image" and meta["kind"] == "prediction" and kwargs["colormap"].name == L.SOFT_MAP_COLORMAP, path
         geometry = L.Geometry(np.asarray(meta["geometry"]["affine"]), tuple(meta["geometry"]["shape"]))
         np.testing.assert_allclose(geometry.affine, AFFINE)
         np.testing.assert_allclose(geometry.from_display(data), soft, atol=1e-3)

@@ -6,7 +6,9 @@ import math
 
 import numpy as np
 import pytest
-from _analysis_case import Notifications, counts, open_case, wait_ready
+from _analysis_case import Notifications, counts, open_case, open_dock, wait_ready
+
+from napari_softseg._qt.selection import same_layer
 
 from napari_softseg.analysis.disagreement import agreement_colors, disagreement_map, summarize
 from napari_softseg.analysis.metrics import dice, leave_one_rater_out
@@ -53,12 +55,9 @@ def test_disagreement_map_checks_input():
 # -- the dock ----------------------------------------------------------------------------------------
 @pytest.fixture
 def comparison(make_napari_viewer, qtbot):
-    from napari_softseg._qt.rater_comparison import RaterComparison
-
     viewer = make_napari_viewer()
     soft_layer, raters, soft, masks = open_case(viewer)
-    widget = RaterComparison(viewer)
-    viewer.window.add_dock_widget(widget)
+    widget = open_dock(viewer, "Rater comparison")
     wait_ready(qtbot, widget)
     return widget, viewer, soft_layer, soft, masks
 
@@ -88,10 +87,11 @@ def test_table_is_leave_one_rater_out_with_model_at_threshold(comparison):
 
 def test_annotator_point_and_disagreement_map(comparison, qtbot):
     widget, viewer, soft_layer, soft, masks = comparison
-    layer = widget.add_annotation_layer()
+    widget.add_button.click()
+    layer = viewer.layers["my annotation"]
     assert layer.data.shape == soft.shape and not layer.data.any()
-    assert widget.annotation_layer() is layer and layer.mode == "paint"
-    assert layer not in widget.inputs.rater_layers()                  # not counted as a rater
+    assert same_layer(widget.annotation_layer(), layer) and layer.mode == "paint"
+    assert not any(same_layer(layer, r) for r in widget.inputs.rater_layers())   # not counted as a rater
     np.testing.assert_array_equal(layer.affine.affine_matrix, soft_layer.affine.affine_matrix)
     # the annotator draws: rater 2's mask plus a blob of their own
     drawn = masks[1].copy()
@@ -109,7 +109,7 @@ def test_annotator_point_and_disagreement_map(comparison, qtbot):
     assert (x[0], y[0]) == pytest.approx((op.recall, op.precision))
     # disagreement layer: where drawn differs from the consensus, 1 + raters agreeing with the annotator
     dis = widget.disagreement_layer
-    assert dis is not None and dis in viewer.layers
+    assert dis is not None and any(same_layer(dis, other) for other in viewer.layers)
     np.testing.assert_array_equal(dis.data, brute_force_disagreement(drawn, masks, 2))
     np.testing.assert_array_equal(dis.affine.affine_matrix, soft_layer.affine.affine_matrix)
     assert "voxels only you marked" in widget.legend.text()
@@ -137,11 +137,18 @@ def test_painting_updates_after_throttle(comparison, qtbot):
     qtbot.waitUntil(lambda: widget.annotation_point.n_positive == int(masks[0].sum()), timeout=3000)
 
 
-def test_threshold_shared_with_explorer(comparison):
-    from napari_softseg._qt.threshold_explorer import ThresholdExplorer
-
-    widget, viewer, *_ = comparison
-    explorer = ThresholdExplorer(viewer)
+def test_threshold_shared_with_explorer(comparison, qtbot):
+    widget, viewer, soft_layer, *_ = comparison
+    explorer = open_dock(viewer, "Threshold explorer")
+    wait_ready(qtbot, explorer)
+    # one session for both docks: the same inputs, the consensus curve built once and shared
+    assert explorer.session is widget.session
+    # one layer choice: unchecking a rater in one dock unchecks it in the other
+    explorer.inputs.set_rater_checked(viewer.layers["rater 4"], False)
+    assert [r.name for r in widget.inputs.rater_layers()] == ["rater 1", "rater 2", "rater 3"]
+    wait_ready(qtbot, explorer)
+    wait_ready(qtbot, widget)
+    assert explorer.session is widget.session and widget.session.n_raters == 3
     explorer.set_threshold(0.42)
     assert widget.threshold == 0.42 and widget.threshold_spin.value() == pytest.approx(0.42)
     widget.threshold_spin.setValue(0.61)
@@ -149,12 +156,10 @@ def test_threshold_shared_with_explorer(comparison):
 
 
 def test_too_few_raters_and_no_soft_map(make_napari_viewer, qtbot):
-    from napari_softseg._qt.rater_comparison import RaterComparison
-
     notes = Notifications()
     try:
         viewer = make_napari_viewer()
-        widget = RaterComparison(viewer)
+        widget = open_dock(viewer, "Rater comparison")
         assert widget.table.rowCount() == 0
         assert widget.add_annotation_layer() is None                 # no soft map: refused with a reason
         assert any("open a soft map first" in m for m in notes.messages("warning"))
@@ -220,3 +225,16 @@ def test_paint_strokes_update_the_annotator_view(comparison, qtbot):
     tp = (painted & ref).sum()
     assert widget.annotation_point.precision == pytest.approx(tp / painted.sum())
     np.testing.assert_array_equal(widget.disagreement_layer.data, brute_force_disagreement(painted, masks, 2))
+
+
+def test_annotator_layout_outlines_raters_with_a_legend(comparison):
+    widget, viewer, *_ = comparison
+    widget.role_check.setChecked(True)
+    raters = [viewer.layers[f"rater {i}"] for i in range(1, 5)]
+    assert all(r.visible and r.contour == 1 for r in raters)
+    legend = widget.rater_legend.text()
+    assert widget.rater_legend.isVisibleTo(widget) and all(f"rater {i}" in legend for i in range(1, 5))
+    assert len({part.split("color:")[1][:7] for part in legend.split("<span")[1:]}) == 4   # 4 colours
+    widget.role_check.setChecked(False)
+    assert not any(r.visible for r in raters) and not widget.rater_legend.isVisibleTo(widget)
+    assert "at least half of the raters" in widget.rule_label.text()

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from napari_softseg import layers as L
-from napari_softseg._qt.segmentation_widget import PREDICTION_NAME, SegmentationWidget
+from _analysis_case import open_dock
+
+from napari_softseg._qt.segmentation_widget import PREDICTION_NAME
 from napari_softseg._qt.workers import run_progress
 from napari_softseg._sample_data import synthetic_case, synthetic_case_data
 from napari_softseg.errors import SoftsegError
@@ -48,8 +50,7 @@ def notifications():
 def viewer_with_case(make_napari_viewer):
     viewer = make_napari_viewer()
     L.add_layer_tuples(viewer, synthetic_case())
-    widget = SegmentationWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Soft segmentation")
+    widget = open_dock(viewer, "Soft segmentation")
     return viewer, widget
 
 
@@ -84,7 +85,8 @@ def test_build_soft_label_matches_core(viewer_with_case, method):
     case = synthetic_case_data()
     widget.set_raters(["rater 1", "rater 3", "rater 4"])
     widget.method_combo.setCurrentText(method)
-    layer = widget.build_soft_label()
+    widget.soft_button.click()
+    layer = viewer.layers[f"soft label ({method})"]
     expected = make_soft_label(case.masks[[0, 2, 3]], method, spacing=case.spacing).data
     geometry = L.Geometry(case.affine, case.spatial_shape)
     assert np.allclose(geometry.from_display(layer.data), expected)
@@ -101,7 +103,8 @@ def test_predict_adds_soft_map_equal_to_engine(qtbot, viewer_with_case, tiny_mod
     label = widget.add_model(tiny_model, label="tiny")
     assert widget.model_path() == tiny_model and widget.model_combo.currentText() == label
     widget.device_combo.setCurrentText("cpu")
-    task = widget.predict()
+    widget.predict_button.click()                    # the proxy napari hands docks: no "publiconlyproxy layer"
+    task = widget.task
     assert task is not None and not widget.predict_button.isEnabled() and widget.cancel_button.isEnabled()
     _wait(qtbot, widget)
     assert widget.predict_button.isEnabled() and not widget.cancel_button.isEnabled()
@@ -116,7 +119,7 @@ def test_predict_adds_soft_map_equal_to_engine(qtbot, viewer_with_case, tiny_mod
     assert prov["model"] == str(tiny_model) and prov["device"] == "cpu" and prov["image_layer"] == "synthetic image"
     assert L.kind_of(layer) == "prediction"
     # Predicting again updates the same layer instead of piling up copies.
-    widget.predict()
+    widget.predict_button.click()
     _wait(qtbot, widget)
     assert [layer.name for layer in viewer.layers].count(PREDICTION_NAME) == 1
 
@@ -151,7 +154,7 @@ def test_wrong_channel_count_is_reported(qtbot, make_napari_viewer, tmp_path, no
     model = save_model(tmp_path / "two", new_network(config), config)
     viewer = make_napari_viewer()
     L.add_layer_tuples(viewer, synthetic_case()[:1])
-    widget = SegmentationWidget(viewer)
+    widget = open_dock(viewer, "Soft segmentation")
     widget.add_model(model)
     widget.device_combo.setCurrentText("cpu")
     widget.predict()
@@ -190,8 +193,7 @@ def test_closing_viewer_during_run_does_not_crash(qtbot, make_napari_viewer, mon
     monkeypatch.setattr(module, "_predict_job", _slow_job)
     viewer = make_napari_viewer()
     L.add_layer_tuples(viewer, synthetic_case()[:2])
-    widget = SegmentationWidget(viewer)
-    viewer.window.add_dock_widget(widget)
+    widget = open_dock(viewer, "Soft segmentation")
     widget.add_model(tiny_model)
     task = widget.predict()
     qtbot.waitUntil(lambda: task.last_event is not None, timeout=TIMEOUT_MS)
@@ -200,21 +202,27 @@ def test_closing_viewer_during_run_does_not_crash(qtbot, make_napari_viewer, mon
     assert task.cancelled  # the dock went away with the viewer and stopped its work
 
 
-def test_train_offers_the_model_then_predicts(qtbot, viewer_with_case, tmp_path):
+def test_train_offers_the_model_then_predicts(qtbot, viewer_with_case, tmp_path, monkeypatch):
+    import tempfile
+
     viewer, widget = viewer_with_case
     widget.train_overrides = {"base_channels": 4, "depth": 2, "batch_size": 4, "augment": False,
                               "weights_dtype": "float32"}
     widget.epochs_spin.setValue(1)
     widget.device_combo.setCurrentText("cpu")
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
     events = []
-    task = widget.train(out_dir=tmp_path / "trained")
+    widget.train_button.click()                      # a tiny budget: 1 epoch of a 4-channel U-Net
+    task = widget.task
+    assert task is not None
     task._callbacks["progress"] = lambda ev, old=task._callbacks["progress"]: (events.append(ev), old(ev))
     _wait(qtbot, widget)
     assert task.error is None, task.error
-    assert (tmp_path / "trained" / "model.safetensors").is_file()
-    assert widget.model_path() == tmp_path / "trained"
+    (trained,) = (tmp_path / "softseg-models").iterdir()
+    assert (trained / "model.safetensors").is_file()
+    assert widget.model_path() == trained
     assert any(ev.stage == "epoch" for ev in events)
-    widget.predict()
+    widget.predict_button.click()
     _wait(qtbot, widget)
     assert PREDICTION_NAME in viewer.layers
 
@@ -255,18 +263,17 @@ def test_run_progress_reports_errors_and_results(qtbot):
 
 
 def test_case_with_two_tasks_uses_one_task_everywhere(make_napari_viewer, tmp_path):
-    from napari_softseg._qt.threshold_explorer import ThresholdExplorer
     from napari_softseg._reader import get_reader
     from napari_softseg.synthetic import write_case
 
     folder = write_case(tmp_path / "case01", shape=(32, 32, 4), n_raters=3, n_tasks=2, seed=2)
     viewer = make_napari_viewer()
     L.add_layer_tuples(viewer, get_reader(str(folder))(str(folder)))
-    widget = SegmentationWidget(viewer)
+    widget = open_dock(viewer, "Soft segmentation")
     ticked = [layer.name for layer in widget.rater_layers()]
     assert ticked == ["task 1 rater 1", "task 1 rater 2", "task 1 rater 3"]
     case = widget._case()
     assert case.masks.shape[0] == 3
-    explorer = ThresholdExplorer(viewer)
+    explorer = open_dock(viewer, "Threshold explorer")
     assert explorer.inputs.soft_layer().name == "task 1 soft label (mean)"
     assert [layer.name for layer in explorer.inputs.rater_layers()] == ticked

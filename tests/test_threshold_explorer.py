@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _analysis_case import SPACING, Notifications, boundary, counts, open_case, wait_ready
+from _analysis_case import SPACING, Notifications, boundary, counts, open_case, open_dock, real, wait_ready
 
+from napari_softseg._qt.selection import analysis_session, same_layer
+from napari_softseg._qt.threshold_explorer import format_volume
 from napari_softseg.analysis.operating_point import Reference, overlay_contrast_limits
+
+DOCK = "Threshold explorer"
 
 
 @pytest.fixture
@@ -18,14 +22,16 @@ def notes():
 
 @pytest.fixture
 def explorer(make_napari_viewer, qtbot):
-    from napari_softseg._qt.threshold_explorer import ThresholdExplorer
-
     viewer = make_napari_viewer()
     soft_layer, raters, soft, masks = open_case(viewer)
-    widget = ThresholdExplorer(viewer)
-    viewer.window.add_dock_widget(widget)
+    widget = open_dock(viewer, DOCK)
     wait_ready(qtbot, widget)
     return widget, viewer, soft_layer, soft, masks
+
+
+def fine(mask, f=4):
+    """A 2D mask on the outline's finer grid (nearest neighbour, ``f`` × ``f`` per voxel)."""
+    return np.repeat(np.repeat(mask, f, axis=0), f, axis=1)
 
 
 def current_plane(viewer, layer):
@@ -36,6 +42,7 @@ def current_plane(viewer, layer):
 
 def displayed_overlay(layer):
     """Which pixels of the displayed slice the filled overlay colours (its colormap applied on the CPU)."""
+    layer = real(layer)
     lo, hi = layer.contrast_limits
     raw = np.asarray(layer._slice.image.raw, dtype=np.float64)
     rgba = layer.colormap.map(np.clip((raw - lo) / (hi - lo), 0, 1).ravel()).reshape(raw.shape + (4,))
@@ -44,14 +51,21 @@ def displayed_overlay(layer):
 
 def test_picks_layers_and_consensus_by_default(explorer, qtbot):
     widget, viewer, soft_layer, soft, masks = explorer
-    assert widget.inputs.soft_layer() is soft_layer
+    # opened from the Plugins menu: the clinician layout (raters hidden, the heat map's colour bar shown)
+    assert not any(viewer.layers[f"rater {i}"].visible for i in range(1, 5))
+    assert soft_layer.colorbar.visible
+    assert same_layer(widget.inputs.soft_layer(), soft_layer)
     assert [layer.name for layer in widget.inputs.rater_layers()] == ["rater 1", "rater 2", "rater 3", "rater 4"]
     assert widget.reference == Reference("consensus", k=2)
     assert widget.reference_combo.count() == 1 + 4 + 1 + 1   # consensus, 4 raters, soft label, expected
-    assert widget.fill_layer is not None and widget.fill_layer.data is soft_layer.data   # shared, no copy
+    assert widget.reference_combo.itemText(0) == "consensus: ≥ half of raters (2 of 4)"
+    assert widget.overlay_mode == "outline"                 # the default: a crisp outline of p >= t
+    assert widget.contour_layer is not None and widget.contour_layer.visible
+    assert widget._contour_view.data is soft_layer.data     # shared, no copy
     # a new empty Labels layer (to draw in) is offered as a rater but not checked
     extra = viewer.add_labels(np.zeros(soft.shape, np.uint8), name="Labels")
-    assert extra in widget.inputs._raters and extra not in widget.inputs.rater_layers()
+    assert any(same_layer(extra, r) for r in widget.inputs._raters)
+    assert not any(same_layer(extra, r) for r in widget.inputs.rater_layers())
     widget.inputs.set_rater_checked(extra, True)
     wait_ready(qtbot, widget)
     assert widget.session.n_raters == 5 and widget.reference == Reference("consensus", k=3)
@@ -60,6 +74,7 @@ def test_picks_layers_and_consensus_by_default(explorer, qtbot):
 @pytest.mark.parametrize("t", [0.1, 0.5, 0.731, 0.95])
 def test_slider_move_updates_numbers_overlay_and_marker(explorer, t):
     widget, viewer, soft_layer, soft, masks = explorer
+    widget.set_overlay_mode("filled")
     widget.slider.setValue(round(t * 1000))
     assert widget.threshold == t
     assert widget.spin.value() == pytest.approx(t)
@@ -68,20 +83,24 @@ def test_slider_move_updates_numbers_overlay_and_marker(explorer, t):
     tp, fp, fn, tn = counts(mask, ref)
     op = widget.operating_point()
     assert (op.tp, op.fp, op.fn, op.tn) == (tp, fp, fn, tn)
-    assert widget.stat_labels["precision"].text() == f"{tp / mask.sum():.3f}"
-    assert widget.stat_labels["recall"].text() == f"{tp / ref.sum():.3f}"
+    assert widget.stat_labels["PPV"].text() == f"{tp / mask.sum():.3f}"
+    assert widget.stat_labels["sensitivity"].text() == f"{tp / ref.sum():.3f}"
     assert widget.stat_labels["Dice"].text() == f"{2 * tp / (2 * tp + fp + fn):.3f}"
     assert widget.stat_labels["specificity"].text() == f"{tn / (tn + fp):.4f}"
-    volume = mask.sum() * np.prod(SPACING) / 1000
-    assert widget.stat_labels["volume"].text() == f"{volume:.2f} mL"
+    voxel = np.prod(SPACING) / 1000
+    assert widget.stat_labels["predicted volume"].text() == format_volume(mask.sum() * voxel)
+    assert widget.stat_labels["reference volume"].text() == format_volume(ref.sum() * voxel)
+    assert widget.stat_labels["FP volume"].text() == format_volume(fp * voxel)
+    assert widget.stat_labels["FN volume"].text() == format_volume(fn * voxel)
     # filled overlay: the renderer's threshold, and what it colours on the displayed slice is p >= t
     assert widget.fill_layer.contrast_limits == pytest.approx(list(overlay_contrast_limits(t)))
     plane = current_plane(viewer, soft_layer)
-    np.testing.assert_array_equal(widget.fill_layer._slice.image.raw, soft[plane])
+    np.testing.assert_array_equal(real(widget.fill_layer)._slice.image.raw, soft[plane])
     np.testing.assert_array_equal(displayed_overlay(widget.fill_layer), soft[plane] >= t)
     # curve marker at the operating point
     x, y = widget.plot.marker.get_data()
     assert (x[0], y[0]) == pytest.approx((tp / ref.sum(), tp / mask.sum()))
+    assert widget.plot.marker_label.get_text() == f"t = {t:g}"
 
 
 def test_spin_box_and_keys_move_the_slider(explorer, qtbot):
@@ -98,25 +117,49 @@ def test_spin_box_and_keys_move_the_slider(explorer, qtbot):
     assert widget.threshold == pytest.approx(0.24)
 
 
-def test_contour_overlay_follows_threshold_and_slice(explorer):
+def test_outline_overlay_follows_threshold_and_slice(explorer):
     widget, viewer, soft_layer, soft, masks = explorer
-    widget.set_overlay_mode("contour")
+    widget.set_overlay_mode("outline")
     assert widget.contour_layer is not None and widget.contour_layer.visible
-    assert not widget.fill_layer.visible
+    assert widget.fill_layer is None
     widget.set_threshold(0.62)
     for z in (soft.shape[0] // 2, soft.shape[0] // 2 + 1):
         viewer.dims.set_current_step(0, z)
         plane = current_plane(viewer, soft_layer)
-        expected = boundary(soft[plane] >= 0.62)
+        expected = boundary(fine(soft[plane] >= 0.62))
         assert expected.any()
-        shown = np.asarray(widget.contour_layer._slice.image.raw) > 0
+        shown = np.asarray(real(widget.contour_layer)._slice.image.raw) > 0
         np.testing.assert_array_equal(shown, expected)
         np.testing.assert_array_equal(widget.contour_layer.data[plane] > 0, expected)
+    # the finer grid sits exactly on the soft map: a voxel's centre is the centre of its 4 x 4 fine pixels
+    for z, y, x in ((0, 0, 0), (5, 10, 20)):
+        np.testing.assert_allclose(real(widget.contour_layer).data_to_world([z, 4 * y + 1.5, 4 * x + 1.5]),
+                                   real(soft_layer).data_to_world([z, y, x]), atol=1e-9)
     widget.set_threshold(0.3)
-    shown = np.asarray(widget.contour_layer._slice.image.raw) > 0
-    np.testing.assert_array_equal(shown, boundary(soft[current_plane(viewer, soft_layer)] >= 0.3))
+    shown = np.asarray(real(widget.contour_layer)._slice.image.raw) > 0
+    np.testing.assert_array_equal(shown, boundary(fine(soft[current_plane(viewer, soft_layer)] >= 0.3)))
+    widget.set_overlay_mode("outline + light fill")
+    assert widget.contour_layer.visible and widget.fill_layer.visible and widget.fill_layer.opacity <= 0.25
     widget.set_overlay_mode("none")
     assert not widget.contour_layer.visible and not widget.fill_layer.visible
+
+
+def test_confidence_bands_outline_fixed_levels(explorer):
+    widget, viewer, soft_layer, soft, masks = explorer
+    widget.bands_check.click()
+    assert widget.bands_layer is not None and widget.bands_layer.visible
+    plane = current_plane(viewer, soft_layer)
+    shown = np.asarray(real(widget.bands_layer)._slice.image.raw) > 0
+    inner = np.zeros_like(shown)
+    inner[1:-1, 1:-1] = True
+    expected = np.zeros_like(shown)
+    for level in (0.1, 0.5, 0.9):
+        expected |= boundary(fine(soft[plane] >= level))
+    np.testing.assert_array_equal(shown, expected & inner)
+    widget.set_threshold(0.77)                       # the bands stay; the outline moves
+    np.testing.assert_array_equal(np.asarray(real(widget.bands_layer)._slice.image.raw) > 0, expected & inner)
+    widget.bands_check.click()
+    assert not widget.bands_layer.visible
 
 
 def test_references_rater_soft_and_expected(explorer, qtbot):
@@ -128,7 +171,7 @@ def test_references_rater_soft_and_expected(explorer, qtbot):
     wait_ready(qtbot, widget)
     tp, fp, fn, tn = counts(mask, masks[2] > 0)
     assert widget.operating_point().recall == pytest.approx(tp / (masks[2] > 0).sum())
-    assert widget.stat_labels["recall"].text() == f"{tp / (masks[2] > 0).sum():.3f}"
+    assert widget.stat_labels["sensitivity"].text() == f"{tp / (masks[2] > 0).sum():.3f}"
     widget.set_reference(Reference("soft"))
     wait_ready(qtbot, widget)
     soft_label = masks.mean(0)
@@ -136,7 +179,10 @@ def test_references_rater_soft_and_expected(explorer, qtbot):
     widget.set_reference(Reference("expected"))
     wait_ready(qtbot, widget)
     assert widget.operating_point().precision == pytest.approx(soft[mask].mean())
-    assert widget.stat_labels["precision"].text() == f"E {soft[mask].mean():.3f}"
+    assert widget.stat_labels["PPV"].text() == f"{soft[mask].mean():.3f}"
+    assert widget.stat_names["PPV"].text() == "expected PPV (precision)"
+    assert "no annotation is used" in widget.stat_names["PPV"].toolTip()
+    assert widget.plot.axes.get_xlabel() == "expected sensitivity"
     widget.set_reference(Reference("consensus", k=4))
     wait_ready(qtbot, widget)
     ref = masks.sum(0) >= 4
@@ -155,6 +201,8 @@ def test_presets_and_editable_targets(explorer):
     widget.recall_button.click()
     assert widget.threshold == grid[np.nonzero(recall >= 0.95)[0][-1]]
     assert widget.operating_point().recall >= 0.95
+    op = widget.operating_point()
+    assert widget.preset_label.text().startswith(f"sensitivity ≥ 0.950: t = {widget.threshold:g} → sensitivity {op.recall:.3f}")
     widget.recall_target.setValue(0.8)
     widget.recall_button.click()
     assert widget.threshold == grid[np.nonzero(recall >= 0.8)[0][-1]]
@@ -166,9 +214,20 @@ def test_presets_and_editable_targets(explorer):
     assert widget.slider.value() == round(widget.threshold * 1000)
 
 
-def test_unreachable_precision_leaves_threshold_and_warns(make_napari_viewer, notes, qtbot):
-    from napari_softseg._qt.threshold_explorer import ThresholdExplorer
+def test_degenerate_preset_is_reported(explorer, notes):
+    widget, viewer, soft_layer, soft, masks = explorer
+    widget.precision_target.setValue(0.999)
+    widget.precision_button.click()
+    op = widget.operating_point()
+    if op.threshold >= 0.995 or op.recall < 0.1:
+        assert widget.preset_label.text().startswith("⚠") and "degenerate" in widget.preset_label.text()
+        assert any("degenerate" in m for m in notes.messages("warning"))
+    widget.recall_target.setValue(0.8)
+    widget.recall_button.click()                   # a healthy operating point: no warning sign
+    assert not widget.preset_label.text().startswith("⚠")
 
+
+def test_unreachable_precision_leaves_threshold_and_warns(make_napari_viewer, notes, qtbot):
     viewer = make_napari_viewer()
     soft = np.zeros((6, 6), np.float32)
     soft[0, :3] = 0.95                     # the most confident pixels are all wrong
@@ -178,23 +237,22 @@ def test_unreachable_precision_leaves_threshold_and_warns(make_napari_viewer, no
     rater[5, 0] = 1
     viewer.add_image(soft, name="p")
     viewer.add_labels(rater, name="rater 1")
-    widget = ThresholdExplorer(viewer)
+    widget = open_dock(viewer, DOCK)
     wait_ready(qtbot, widget)
     widget.set_threshold(0.4)
     widget.precision_target.setValue(1.0)
     widget.precision_button.click()
     assert widget.threshold == 0.4
-    assert any("no threshold reaches precision" in m for m in notes.messages("warning"))
+    assert any("No threshold reaches PPV" in m for m in notes.messages("warning"))
 
 
 def test_threshold_is_shared_with_a_second_dock(explorer):
-    from napari_softseg._qt.selection import shared_threshold
-
     widget, viewer, *_ = explorer
-    shared_threshold(viewer).set(0.66)
+    analysis_session(viewer).threshold = 0.66
     assert widget.threshold == 0.66 and widget.slider.value() == 660
     widget.set_threshold(0.2)
-    assert shared_threshold(viewer).value == 0.2
+    assert analysis_session(viewer).threshold == 0.2
+    assert analysis_session(widget.viewer) is analysis_session(viewer)    # the proxy's session is the viewer's
 
 
 def test_plot_follows_theme(explorer):
@@ -213,18 +271,16 @@ def test_plot_follows_theme(explorer):
 
 
 def test_no_soft_map_and_wrong_layers(make_napari_viewer, notes):
-    from napari_softseg._qt.threshold_explorer import ThresholdExplorer
-
     viewer = make_napari_viewer()
-    widget = ThresholdExplorer(viewer)
+    widget = open_dock(viewer, DOCK)
     assert widget.session is None and widget.operating_point() is None
     widget.set_threshold(0.3)                          # nothing to do, no crash
     widget.recall_button.click()
     scan = viewer.add_image(np.linspace(-50, 300, 8000, dtype=np.float32).reshape(20, 20, 20), name="ct")
-    assert widget.inputs.soft_layer() is scan          # a plain float image is offered ...
+    assert same_layer(widget.inputs.soft_layer(), scan)   # a plain float image is offered ...
     assert widget.session is None                      # ... but refused: values outside 0-1
     assert any("'ct' is not a soft map" in m for m in notes.messages("error"))
-    assert widget.fill_layer is None
+    assert widget.fill_layer is None and widget.contour_layer is None
     np.testing.assert_array_equal(scan.data, np.linspace(-50, 300, 8000, dtype=np.float32).reshape(20, 20, 20))
     assert [layer.name for layer in viewer.layers] == ["ct"]
 
@@ -267,26 +323,25 @@ def test_layer_checks_name_the_problem():
 
 
 def test_closing_the_dock_unbinds_its_keys(make_napari_viewer, qtbot):
-    from napari_softseg._qt.threshold_explorer import ThresholdExplorer
-
     viewer = make_napari_viewer()
-    widget = ThresholdExplorer(viewer)
+    widget = open_dock(viewer, DOCK)
     assert "]" in {str(key) for key in viewer.keymap}
     with qtbot.waitSignal(widget.destroyed, timeout=2000):
+        viewer.window.remove_dock_widget(widget)
         widget.deleteLater()
     assert "]" not in {str(key) for key in viewer.keymap}
 
 
 def test_removing_the_soft_map_removes_only_the_overlays(explorer):
     widget, viewer, soft_layer, soft, masks = explorer
-    widget.set_overlay_mode("contour")
+    widget.set_overlay_mode("outline")
     widget.set_overlay_mode("filled")
-    assert {"prediction ≥ threshold", "prediction contour"} <= {layer.name for layer in viewer.layers}
+    assert {"prediction p ≥ t fill", "prediction p ≥ t outline"} <= {layer.name for layer in viewer.layers}
     viewer.layers.remove(soft_layer)
     assert widget.session is None and widget.fill_layer is None and widget.contour_layer is None
     assert [layer.name for layer in viewer.layers] == ["rater 1", "rater 2", "rater 3", "rater 4"]
     widget.set_threshold(0.7)            # no soft map: nothing to do, no error
-    assert widget.stat_labels["precision"].text() == "–"
+    assert widget.stat_labels["PPV"].text() == "–"
 
 
 def test_curve_is_built_in_the_background_and_the_slider_never_waits(explorer, qtbot):
@@ -296,21 +351,21 @@ def test_curve_is_built_in_the_background_and_the_slider_never_waits(explorer, q
     # the PR curve is being built in a worker: no numbers yet, the dependent controls are disabled
     assert not widget.ready and not widget.status.isHidden() and "computing" in widget.status.label.text()
     assert widget.reference is None and widget.operating_point() is None
-    assert widget.stat_labels["recall"].text() == "…"
+    assert widget.stat_labels["sensitivity"].text() == "…"
     assert not widget.reference_combo.isEnabled() and not widget.recall_button.isEnabled()
     assert not widget.k_spin.isEnabled()
     # ... while the slider still moves the overlay at once
     assert widget.slider.isEnabled()
     widget.slider.setValue(620)
-    assert widget.fill_layer.contrast_limits == pytest.approx(list(overlay_contrast_limits(0.62)))
-    assert widget.stat_labels["precision"].text() == "…"
+    assert widget._contour_view.threshold == 0.62
+    assert widget.stat_labels["PPV"].text() == "…"
     wait_ready(qtbot, widget)
     assert widget.status.isHidden() and widget.reference_combo.isEnabled() and widget.recall_button.isEnabled()
     assert widget.reference == Reference("rater", rater=1)
     tp, fp, fn, tn = counts(soft >= 0.62, masks[1] > 0)
     op = widget.operating_point()
     assert (op.tp, op.fp, op.fn, op.tn) == (tp, fp, fn, tn)
-    assert widget.stat_labels["recall"].text() == f"{tp / (masks[1] > 0).sum():.3f}"
+    assert widget.stat_labels["sensitivity"].text() == f"{tp / (masks[1] > 0).sum():.3f}"
 
 
 def test_only_the_latest_request_is_used(explorer, qtbot):
@@ -349,42 +404,81 @@ def test_painting_a_rater_layer_recomputes_on_its_own(explorer, qtbot):
     assert (op.tp, op.fp, op.fn, op.tn) == (tp, fp, fn, tn)
 
 
-def test_contour_falls_back_to_filled_in_3d(explorer, notes, monkeypatch):
+def test_3d_shows_an_iso_surface_that_follows_the_slider(explorer, monkeypatch):
     import napari_softseg.analysis.operating_point as op_module
 
     widget, viewer, soft_layer, soft, masks = explorer
-    widget.set_overlay_mode("contour")
+    scan = viewer.add_image(np.random.default_rng(0).random(soft.shape).astype(np.float32) * 100, name="scan",
+                            affine=soft_layer.affine, metadata={"softseg": {"kind": "image"}})
+    widget.role_combo.setCurrentIndex(1)           # annotator layout: raters shown as outlines in 2D
     widget.set_threshold(0.5)
     outlined = []
     real_boundary = op_module.mask_boundary
     monkeypatch.setattr(op_module, "mask_boundary", lambda m: outlined.append(m.shape) or real_boundary(m))
     viewer.dims.ndisplay = 3
-    assert widget.overlay_mode == "contour" and widget.shown_overlay_mode == "filled"
-    assert not widget.contour_layer.visible and widget.fill_layer.visible
+    assert widget.shown_overlay_mode == "surface"
+    surface = widget.surface_layer
+    assert surface.visible and surface.rendering == "iso" and surface.data is soft_layer.data
+    assert not widget.contour_layer.visible
     for t in (0.3, 0.35, 0.4):
         widget.set_threshold(t)
-        assert widget.fill_layer.contrast_limits == pytest.approx(list(overlay_contrast_limits(t)))
-    widget.set_threshold(0.3)
+        assert surface.iso_threshold == pytest.approx(t)
     assert outlined == []                          # no outline work at all in 3D
-    infos = [m for m in notes.messages("info") if "contour overlay outlines 2D slices" in m]
-    assert len(infos) == 1
+    # raters and heat map off, the scan a faint volume
+    assert not any(viewer.layers[f"rater {i}"].visible for i in range(1, 5))
+    assert not soft_layer.visible and scan.visible and scan.opacity <= 0.25
     viewer.dims.ndisplay = 2
-    assert widget.contour_layer.visible and not widget.fill_layer.visible
+    assert not surface.visible and widget.contour_layer.visible and soft_layer.visible and scan.opacity == 1.0
+    assert all(viewer.layers[f"rater {i}"].visible for i in range(1, 5))
     plane = current_plane(viewer, soft_layer)
-    shown = np.asarray(widget.contour_layer._slice.image.raw) > 0
-    np.testing.assert_array_equal(shown, boundary(soft[plane] >= 0.3))
-    viewer.dims.ndisplay = 3                                   # told once only
-    assert len([m for m in notes.messages("info") if "contour overlay outlines 2D slices" in m]) == 1
+    shown = np.asarray(real(widget.contour_layer)._slice.image.raw) > 0
+    np.testing.assert_array_equal(shown, boundary(fine(soft[plane] >= 0.4)))
+
+
+def test_in_place_edit_and_refresh_are_picked_up(explorer, qtbot):
+    widget, viewer, soft_layer, soft, masks = explorer
+    widget.set_threshold(0.5)
+    before = widget.operating_point().n_positive
+    soft_layer.data[soft_layer.data >= 0.5] = 0.0         # in place: the array object stays the same
+    soft_layer.refresh()
+    qtbot.waitUntil(lambda: widget.ready and widget.operating_point() is not None
+                    and widget.operating_point().n_positive == 0, timeout=20000)
+    assert before > 0
+    soft_layer.data[:] = 0.9
+    widget.refresh_button.click()                          # no refresh(): the button re-reads it
+    wait_ready(qtbot, widget)
+    assert widget.operating_point().n_positive == soft.size
+
+
+def test_roles_hide_or_outline_raters(explorer):
+    widget, viewer, *_ = explorer
+    raters = [viewer.layers[f"rater {i}"] for i in range(1, 5)]
+    widget.role_combo.setCurrentIndex(1)
+    assert all(r.visible and r.contour == 1 for r in raters)
+    assert len({tuple(r.colormap.map(np.array([1]))[0]) for r in raters}) == 4      # distinct colours
+    widget.role_combo.setCurrentIndex(0)
+    assert not any(r.visible for r in raters)
+
+
+def test_a_plain_float_image_can_be_marked_as_soft_map(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.linspace(0, 1, 600, dtype=np.float32).reshape(6, 10, 10), name="probabilities")
+    widget = open_dock(viewer, DOCK)
+    viewer.layers.selection.active = image
+    widget.as_soft_button.click()
+    wait_ready(qtbot, widget)
+    assert image.metadata["softseg"]["kind"] == "prediction" and image.blending == "translucent"
+    assert image.colormap.name == "softseg heat" and image.colorbar.visible
+    assert same_layer(widget.inputs.soft_layer(), image) and widget.operating_point() is not None
 
 
 def test_synchronous_mode_needs_no_event_loop(make_napari_viewer, monkeypatch):
     from napari_softseg._qt.background import SYNC_ENV
-    from napari_softseg._qt.threshold_explorer import ThresholdExplorer
 
     monkeypatch.setenv(SYNC_ENV, "1")
     viewer = make_napari_viewer()
     soft_layer, raters, soft, masks = open_case(viewer)
-    widget = ThresholdExplorer(viewer)
+    widget = open_dock(viewer, DOCK)
     assert widget.ready and widget.reference == Reference("consensus", k=2)
     widget.set_reference(Reference("rater", rater=2))
     assert widget.ready and widget.operating_point() is not None
@@ -399,8 +493,9 @@ def test_make_mask_layer_then_save_writes_the_thresholded_mask(explorer, tmp_pat
 
     widget, viewer, soft_layer, soft, masks = explorer
     widget.set_threshold(0.731)
-    layer = widget.make_mask_layer()
-    assert layer in viewer.layers and layer.data.dtype == np.uint8
+    widget.mask_button.click()
+    layer = viewer.layers[-1]
+    assert layer.name == "prediction mask p>=0.731" and layer.data.dtype == np.uint8
     np.testing.assert_array_equal(layer.data, (np.asarray(soft_layer.data) >= 0.731).astype(np.uint8))
     assert layer.metadata["softseg"]["provenance"]["threshold"] == pytest.approx(0.731)
     data, meta, _ = layer.as_layer_data_tuple()
@@ -408,4 +503,4 @@ def test_make_mask_layer_then_save_writes_the_thresholded_mask(explorer, tmp_pat
     img = nib.load(written[0])
     saved = np.asarray(img.dataobj)
     assert saved.dtype == np.uint8 and int(saved.sum()) == int(layer.data.sum())
-    assert b"0.73" in img.header["descrip"].tobytes()
+    assert b"p>=0.731" in img.header["descrip"].tobytes()

@@ -71,7 +71,7 @@ def test_soft_map_round_trip_with_provenance(tmp_path):
     assert info["kind"] == "prediction" and info["model"] == "/models/mni_demo" and info["method"] == "mean"
     # Reading it back restores a soft-map layer with its provenance.
     back, back_kwargs, layer_type = get_reader(str(out))(str(out))[0]
-    assert layer_type == "image" and back_kwargs["colormap"] == L.SOFT_MAP_COLORMAP
+    assert layer_type == "image" and back_kwargs["colormap"].name == L.SOFT_MAP_COLORMAP and back_kwargs["blending"] == "translucent"
     assert back_kwargs["metadata"]["softseg"]["provenance"]["model"] == "/models/mni_demo"
     assert np.array_equal(back, data)
 
@@ -89,7 +89,7 @@ def test_thresholded_mask_is_uint8_with_threshold(tmp_path):
     assert img.get_data_dtype() == np.uint8
     assert np.array_equal(np.asarray(img.dataobj), (soft >= 0.7).astype(np.uint8))  # p >= t, source voxel order
     assert np.allclose(img.affine, geometry.affine)
-    assert "p>=0.70" in img.header["descrip"].item().decode()
+    assert "p>=0.7 " in img.header["descrip"].item().decode()
     info = json.loads(sidecar_path(out).read_text())
     assert info["threshold"] == 0.7 and info["model"] == "m" and info["soft_map"] == "soft prediction"
     with pytest.raises(SoftsegError, match="between 0 and 1"):

@@ -32,7 +32,7 @@ from napari_softseg.analysis.softlabels import weighted_mean
 from napari_softseg._qt.background import ComputeStatus, LatestJob
 from napari_softseg._qt.notifications import notify_exception
 from napari_softseg._qt.plots import ReliabilityPlot
-from napari_softseg._qt.selection import LayerInputs, scroll_layout
+from napari_softseg._qt.selection import LayerInputs, relax_combos, scroll_layout
 
 N_BINS = 10
 SOFT_LABEL = "soft label (mean of raters)"
@@ -73,22 +73,35 @@ class CalibrationWidget(QWidget):
         self.compute_button = QPushButton("Recompute")
         self.table = QTableWidget(0, 2)
         self.table.setHorizontalHeaderLabels(["target", f"ECE ({N_BINS} bins)"])
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.status = QLabel()
         self.status.setWordWrap(True)
+        self.headline = QLabel("ECE: –")
+        self.headline.setToolTip(
+            "Expected calibration error against the soft label (mean of raters), 10 equal-width bins: the average "
+            "gap between predicted probability and observed frequency, weighted by voxel count. 0 is perfect."
+        )
+        font = self.headline.font()
+        font.setBold(True)
+        font.setPointSizeF(font.pointSizeF() * 1.15)
+        self.headline.setFont(font)
         self.plot = ReliabilityPlot(napari_viewer)
         self.progress = ComputeStatus()
         self.job = LatestJob(self, "Calibration", self.progress)
         layout = scroll_layout(self)
         layout.addWidget(self.inputs)
         layout.addWidget(self.compute_button)
+        layout.addWidget(self.headline)
         layout.addWidget(self.progress)
         layout.addWidget(self.plot)
         layout.addWidget(self.table)
         layout.addWidget(self.status)
         layout.addStretch(1)
+        relax_combos(self)
         self.inputs.changed.connect(self.compute)
         self.inputs.edited.connect(self.compute)
         self.compute_button.clicked.connect(self.compute)
@@ -120,6 +133,7 @@ class CalibrationWidget(QWidget):
             self._show()
             return
         self.status.setText("")
+        self.headline.setText("ECE: computing …")
         self._show()
         name = inputs.soft_layer.name
         self.job.start(
@@ -129,6 +143,7 @@ class CalibrationWidget(QWidget):
 
     def _on_results(self, name: str, results: list) -> None:
         self.results = results
+        self.headline.setText(f"ECE vs soft label: {results[0][2]:.4f}")
         self.status.setText(
             f"{name}: ECE {results[0][2]:.4f} against the soft label; lower is better "
             "(0 = predicted probabilities match the observed frequencies)."
@@ -144,3 +159,8 @@ class CalibrationWidget(QWidget):
             self.table.setItem(r, 0, QTableWidgetItem(name))
             self.table.setItem(r, 1, value)
         self.table.resizeRowsToContents()
+        self.table.resizeColumnsToContents()
+        header = self.table.horizontalHeader()
+        self.table.setMinimumWidth(header.sectionSizeHint(0) + header.sectionSizeHint(1) + 8)
+        self.table.setFixedHeight(header.height() + sum(self.table.rowHeight(i) for i in range(self.table.rowCount()))
+                                  + 2 * self.table.frameWidth() + 2)

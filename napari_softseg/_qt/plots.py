@@ -167,11 +167,15 @@ class PRCurvePlot(ThemedCanvas):
         ax = self.axes
         ax.set_xlim(-0.02, 1.02)
         ax.set_ylim(-0.02, 1.02)
-        ax.set_xlabel("recall", fontsize=8)
-        ax.set_ylabel("precision", fontsize=8)
+        ax.set_xlabel("sensitivity (recall)", fontsize=8)
+        ax.set_ylabel("PPV (precision)", fontsize=8)
         (self.curve_line,) = ax.plot([], [], lw=1.5)
+        (self.ticks,) = ax.plot([], [], ls="none", marker="|", ms=6, mew=1.2)
+        self.tick_labels: list = []
         (self.points,) = ax.plot([], [], ls="none", marker="*", ms=12, label="you")
         (self.marker,) = ax.plot([], [], ls="none", marker="o", ms=8, mec="black", animated=True)
+        self.marker_label = ax.annotate("", (0, 0), xytext=(6, 6), textcoords="offset points", fontsize=8,
+                                        fontweight="bold", animated=True, annotation_clip=False)
         self._background = None
         self.restyle_data()
         self.mpl_connect("draw_event", self._on_draw)
@@ -184,15 +188,48 @@ class PRCurvePlot(ThemedCanvas):
         self.marker.set_markeredgecolor(c.text)
         self.points.set_color(c.point)
         self.points.set_markeredgecolor(c.text)
+        self.ticks.set_color(c.text)
+        self.marker_label.set_color(c.text)
+        for text in self.tick_labels:
+            text.set_color(c.text)
 
     def legend_handles(self) -> list:
         return [self.points] if len(self.points.get_xdata()) else []
 
+    def set_axis_labels(self, x: str, y: str) -> None:
+        """Name the axes (e.g. "expected sensitivity" for the annotation-free reference)."""
+        if self.axes.get_xlabel() != x or self.axes.get_ylabel() != y:
+            self.axes.set_xlabel(x, fontsize=8)
+            self.axes.set_ylabel(y, fontsize=8)
+            self.draw_idle()
+
     def set_curve(self, recall: np.ndarray, precision: np.ndarray, title: str = "") -> None:
-        """Draw a new curve (a full redraw; call when the reference changes, never per slider move)."""
+        """Draw a new curve (a full redraw; call when the reference changes, never per slider move).
+
+        A curve on the threshold grid (index ``k`` is ``t = k / (len - 1)``) gets ticks labelled with
+        their threshold at t = 0.1, 0.3, 0.5, 0.7, 0.9.
+        """
+        recall, precision = np.asarray(recall, float), np.asarray(precision, float)
         self.curve_line.set_data(recall, precision)
-        self.axes.set_title(title, fontsize=8, color=self.colors.text)
+        for text in self.tick_labels:
+            text.remove()
+        self.tick_labels = []
+        xs, ys = [], []
+        if recall.size > 10:
+            n = recall.size - 1
+            for t in self.TICKS:
+                k = int(round(t * n))
+                xs.append(recall[k])
+                ys.append(precision[k])
+                self.tick_labels.append(self.axes.annotate(
+                    f"{t:g}", (recall[k], precision[k]), xytext=(-4, -9), textcoords="offset points", fontsize=6,
+                    color=self.colors.text, ha="right",
+                ))
+        self.ticks.set_data(xs, ys)
+        self.axes.set_title(title, fontsize=8, color=self.colors.text, wrap=True)   # long references wrap
         self.draw_idle()
+
+    TICKS = (0.1, 0.3, 0.5, 0.7, 0.9)
 
     def set_points(self, recall, precision) -> None:
         """Extra fixed points (an annotator's mask against the same reference); empty lists clear them."""
@@ -200,26 +237,35 @@ class PRCurvePlot(ThemedCanvas):
         self.update_legend()
         self.draw_idle()
 
-    def set_marker(self, recall: float, precision: float) -> None:
-        """Move the operating-point marker (cheap: the repaint is a throttled blit)."""
+    def set_marker(self, recall: float, precision: float, label: str = "") -> None:
+        """Move the operating-point marker and its label (e.g. ``"t = 0.347"``); a throttled blit."""
         self.marker.set_data([recall], [precision])
+        finite = np.isfinite(recall) and np.isfinite(precision)
+        self.marker_label.set_text(label if finite else "")
+        if finite:
+            self.marker_label.xy = (recall, precision)
+            # keep the label inside the axes: left of the marker near the right edge, below it near the top
+            self.marker_label.set_horizontalalignment("right" if recall > 0.7 else "left")
+            self.marker_label.set_verticalalignment("top" if precision > 0.85 else "bottom")
+            self.marker_label.set_position((-6 if recall > 0.7 else 6, -6 if precision > 0.85 else 6))
         self._blit_throttled()
 
     def _on_draw(self, event=None) -> None:
         # full redraws exclude the animated marker: keep that picture and put the marker on top
         self._background = self.copy_from_bbox(self.figure.bbox)
         self.figure.draw_artist(self.marker)
+        self.figure.draw_artist(self.marker_label)
 
     def _blit_marker(self) -> None:
         if self._background is None or _deleted(self) or not self.isVisible():
             return
         self.restore_region(self._background)
         self.figure.draw_artist(self.marker)
+        self.figure.draw_artist(self.marker_label)
         # Like FigureCanvasQTAgg.blit, but asking Qt for an *asynchronous* update of the rectangle: a
         # synchronous repaint() makes Qt compose the whole main window (it holds napari's OpenGL canvas)
         # once more per move; update() lets that happen once, together with the canvas repaint.
-        left, bottom, width, height = (int(v / self.device_pixel_ratio) for v in self.axes.bbox.bounds)
-        self.update(left, self.rect().height() - bottom - height, width + 1, height + 1)
+        self.update()   # the label may reach outside the axes: the whole (small) canvas, asynchronously
 
     def flush(self) -> None:
         """Run a pending throttled marker repaint now (tests, benchmarks)."""
@@ -232,7 +278,7 @@ class ReliabilityPlot(ThemedCanvas):
     legend_loc = "upper left"
 
     def __init__(self, viewer=None):
-        super().__init__(viewer, height=240)
+        super().__init__(viewer, height=300)
         ax = self.axes
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
@@ -251,6 +297,21 @@ class ReliabilityPlot(ThemedCanvas):
 
     def legend_handles(self) -> list:
         return list(self.series)
+
+    def update_legend(self) -> None:
+        """The legend goes below the axes (outside them), so it never covers the curves."""
+        for legend in list(self.figure.legends):
+            legend.remove()
+        legend = self.axes.get_legend()
+        if legend is not None:
+            legend.remove()
+        handles = self.legend_handles()
+        if not handles:
+            return
+        legend = self.figure.legend(handles=handles, fontsize=6, loc="outside lower center",
+                                    ncol=min(3, len(handles)), frameon=False)
+        for text in legend.get_texts():
+            text.set_color(self.colors.text)
 
     def plot(self, curves: list[tuple[str, dict]]) -> None:
         """Draw one line per ``(label, reliability dict)``; the first is drawn thicker (the soft label).

@@ -28,6 +28,7 @@ from napari.utils.colormaps import DirectLabelColormap
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QBrush, QColor, QFont
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QGroupBox,
@@ -62,8 +63,12 @@ from napari_softseg._qt.background import ComputeStatus, LatestJob
 from napari_softseg._qt.notifications import notify_exception, show_warning
 from napari_softseg._qt.plots import PRCurvePlot
 from napari_softseg._qt.selection import (
-    EDIT_DEBOUNCE_MS, HELPER_KEY, LayerInputs, ReferencePicker, is_helper, scroll_layout, shared_threshold,
+    relax_combos,
+    EDIT_DEBOUNCE_MS, HELPER_KEY, LayerInputs, ReferencePicker, connect_while_alive, is_helper, same_layer,
+    scroll_layout,
 )
+from napari_softseg.analysis.consensus import RULE, RULE_DETAIL
+from napari_softseg.layers import format_threshold
 
 ANNOTATION_NAME = "my annotation"
 HIGHLIGHT = QColor(60, 160, 90, 110)   # translucent green: readable on dark and light themes
@@ -131,25 +136,40 @@ class RaterComparison(QWidget):
         self.annotation_point = None            # OperatingPoint of the annotator's mask
         self.disagreement_layer = None
         self._annotation_layer = None
-        self._shared = shared_threshold(napari_viewer)
 
         self.inputs = LayerInputs(napari_viewer)
+        self.analysis = self.inputs.session        # the viewer's shared analysis state
         self.threshold_spin = QDoubleSpinBox()
         self.threshold_spin.setRange(0.0, 1.0)
         self.threshold_spin.setDecimals(3)
         self.threshold_spin.setSingleStep(1.0 / GRID)
         self.threshold_spin.setKeyboardTracking(False)
-        self.threshold_spin.setValue(self._shared.value)
+        self.threshold_spin.setValue(self.analysis.threshold)
         self.threshold_spin.setToolTip("The model's threshold (shared with the Threshold explorer)")
         self.table = QTableWidget(0, 3)
-        self.table.setHorizontalHeaderLabels(["rater", "rater vs others", "model vs same"])
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.setHorizontalHeaderLabels(["rater", "rater vs rest", "model vs rest"])
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for column in (1, 2):
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
+        for column, tip in ((1, "Dice of the rater against the consensus of the other raters"),
+                            (2, "Dice of the model's mask p ≥ t against that same consensus")):
+            self.table.horizontalHeaderItem(column).setToolTip(tip)
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.setToolTip(
-            "Dice against the consensus of the other raters (at least half of them); the better of rater "
+            f"Dice against the consensus of the other raters ({RULE_DETAIL}); the better of rater "
             "and model is highlighted"
         )
+        self.rule_label = QLabel(f"rest = consensus of the other raters: {RULE}")
+        self.rule_label.setWordWrap(True)
+        self.role_check = QCheckBox("annotator layout (raters outlined)")
+        self.role_check.setToolTip("Show each rater as a one-voxel outline in its own colour (legend below); "
+                                   "the clinician layout hides them")
+        self.rater_legend = QLabel()
+        self.rater_legend.setWordWrap(True)
+        self.rater_legend.setTextFormat(Qt.TextFormat.RichText)
         self.summary = QLabel()
         self.summary.setWordWrap(True)
 
@@ -170,43 +190,54 @@ class RaterComparison(QWidget):
         self.job = LatestJob(self, "Rater comparison", self.status)
         self.annotation_job = LatestJob(self, "Rater comparison", self.annotation_status)
         self._build_layout()
+        relax_combos(self)
 
         self._schedule_annotation = qdebounced(self.refresh_annotation, timeout=EDIT_DEBOUNCE_MS)
         self.inputs.changed.connect(self.rebuild)
         self.inputs.edited.connect(self.rebuild)
         self.job.busy_changed.connect(self._update_enabled)
-        self.threshold_spin.valueChanged.connect(self._shared.set)
-        self._shared.changed.connect(self._on_threshold)
+        self.threshold_spin.valueChanged.connect(lambda v: setattr(self.analysis, "threshold", v))
+        connect_while_alive(self, self.analysis.threshold_changed, self._on_threshold)
+        connect_while_alive(self, self.analysis.role_changed, self._on_role)
+        self.role_check.toggled.connect(
+            lambda on: setattr(self.analysis, "role", "annotator" if on else "clinician"))
+        self.inputs.changed.connect(self._update_rater_legend)
         self.add_button.clicked.connect(self.add_annotation_layer)
-        self.refresh_button.clicked.connect(self.refresh)
+        self.refresh_button.clicked.connect(lambda *_: self.refresh())
         self.annotation_combo.currentIndexChanged.connect(self._on_annotation_changed)
         napari_viewer.layers.events.inserted.connect(self._fill_annotations)
         napari_viewer.layers.events.removed.connect(self._on_layer_removed)
         self._annotation_layers: list = []
         self._annotation_reference: Reference | None = None
+        self.role_check.setChecked(self.analysis.role == "annotator")
+        self._update_rater_legend()
         self.rebuild()
 
     def _build_layout(self) -> None:
         layout = scroll_layout(self)
         layout.addWidget(self.inputs)
+        layout.addWidget(self.role_check)
+        layout.addWidget(self.rater_legend)
         row = QHBoxLayout()
-        row.addWidget(QLabel("model threshold"))
+        row.addWidget(QLabel("model threshold t"))
         row.addWidget(self.threshold_spin)
         row.addStretch(1)
         layout.addLayout(row)
         layout.addWidget(self.status)
         layout.addWidget(self.table)
+        layout.addWidget(self.rule_label)
         layout.addWidget(self.summary)
         box = QGroupBox("you (annotator)")
         inner = QVBoxLayout(box)
-        row = QHBoxLayout()
-        row.addWidget(self.annotation_combo, 1)
-        row.addWidget(self.add_button)
-        inner.addLayout(row)
+        inner.addWidget(self.annotation_combo)
+        inner.addWidget(self.add_button)
         row = QHBoxLayout()
         row.addWidget(QLabel("against"))
         row.addWidget(self.reference_combo, 1)
+        inner.addLayout(row)
+        row = QHBoxLayout()
         row.addWidget(self.k_spin)
+        row.addStretch(1)
         row.addWidget(self.refresh_button)
         inner.addLayout(row)
         inner.addWidget(self.annotation_status)
@@ -219,7 +250,7 @@ class RaterComparison(QWidget):
     # -- public ------------------------------------------------------------------------------------
     @property
     def threshold(self) -> float:
-        return snap(self._shared.value)
+        return snap(self.analysis.threshold)
 
     @property
     def ready(self) -> bool:
@@ -228,7 +259,7 @@ class RaterComparison(QWidget):
 
     def set_threshold(self, threshold: float) -> None:
         """Set the shared threshold (the explorer follows)."""
-        self._shared.set(snap(threshold))
+        self.analysis.threshold = snap(threshold)
 
     def annotation_layer(self):
         """The chosen annotation layer, or None."""
@@ -236,7 +267,8 @@ class RaterComparison(QWidget):
         return self._annotation_layers[i] if 0 <= i < len(self._annotation_layers) else None
 
     def set_annotation_layer(self, layer) -> None:
-        self.annotation_combo.setCurrentIndex(self._annotation_layers.index(layer))
+        self.annotation_combo.setCurrentIndex(
+            next(i for i, cand in enumerate(self._annotation_layers) if same_layer(cand, layer)))
 
     def set_reference(self, reference: Reference) -> None:
         """Reference for the annotator's point: a consensus (``k``), the soft label or a rater."""
@@ -250,7 +282,30 @@ class RaterComparison(QWidget):
 
     def refresh(self) -> None:
         """Re-read the layers and recompute everything (the Refresh button)."""
+        self.analysis.invalidate()
         self.rebuild()
+
+    def _on_role(self, role: str) -> None:
+        self.role_check.blockSignals(True)
+        self.role_check.setChecked(role == "annotator")
+        self.role_check.blockSignals(False)
+        from napari_softseg._qt.threshold_explorer import apply_role
+
+        apply_role(self.viewer, role)
+        self._update_rater_legend()
+
+    def _update_rater_legend(self, *args) -> None:
+        """One coloured swatch per chosen rater, in its outline colour (the annotator layout's legend)."""
+        items = []
+        for layer in self.inputs.rater_layers():
+            try:
+                rgba = np.asarray(layer.colormap.map(np.array([1])))[0]
+                color = QColor.fromRgbF(*(float(c) for c in rgba[:3])).name()
+            except Exception:  # noqa: BLE001 - a colormap without label 1: no swatch
+                color = "#888888"
+            items.append(f'<span style="color:{color}; font-size:14px">■</span>&nbsp;{layer.name}')
+        self.rater_legend.setText("&nbsp;&nbsp; ".join(items))
+        self.rater_legend.setVisible(bool(items) and self.analysis.role == "annotator")
 
     # -- building ----------------------------------------------------------------------------------
     def rebuild(self) -> None:
@@ -274,8 +329,11 @@ class RaterComparison(QWidget):
             self.references.clear()
             self._on_reference_changed()
             return
-        self.session = ThresholdSession(
-            inputs.prediction, inputs.masks, spacing=inputs.spacing, rater_names=inputs.rater_names
+        from napari_softseg._qt.threshold_explorer import inputs_key
+
+        self.session = self.analysis.set_inputs(
+            inputs.prediction, inputs.masks, spacing=inputs.spacing, rater_names=inputs.rater_names,
+            key=inputs_key(inputs, self.inputs.data_print),
         )
         self._table_ready = self.session.n_raters < 2
         self._fill_references(*previous)
@@ -301,7 +359,7 @@ class RaterComparison(QWidget):
             self.rows, self._loo_curves = out["rows"], out["loo"]
             self._table_ready = True
         if reference is not None:
-            session.add_curve(reference, out["curve"])
+            self.analysis.add_curve(session, reference, out["curve"])
             self._show_curve(reference)
         self._show_table()
         self._update_annotation_label()
@@ -342,14 +400,17 @@ class RaterComparison(QWidget):
             mean_m = float(np.mean([v[2] for v in values]))
             self._set_row(len(values), "mean", mean_r, mean_m, bold)
             self.summary.setText(
-                f"At threshold {self.threshold:.3f} the model matches the other raters' consensus at least as "
-                f"well as the left-out rater for {model_wins} of {len(values)} raters."
+                f"At t = {format_threshold(self.threshold)} the model matches the other raters' consensus at least "
+                f"as well as the left-out rater for {model_wins} of {len(values)} raters."
             )
         elif self.session is not None and not self._table_ready:
             self.summary.setText("Computing each rater against the consensus of the others …")
         elif self.session is not None:
             self.summary.setText("The table needs at least 2 rater layers.")
         self.table.resizeRowsToContents()
+        self.table.resizeColumnsToContents()
+        header = self.table.horizontalHeader()
+        self.table.setMinimumWidth(sum(header.sectionSizeHint(c) for c in range(3)) + 2 * self.table.frameWidth() + 8)
         self.table.setFixedHeight(
             self.table.horizontalHeader().height() + sum(self.table.rowHeight(i) for i in range(self.table.rowCount())) + 4
         )
@@ -379,7 +440,7 @@ class RaterComparison(QWidget):
             self._show_table()
         if self.session is not None and self._curve_ready:
             op = self.session.at(value)
-            self.plot.set_marker(op.recall, op.precision)
+            self.plot.set_marker(op.recall, op.precision, f"t = {format_threshold(value)}")
             self._update_annotation_label()
 
     # -- annotator ---------------------------------------------------------------------------------
@@ -396,12 +457,14 @@ class RaterComparison(QWidget):
         self.annotation_combo.blockSignals(True)
         self.annotation_combo.clear()
         self.annotation_combo.addItems(["(none)", *[layer.name for layer in layers]])
-        if current in layers:
-            self.annotation_combo.setCurrentIndex(self._annotation_layers.index(current))
+        index = next((i for i, cand in enumerate(self._annotation_layers) if same_layer(cand, current)), None)
+        if index is not None:
+            self.annotation_combo.setCurrentIndex(index)
         elif layers and softseg_layers.kind_of(layers[0]) == "annotation":
             self.annotation_combo.setCurrentIndex(1)
         self.annotation_combo.blockSignals(False)
-        if self.annotation_layer() is not self._annotation_layer:
+        if not same_layer(self.annotation_layer(), self._annotation_layer) and (
+                self.annotation_layer() is not None or self._annotation_layer is not None):
             self._on_annotation_changed()
 
     def add_annotation_layer(self):
@@ -431,7 +494,7 @@ class RaterComparison(QWidget):
 
     def _on_annotation_changed(self, *args) -> None:
         old, new = self._annotation_layer, self.annotation_layer()
-        if old is new:
+        if same_layer(old, new) or (old is None and new is None):
             return
         if old is not None:
             for emitter in (old.events.paint, old.events.data):
@@ -479,7 +542,7 @@ class RaterComparison(QWidget):
         curve = session.curve
         self.plot.set_curve(curve.recall, curve.precision, f"model vs {session.describe_reference()}")
         op = session.at(self.threshold)
-        self.plot.set_marker(op.recall, op.precision)
+        self.plot.set_marker(op.recall, op.precision, f"t = {format_threshold(self.threshold)}")
 
     def refresh_annotation(self) -> None:
         """Recompute the annotator's PR point and the disagreement map from the annotation layer.
@@ -527,26 +590,26 @@ class RaterComparison(QWidget):
             return
         volume = "" if op.volume_ml is None else f", volume {op.volume_ml:.2f} mL"
         text = (
-            f"You vs {self.session.describe_reference(self._annotation_reference)}: precision {op.precision:.3f}, "
-            f"recall {op.recall:.3f}, Dice {op.dice:.3f}{volume}."
+            f"You vs {self.session.describe_reference(self._annotation_reference)}: PPV {op.precision:.3f}, "
+            f"sensitivity {op.recall:.3f}, Dice {op.dice:.3f}{volume}."
         )
         if self._curve_ready and self.session.reference == self._annotation_reference:
             model = self.session.at(self.threshold)
             text += (
-                f" Model at {self.threshold:.3f}: precision {model.precision:.3f}, recall {model.recall:.3f}, "
-                f"Dice {model.dice:.3f}."
+                f" Model at t = {format_threshold(self.threshold)}: PPV {model.precision:.3f}, "
+                f"sensitivity {model.recall:.3f}, Dice {model.dice:.3f}."
             )
         self.annotation_label.setText(text)
 
     def _set_disagreement(self, data, annotation=None, k: int = 0) -> None:
         if data is None:
-            if self.disagreement_layer is not None and self.disagreement_layer in self.viewer.layers:
+            if self.disagreement_layer is not None and self._alive(self.disagreement_layer):
                 self.viewer.layers.remove(self.disagreement_layer)
             self.disagreement_layer = None
             self.legend.setText("")
             return
         n = self.session.n_raters
-        if self.disagreement_layer is None or self.disagreement_layer not in self.viewer.layers:
+        if self.disagreement_layer is None or not self._alive(self.disagreement_layer):
             soft = self.inputs.soft_layer()
             active = self.viewer.layers.selection.active
             colors = {None: (0, 0, 0, 0), **agreement_colors(n)}
@@ -557,20 +620,23 @@ class RaterComparison(QWidget):
                 rotate=soft.rotate, shear=soft.shear,
             )
             self.disagreement_layer.editable = False
-            if active is not None and active in self.viewer.layers:
+            if active is not None and self._alive(active):
                 self.viewer.layers.selection.active = active
         else:
             self.disagreement_layer.data = data
         s = summarize(annotation, data, n)
         per = ", ".join(f"{c:,} where {a} agree" for a, c in enumerate(s.by_agreeing) if c)
         self.legend.setText(
-            f"Disagreement map vs consensus ({k} of {n}): {s.extra:,} voxels only you marked, {s.missed:,} "
+            f"Disagreement map vs the consensus ({k} of {n} raters): {s.extra:,} voxels only you marked, {s.missed:,} "
             f"you left out ({per or 'none'}). Red: no rater agrees with you → green: most raters do."
         )
 
+    def _alive(self, layer) -> bool:
+        return any(same_layer(layer, other) for other in self.viewer.layers)
+
     def _on_layer_removed(self, event) -> None:
-        if event.value is self.disagreement_layer:
+        if same_layer(event.value, self.disagreement_layer):
             self.disagreement_layer = None
-        if event.value is self._annotation_layer:
+        if same_layer(event.value, self._annotation_layer):
             self._set_disagreement(None)
         self._fill_annotations()

@@ -50,6 +50,7 @@ from qtpy.QtWidgets import (
 
 from napari_softseg import layers as L
 from napari_softseg._qt.notifications import describe_exception, notify_exception, show_info
+from napari_softseg._qt.selection import relax_combos
 from napari_softseg._qt.workers import ProgressTask, is_alive, run_progress
 from napari_softseg.errors import SoftsegError
 from napari_softseg.progress import Progress
@@ -96,6 +97,7 @@ class SegmentationWidget(QWidget):
         self._build_ui()
         self._fill_models()
         self._fill_devices()
+        relax_combos(self)
         events = self.viewer.layers.events
         for event in (events.inserted, events.removed, events.reordered):
             event.connect(self._refresh_layers)
@@ -136,7 +138,7 @@ class SegmentationWidget(QWidget):
         self.sigma_spin.setSuffix(" mm")
         soft_form.addRow("Sigma", self.sigma_spin)
         self.soft_button = QPushButton("Build soft label")
-        self.soft_button.clicked.connect(self.build_soft_label)
+        self.soft_button.clicked.connect(lambda *_: self.build_soft_label())
         soft_form.addRow(self.soft_button)
         layout.addWidget(soft_box)
 
@@ -147,7 +149,7 @@ class SegmentationWidget(QWidget):
         self.model_combo.currentTextChanged.connect(self._on_model_changed)
         row.addWidget(self.model_combo, 1)
         self.browse_button = QPushButton("Browse…")
-        self.browse_button.clicked.connect(self._browse_model)
+        self.browse_button.clicked.connect(lambda *_: self._browse_model())
         row.addWidget(self.browse_button)
         model_form.addRow("Model", row)
         self.model_info = QLabel("")
@@ -176,11 +178,11 @@ class SegmentationWidget(QWidget):
 
         buttons = QHBoxLayout()
         self.predict_button = QPushButton("Predict")
-        self.predict_button.clicked.connect(self.predict)
+        self.predict_button.clicked.connect(lambda *_: self.predict())
         self.train_button = QPushButton("Train")
-        self.train_button.clicked.connect(self.train)
+        self.train_button.clicked.connect(lambda *_: self.train())
         self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.clicked.connect(self.cancel)
+        self.cancel_button.clicked.connect(lambda *_: self.cancel())
         self.cancel_button.setEnabled(False)
         for b in (self.predict_button, self.train_button, self.cancel_button):
             buttons.addWidget(b)

@@ -7,8 +7,10 @@
   Edits of the chosen layers (paint strokes in a rater layer, new data in any of them) are reported by
   its ``edited`` signal once the user pauses (:data:`EDIT_DEBOUNCE_MS`), so the docks recompute on their
   own instead of waiting for a Refresh.
-* :func:`shared_threshold` — one threshold per viewer that the docks share, so the rater comparison
-  scores the model at the threshold the clinician chose in the explorer.
+* :func:`analysis_session` — one Qt-free :class:`~napari_softseg.analysis.session.AnalysisSession` per
+  viewer that every dock is a view of: the chosen layers (one choice, shown by each dock's picker), the
+  threshold, the reference and the PR-curve cache, so the rater comparison scores the model at the
+  threshold the clinician chose in the explorer and a curve is built once for all docks.
 * :func:`scroll_layout` — the docks' content scrolls instead of being squeezed in a short dock.
 * Helper layers the docks add (threshold overlay, contour, disagreement map) are tagged with
   :data:`HELPER_KEY` in their metadata and never offered as inputs.
@@ -36,6 +38,7 @@ from qtpy.QtWidgets import (
 from superqt.utils import qdebounced
 
 from napari_softseg import layers as softseg_layers
+from napari_softseg.analysis.session import AnalysisSession
 from napari_softseg.errors import SoftsegError
 
 #: Metadata key marking layers made by the analysis docks (value: what the layer is).
@@ -128,7 +131,7 @@ def check_soft_map(layer) -> np.ndarray:
     if layer is None:
         raise SoftsegError("no soft map: open a prediction or soft label (an Image layer with values 0–1)")
     if not isinstance(layer, Image):
-        raise SoftsegError(f"layer {layer.name!r} is a {type(layer).__name__} layer; pick an Image layer")
+        raise SoftsegError(f"layer {layer.name!r} is a {softseg_layers.layer_type(layer).capitalize()} layer; pick an Image layer")
     if layer.rgb or layer.multiscale:
         raise SoftsegError(f"layer {layer.name!r} is RGB or multiscale; pick a single-channel soft map")
     data = np.asarray(layer.data)
@@ -152,7 +155,7 @@ def read_masks(rater_layers: list, shape: tuple[int, ...]) -> np.ndarray | None:
         return None
     for layer in rater_layers:
         if not isinstance(layer, Labels):
-            raise SoftsegError(f"layer {layer.name!r} is a {type(layer).__name__} layer; raters must be Labels")
+            raise SoftsegError(f"layer {layer.name!r} is a {softseg_layers.layer_type(layer).capitalize()} layer; raters must be Labels")
         if tuple(layer.data.shape) != tuple(shape):
             raise SoftsegError(
                 f"rater layer {layer.name!r} has shape {tuple(layer.data.shape)}, the soft map {tuple(shape)}"
@@ -175,6 +178,8 @@ class LayerInputs(QWidget):
     def __init__(self, viewer, parent=None):
         super().__init__(parent)
         self.viewer = viewer
+        #: The viewer's shared analysis state: the layer choice made here is every dock's choice.
+        self.session = analysis_session(viewer)
         self.soft_combo = QComboBox()
         self.soft_combo.setToolTip("Soft map to browse: a prediction or soft label (values 0–1)")
         self.rater_list = QListWidget()
@@ -186,15 +191,18 @@ class LayerInputs(QWidget):
         form.addRow("raters", self.rater_list)
         self._layers: list = []        # soft map candidates shown in the combo
         self._raters: list = []        # rater candidates shown in the list
-        self._choice: dict[int, bool] = {}  # rater layer id -> checked, for layers the user (un)checked
+        # rater layer id -> checked, for layers the user (un)checked; shared by every dock of the viewer
+        self._choice: dict[int, bool] = self.session.rater_choice
         self._updating = False
         self._watched: list = []       # layers whose edits are reported by ``edited``
+        self._print: tuple = ()        # their data's identity and checksum when last reported
         self._edited_later = qdebounced(self._emit_edited, timeout=EDIT_DEBOUNCE_MS)
         self.soft_combo.currentIndexChanged.connect(self._on_soft_changed)
         self.rater_list.itemChanged.connect(self._on_rater_item)
         viewer.layers.events.inserted.connect(self._on_layers_changed)
         viewer.layers.events.removed.connect(self._on_layers_changed)
         viewer.layers.events.reordered.connect(self._on_layers_changed)
+        connect_while_alive(self, self.session.selection_changed, self._follow_session)
         self.refresh()
 
     # -- public ------------------------------------------------------------------------------------
@@ -205,7 +213,7 @@ class LayerInputs(QWidget):
 
     def set_soft_layer(self, layer) -> None:
         """Choose ``layer`` as the soft map (must be a listed candidate)."""
-        self.soft_combo.setCurrentIndex(self._layers.index(layer))
+        self.soft_combo.setCurrentIndex(self._index_of(layer))
 
     def rater_layers(self) -> list:
         """The checked rater layers, in list order."""
@@ -216,7 +224,8 @@ class LayerInputs(QWidget):
 
     def set_rater_checked(self, layer, checked: bool) -> None:
         """Check or uncheck one rater layer."""
-        self.rater_list.item(self._raters.index(layer)).setCheckState(
+        index = next(i for i, cand in enumerate(self._raters) if same_layer(cand, layer))
+        self.rater_list.item(index).setCheckState(
             Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked
         )
 
@@ -242,20 +251,49 @@ class LayerInputs(QWidget):
 
     def refresh(self) -> None:
         """Re-list the viewer's layers, keeping the current choices where they still exist."""
-        current = self.soft_layer()
-        before = (current, self.rater_layers())
+        current = self.session.soft_layer if self.session.soft_layer is not None else self.soft_layer()
+        before = self._selection_key()
         self._updating = True
         try:
             self._layers = soft_map_candidates(self.viewer)
             self.soft_combo.clear()
             self.soft_combo.addItems([layer.name for layer in self._layers])
-            if current in self._layers:
-                self.soft_combo.setCurrentIndex(self._layers.index(current))
+            index = self._index_of(current)
+            if index is not None:
+                self.soft_combo.setCurrentIndex(index)
             self._fill_raters()
         finally:
             self._updating = False
         self._watch()
-        if (self.soft_layer(), self.rater_layers()) != before:
+        self._publish()
+        if self._selection_key() != before:
+            self.changed.emit()
+
+    def _index_of(self, layer) -> int | None:
+        return next((i for i, cand in enumerate(self._layers) if same_layer(cand, layer)), None)
+
+    def _selection_key(self) -> tuple:
+        return (id(unwrapped(self.soft_layer())), tuple(id(unwrapped(r)) for r in self.rater_layers()))
+
+    def _publish(self) -> None:
+        """Make this dock's choice the viewer's choice (the other docks follow)."""
+        self.session.select(self.soft_layer(), self.rater_layers())
+
+    def _follow_session(self) -> None:
+        """Another dock changed the choice: show the same soft map and raters here."""
+        if self._updating:
+            return
+        before = self._selection_key()
+        index = self._index_of(self.session.soft_layer)
+        self._updating = True
+        try:
+            if index is not None and index != self.soft_combo.currentIndex():
+                self.soft_combo.setCurrentIndex(index)
+            self._fill_raters()
+        finally:
+            self._updating = False
+        if self._selection_key() != before:
+            self._watch()
             self.changed.emit()
 
     # -- internals ---------------------------------------------------------------------------------
@@ -276,7 +314,7 @@ class LayerInputs(QWidget):
             layer_task = softseg_layers.task_of(layer)
             same_task = task is None or layer_task is None or layer_task == task
             default = (softseg_layers.kind_of(layer) == "rater" and same_task) or not has_raters
-            checked = self._choice.get(id(layer), default)
+            checked = self._choice.get(id(unwrapped(layer)), default)
             item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
             self.rater_list.addItem(item)
 
@@ -292,31 +330,39 @@ class LayerInputs(QWidget):
         finally:
             self._updating = False
         self._watch()
+        self._publish()
         self.changed.emit()
 
     def _on_rater_item(self, item) -> None:
         if self._updating:
             return
         layer = self._raters[self.rater_list.row(item)]
-        self._choice[id(layer)] = item.checkState() == Qt.CheckState.Checked
+        self._choice[id(unwrapped(layer))] = item.checkState() == Qt.CheckState.Checked
         self._watch()
+        self._publish()
         self.changed.emit()
 
     def _watch(self) -> None:
         """Follow edits of the chosen layers only: the soft map's data, the checked raters' paint and data."""
         self._unwatch()
+        self._print = self._data_print()
         soft = self.soft_layer()
+        # ``set_data`` also fires after an in-place edit + ``layer.refresh()`` (and on re-slicing: the docks
+        # compare a checksum of the data before recomputing anything)
         if soft is not None:
             soft.events.data.connect(self._on_layer_edited)
+            soft.events.set_data.connect(self._on_layer_edited)
             self._watched.append(soft)
         for layer in self.rater_layers():
             layer.events.data.connect(self._on_layer_edited)
+            layer.events.set_data.connect(self._on_layer_edited)
             layer.events.paint.connect(self._on_layer_edited)
             self._watched.append(layer)
 
     def _unwatch(self) -> None:
         for layer in self._watched:
             layer.events.data.disconnect(self._on_layer_edited)
+            layer.events.set_data.disconnect(self._on_layer_edited)
             if isinstance(layer, Labels):
                 layer.events.paint.disconnect(self._on_layer_edited)
         self._watched = []
@@ -324,8 +370,33 @@ class LayerInputs(QWidget):
     def _on_layer_edited(self, event=None) -> None:
         self._edited_later()
 
+    @property
+    def data_print(self) -> tuple:
+        """The chosen layers' data identity and checksums as of the last reported change."""
+        return self._print
+
+    def _data_print(self) -> tuple:
+        """What the chosen layers hold: each array's identity and CRC-32 (an in-place edit changes it)."""
+        import zlib
+
+        out = []
+        for layer in [self.soft_layer(), *self.rater_layers()]:
+            if layer is None:
+                continue
+            data = layer.data
+            try:
+                a = np.ascontiguousarray(data)
+                out.append((id(data), zlib.crc32(memoryview(a).cast("B")) if a.size else 0))
+            except (TypeError, ValueError):   # not an in-memory array: identity only
+                out.append((id(data), None))
+        return tuple(out)
+
     def _emit_edited(self) -> None:
         try:
+            new = self._data_print()
+            if new == self._print:       # re-slicing, or an edit that changed nothing
+                return
+            self._print = new
             self.edited.emit()
         except RuntimeError:     # the widget was deleted while the timer ran
             pass
@@ -338,34 +409,34 @@ class LayerInputs(QWidget):
         self._unwatch()
 
 
-class SharedThreshold(QObject):
-    """The threshold the analysis docks of one viewer share.
+_SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-    Signals:
-        changed(float): The threshold changed.
+
+def unwrapped(obj):
+    """The napari object behind the ``PublicOnlyProxy`` napari hands to plugin docks (else ``obj``)."""
+    return getattr(obj, "__wrapped__", obj)
+
+
+def same_layer(a, b) -> bool:
+    """Whether ``a`` and ``b`` are the same layer (proxies of it included); ``None`` is no layer."""
+    return a is not None and b is not None and unwrapped(a) is unwrapped(b)
+
+
+def analysis_session(viewer) -> AnalysisSession:
+    """The :class:`~napari_softseg.analysis.session.AnalysisSession` of ``viewer`` (made on first use).
+
+    Every dock of one viewer gets the same session, whether napari passed it the viewer or a proxy of it.
     """
-
-    changed = Signal(float)
-
-    def __init__(self):
-        super().__init__()
-        self.value = 0.5
-
-    def set(self, value: float) -> None:
-        value = float(value)
-        if value != self.value:
-            self.value = value
-            self.changed.emit(value)
+    key = unwrapped(viewer)
+    if key not in _SESSIONS:
+        _SESSIONS[key] = AnalysisSession()
+    return _SESSIONS[key]
 
 
-_SHARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def shared_threshold(viewer) -> SharedThreshold:
-    """The :class:`SharedThreshold` of ``viewer`` (made on first use)."""
-    if viewer not in _SHARED:
-        _SHARED[viewer] = SharedThreshold()
-    return _SHARED[viewer]
+def connect_while_alive(widget: QObject, signal, slot) -> None:
+    """Connect a psygnal ``signal`` of the session to ``slot`` until ``widget`` is destroyed."""
+    signal.connect(slot)
+    widget.destroyed.connect(lambda *_: signal.disconnect(slot))
 
 
 class _VerticalScrollArea(QScrollArea):
@@ -381,6 +452,14 @@ class _VerticalScrollArea(QScrollArea):
     def sizeHint(self) -> QSize:
         inner = self.widget().sizeHint() if self.widget() is not None else QSize(0, 0)
         return QSize(inner.width() + self._extra(), inner.height())
+
+
+def relax_combos(root: QWidget, min_chars: int = 10) -> None:
+    """Let every combo box under ``root`` shrink below its longest entry (elided), so no dock is forced
+    wider than its column; the full text stays in the drop-down list and the tooltip."""
+    for combo in root.findChildren(QComboBox):
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(min_chars)
 
 
 def scroll_layout(widget: QWidget) -> QVBoxLayout:
@@ -414,12 +493,27 @@ class ReferencePicker:
         self.combo = QComboBox()
         self.combo.setToolTip("What the soft map is compared with")
         self.k_spin = QSpinBox()
+        from napari_softseg.analysis.consensus import RULE_DETAIL
+
         self.k_spin.setPrefix("k = ")
-        self.k_spin.setToolTip("Consensus: voxels marked by at least k of the raters")
+        self.k_spin.setToolTip(f"Consensus: voxels marked by at least k of the raters (default: {RULE_DETAIL})")
+        self.k_spin.setSuffix(" of 10")
+        # wide enough for "k = 10 of 10" plus the arrows, whatever the style (never "k = :")
+        self.k_spin.setMinimumWidth(self.k_spin.fontMetrics().horizontalAdvance("k = 10 of 10") + 36)
         self.entries: list = []
+        self.n_raters = 0
         self.soft_first = soft_first
         self.combo.currentIndexChanged.connect(on_changed)
+        self.k_spin.valueChanged.connect(self._describe_consensus)
         self.k_spin.valueChanged.connect(on_changed)
+
+    def _describe_consensus(self, *args) -> None:
+        """The consensus entry names the rule and the current k (e.g. "consensus: at least half … (2 of 4)")."""
+        from napari_softseg.analysis.consensus import describe
+
+        for i, ref in enumerate(self.entries):
+            if ref.kind == "consensus" and self.n_raters:
+                self.combo.setItemText(i, describe(self.n_raters, self.k_spin.value()))
 
     def fill(self, session, previous=None, previous_n: int | None = None) -> None:
         """List the references of ``session``; keep ``previous`` if the number of raters is unchanged."""
@@ -433,11 +527,10 @@ class ReferencePicker:
             entries = [Reference("consensus", k=default_k(n))] + (soft + raters if self.soft_first else raters + soft)
         entries.append(Reference("expected"))
         self.entries = entries
+        self.n_raters = n
         with _signals_blocked(self.combo, self.k_spin):
             self.combo.clear()
-            self.combo.addItems(
-                ["consensus (k of n raters)" if r.kind == "consensus" else session.describe_reference(r) for r in entries]
-            )
+            self.combo.addItems([session.describe_reference(r) for r in entries])
             self.k_spin.setRange(1, max(n, 1))
             self.k_spin.setSuffix(f" of {n}")
             self.k_spin.setValue(default_k(n) if n else 1)
@@ -447,6 +540,7 @@ class ReferencePicker:
                     self.combo.setCurrentIndex(index)
                     if previous.kind == "consensus":
                         self.k_spin.setValue(previous.k)
+        self._describe_consensus()
 
     def clear(self) -> None:
         """No references (no soft map)."""
@@ -491,6 +585,7 @@ class ReferencePicker:
         if reference.kind == "consensus":
             with _signals_blocked(self.k_spin):
                 self.k_spin.setValue(reference.k)
+            self._describe_consensus()
         if index == self.combo.currentIndex():
             return False
         self.combo.setCurrentIndex(index)

@@ -21,7 +21,6 @@ cumulative sums, so any grid threshold afterwards is an O(1) lookup.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -324,7 +323,7 @@ def leave_one_rater_out(
     """Each rater against the consensus of the others, and the model against the same consensus.
 
     The consensus of the other ``R − 1`` raters is the voxels marked by at least half of them
-    (``k = ceil((R − 1) / 2)``); the model's mask is ``p >= threshold``. This makes the paper's claim —
+    (``k = ceil((R − 1) / 2)``, the one rule of :mod:`napari_softseg.analysis.consensus`); the model's mask is ``p >= threshold``. This makes the paper's claim —
     the model matches physicians better than other physicians do — checkable per case.
 
     Returns:
@@ -339,7 +338,9 @@ def leave_one_rater_out(
     if model is not None and model.shape != masks.shape[1:]:
         raise SoftsegError(f"prediction shape {model.shape} does not match masks {masks.shape[1:]}")
     total = masks.sum(axis=0, dtype=np.int32)
-    k = math.ceil((r - 1) / 2)
+    from napari_softseg.analysis.consensus import leave_one_out_k
+
+    k = leave_one_out_k(r)
     rows = []
     for i in range(r):
         others = (total - masks[i]) >= k
@@ -378,7 +379,7 @@ def evaluate_case(
     Returns:
         ``qubiq_score``, ``dice_per_threshold``, ``threshold_rule``, ``ece`` (10 bins vs the mean of
         raters), ``ece_per_rater``, ``raters`` (leave-one-out rows), ``pairwise_dice``, ``operating_point``
-        (vs the majority of raters) and volumes.
+        (vs the consensus: at least half of the raters), ``consensus_rule`` and volumes.
     """
     pred = np.asarray(prediction).astype(np.float32, copy=False)
     masks = np.asarray(masks) != 0
@@ -390,8 +391,9 @@ def evaluate_case(
 
     mean = weighted_mean(masks)
     score, per_t = qubiq_score(pred, masks)
-    majority = 2 * masks.sum(axis=0, dtype=np.int32) > r
-    curve = PRCurve(pred, majority, spacing=spacing)
+    from napari_softseg.analysis.consensus import consensus_mask, describe
+
+    curve = PRCurve(pred, consensus_mask(masks), spacing=spacing)
     op = curve.at(threshold)
     threshold = op.threshold  # one grid threshold for every number below
     t32 = curve.thresholds[curve.index(threshold)]
@@ -409,7 +411,8 @@ def evaluate_case(
             sum(row.model_dice_vs_same > row.dice_vs_others for row in rows) if rows else None
         ),
         "pairwise_dice": pairwise_dice(masks).tolist(),
-        "operating_point_vs_majority": op.as_dict(),
+        "consensus_rule": describe(r),
+        "operating_point_vs_consensus": op.as_dict(),
     }
     if spacing is not None:
         result["volume_ml"] = {

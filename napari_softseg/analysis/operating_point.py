@@ -29,7 +29,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Generator
 from dataclasses import dataclass
 
@@ -88,8 +87,11 @@ class Reference:
             n_raters: Number of raters, for ``kind == "consensus"``.
         """
         if self.kind == "consensus":
-            of = f" of {n_raters}" if n_raters else ""
-            return f"consensus ({self.k}{of} raters)"
+            if n_raters:
+                from napari_softseg.analysis.consensus import describe
+
+                return describe(n_raters, self.k)
+            return f"consensus ({self.k} raters)"
         if self.kind == "rater":
             return rater_names[self.rater] if rater_names else f"rater {self.rater + 1}"
         if self.kind == "soft":
@@ -98,8 +100,13 @@ class Reference:
 
 
 def default_k(n_raters: int) -> int:
-    """Raters needed for a majority consensus: at least half of them (1 of 1 or 2, 2 of 3 or 4, ...)."""
-    return max(1, math.ceil(n_raters / 2))
+    """Raters needed for the consensus: at least half of them (1 of 1 or 2, 2 of 3 or 4, ...).
+
+    The package's one rule, :func:`napari_softseg.analysis.consensus.consensus_k`.
+    """
+    from napari_softseg.analysis.consensus import consensus_k
+
+    return consensus_k(n_raters)
 
 
 def reference_array(reference: Reference, masks: np.ndarray | None) -> np.ndarray | None:
@@ -201,6 +208,11 @@ class ContourView:
     Give it to a viewer layer as data: the viewer indexes it for the one slice it displays, so only that
     slice is thresholded. Change :attr:`threshold` and ask the layer to refresh.
 
+    With ``upsample = f > 1`` the view is ``f`` times finer along the last two axes (nearest-neighbour
+    upsampling of the soft map, then the boundary on that finer grid), so the outline is ``1/f`` of a
+    voxel wide: a thin, crisp line on screen instead of a voxel-wide band. Its layer must then place
+    the finer grid on the soft map (:func:`upsampled_affine`).
+
     Args:
         data: The soft map (not copied).
         threshold: Initial threshold.
@@ -209,22 +221,68 @@ class ContourView:
         outline_volumes: If False, a request spanning more than one plane (what a 3D view asks for) gives an all-zero result without touching the data: a viewer that re-slices a 3D view
             on every threshold change would otherwise outline the whole volume each time.
             ``np.asarray(view)`` always outlines everything.
+        upsample: Integer factor of the finer grid along the last two axes (1: the soft map's own grid).
 
     Example:
         >>> p = np.zeros((2, 5, 5), np.float32); p[:, 1:4, 1:4] = 0.8
         >>> ContourView(p, 0.5)[0].astype(int)[1:4, 1:4].tolist()
         [[1, 1, 1], [1, 0, 1], [1, 1, 1]]
+        >>> ContourView(p, 0.5, upsample=2)[0].astype(int)[2:8, 2].tolist()   # a half-voxel-wide line
+        [1, 1, 1, 1, 1, 1]
+        >>> ContourView(p, 0.5, upsample=2).shape
+        (2, 10, 10)
     """
 
-    def __init__(self, data: np.ndarray, threshold: float = 0.5, planes: int = 2, outline_volumes: bool = True):
+    def __init__(self, data: np.ndarray, threshold: float = 0.5, planes: int = 2, outline_volumes: bool = True,
+                 upsample: int = 1):
         self.data = data
         self.threshold = float(threshold)
         self.planes = planes
         self.outline_volumes = outline_volumes
+        self.upsample = max(1, int(upsample))
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return self.data.shape
+        f = self.upsample
+        shape = tuple(self.data.shape)
+        return shape[:-2] + tuple(n * f for n in shape[-2:]) if f > 1 and len(shape) >= 2 else shape
+
+    def _fine(self, index) -> np.ndarray:
+        """``self.data`` upsampled by :attr:`upsample` along the last two axes, indexed by ``index``."""
+        f = self.upsample
+        if f == 1:
+            return self.data[index]
+        ndim = self.data.ndim
+        index = index if isinstance(index, tuple) else (index,)
+        if any(i is Ellipsis for i in index):
+            at = index.index(Ellipsis)
+            index = index[:at] + (slice(None),) * (ndim - len(index) + 1) + index[at + 1:]
+        index = tuple(index) + (slice(None),) * (ndim - len(index))
+        coarse, fine = [], []
+        for axis, i in enumerate(index):
+            if axis < ndim - 2:
+                coarse.append(i)
+                continue
+            n = self.shape[axis]
+            if isinstance(i, slice):
+                positions = np.arange(n)[i]
+                coarse.append(positions // f)           # fancy index on one axis at a time (below)
+                fine.append(True)
+            else:
+                coarse.append(int(i) % n // f)
+                fine.append(False)
+        # apply the spatial picks one axis at a time (numpy would pair two fancy indices)
+        part = self.data[tuple(coarse[: ndim - 2]) + (slice(None), slice(None))]
+        last = [c for c in coarse[ndim - 2:]]
+        kept_axes = np.ndim(part)
+        for k, pick in enumerate(last):
+            axis = kept_axes - 2 + k
+            if isinstance(pick, np.ndarray):
+                part = np.take(part, pick, axis=axis)
+            else:
+                part = np.take(part, [pick], axis=axis)
+        squeeze = tuple(np.ndim(part) - 2 + k for k, keep in enumerate(fine) if not keep)
+        return np.squeeze(part, axis=squeeze) if squeeze else part
 
     @property
     def dtype(self) -> np.dtype:
@@ -236,17 +294,19 @@ class ContourView:
 
     @property
     def size(self) -> int:
-        return self.data.size
+        return int(np.prod(self.shape))
 
     def __len__(self) -> int:
-        return len(self.data)
+        return self.shape[0]
 
     def __getitem__(self, index) -> np.ndarray:
-        part = self.data[index]
-        # a viewer asks for one plane as a (1, h, w) block: only more than one plane is a volume
-        if not self.outline_volumes and sum(n > 1 for n in np.shape(part)) > self.planes:
-            return np.broadcast_to(np.uint8(0), np.shape(part))
-        return self._outline(part)
+        if not self.outline_volumes:
+            # decide from the result's shape before touching the data
+            # a zero-stride stand-in of the view's shape: indexing it costs nothing
+            shape = np.broadcast_to(np.bool_(False), self.shape)[index].shape
+            if sum(n > 1 for n in shape) > self.planes:
+                return np.broadcast_to(np.uint8(0), shape)
+        return self._outline(self._fine(index))
 
     def _outline(self, part) -> np.ndarray:
         mask = np.asarray(part) >= self.threshold
@@ -257,8 +317,62 @@ class ContourView:
         return out.view(np.uint8)
 
     def __array__(self, dtype=None, copy=None):
-        out = self._outline(self.data)
+        out = self._outline(self._fine((slice(None),) * self.data.ndim))
         return out if dtype is None else out.astype(dtype)
+
+
+def upsampled_affine(factor: int, ndim: int) -> np.ndarray:
+    """Homogeneous matrix from the finer grid of a ``ContourView(upsample=factor)`` to the soft map's indices.
+
+    Fine index ``u`` along each of the last two axes is the point ``(u + 0.5) / factor - 0.5`` of the
+    coarse grid (pixel centres line up); other axes are unchanged.
+
+    >>> upsampled_affine(2, 2)[:2, :].tolist()
+    [[0.5, 0.0, -0.25], [0.0, 0.5, -0.25]]
+    """
+    m = np.eye(ndim + 1)
+    for axis in range(max(0, ndim - 2), ndim):
+        m[axis, axis] = 1.0 / factor
+        m[axis, ndim] = 0.5 / factor - 0.5
+    return m
+
+
+class BandsView(ContourView):
+    """Array-like whose items are the iso-lines of a soft map at several levels (confidence bands).
+
+    ``view[index]`` is 1 on the boundary of ``p >= level`` for any of ``levels`` (one displayed slice at
+    a time, like :class:`ContourView`). The levels do not move with the slider, so a viewer asks for a
+    slice only when the user scrolls.
+
+    Example:
+        >>> p = np.tile(np.linspace(0, 1, 9, dtype=np.float32), (3, 1))
+        >>> BandsView(p, (0.25, 0.75))[1].astype(int).tolist()
+        [0, 0, 1, 0, 0, 0, 1, 0, 0]
+    """
+
+    def __init__(self, data: np.ndarray, levels=(0.1, 0.5, 0.9), planes: int = 2, outline_volumes: bool = True,
+                 upsample: int = 1):
+        super().__init__(data, float(levels[0]), planes=planes, outline_volumes=outline_volumes, upsample=upsample)
+        self.levels = tuple(float(v) for v in levels)
+
+    def _outline(self, part) -> np.ndarray:
+        part = np.asarray(part)
+        out = np.zeros(part.shape, dtype=np.uint8)
+        for level in self.levels:
+            self.threshold = level
+            # the boundary of p >= level inside the region, without the array's own edge
+            outline = super()._outline(part).astype(bool)
+            if part.ndim >= 1:
+                edge = np.zeros(part.shape, dtype=bool)
+                for axis in range(part.ndim - min(self.planes, part.ndim), part.ndim):
+                    index = [slice(None)] * part.ndim
+                    index[axis] = 0
+                    edge[tuple(index)] = True
+                    index[axis] = -1
+                    edge[tuple(index)] = True
+                outline &= ~edge
+            out |= outline
+        return out
 
 
 def mask_operating_point(
@@ -423,7 +537,9 @@ def others_consensus(masks: np.ndarray, rater: int) -> np.ndarray:
     if not 0 <= rater < n:
         raise ValueError(f"there is no rater {rater + 1} (the case has {n})")
     others = np.delete(np.asarray(masks), rater, axis=0)
-    return consensus(others, math.ceil((n - 1) / 2))
+    from napari_softseg.analysis.consensus import leave_one_out_k
+
+    return consensus(others, leave_one_out_k(n))
 
 
 def leave_one_out_curves(

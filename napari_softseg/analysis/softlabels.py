@@ -8,7 +8,8 @@ The soft label of Silva & Oliveira (QUBIQ 2021) is the **mean of the raters' mas
   spacing (spatially varying label smoothing, SVLS). Smoothing each mask before averaging gives the
   same result, because both smoothing and averaging are linear; ``"smoothed-mean"`` and
   ``"smoothed-raters"`` are accepted as names for it.
-- ``"majority"`` — the hard majority vote (more than half of the raters), for comparison.
+- ``"majority"`` — the hard consensus (at least half of the raters, the package's one rule in
+  :mod:`napari_softseg.analysis.consensus`), for comparison.
 - ``"staple"`` — STAPLE's posterior probability of the structure (Warfield et al. 2004): an EM estimate of
   each rater's sensitivity and specificity, so reliable raters weigh more.
 
@@ -69,22 +70,25 @@ def agreement_map(masks: np.ndarray) -> np.ndarray:
     return out
 
 
-def consensus(masks: np.ndarray, k: int) -> np.ndarray:
-    """Voxels marked by at least ``k`` of the ``R`` raters (``bool``).
+def consensus(masks: np.ndarray, k: int | None = None) -> np.ndarray:
+    """Voxels marked by at least ``k`` of the ``R`` raters (``bool``); ``k`` defaults to the package's rule.
+
+    See :func:`napari_softseg.analysis.consensus.consensus_mask` (the one consensus rule).
 
     Raises:
         SoftsegError: ``k`` outside ``1 … R``.
     """
-    masks = _check_masks(masks)
-    if not 1 <= k <= masks.shape[0]:
-        raise SoftsegError(f"consensus needs 1 <= k <= {masks.shape[0]} raters, got k={k}")
-    return agreement_map(masks) >= k
+    from napari_softseg.analysis.consensus import consensus_mask
+
+    return consensus_mask(_check_masks(masks), k)
 
 
 def majority_vote(masks: np.ndarray) -> np.ndarray:
-    """More than half of the raters (``uint8``). With an even count a tie (exactly half) is 0."""
-    masks = _check_masks(masks)
-    return (2 * agreement_map(masks).astype(np.int32) > masks.shape[0]).astype(np.uint8)
+    """The hard consensus label (``uint8``): at least half of the raters (a 2-2 tie counts as marked).
+
+    The same rule as every consensus in the package (:mod:`napari_softseg.analysis.consensus`).
+    """
+    return consensus(masks).astype(np.uint8)
 
 
 def _weights(weights: Sequence[float] | None, n: int) -> np.ndarray:

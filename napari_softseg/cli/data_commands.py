@@ -274,9 +274,9 @@ def format_evaluation(name: str, result: dict) -> str:
     lines.append(f"  QUBIQ score  {result['qubiq_score']:.4f}   (mean Dice over t = 0.1 … 0.9, p > t)")
     lines.append("  Dice per t   " + "  ".join(f"{t}:{d:.3f}" for t, d in result["dice_per_threshold"].items()))
     lines.append(f"  ECE          {result['ece']:.4f}   (10 bins, vs mean of raters)")
-    op = result["operating_point_vs_majority"]
+    op = result["operating_point_vs_consensus"]
     lines.append(
-        f"  at p >= {result['threshold']:g} vs majority: precision {op['precision']:.3f}  recall {op['recall']:.3f}"
+        f"  at p >= {result['threshold']:g} vs {result['consensus_rule']}: precision {op['precision']:.3f}  recall {op['recall']:.3f}"
         f"  Dice {op['dice']:.3f}"
     )
     if result["raters"]:

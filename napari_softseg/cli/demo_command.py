@@ -1,9 +1,15 @@
-"""``softseg demo``: open napari with the demo case, its raters, the model's prediction and every dock.
+"""``softseg demo``: open napari with the demo case, the model's prediction and every dock, laid out for a clinician.
 
 Without a download: the case and the model ship with the package. The prediction is made before the
-window opens (in the terminal, with a progress bar), then the viewer shows the scan, the raters as
-coloured outlines, the soft label (hidden) and the calibrated soft prediction, with the four docks
-(Soft segmentation, Threshold explorer, Rater comparison, Calibration) at threshold 0.5.
+window opens (in the terminal, with a progress bar), then the viewer shows the scan, the calibrated soft
+prediction as a translucent heat map with a colour bar, and ``p ≥ t`` as a crisp cyan outline (raters
+hidden: the clinician layout; the Rater comparison tab's checkbox switches to the annotator layout). The
+four docks are one tabbed column on the right, by role — *Clinician* (Threshold explorer), *Annotator*
+(Rater comparison), *Model* (Soft segmentation, Calibration) — so the canvas keeps most of the window.
+
+The window fits the screen it opens on (at most 1920×1080), and the demo changes none of the user's
+napari settings: napari reads the user's settings file as usual but writes what it would save (window
+geometry, recent files) to a throw-away copy (:func:`isolate_settings`).
 
 ``--screenshot out.png`` renders the whole window to a PNG and exits — also on a machine without a
 display, under Xvfb::
@@ -23,8 +29,51 @@ from napari_softseg.errors import SoftsegError
 
 #: Docks opened by the demo, by their manifest display names.
 DOCKS = ("Soft segmentation", "Threshold explorer", "Rater comparison", "Calibration")
+#: Tab titles of the docks, by role; the tab order is this order (the Clinician tab is shown).
+ROLE_TITLES = {
+    "Threshold explorer": "Clinician",
+    "Rater comparison": "Annotator",
+    "Soft segmentation": "Model",
+    "Calibration": "Model: calibration",
+}
 PLUGIN = "napari-softseg"
-WINDOW_SIZE = (1920, 1280)
+WINDOW_SIZE = (1920, 1080)
+#: Width of the dock column: enough for every dock's content (tested at 1366×768 and 1920×1080).
+DOCK_WIDTH = 440
+
+
+def isolate_settings() -> Path | None:
+    """Let napari read the user's settings but write to a temporary copy; returns the copy's path.
+
+    napari saves the window geometry (and other state) to its settings file when a window closes. The
+    demo sets ``NAPARI_CONFIG`` to a copy of the user's file in a temporary folder before napari is
+    imported, so nothing the demo does reaches the user's settings. Does nothing (returns None) once
+    napari's settings are loaded — the caller must run first.
+    """
+    import shutil
+    import tempfile
+
+    if "napari.settings._napari_settings" in sys.modules:
+        return None
+    source = os.environ.get("NAPARI_CONFIG")
+    if not source:
+        from napari.utils._base import _DEFAULT_CONFIG_PATH
+
+        source = _DEFAULT_CONFIG_PATH
+    folder = Path(tempfile.mkdtemp(prefix="softseg-demo-settings-"))
+    copy = folder / "settings.yaml"
+    if Path(source).is_file():
+        shutil.copyfile(source, copy)
+    os.environ["NAPARI_CONFIG"] = str(copy)
+    import atexit
+
+    atexit.register(shutil.rmtree, folder, True)
+    return copy
+
+
+def fit_window_size(available: tuple[int, int], wanted: tuple[int, int] = WINDOW_SIZE) -> tuple[int, int]:
+    """The demo window's size on a screen whose free area is ``available`` (width, height)."""
+    return min(wanted[0], available[0]), min(wanted[1], available[1])
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -118,8 +167,21 @@ def open_demo(case_path: Path, model_dir: Path, device: str = "auto", *, thresho
 
     tuples = predict_case_layers(case_path, model_dir, device, quiet=quiet)
     viewer = napari.Viewer(title=f"napari-softseg demo — {case_path.name}", show=show)
-    viewer.window._qt_window.resize(*WINDOW_SIZE)
+    window = viewer.window._qt_window
+    screen = window.screen() if hasattr(window, "screen") else None
+    free = screen.availableGeometry() if screen is not None else None
+    size = fit_window_size((free.width(), free.height()) if free is not None else WINDOW_SIZE)
+    if free is not None:
+        # the frame (title bar) comes on top of the client size: keep the whole window on the screen
+        frame = window.frameGeometry().height() - window.geometry().height()
+        size = (size[0], max(480, size[1] - max(frame, 0)))
+    window.resize(*size)
+    if free is not None:
+        window.move(free.x(), free.y())
     L.add_layer_tuples(viewer, tuples, rater_contours=True)
+    for layer in viewer.layers:          # the clinician layout: raters hidden (the Annotator tab shows them)
+        if L.kind_of(layer) == "rater":
+            layer.visible = False
     viewer.scene.camera.orientation2d = ("up", "right")  # anterior at the top of the screen
     prediction = viewer.layers[PREDICTION_NAME]
     guide = next((layer for layer in viewer.layers if L.kind_of(layer) == "soft_label"), prediction)
@@ -138,34 +200,40 @@ def open_demo(case_path: Path, model_dir: Path, device: str = "auto", *, thresho
     segmentation = docks.get("Soft segmentation")
     if segmentation is not None and hasattr(segmentation, "add_model"):
         segmentation.add_model(model_dir, label=f"{model_dir.name} (demo)")
-    try:
-        from napari_softseg._qt.selection import shared_threshold
+    from napari_softseg._qt.selection import analysis_session
 
-        shared_threshold(viewer).set(threshold)
-    except ImportError:
-        pass
+    analysis_session(viewer).threshold = threshold
+    viewer.layers.selection.active = prediction
     viewer.reset_view()
     return viewer, docks
 
 
 def _arrange_docks(viewer, frames: dict) -> None:
-    """Two dock columns: Soft segmentation over Rater comparison, Threshold explorer over Calibration."""
+    """One tabbed dock column on the right, by role; the Clinician tab in front; the canvas gets the rest."""
     from qtpy.QtCore import Qt
 
     window = viewer.window._qt_window
-    left, right = frames.get("Soft segmentation"), frames.get("Threshold explorer")
-    if left is None or right is None:
+    order = [name for name in ROLE_TITLES if name in frames]
+    if not order:
         return
-    window.splitDockWidget(left, right, Qt.Orientation.Horizontal)
-    if "Rater comparison" in frames:
-        window.splitDockWidget(left, frames["Rater comparison"], Qt.Orientation.Vertical)
-    if "Calibration" in frames:
-        window.splitDockWidget(right, frames["Calibration"], Qt.Orientation.Vertical)
-    window.resizeDocks([left, right], [450, 450], Qt.Orientation.Horizontal)
-    for top, bottom, heights in (("Soft segmentation", "Rater comparison", [470, 700]),
-                                 ("Threshold explorer", "Calibration", [560, 610])):
-        if top in frames and bottom in frames:
-            window.resizeDocks([frames[top], frames[bottom]], heights, Qt.Orientation.Vertical)
+    first = frames[order[0]]
+    for name in order:
+        frames[name].setWindowTitle(ROLE_TITLES[name])
+    for name in order[1:]:
+        window.tabifyDockWidget(first, frames[name])
+    width = min(DOCK_WIDTH, max(320, window.width() // 3))
+    window.resizeDocks([first], [width], Qt.Orientation.Horizontal)
+    raise_clinician_tab(frames)
+
+
+def raise_clinician_tab(frames: dict) -> None:
+    """Bring the Clinician tab (Threshold explorer) to the front (also once Qt has laid the tabs out)."""
+    from qtpy.QtCore import QTimer
+
+    frame = frames.get("Threshold explorer")
+    if frame is not None:
+        frame.raise_()
+        QTimer.singleShot(0, frame.raise_)
 
 
 def _world_of_slice(layer, index: int) -> float:
@@ -222,6 +290,7 @@ def run(args: argparse.Namespace) -> int:
     case_path = args.case if args.case is not None else demo_case_path()
     model_dir = args.model if args.model is not None else demo_model_path()
     check_display()
+    isolate_settings()
     import napari
 
     viewer, _ = open_demo(case_path, model_dir, args.device, threshold=args.threshold, show=True)

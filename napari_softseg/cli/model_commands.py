@@ -170,6 +170,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
         disable=args.quiet,
         announce=ANNOUNCED_STAGES,
     )
+    sidecars = write_prediction_sidecars(written, args)
     for path in written:
         print(path)
+    for path in sidecars:
+        print(path)
     return 0
+
+
+def write_prediction_sidecars(written, args: argparse.Namespace) -> list:
+    """The viewer's soft-map sidecar next to each map ``softseg predict`` wrote (one format for CLI and viewer)."""
+    from napari_softseg._writer import write_sidecar
+    from napari_softseg.model.device import resolve_device
+    from napari_softseg.model.model_io import read_config
+
+    config = read_config(args.model)
+    device = resolve_device(args.device)
+    provenance = {
+        "model": str(args.model), "device": device.device, "task": config.task,
+        "temperature": config.temperature, "method": (config.softlabel or {}).get("method"),
+        "input": str(args.input),
+    }
+    return [write_sidecar(path, "prediction", {k: v for k, v in provenance.items() if v is not None})
+            for path in written]

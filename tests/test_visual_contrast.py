@@ -1,0 +1,40 @@
+"""Issue 8's visual target on a shown window: between t = 0.2 and 0.8 the canvas pixels that change do so by
+a median RGB distance >= 120, with the scan still visible — opened the plain napari way (File ▸ Open of a
+case folder and of a `softseg predict` output, Threshold explorer from the Plugins menu)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from napari_softseg.cli import main
+from napari_softseg.sample_data import demo_case_path, demo_model_path
+
+
+def settle(qtbot, ms=400):
+    qtbot.wait(ms)
+
+
+def test_threshold_change_is_unmistakable(make_napari_viewer, qtbot, tmp_path):
+    from _analysis_case import open_dock, wait_ready
+
+    from napari_softseg._qt.fit import threshold_contrast
+
+    out = tmp_path / "case13_prediction.nii.gz"
+    assert main(["predict", str(demo_model_path()), str(demo_case_path() / "image.nii.gz"), "-o", str(out),
+                 "--device", "cpu", "--quiet"]) == 0
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1366, 768)
+    viewer.open(str(demo_case_path()), plugin="napari-softseg")
+    viewer.open(str(out), plugin="napari-softseg")
+    explorer = open_dock(viewer, "Threshold explorer")
+    wait_ready(qtbot, explorer)
+    data = np.asarray(viewer.layers["case13_prediction"].data)
+    viewer.dims.set_current_step(0, int(np.argmax((data >= 0.5).reshape(data.shape[0], -1).sum(1))))
+    settle(qtbot, 800)
+    result = threshold_contrast(viewer, explorer.set_threshold, settle=lambda: settle(qtbot))
+    assert result["changed_pixels"] > 500
+    assert result["median_rgb_distance"] >= 120, result
+    assert result["scan_visibility"] is not None and result["scan_visibility"] > 0.5, result
