@@ -47,15 +47,17 @@ def read_sidecar(path: str | os.PathLike) -> dict:
     """
     import logging
 
+    from napari_softseg.io.files import read_json_object
+
     side = sidecar_path(path)
     if not side.is_file():
         return {}
     try:
-        info = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        logging.getLogger(__name__).warning("%s: ignoring unreadable sidecar", side)
+        info = read_json_object(side, "sidecar", max_bytes=2**20)  # depth- and size-checked before parsing
+    except SoftsegError as exc:
+        logging.getLogger(__name__).warning("%s; ignoring the sidecar", exc)
         return {}
-    return info if isinstance(info, dict) and str(info.get("software", "")).startswith("napari-softseg") else {}
+    return info if str(info.get("software", "")).startswith("napari-softseg") else {}
 
 
 def check_sidecar_writable(path: str | os.PathLike) -> Path:
@@ -109,10 +111,12 @@ def _description(kind: str, provenance: dict) -> str:
 
 
 def _check_sidecar_is_ours(side: Path) -> None:
+    from napari_softseg.io.files import read_json_object
+
     try:
-        old = json.loads(side.read_text(encoding="utf-8"))
-        ours = isinstance(old, dict) and str(old.get("software", "")).startswith("napari-softseg")
-    except (OSError, ValueError):
+        old = read_json_object(side, "sidecar", max_bytes=2**20)
+        ours = str(old.get("software", "")).startswith("napari-softseg")
+    except SoftsegError:
         ours = False
     if not ours:
         raise SoftsegError("exists and was not written by napari-softseg; not replacing it", side)

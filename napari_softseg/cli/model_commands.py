@@ -12,6 +12,9 @@ import shlex
 import sys
 from pathlib import Path
 
+from napari_softseg.cli import (BASE_CHANNELS_MAX, BATCH_MAX, PATCH_MAX, SEED_MAX, SIGMA_MM_MAX, TILE_MAX, TILE_MIN,
+                                float_in, int_in)
+
 EXIT_INTERRUPTED = 130
 #: Stages whose messages are printed as lines rather than shown as bars.
 ANNOUNCED_STAGES = ("device",)
@@ -36,14 +39,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--out", required=True, metavar="MODEL_DIR", help="model folder to write")
     p.add_argument("--task", type=int, help="task number (default 1)")
     p.add_argument("--softlabel", choices=sorted(set(METHODS) | set(ALIASES)), help="soft-label method (default mean)")
-    p.add_argument("--sigma-mm", type=float, help="Gaussian sigma in mm for --softlabel smoothed (default 1)")
+    p.add_argument("--sigma-mm", type=float_in("--sigma-mm", 0, SIGMA_MM_MAX), help="Gaussian sigma in mm for --softlabel smoothed (default 1)")
     p.add_argument("--loss", choices=("bce", "dice", "bce+dice"), help="loss against the soft target (default bce)")
     p.add_argument("--epochs", type=int, help="number of epochs (default 30)")
     p.add_argument("--max-minutes", type=float, help="time budget; stop cleanly and keep the best model")
     p.add_argument("--batch-size", type=int, help="slices per step (default 8)")
-    p.add_argument("--learning-rate", "--lr", dest="learning_rate", type=float, help="Adam learning rate (default 2e-3)")
-    p.add_argument("--patch-size", type=int, help="training patch side (default: the slice size, at most 256)")
-    p.add_argument("--base-channels", type=int, help="U-Net width (default 16)")
+    p.add_argument("--learning-rate", "--lr", dest="learning_rate", type=float_in("--learning-rate", 0, 10, low_open=True), help="Adam learning rate (default 2e-3)")
+    p.add_argument("--patch-size", type=int_in("--patch-size", 1, PATCH_MAX), help="training patch side (default: the slice size, at most 256)")
+    p.add_argument("--base-channels", type=int_in("--base-channels", 1, BASE_CHANNELS_MAX), help="U-Net width (default 16)")
     p.add_argument("--depth", type=int, help="U-Net downsamplings (default 4)")
     p.add_argument("--norm", choices=("instance", "batch", "none"), help="normalisation layers (default instance)")
     p.add_argument("--context-slices", type=int, help="2.5D: neighbouring slices on each side as channels (default 0)")
@@ -53,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     val = p.add_mutually_exclusive_group()
     val.add_argument("--val-fraction", type=float, help="share of cases held out for validation (default 0.2)")
     val.add_argument("--val", metavar="DATASET2", help="validation cases from another folder (e.g. QUBIQ Validation/)")
-    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--seed", type=int_in("--seed", 0, SEED_MAX), help="random seed (default 0)")
     p.add_argument("--device", help="auto (default: cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     p.add_argument("--calibrate", action="store_true", default=None, help="fit a temperature on the validation cases")
     p.add_argument("--no-augment", dest="augment", action="store_false", default=None, help="no data augmentation")
@@ -77,12 +80,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", metavar="INPUT", help="image file, case folder or dataset folder")
     p.add_argument("-o", "--out", required=True, metavar="OUT", help="output file or folder")
     p.add_argument("--device", default="auto", help="auto (default: cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
-    p.add_argument("--tile-size", type=int, help="longest slice side predicted in one piece (default 1024)")
-    p.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default 8)")
-    p.add_argument("--task", type=int, help="check that the model was trained for this task")
+    p.add_argument("--tile-size", type=int_in("--tile-size", TILE_MIN, TILE_MAX),
+                   help="longest slice side predicted in one piece (default 1024)")
+    p.add_argument("--batch-size", type=int_in("--batch-size", 1, BATCH_MAX), default=8,
+                   help="slices per forward pass (default 8)")
+    p.add_argument("--task", type=int_in("--task", 1, 99), help="check that the model was trained for this task")
     p.add_argument("--format", choices=("nifti", "dicom-seg"),
                    help="dicom-seg (DICOM input): OUT.dcm = probability SEG, OUT_mask.dcm = binary SEG at --threshold")
-    p.add_argument("--threshold", type=float, default=0.5, help="operating point of the binary SEG (default 0.5)")
+    p.add_argument("--threshold", type=float_in("--threshold", 0, 1), default=0.5,
+                   help="operating point of the binary SEG (default 0.5)")
     from napari_softseg.cli.dicom_cli import add_series_option
 
     add_series_option(p)
@@ -110,6 +116,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from napari_softseg.model.training import STATE_FILE, read_training_state, train
 
     values = {name: getattr(args, name) for name in _OPTION_NAMES if getattr(args, name, None) is not None}
+    _check_training_memory(values)
     if args.dataset is None and not args.resume:
         raise SoftsegError("give the DATASET folder to train on (it may be left out only with --resume)")
     out = Path(args.out)
@@ -134,6 +141,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         c = result.calibration
         print(f"calibration: temperature {c['temperature']:.3f}, validation ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}")
     return 0
+
+
+def _check_training_memory(values: dict) -> None:
+    """Refuse a --patch-size / --base-channels / --batch-size whose activations cannot fit, before any work."""
+    from napari_softseg.io.files import check_memory
+
+    patch = values.get("patch_size") or 256
+    width = values.get("base_channels") or 16
+    batch = values.get("batch_size") or 8
+    # activations and their gradients: ~24 float32 maps of `width` channels per pixel over the levels
+    check_memory(batch * width * patch * patch * 4 * 24,
+                 f"training with --patch-size {patch}, --base-channels {width} and --batch-size {batch}")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

@@ -209,9 +209,18 @@ def read_training_state(out_dir: str | os.PathLike) -> dict:
 
     try:
         with safe_open(str(path), framework="pt") as handle:
-            return json.loads((handle.metadata() or {}).get("json", "{}"))
-    except Exception as exc:
-        raise SoftsegError(f"cannot read the training state ({exc})", path) from None
+            meta = json.loads((handle.metadata() or {}).get("json", "{}"))
+    except Exception as exc:  # noqa: BLE001 - safetensors/JSON errors of a damaged file
+        raise SoftsegError(f"cannot read the training state ({str(exc)[:200]})", path) from None
+    expected = {"options": dict, "epoch": int, "best_epoch": int, "history": list, "numpy_rng": dict,
+                "optimizer": dict}
+    if not isinstance(meta, dict):
+        raise SoftsegError("training state metadata is not a JSON object; train again without --resume", path)
+    wrong = [k for k, kind in expected.items() if not isinstance(meta.get(k), kind) or isinstance(meta.get(k), bool)]
+    if wrong:
+        raise SoftsegError(f"training state is missing or has invalid {', '.join(wrong)}; it cannot be resumed "
+                           "(train again without --resume, into a new folder)", path)
+    return meta
 
 
 def _warn(message: str, collected: list[str]) -> None:
@@ -381,6 +390,21 @@ def _check_out_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
         )
 
 
+def _one_writer_per_folder(train_fn):
+    """Run the training generator holding the output folder's lock (two runs never interleave checkpoints)."""
+    import functools
+
+    from napari_softseg.io.files import folder_lock
+
+    @functools.wraps(train_fn)
+    def locked(dataset, out_dir, *args, **kwargs):
+        with folder_lock(out_dir, "softseg train"):
+            return (yield from train_fn(dataset, out_dir, *args, **kwargs))
+
+    return locked
+
+
+@_one_writer_per_folder
 def train(
     dataset,
     out_dir: str | os.PathLike,
@@ -430,7 +454,12 @@ def train(
     state_meta: dict | None = None
     if resume:
         state_meta = read_training_state(out_dir)
-        stored = TrainOptions.from_dict(state_meta["options"])
+        try:
+            stored = TrainOptions.from_dict(state_meta["options"])
+        except SoftsegError as exc:
+            raise SoftsegError(f"stored training options are invalid ({exc.message})", out_dir / STATE_FILE) from None
+        except (TypeError, ValueError, KeyError) as exc:
+            raise SoftsegError(f"stored training options are invalid ({exc})", out_dir / STATE_FILE) from None
         requested = options.to_dict() if options is not None else option_values
         changed = [k for k in IDENTITY_OPTIONS if k in requested and requested[k] != getattr(stored, k)
                    and not (k == "ct_window" and list(requested[k]) == list(stored.ct_window))]
@@ -498,13 +527,17 @@ def train(
     previous_seconds = 0.0
     if resume:
         tensors, meta = load_tensors(out_dir / STATE_FILE)
-        network.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-        network.to(device)
-        _restore_optimizer(optimizer, tensors, meta["optimizer"])
-        aug_gen.set_state(tensors["rng.augment"])
-        rng.bit_generator.state = meta["numpy_rng"]
-        epoch, best_epoch, best_score = meta["epoch"], meta["best_epoch"], meta["best_score"]
-        history, previous_seconds = meta["history"], meta.get("seconds", 0.0)
+        try:
+            network.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+            network.to(device)
+            _restore_optimizer(optimizer, tensors, meta["optimizer"])
+            aug_gen.set_state(tensors["rng.augment"])
+            rng.bit_generator.state = meta["numpy_rng"]
+            epoch, best_epoch, best_score = meta["epoch"], meta["best_epoch"], meta.get("best_score")
+            history, previous_seconds = meta["history"], float(meta.get("seconds", 0.0))
+        except (KeyError, RuntimeError, TypeError, ValueError, IndexError) as exc:
+            raise SoftsegError(f"the checkpoint does not fit this run ({type(exc).__name__}: {str(exc)[:160]}); "
+                               "train again into a new folder", out_dir / STATE_FILE) from None
         yield Progress("device", 0, None, f"resuming after epoch {epoch} (best so far: epoch {best_epoch})")
 
     from napari_softseg.model.augmentation import AugmentationSettings, augment_batch
