@@ -99,7 +99,7 @@ def scenario(name: str, case: Path, model: Path) -> dict:
         widget = SegmentationWidget(viewer)
         viewer.window.add_dock_widget(widget)
         widget.add_model(model)
-        widget.device_combo.setCurrentText("cpu")
+        widget.device_options.device.value = "cpu"
         t0 = time.perf_counter()
         task = widget.predict()
         while widget.task is not None:

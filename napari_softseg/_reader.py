@@ -26,7 +26,6 @@ What a path becomes:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -102,16 +101,25 @@ def read(path: PathLike | Sequence[PathLike]) -> list[L.LayerData]:
     from napari_softseg.io.dicom import is_dicom_folder
 
     for p in map(Path, paths):
-        if p.is_dir() and is_dicom_folder(p):
-            from napari_softseg.io.dicom_seg import dicom_layers
+        try:
+            if p.is_dir() and is_dicom_folder(p):
+                from napari_softseg.io.dicom_seg import dicom_layers
 
-            out += dicom_layers(p)
-        elif p.name.lower().endswith(".npz"):
-            from napari_softseg.io.probability_maps import soft_map_layers
+                out += dicom_layers(p)
+            elif p.name.lower().endswith(".npz"):
+                from napari_softseg.io.probability_maps import soft_map_layers
 
-            out += soft_map_layers(p)
-        else:
-            out += read_case_folder(p) if p.is_dir() else read_nifti(p)
+                out += soft_map_layers(p)
+            else:
+                out += read_case_folder(p) if p.is_dir() else read_nifti(p)
+        except SoftsegError:
+            raise
+        except MemoryError:
+            raise SoftsegError("not enough memory to open this file", p) from None
+        except Exception as exc:  # noqa: BLE001 - the viewer shows one line naming the file, never a traceback
+            logger.debug("reading %s failed", p, exc_info=True)
+            detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            raise SoftsegError(f"cannot open ({type(exc).__name__}{': ' + detail if detail else ''})", p) from None
     return out
 
 
@@ -147,17 +155,15 @@ def read_case_folder(path: PathLike) -> list[L.LayerData]:
 
 
 def _read_sidecar(path: Path) -> dict:
-    from napari_softseg._writer import sidecar_path
+    from napari_softseg._writer import read_sidecar
 
-    side = sidecar_path(path)
-    if not side.is_file():
-        return {}
-    try:
-        info = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        logger.warning("%s: ignoring unreadable sidecar", side)
-        return {}
-    return info if isinstance(info, dict) and info.get("software", "").startswith("napari-softseg") else {}
+    info = read_sidecar(path)
+    # a hand-edited sidecar must not break the layer: names the layer builders take themselves are dropped
+    reserved = {"name", "geometry", "opacity", "visible", "color", "contour", "source", "soft", "mask", "image"}
+    clean = {k: v for k, v in info.items() if k not in reserved}
+    if not isinstance(clean.get("kind"), str):
+        clean.pop("kind", None)
+    return clean
 
 
 def read_nifti(path: PathLike) -> list[L.LayerData]:

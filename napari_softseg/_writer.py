@@ -30,11 +30,46 @@ SIDECAR_SUFFIX = ".softseg.json"
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:
-    """``out.nii.gz`` -> ``out.softseg.json`` (never clobbers a BIDS ``out.json``)."""
+    """``out.nii.gz`` -> ``out.softseg.json`` (never clobbers a BIDS ``out.json``); a DICOM SEG keeps its
+    suffix, ``out.dcm`` -> ``out.dcm.softseg.json``, so a SEG and a NIfTI map of one name never share one."""
     from napari_softseg.io.nifti import strip_nifti_suffix
 
     path = Path(path)
-    return path.with_name(strip_nifti_suffix(path.name) + SIDECAR_SUFFIX)
+    name = path.name if path.name.lower().endswith(".dcm") else strip_nifti_suffix(path.name)
+    return path.with_name(name + SIDECAR_SUFFIX)
+
+
+def read_sidecar(path: str | os.PathLike) -> dict:
+    """The sidecar this package wrote next to ``path`` (a NIfTI file or a DICOM SEG), or ``{}``.
+
+    A missing sidecar, one that cannot be read, or one not written by napari-softseg gives ``{}``
+    (the file still opens; only its provenance is lost).
+    """
+    import logging
+
+    from napari_softseg.io.files import read_json_object
+
+    side = sidecar_path(path)
+    if not side.is_file():
+        return {}
+    try:
+        info = read_json_object(side, "sidecar", max_bytes=2**20)  # depth- and size-checked before parsing
+    except SoftsegError as exc:
+        logging.getLogger(__name__).warning("%s; ignoring the sidecar", exc)
+        return {}
+    return info if str(info.get("software", "")).startswith("napari-softseg") else {}
+
+
+def check_sidecar_writable(path: str | os.PathLike) -> Path:
+    """Refuse (before any work) when the sidecar ``path`` would get exists and is not ours; returns its path.
+
+    Raises:
+        SoftsegError: The sidecar exists and was not written by napari-softseg.
+    """
+    side = sidecar_path(path)
+    if side.exists():
+        _check_sidecar_is_ours(side)
+    return side
 
 
 def _nifti_path(path: str | os.PathLike) -> Path:
@@ -76,10 +111,12 @@ def _description(kind: str, provenance: dict) -> str:
 
 
 def _check_sidecar_is_ours(side: Path) -> None:
+    from napari_softseg.io.files import read_json_object
+
     try:
-        old = json.loads(side.read_text(encoding="utf-8"))
-        ours = isinstance(old, dict) and str(old.get("software", "")).startswith("napari-softseg")
-    except (OSError, ValueError):
+        old = read_json_object(side, "sidecar", max_bytes=2**20)
+        ours = str(old.get("software", "")).startswith("napari-softseg")
+    except SoftsegError:
         ours = False
     if not ours:
         raise SoftsegError("exists and was not written by napari-softseg; not replacing it", side)
@@ -107,7 +144,7 @@ def sidecar_info(kind: str, provenance: dict, *, layer: str | None = None, dtype
 
 def write_sidecar(nifti: str | os.PathLike, kind: str, provenance: dict, *, layer: str | None = None,
                   dtype: str = "float32") -> Path:
-    """Write ``<name>.softseg.json`` next to a NIfTI file this package wrote; returns its path.
+    """Write ``<name>.softseg.json`` next to a NIfTI file or DICOM SEG this package wrote; returns its path.
 
     The one sidecar format of the package: the viewer's writers and ``softseg predict`` both call this,
     and the reader styles a file by it (a ``prediction`` or ``soft_label`` opens as a soft map).
@@ -138,9 +175,7 @@ def _write(path: str, data: Any, meta: dict, *, kind_default: str, dtype: type) 
             raise SoftsegError(
                 f"label values range {core.min()}..{core.max()}; a mask file holds 0..{np.iinfo(dtype).max}", out
             )
-    sidecar_side = sidecar_path(out)
-    if sidecar_side.exists():  # check before writing the image so a refusal leaves nothing changed
-        _check_sidecar_is_ours(sidecar_side)
+    check_sidecar_writable(out)  # before writing the image, so a refusal leaves nothing changed
     save_volume(
         out, np.ascontiguousarray(core).astype(dtype, copy=False), _reference(geometry, provenance),
         overwrite=True, description=_description(kind, provenance), dtype=dtype,
@@ -176,6 +211,12 @@ def write_mask(path: str, data: Any, meta: dict) -> list[str]:
 def write_soft_map_seg(path: str, data: Any, meta: dict) -> list[str]:
     """napari writer: a soft map of a DICOM series as a FRACTIONAL / PROBABILITY DICOM SEG referencing it.
 
+    The SEG's segment description holds a short provenance line; the full provenance goes to the same
+    sidecar as for NIfTI, named ``<name>.dcm.softseg.json`` (``softseg predict --format dicom-seg`` writes it too).
+
+    Returns:
+        The written paths (the SEG and its sidecar).
+
     Raises:
         SoftsegError: The layer does not lie on a DICOM series of its source folder, or values outside [0, 1].
     """
@@ -185,7 +226,8 @@ def write_soft_map_seg(path: str, data: Any, meta: dict) -> list[str]:
 
 
 def write_mask_seg(path: str, data: Any, meta: dict) -> list[str]:
-    """napari writer: a mask of a DICOM series as a BINARY DICOM SEG (threshold and model in the segment description).
+    """napari writer: a mask of a DICOM series as a BINARY DICOM SEG (threshold and model in the segment description,
+    full provenance in the ``<name>.dcm.softseg.json`` sidecar).
 
     Raises:
         SoftsegError: The layer does not lie on a DICOM series of its source folder.

@@ -155,10 +155,42 @@ def write_qubiq_dataset(
     if root.is_dir() and any(root.iterdir()) and not overwrite:
         raise SoftsegError("folder exists and is not empty; pass overwrite=True to write into it", root)
 
-    for index in range(total):
-        write_case(root / _case_folder(layout, index, n_cases), shape=shape, n_raters=counts[index],
-                   seed=[seed, index], n_channels=n_channels, n_tasks=n_tasks, squeeze_2d=squeeze_2d,
-                   spacing=spacing, overwrite=overwrite)
+    def write_all(target: Path, replace: bool) -> None:
+        for index in range(total):
+            write_case(target / _case_folder(layout, index, n_cases), shape=shape, n_raters=counts[index],
+                       seed=[seed, index], n_channels=n_channels, n_tasks=n_tasks, squeeze_2d=squeeze_2d,
+                       spacing=spacing, overwrite=replace)
+
+    if root.is_dir() and any(root.iterdir()):  # overwrite into a non-empty folder: file by file, each atomic
+        write_all(root, True)
+        return root
+    # all or nothing: the dataset is built in a hidden temporary folder beside ``root`` and renamed into
+    # place (rename replaces only an empty folder; a folder filled meanwhile by another run is kept)
+    import shutil
+
+    from napari_softseg.io.files import clean_stale_temporaries, os_error, temp_path_for
+
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise os_error(exc, root) from None
+    clean_stale_temporaries(root.parent)
+    tmp = temp_path_for(root)
+    try:
+        tmp.mkdir()
+        write_all(tmp, False)
+        try:
+            os.rename(tmp, root)
+        except OSError as exc:
+            if root.exists():
+                raise SoftsegError("folder exists and is not empty; pass overwrite=True to write into it", root) \
+                    from None
+            raise os_error(exc, root) from None
+    except OSError as exc:
+        raise os_error(exc, root) from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
     return root
 
 

@@ -175,9 +175,37 @@ def test_predict_writes_probability_and_binary_seg(dicom_case, tmp_path, capsys)
 
     m = pydicom.dcmread(mask_path_for(out))
     assert m.SegmentSequence[0].SegmentDescription == f"softseg mask p>=0.40 model={model.name}"
-    # the model's outputs in the case folder are not raters
-    (folder / "pred.dcm").write_bytes(out.read_bytes())
+    # the same provenance sidecar as a NIfTI prediction, beside each SEG (pred.dcm.softseg.json, pred_mask.dcm.softseg.json)
+    import json
+
+    from napari_softseg._writer import sidecar_path
+    from napari_softseg.model.model_io import read_config
+
+    side = json.loads((tmp_path / "pred.dcm.softseg.json").read_text())
+    nifti_side = json.loads(sidecar_path(tmp_path / "pred.nii.gz").read_text())
+    assert sidecar_path(out).name == "pred.dcm.softseg.json"   # not the NIfTI map's pred.softseg.json
+    assert side["kind"] == "prediction" and side["software"].startswith("napari-softseg")
+    assert {k: side[k] for k in ("model", "device", "task", "temperature")} == \
+        {k: nifti_side[k] for k in ("model", "device", "task", "temperature")}
+    assert side["temperature"] == read_config(model).temperature and side["input"] == str(folder)
+    mask_side = json.loads((tmp_path / "pred_mask.dcm.softseg.json").read_text())
+    assert mask_side["kind"] == "mask" and mask_side["threshold"] == 0.4 and mask_side["model"] == str(model)
+    assert str(tmp_path / "pred.dcm.softseg.json") in printed and str(tmp_path / "pred_mask.dcm.softseg.json") in printed
+    # the model's outputs in the case folder are not raters; opened, they carry the sidecar's provenance
+    from napari_softseg import layers as L
+    from napari_softseg.io.dicom_seg import dicom_layers
+
+    for name in ("pred.dcm", "pred_mask.dcm", "pred.dcm.softseg.json", "pred_mask.dcm.softseg.json"):
+        shutil.copy(tmp_path / name, folder / name)
     assert load_dicom_case(folder).masks.shape[0] == 5
+    opened = {kw["name"]: kw for _, kw, _ in dicom_layers(folder)}
+    soft_prov = L.provenance_of(opened["pred.dcm: softseg probability"]["metadata"])
+    assert soft_prov["model"] == str(model) and soft_prov["temperature"] == side["temperature"]
+    assert L.softseg_meta(opened["pred.dcm: softseg probability"]["metadata"])["kind"] == "prediction"
+    mask_prov = L.provenance_of(opened["pred_mask.dcm: softseg mask"]["metadata"])
+    assert mask_prov["threshold"] == 0.4 and mask_prov["device"] == "cpu"
+    for name in ("pred.dcm", "pred_mask.dcm", "pred.dcm.softseg.json", "pred_mask.dcm.softseg.json"):
+        (folder / name).unlink()
 
     # NIfTI output from a DICOM case folder, and from a folder of DICOM cases (one map per case)
     assert main(["predict", str(model), str(folder), "-o", str(tmp_path / "d.nii.gz"), "--quiet"]) == 0
@@ -194,6 +222,12 @@ def test_predict_writes_probability_and_binary_seg(dicom_case, tmp_path, capsys)
     capsys.readouterr()
     line = _cli_error(["predict", str(model), str(folder), "-o", str(out), "--format", "dicom-seg"], capsys)
     assert "already exists" in line
+    # a sidecar of that name that is not ours: refused before any work, nothing written
+    other = tmp_path / "other.dcm"
+    (tmp_path / "other.dcm.softseg.json").write_text('{"mine": 1}')
+    line = _cli_error(["predict", str(model), str(folder), "-o", str(other), "--format", "dicom-seg"], capsys)
+    assert "not written by napari-softseg" in line and "other.dcm.softseg.json" in line
+    assert not other.exists() and (tmp_path / "other.dcm.softseg.json").read_text() == '{"mine": 1}'
     line = _cli_error(["predict", str(model), str(DEMO / "image.nii.gz"), "-o", str(tmp_path / "x.dcm"),
                        "--format", "dicom-seg"], capsys)
     assert "need a DICOM series folder" in line
@@ -234,7 +268,12 @@ def test_napari_reader_and_seg_writers(dicom_case, tmp_path):
     assert kind == "image" and L.softseg_meta(soft_kwargs["metadata"])["provenance"]["dicom_folder"] == str(folder)
 
     written = write_soft_map_seg(str(tmp_path / "soft"), soft_data, soft_kwargs)
-    assert written == [str(tmp_path / "soft.dcm")]
+    assert written == [str(tmp_path / "soft.dcm"), str(tmp_path / "soft.dcm.softseg.json")]
+    import json
+
+    side = json.loads((tmp_path / "soft.dcm.softseg.json").read_text())  # the NIfTI writers' sidecar format
+    assert side["kind"] == "soft_label" and side["method"] == "mean" and side["layer"] == "soft label (mean)"
+    assert side["dicom_series_uid"] == read_series(folder, with_pixels=False).info.uid
     series = read_series(folder, with_pixels=False)
     geometry = L.geometry_of({**soft_kwargs, "data": soft_data})
     np.testing.assert_allclose(read_seg(written[0], series)[0], geometry.from_display(soft_data), atol=1 / 255)
@@ -244,13 +283,23 @@ def test_napari_reader_and_seg_writers(dicom_case, tmp_path):
                                                source=str(folder))
     written = write_mask_seg(str(tmp_path / "mask.dcm"), mask_data, mask_kwargs)
     np.testing.assert_array_equal(read_seg(written[0], series)[0], geometry.from_display(mask_data))
+    assert written[1] == str(tmp_path / "mask.dcm.softseg.json")
+    assert json.loads((tmp_path / "mask.dcm.softseg.json").read_text())["threshold"] == 0.5
 
-    # the outputs, put in the folder, open as a prediction and a mask (not as raters)
+    # the outputs, put in the folder, open as the soft label they were and a mask (not as raters);
+    # without the sidecar a FRACTIONAL SEG opens as a prediction
     shutil.copy(tmp_path / "soft.dcm", folder / "soft.dcm")
+    shutil.copy(tmp_path / "soft.dcm.softseg.json", folder / "soft.dcm.softseg.json")
     shutil.copy(tmp_path / "mask.dcm", folder / "mask.dcm")
-    kinds = {kw["name"]: L.softseg_meta(kw["metadata"])["kind"] for _, kw, _ in get_reader(str(folder))(str(folder))}
+    shutil.copy(tmp_path / "soft.dcm", folder / "bare.dcm")
+    layers = {kw["name"]: kw for _, kw, _ in get_reader(str(folder))(str(folder))}
+    kinds = {name: L.softseg_meta(kw["metadata"])["kind"] for name, kw in layers.items()}
     assert kinds["soft label (mean)"] == "soft_label" and list(kinds.values()).count("rater") == 5
-    assert kinds["soft.dcm: soft label (mean)"] == "prediction" and kinds["mask.dcm: mask"] == "mask"
+    assert kinds["soft.dcm: soft label (mean)"] == "soft_label" and kinds["mask.dcm: mask"] == "mask"
+    assert kinds["bare.dcm: soft label (mean)"] == "prediction"
+    assert L.provenance_of(layers["soft.dcm: soft label (mean)"]["metadata"])["raters"] == side["raters"]
+    for name in ("soft.dcm", "soft.dcm.softseg.json", "mask.dcm", "bare.dcm"):
+        (folder / name).unlink()
 
     outside = L.soft_map_layer(np.zeros((4, 4, 4), np.float32), L.Geometry(np.eye(4), (4, 4, 4)), name="x",
                                source=str(DEMO / "image.nii.gz"))

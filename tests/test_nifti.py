@@ -41,7 +41,7 @@ def test_truncated_file(tmp_path):
     # an uncompressed file cut short
     p2 = write_nifti(tmp_path / "u.nii", np.ones((20, 20, 20), np.float32))
     p2.write_bytes(p2.read_bytes()[:1000])
-    with pytest.raises(SoftsegError, match="u.nii: cannot read NIfTI"):
+    with pytest.raises(SoftsegError, match="u.nii: (cannot read NIfTI|file is truncated)"):
         load_volume(p2)
 
 

@@ -72,7 +72,7 @@ def test_device_auto_says_what_and_why(viewer_with_case):
     from napari_softseg.model.device import resolve_device
 
     _, widget = viewer_with_case
-    assert widget.device_combo.currentText() == "auto"
+    assert widget.device_options.device.value == "auto"
     choice = resolve_device("auto")
     assert choice.device in widget.device_label.text() and choice.reason in widget.device_label.text()
 
@@ -84,7 +84,7 @@ def test_build_soft_label_matches_core(viewer_with_case, method):
     viewer, widget = viewer_with_case
     case = synthetic_case_data()
     widget.set_raters(["rater 1", "rater 3", "rater 4"])
-    widget.method_combo.setCurrentText(method)
+    widget.soft_options.method.value = method
     widget.soft_button.click()
     layer = viewer.layers[f"soft label ({method})"]
     expected = make_soft_label(case.masks[[0, 2, 3]], method, spacing=case.spacing).data
@@ -95,6 +95,46 @@ def test_build_soft_label_matches_core(viewer_with_case, method):
     assert np.allclose(layer.affine.affine_matrix, viewer.layers["synthetic image"].affine.affine_matrix)
 
 
+def test_magicgui_forms_feed_the_core(qtbot, viewer_with_case, monkeypatch, tmp_path):
+    """The magicgui option forms (method, sigma, epochs, time budget, device) reach the same core calls."""
+    from magicgui.widgets import Container
+
+    from napari_softseg._qt import segmentation_widget as sw
+    from napari_softseg.analysis.softlabels import make_soft_label
+
+    viewer, widget = viewer_with_case
+    assert all(isinstance(c, Container) for c in (widget.soft_options, widget.train_options, widget.device_options))
+    assert widget.soft_options.method.value == "mean" and not widget.soft_options.sigma.enabled
+    widget.soft_options.method.value = "smoothed"
+    assert widget.soft_options.sigma.enabled       # sigma only matters for smoothing
+    widget.soft_options.sigma.value = 2.5
+    widget.soft_button.click()
+    case = synthetic_case_data()
+    expected = make_soft_label(case.masks, "smoothed", spacing=case.spacing, sigma_mm=2.5).data
+    other = make_soft_label(case.masks, "smoothed", spacing=case.spacing, sigma_mm=1.0).data
+    assert not np.allclose(expected, other)        # the sigma really changes the map
+    geometry = L.Geometry(case.affine, case.spatial_shape)
+    layer = viewer.layers["soft label (smoothed)"]
+    assert np.allclose(geometry.from_display(layer.data), expected, atol=1e-6)
+
+    seen = {}
+
+    def fake_job(case, out_dir, **options):    # records what Train passes to the core, then "trains" nothing
+        seen.update(options)
+        yield sw.Progress("setup", 0, None, "recorded")
+        return out_dir
+
+    monkeypatch.setattr(sw, "_train_job", fake_job)
+    widget.train_options.epochs.value = 7
+    widget.train_options.max_minutes.value = 1.5
+    widget.device_options.device.value = "cpu"
+    widget.train(out_dir=tmp_path / "m")
+    assert not widget.train_options.native.isEnabled() and not widget.soft_options.sigma.enabled
+    _wait(qtbot, widget)
+    assert seen == {"softlabel": "smoothed", "sigma_mm": 2.5, "epochs": 7, "max_minutes": 1.5, "device": "cpu"}
+    assert widget.train_options.native.isEnabled() and widget.soft_options.sigma.enabled
+
+
 def test_predict_adds_soft_map_equal_to_engine(qtbot, viewer_with_case, tiny_model):
     from napari_softseg.model.inference import predict_array
     from napari_softseg.model.model_io import load_model
@@ -102,7 +142,7 @@ def test_predict_adds_soft_map_equal_to_engine(qtbot, viewer_with_case, tiny_mod
     viewer, widget = viewer_with_case
     label = widget.add_model(tiny_model, label="tiny")
     assert widget.model_path() == tiny_model and widget.model_combo.currentText() == label
-    widget.device_combo.setCurrentText("cpu")
+    widget.device_options.device.value = "cpu"
     widget.predict_button.click()                    # the proxy napari hands docks: no "publiconlyproxy layer"
     task = widget.task
     assert task is not None and not widget.predict_button.isEnabled() and widget.cancel_button.isEnabled()
@@ -156,7 +196,7 @@ def test_wrong_channel_count_is_reported(qtbot, make_napari_viewer, tmp_path, no
     L.add_layer_tuples(viewer, synthetic_case()[:1])
     widget = open_dock(viewer, "Soft segmentation")
     widget.add_model(model)
-    widget.device_combo.setCurrentText("cpu")
+    widget.device_options.device.value = "cpu"
     widget.predict()
     _wait(qtbot, widget)
     assert "channel" in widget.status.text()
@@ -208,8 +248,8 @@ def test_train_offers_the_model_then_predicts(qtbot, viewer_with_case, tmp_path,
     viewer, widget = viewer_with_case
     widget.train_overrides = {"base_channels": 4, "depth": 2, "batch_size": 4, "augment": False,
                               "weights_dtype": "float32", "steps_per_epoch": 5}
-    widget.epochs_spin.setValue(1)
-    widget.device_combo.setCurrentText("cpu")
+    widget.train_options.epochs.value = 1
+    widget.device_options.device.value = "cpu"
     monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
     events = []
     widget.train_button.click()                      # a tiny budget: 1 epoch of a 4-channel U-Net
@@ -237,8 +277,8 @@ def test_cancelled_train_offers_the_checkpoint_it_kept(qtbot, viewer_with_case, 
     viewer, widget = viewer_with_case
     widget.train_overrides = {"base_channels": 4, "depth": 2, "batch_size": 4, "augment": False,
                               "weights_dtype": "float32", "steps_per_epoch": 5}
-    widget.epochs_spin.setValue(500)
-    widget.device_combo.setCurrentText("cpu")
+    widget.train_options.epochs.value = 500
+    widget.device_options.device.value = "cpu"
     out = tmp_path / "stopped"
     task = widget.train(out_dir=out)
     qtbot.waitUntil(lambda: (out / "model.safetensors").is_file(), timeout=TIMEOUT_MS)  # epoch 1 checkpointed

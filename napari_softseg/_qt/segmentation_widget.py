@@ -14,6 +14,10 @@ The dock works on layers already in the viewer:
 * **Train** runs :func:`napari_softseg.model.training.train` on the case in the viewer the same way (progress per
   epoch, *Cancel*) and then offers the trained model in the model list.
 
+The option forms (soft-label method and sigma, device, training epochs and time budget) are
+``magicgui.widgets`` containers embedded through ``.native`` (``soft_options``, ``device_options``,
+``train_options``); their values go straight to the core calls above.
+
 Controls are disabled while work runs. Bad input (no image layer, a rater layer of another shape, no
 model, a missing device) gives a napari notification with the reason and changes no layer. Closing the
 dock or the viewer while work runs cancels it; late results are dropped.
@@ -29,11 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from magicgui.widgets import ComboBox, Container, FloatSpinBox, SpinBox
 from napari.layers import Image, Labels
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
@@ -43,7 +47,6 @@ from qtpy.QtWidgets import (
     QListWidgetItem,
     QProgressBar,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -124,22 +127,21 @@ class SegmentationWidget(QWidget):
         layout.addWidget(case_box)
 
         soft_box = QGroupBox("Soft label")
-        soft_form = QFormLayout(soft_box)
+        soft_layout = QVBoxLayout(soft_box)
         from napari_softseg.analysis.softlabels import METHODS
 
-        self.method_combo = QComboBox()
-        self.method_combo.addItems(list(METHODS))
-        self.method_combo.currentTextChanged.connect(self._update_sigma_enabled)
-        soft_form.addRow("Method", self.method_combo)
-        self.sigma_spin = QDoubleSpinBox()
-        self.sigma_spin.setRange(0.1, 20.0)
-        self.sigma_spin.setSingleStep(0.5)
-        self.sigma_spin.setValue(1.0)
-        self.sigma_spin.setSuffix(" mm")
-        soft_form.addRow("Sigma", self.sigma_spin)
+        # the option forms are magicgui widgets (labelled rows, typed values) embedded via ``.native``
+        self.soft_options = Container(widgets=[
+            ComboBox(name="method", label="Method", choices=list(METHODS),
+                     tooltip="How the raters' masks become one soft label"),
+            FloatSpinBox(name="sigma", label="Sigma (mm)", value=1.0, min=0.1, max=20.0, step=0.5,
+                         tooltip="Gaussian smoothing width (smoothing methods only)"),
+        ])
+        self.soft_options.method.changed.connect(self._update_sigma_enabled)
+        soft_layout.addWidget(_flat(self.soft_options))
         self.soft_button = QPushButton("Build soft label")
         self.soft_button.clicked.connect(lambda *_: self.build_soft_label())
-        soft_form.addRow(self.soft_button)
+        soft_layout.addWidget(self.soft_button)
         layout.addWidget(soft_box)
 
         model_box = QGroupBox("Model and device")
@@ -155,25 +157,26 @@ class SegmentationWidget(QWidget):
         self.model_info = QLabel("")
         self.model_info.setWordWrap(True)
         model_form.addRow(self.model_info)
-        self.device_combo = QComboBox()
-        self.device_combo.currentTextChanged.connect(self._on_device_changed)
-        model_form.addRow("Device", self.device_combo)
+        self.device_options = Container(widgets=[
+            ComboBox(name="device", label="Device", choices=["auto"],
+                     tooltip="auto picks CUDA, then MPS, then the CPU"),
+        ])
+        self.device_options.device.changed.connect(self._on_device_changed)
+        model_form.addRow(_flat(self.device_options))
         self.device_label = QLabel("")
         self.device_label.setWordWrap(True)
         model_form.addRow(self.device_label)
         layout.addWidget(model_box)
 
         train_box = QGroupBox("Train on this case's raters")
-        train_form = QFormLayout(train_box)
-        self.epochs_spin = QSpinBox()
-        self.epochs_spin.setRange(1, 1000)
-        self.epochs_spin.setValue(20)
-        train_form.addRow("Epochs", self.epochs_spin)
-        self.minutes_spin = QDoubleSpinBox()
-        self.minutes_spin.setRange(0.1, 600.0)
-        self.minutes_spin.setValue(10.0)
-        self.minutes_spin.setSuffix(" min")
-        train_form.addRow("Time budget", self.minutes_spin)
+        train_layout = QVBoxLayout(train_box)
+        self.train_options = Container(widgets=[
+            SpinBox(name="epochs", label="Epochs", value=20, min=1, max=1000,
+                    tooltip="Passes over the case (training stops at whichever budget ends first)"),
+            FloatSpinBox(name="max_minutes", label="Time budget (min)", value=10.0, min=0.1, max=600.0,
+                         step=1.0, tooltip="Wall-clock budget; the model so far is kept when it runs out"),
+        ])
+        train_layout.addWidget(_flat(self.train_options))
         layout.addWidget(train_box)
 
         buttons = QHBoxLayout()
@@ -195,14 +198,14 @@ class SegmentationWidget(QWidget):
         layout.addWidget(self.status)
         layout.addStretch(1)
         self._inputs = [
-            self.image_combo, self.rater_list, self.method_combo, self.sigma_spin, self.soft_button,
-            self.model_combo, self.browse_button, self.device_combo, self.epochs_spin, self.minutes_spin,
+            self.image_combo, self.rater_list, self.soft_options.native, self.soft_button,
+            self.model_combo, self.browse_button, self.device_options.native, self.train_options.native,
             self.predict_button, self.train_button,
         ]
-        self._update_sigma_enabled(self.method_combo.currentText())
+        self._update_sigma_enabled()
 
-    def _update_sigma_enabled(self, method: str) -> None:
-        self.sigma_spin.setEnabled(self.task is None and "smooth" in method)
+    def _update_sigma_enabled(self, *_: Any) -> None:
+        self.soft_options.sigma.enabled = self.task is None and "smooth" in self.soft_options.method.value
 
     # ------------------------------------------------------------------------------------------
     # Layers: auto-detection
@@ -344,11 +347,11 @@ class SegmentationWidget(QWidget):
     def _fill_devices(self) -> None:
         from napari_softseg.model.device import available_devices
 
-        self.device_combo.blockSignals(True)
-        self.device_combo.clear()
-        self.device_combo.addItems(available_devices())
-        self.device_combo.blockSignals(False)
-        self._on_device_changed(self.device_combo.currentText())
+        combo = self.device_options.device
+        with combo.changed.blocked():
+            combo.choices = available_devices()
+            combo.value = combo.choices[0]
+        self._on_device_changed(combo.value)
 
     def _on_device_changed(self, name: str) -> None:
         from napari_softseg.model.device import resolve_device
@@ -379,9 +382,9 @@ class SegmentationWidget(QWidget):
             case = self._case()
             if not case.masks.shape[0]:
                 raise SoftsegError("no rater layers ticked: tick the raters' Labels layers")
-            method = self.method_combo.currentText()
+            method, sigma_mm = self.soft_options.method.value, self.soft_options.sigma.value
             soft = make_soft_label(
-                case.masks, method, spacing=case.spacing, sigma_mm=self.sigma_spin.value(),
+                case.masks, method, spacing=case.spacing, sigma_mm=sigma_mm,
                 rater_names=case.rater_names,
             )
         except SoftsegError as exc:
@@ -409,7 +412,7 @@ class SegmentationWidget(QWidget):
             if model_path is None:
                 raise SoftsegError("no model chosen: pick the bundled model or Browse… for a model folder")
             if self._device_choice is None:
-                raise SoftsegError(f"device {self.device_combo.currentText()!r} is not available")
+                raise SoftsegError(f"device {self.device_options.device.value!r} is not available")
             image, geometry = L.image_from_layer(image_layer)
         except SoftsegError as exc:
             self._fail(exc, "Predict")
@@ -443,7 +446,7 @@ class SegmentationWidget(QWidget):
             if case.masks.shape[0] < 1:
                 raise SoftsegError("no rater layers ticked: training needs the raters' masks")
             if self._device_choice is None:
-                raise SoftsegError(f"device {self.device_combo.currentText()!r} is not available")
+                raise SoftsegError(f"device {self.device_options.device.value!r} is not available")
         except SoftsegError as exc:
             self._fail(exc, "Train")
             return None
@@ -452,8 +455,8 @@ class SegmentationWidget(QWidget):
             out_dir = Path(tempfile.gettempdir()) / "softseg-models" / f"{case.name}-{stamp}".replace(" ", "_")
         out_dir = Path(out_dir)
         options = {
-            "softlabel": self.method_combo.currentText(), "sigma_mm": self.sigma_spin.value(),
-            "epochs": self.epochs_spin.value(), "max_minutes": self.minutes_spin.value(),
+            "softlabel": self.soft_options.method.value, "sigma_mm": self.soft_options.sigma.value,
+            **self.train_options.asdict(),
             "device": self._device_choice.device, **self.train_overrides,
         }
         job = _train_job(case, out_dir, **options)
@@ -508,7 +511,7 @@ class SegmentationWidget(QWidget):
             self.task = None
         for widget in self._inputs:
             widget.setEnabled(not running)
-        self._update_sigma_enabled(self.method_combo.currentText())
+        self._update_sigma_enabled()
         self.cancel_button.setEnabled(running)
         self.progress_bar.setVisible(running)
 
@@ -548,6 +551,12 @@ def _train_job(case, out_dir: Path, **options: Any) -> Generator[Progress, None,
     training_case = TrainingCase(case.name, case.image, case.masks, tuple(case.spacing))
     result = yield from train_cases([training_case], out_dir, task=case.task, **options)
     return Path(result.model_dir)
+
+
+def _flat(container: Container) -> QWidget:
+    """The native Qt widget of a magicgui form, without its own margins (it sits inside a group box)."""
+    container.margins = (0, 0, 0, 0)
+    return container.native
 
 
 def _geometry_or_none(layer) -> L.Geometry | None:

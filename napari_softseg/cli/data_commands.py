@@ -7,7 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_softseg.cli import SEED_MAX, SIGMA_MM_MAX, float_in, int_in
 from napari_softseg.errors import SoftsegError
+
+#: Largest --weights value accepted (weights are relative; bigger ones only risk overflow).
+WEIGHT_MAX = 1e6
+#: Synthetic datasets: largest side and case/rater counts.
+SYNTHETIC_SIDE_MAX = 4096
 
 
 def _add_case_patterns(p: argparse.ArgumentParser) -> None:
@@ -30,9 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("softlabel", help="build a soft label from a case's rater masks")
     p.add_argument("case", metavar="CASE")
     p.add_argument("-o", "--out", required=True, metavar="OUT.nii.gz")
-    p.add_argument("--task", type=int, default=1)
+    p.add_argument("--task", type=int_in("--task", 1, 99), default=1)
     p.add_argument("--method", default="mean", help="mean (default), smoothed, majority, staple")
-    p.add_argument("--sigma-mm", type=float, default=1.0, help="Gaussian sigma in mm for 'smoothed'")
+    p.add_argument("--sigma-mm", type=float_in("--sigma-mm", 0, SIGMA_MM_MAX), default=1.0,
+                   help="Gaussian sigma in mm for 'smoothed'")
     p.add_argument("--weights", help="comma-separated per-rater weights, e.g. 1,1,0.5")
     p.add_argument("--agreement", metavar="OUT.nii.gz", help="also write how many raters marked each voxel")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -43,8 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("case", metavar="CASE")
     p.add_argument("--pred", required=True, metavar="PRED.nii.gz",
                    help="soft prediction in [0, 1]: NIfTI (3D, or 4D class probabilities) or nnU-Net .npz")
-    p.add_argument("--task", type=int, default=1)
-    p.add_argument("--threshold", type=float, default=0.5, help="operating point for the rater comparison")
+    p.add_argument("--task", type=int_in("--task", 1, 99), default=1)
+    p.add_argument("--threshold", type=float_in("--threshold", 0, 1), default=0.5,
+                   help="operating point for the rater comparison")
     p.add_argument("--json", metavar="OUT.json", help="write all numbers as JSON")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     _add_case_patterns(p)
@@ -52,12 +60,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("synthetic", help="write a synthetic multi-rater dataset (QUBIQ layout) for trying things out")
     p.add_argument("out", metavar="OUT_DIR")
-    p.add_argument("--cases", type=int, default=8, help="training cases")
-    p.add_argument("--validation", type=int, default=2, help="validation cases")
-    p.add_argument("--raters", type=int, default=4)
+    p.add_argument("--cases", type=int_in("--cases", 1, 10000), default=8, help="training cases")
+    p.add_argument("--validation", type=int_in("--validation", 0, 10000), default=2, help="validation cases")
+    p.add_argument("--raters", type=int_in("--raters", 1, 100), default=4)
     p.add_argument("--shape", default="96,96,1", help="X,Y,Z (Z=1 for 2D), e.g. 64,64,24")
-    p.add_argument("--channels", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--channels", type=int_in("--channels", 1, 64), default=1)
+    p.add_argument("--seed", type=int_in("--seed", 0, SEED_MAX), default=0)
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
     p.set_defaults(func=cmd_synthetic)
 
@@ -68,9 +76,10 @@ def _patterns(args: argparse.Namespace) -> dict:
 
 def describe_dataset(path: str, **patterns) -> dict:
     """What ``inspect`` reports: cases with split, shape, spacing and rater counts per task (headers only)."""
-    import nibabel as nib
+    from nibabel.affines import voxel_sizes
 
     from napari_softseg.io.dataset import discover
+    from napari_softseg.io.nifti import is_nifti_path, read_header
 
     ds = discover(path, **patterns)
     cases = []
@@ -78,11 +87,15 @@ def describe_dataset(path: str, **patterns) -> dict:
     for case in ds.cases:
         entry = {"name": case.name, "split": case.split, "path": str(case.path)}
         try:
-            header = nib.load(str(case.image_path)).header
-            entry["shape"] = [int(s) for s in header.get_data_shape()]
-            entry["spacing_mm"] = [round(float(z), 4) for z in header.get_zooms()[:3]]
-        except Exception as exc:  # a damaged header is reported, not fatal for the listing
-            problems.append(f"{case.image_path}: cannot read header ({exc})")
+            if not is_nifti_path(case.image_path):  # a DICOM series: listed without a NIfTI header
+                raise LookupError
+            info = read_header(case.image_path)
+            entry["shape"] = [int(s) for s in info.shape]
+            entry["spacing_mm"] = [round(float(z), 4) for z in voxel_sizes(info.affine)[:3]]
+        except SoftsegError as exc:  # a damaged header is reported, not fatal for the listing
+            problems.append(str(exc))
+        except LookupError:
+            pass
         entry["raters_per_task"] = {str(t): len(p) for t, p in case.tasks.items()}
         cases.append(entry)
     return {"path": str(ds.path), "n_cases": len(cases), "tasks": ds.task_numbers, "cases": cases, "problems": problems}
@@ -121,10 +134,19 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def _parse_weights(text: str | None) -> list[float] | None:
     if not text:
         return None
+    import math
+
     try:
-        return [float(x) for x in text.split(",")]
+        weights = [float(x) for x in text.split(",")]
     except ValueError:
         raise SoftsegError(f"--weights must be comma-separated numbers, got {text!r}") from None
+    bad = [w for w in weights if not math.isfinite(w) or w < 0]
+    if bad:
+        raise SoftsegError(f"--weights must be finite numbers >= 0, got {bad[0]!r}")
+    if not any(weights):
+        raise SoftsegError("--weights are all zero; give at least one rater a positive weight")
+    top = max(weights)
+    return [w / top for w in weights]  # relative weights: scaled so that no sum can overflow
 
 
 def cmd_softlabel(args: argparse.Namespace) -> int:
@@ -133,6 +155,9 @@ def cmd_softlabel(args: argparse.Namespace) -> int:
     from napari_softseg.io.nifti import is_nifti_path, save_volume, strip_nifti_suffix
     from napari_softseg.analysis.softlabels import agreement_map, make_soft_label
 
+    from napari_softseg.io.files import OutputGroup, json_bytes
+    from napari_softseg.io.nifti import nifti_image, write_image
+
     out = Path(args.out)
     sidecar = out.with_name(strip_nifti_suffix(out.name) + ".json")
     agreement = Path(args.agreement) if args.agreement else None
@@ -140,11 +165,13 @@ def cmd_softlabel(args: argparse.Namespace) -> int:
     for path in [out] + ([agreement] if agreement else []):
         if not is_nifti_path(path):
             raise SoftsegError("output must end in .nii or .nii.gz", path)
-    if len({p.resolve() for p in outputs}) != len(outputs):
+    if len({p.absolute() for p in outputs}) != len(outputs):
         raise SoftsegError("the soft label, its .json sidecar and --agreement must be different files")
     for path in outputs:
         check_writable(path, args.overwrite)
+    weights = _parse_weights(args.weights)
     case = load_case_arg(args)
+    _refuse_input_as_output(outputs, [case.image_path, *case.mask_paths])
     for w in case.warnings:
         print(f"warning: {case.name}: {w}")
     soft = make_soft_label(
@@ -152,35 +179,84 @@ def cmd_softlabel(args: argparse.Namespace) -> int:
         args.method,
         spacing=case.spacing,
         sigma_mm=args.sigma_mm,
-        weights=_parse_weights(args.weights),
+        weights=weights,
         rater_names=case.rater_names,
     )
     provenance = dict(soft.provenance, source_case=str(case.image_path.parent), task=args.task)
-    written: list[Path] = []
-    try:  # all or nothing: files this command wrote are removed if a later one fails
-        written.append(save_volume(out, soft.data, case.reference_volume, overwrite=args.overwrite,
-                                   dtype=np.float32, description=f"softseg soft label: {soft.provenance['method']}"))
-        written.append(write_json(sidecar, provenance, args.overwrite))
+    # all or nothing: every file is written to a temporary name, then the group is linked into place
+    with OutputGroup(outputs, overwrite=args.overwrite) as group:
+        write_image(nifti_image(soft.data, case.reference_volume, dtype=np.float32,
+                                description=f"softseg soft label: {soft.provenance['method']}"), group.temp(out))
+        group.temp(sidecar).write_bytes(json_bytes(provenance))
         if agreement:
-            written.append(save_volume(agreement, agreement_map(case.masks), case.reference_volume,
-                                       overwrite=args.overwrite, dtype=np.uint8,
-                                       description="softseg agreement: raters per voxel"))
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
+            write_image(nifti_image(agreement_map(case.masks), case.reference_volume, dtype=np.uint8,
+                                    description="softseg agreement: raters per voxel"), group.temp(agreement))
     print(f"wrote {out} ({soft.provenance['method']} of {case.masks.shape[0]} raters) and {sidecar.name}")
     if agreement:
         print(f"wrote {agreement}")
     return 0
 
 
-def load_prediction(path: str | Path, spatial_shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
-    """Read a soft prediction and check it is finite, in ``[0, 1]`` and on the case's voxel grid."""
+def _refuse_input_as_output(outputs, inputs) -> None:
+    """Refuse an output that is one of the input files (even with --overwrite)."""
+    import os
+
+    for out in outputs:
+        for src in inputs:
+            try:
+                if Path(out).exists() and os.path.samefile(out, src):
+                    raise SoftsegError(f"output would replace the input file {src}", out)
+            except OSError:
+                pass
+
+
+def prediction_task(header) -> int | None:
+    """The task a prediction written by ``softseg predict`` was made for (from its header description)."""
+    import re
+
+    try:
+        text = bytes(header["descrip"]).split(b"\0")[0].decode("ascii", "replace")
+    except Exception:  # noqa: BLE001 - a foreign header: no claim
+        return None
+    m = re.match(r"softseg p\(task(\d+)\)", text)
+    return int(m.group(1)) if m else None
+
+
+def _check_prediction_header(path: Path, spatial_shape: tuple[int, ...], task: int | None) -> None:
+    """Header-only checks of a NIfTI prediction: its voxel grid and the task it was made for."""
+    import warnings
+
+    import nibabel as nib
+    from nibabel.imageglobals import LoggingOutputSuppressor
+
+    try:
+        with warnings.catch_warnings(), LoggingOutputSuppressor():
+            warnings.simplefilter("ignore")
+            img = nib.load(str(path))
+            shape = tuple(int(s) for s in img.shape)
+    except Exception:  # noqa: BLE001 - the full reader words the error
+        return
+    grid = (shape + (1,))[:3] if len(shape) == 2 else shape[:3]
+    if grid != tuple(spatial_shape):
+        raise SoftsegError(f"prediction shape {shape} does not match the case's {tuple(spatial_shape)}", path)
+    made_for = prediction_task(img.header)
+    if task is not None and made_for is not None and made_for != task:
+        raise SoftsegError(f"this prediction was made by a model for task {made_for}, not task {task}", path)
+
+
+def load_prediction(path: str | Path, spatial_shape: tuple[int, ...], affine: np.ndarray,
+                    task: int | None = None) -> np.ndarray:
+    """Read a soft prediction and check it is finite, in ``[0, 1]`` and on the case's voxel grid.
+
+    A NIfTI prediction's header is checked first (its grid and the task it was made for), before any voxel
+    is read; then NIfTI (3D, or 4D class probabilities) and nnU-Net ``.npz`` files are read.
+    """
     from napari_softseg.io.dataset import check_same_geometry
-    from napari_softseg.io.nifti import check_finite
+    from napari_softseg.io.nifti import check_finite, is_nifti_path
     from napari_softseg.io.probability_maps import read_soft_map
 
+    if is_nifti_path(path) and Path(path).is_file():
+        _check_prediction_header(Path(path), spatial_shape, task)
     data, pred_affine = read_soft_map(path, reference_affine=affine)  # NIfTI, 4D probabilities or nnU-Net .npz
     if data.shape != tuple(spatial_shape):
         raise SoftsegError(f"prediction shape {data.shape} does not match the case's {tuple(spatial_shape)}", path)
@@ -224,12 +300,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.json:
         check_writable(args.json, args.overwrite)
-    if not 0.0 <= args.threshold <= 1.0:
-        raise SoftsegError(f"--threshold must be in [0, 1], got {args.threshold}")
     case = load_case_arg(args)
     for w in case.warnings:
         print(f"warning: {case.name}: {w}")
-    pred = load_prediction(args.pred, case.spatial_shape, case.affine)
+    pred = load_prediction(args.pred, case.spatial_shape, case.affine, args.task)
     result = evaluate_case(pred, case.masks, case.rater_names, case.spacing, args.threshold)
     result = {"case": case.name, "task": args.task, "prediction": str(args.pred), **result}
     print(format_evaluation(case.name, result))
@@ -242,10 +316,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_synthetic(args: argparse.Namespace) -> int:
     from napari_softseg.synthetic import write_qubiq_dataset
 
+    from napari_softseg.io.files import check_memory
+
     try:
         shape = tuple(int(x) for x in args.shape.split(","))
     except ValueError:
         raise SoftsegError(f"--shape must be X,Y,Z integers, got {args.shape!r}") from None
+    if len(shape) not in (2, 3) or min(shape) < 1 or max(shape) > SYNTHETIC_SIDE_MAX:
+        raise SoftsegError(f"--shape must be 2 or 3 sides from 1 to {SYNTHETIC_SIDE_MAX}, got {args.shape!r}")
+    voxels = int(np.prod(shape, dtype=np.int64))
+    # a phantom holds the image, masks and float64 fields of its size several times over while it is made
+    check_memory(voxels * (8 * 8 + 4 * args.channels + 2 * args.raters * 2), f"a synthetic case of shape {shape}")
     try:
         root = write_qubiq_dataset(args.out, n_cases=args.cases, n_validation=args.validation, shape=shape,
                                    n_raters=args.raters, n_channels=args.channels, seed=args.seed,

@@ -7,6 +7,7 @@ the NIfTI paths are untouched. pydicom/highdicom are imported inside the functio
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_series_option(p: argparse.ArgumentParser) -> None:
@@ -73,12 +74,24 @@ def predict_dicom(args: argparse.Namespace) -> int:
         raise SoftsegError("--format dicom-seg and --series need a DICOM series folder as INPUT "
                            "(a SEG must reference the DICOM images it was made from)", args.input)
     fmt = args.format or ("dicom-seg" if str(args.out).lower().endswith(".dcm") else "nifti")
+    from napari_softseg._writer import check_sidecar_writable
+    from napari_softseg.cli.model_commands import write_prediction_sidecars
+    from napari_softseg.io.dicom_seg import mask_path_for
+
+    outputs = [Path(args.out)] + ([mask_path_for(args.out)] if fmt == "dicom-seg" else [])
+    for path in outputs:  # a sidecar we may not replace: refuse before any work
+        check_sidecar_writable(path)
     written = run_with_progress_bar(
         run(args.model, args.input, args.out, series=args.series, fmt=fmt, threshold=args.threshold,
             device=args.device, tile_size=args.tile_size, batch_size=args.batch_size, overwrite=args.overwrite,
             task=args.task),
         disable=args.quiet, announce=("device",),
     )
-    for path in written:
+    # the same sidecar as NIfTI predictions (and the viewer's SEG writers): the SEG's segment description
+    # holds only a short line; the reader restores the full provenance from the sidecar
+    sidecars = write_prediction_sidecars(written[:1], args)
+    if fmt == "dicom-seg":
+        sidecars += write_prediction_sidecars(written[1:], args, kind="mask", threshold=args.threshold)
+    for path in written + sidecars:
         print(path)
     return 0

@@ -8,9 +8,13 @@ turn Ctrl-C during training into a message saying where the last good checkpoint
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 from pathlib import Path
+
+from napari_softseg.cli import (BASE_CHANNELS_MAX, BATCH_MAX, PATCH_MAX, SEED_MAX, SIGMA_MM_MAX, TILE_MAX, TILE_MIN,
+                                float_in, int_in)
 
 EXIT_INTERRUPTED = 130
 #: Stages whose messages are printed as lines rather than shown as bars.
@@ -40,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--out", required=True, metavar="MODEL_DIR", help="model folder to write")
     p.add_argument("--task", type=int, help="task number (default 1)")
     p.add_argument("--softlabel", choices=sorted(set(METHODS) | set(ALIASES)), help="soft-label method (default mean)")
-    p.add_argument("--sigma-mm", type=float, help="Gaussian sigma in mm for --softlabel smoothed (default 1)")
+    p.add_argument("--sigma-mm", type=float_in("--sigma-mm", 0, SIGMA_MM_MAX), help="Gaussian sigma in mm for --softlabel smoothed (default 1)")
     p.add_argument("--loss", choices=("bce", "dice", "bce+dice"), help="loss against the soft target (default bce)")
     p.add_argument("--max-minutes", type=float,
                    help="time budget of the whole run; the schedule is planned to end there (default: 10 on the CPU, "
@@ -49,10 +53,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps-per-epoch", type=int, help="optimizer steps per epoch (planned: 50 CPU, 250 GPU)")
     p.add_argument("--dim", type=int, choices=(2, 3), help="2D U-Net on slices or 3D U-Net on patches (planned)")
     p.add_argument("--batch-size", type=int, help="patches per step (planned)")
-    p.add_argument("--learning-rate", "--lr", dest="learning_rate", type=float, help="peak AdamW learning rate (2e-3)")
-    p.add_argument("--patch-size", type=int, nargs="+", metavar="N",
+    p.add_argument("--learning-rate", "--lr", dest="learning_rate",
+                   type=float_in("--learning-rate", 0, 10, low_open=True), help="peak AdamW learning rate (2e-3)")
+    p.add_argument("--patch-size", type=int_in("--patch-size", 1, PATCH_MAX), nargs="+", metavar="N",
                    help="training patch: one side for every axis or one per axis (planned)")
-    p.add_argument("--base-channels", type=int, help="U-Net width (planned: 16 CPU, 32 GPU)")
+    p.add_argument("--base-channels", type=int_in("--base-channels", 1, BASE_CHANNELS_MAX), help="U-Net width (planned: 16 CPU, 32 GPU)")
     p.add_argument("--depth", type=int, help="U-Net downsamplings (planned from the patch)")
     p.add_argument("--norm", choices=("instance", "batch", "none"), help="normalisation layers (default instance)")
     p.add_argument("--context-slices", type=int, help="2.5D: neighbouring slices on each side as channels (default 0)")
@@ -62,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     val = p.add_mutually_exclusive_group()
     val.add_argument("--val-fraction", type=float, help="share of cases held out for validation (default 0.2)")
     val.add_argument("--val", metavar="DATASET2", help="validation cases from another folder (e.g. QUBIQ Validation/)")
-    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--seed", type=int_in("--seed", 0, SEED_MAX), help="random seed (default 0)")
     p.add_argument("--device", help="auto (default: cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     cal = p.add_mutually_exclusive_group()
     cal.add_argument("--calibrate", action="store_true", default=None,
@@ -91,12 +96,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", metavar="INPUT", help="image file, case folder or dataset folder")
     p.add_argument("-o", "--out", required=True, metavar="OUT", help="output file or folder")
     p.add_argument("--device", default="auto", help="auto (default: cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
-    p.add_argument("--tile-size", type=int, help="longest slice side predicted in one piece (default 1024)")
-    p.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default 8)")
-    p.add_argument("--task", type=int, help="check that the model was trained for this task")
+    p.add_argument("--tile-size", type=int_in("--tile-size", TILE_MIN, TILE_MAX),
+                   help="longest slice side predicted in one piece (default 1024)")
+    p.add_argument("--batch-size", type=int_in("--batch-size", 1, BATCH_MAX), default=8,
+                   help="slices per forward pass (default 8)")
+    p.add_argument("--task", type=int_in("--task", 1, 99), help="check that the model was trained for this task")
     p.add_argument("--format", choices=("nifti", "dicom-seg"),
                    help="dicom-seg (DICOM input): OUT.dcm = probability SEG, OUT_mask.dcm = binary SEG at --threshold")
-    p.add_argument("--threshold", type=float, default=0.5, help="operating point of the binary SEG (default 0.5)")
+    p.add_argument("--threshold", type=float_in("--threshold", 0, 1), default=0.5,
+                   help="operating point of the binary SEG (default 0.5)")
     from napari_softseg.cli.dicom_cli import add_series_option
 
     add_series_option(p)
@@ -124,6 +132,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from napari_softseg.model.training import STATE_FILE, read_training_state, train
 
     values = {name: getattr(args, name) for name in _OPTION_NAMES if getattr(args, name, None) is not None}
+    _check_training_memory(values)
     if args.dataset is None and not args.resume:
         raise SoftsegError("give the DATASET folder to train on (it may be left out only with --resume)")
     out = Path(args.out)
@@ -152,6 +161,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_training_memory(values: dict) -> None:
+    """Refuse a --patch-size / --base-channels / --batch-size whose activations cannot fit, before any work."""
+    from napari_softseg.io.files import check_memory
+
+    patch = values.get("patch_size") or 256
+    sides = [int(v) for v in patch] if isinstance(patch, (list, tuple)) else [int(patch)]
+    area = sides[0] ** 2 if len(sides) == 1 else math.prod(sides)  # one side: a square 2D patch
+    width = values.get("base_channels") or 16
+    batch = values.get("batch_size") or 8
+    # activations and their gradients: ~24 float32 maps of `width` channels per pixel over the levels
+    check_memory(batch * width * area * 4 * 24,
+                 f"training with --patch-size {patch}, --base-channels {width} and --batch-size {batch}")
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     """Run ``softseg predict``."""
     from napari_softseg.cli.dicom_cli import predict_dicom, wants_dicom_output
@@ -175,8 +198,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_prediction_sidecars(written, args: argparse.Namespace) -> list:
-    """The viewer's soft-map sidecar next to each map ``softseg predict`` wrote (one format for CLI and viewer)."""
+def write_prediction_sidecars(written, args: argparse.Namespace, *, kind: str = "prediction", **extra) -> list:
+    """The viewer's sidecar next to each file ``softseg predict`` wrote (one format for CLI and viewer).
+
+    Args:
+        written: The soft maps (NIfTI or DICOM SEG), or the thresholded masks with ``kind="mask"``.
+        args: The parsed ``predict`` arguments (model, device, input).
+        kind: The sidecar's kind.
+        **extra: More provenance (e.g. ``threshold`` of a mask).
+    """
     from napari_softseg._writer import write_sidecar
     from napari_softseg.model.device import resolve_device
     from napari_softseg.model.model_io import read_config
@@ -186,7 +216,7 @@ def write_prediction_sidecars(written, args: argparse.Namespace) -> list:
     provenance = {
         "model": str(args.model), "device": device.device, "task": config.task,
         "temperature": config.temperature, "method": (config.softlabel or {}).get("method"),
-        "input": str(args.input),
+        "input": str(args.input), **extra,
     }
-    return [write_sidecar(path, "prediction", {k: v for k, v in provenance.items() if v is not None})
+    return [write_sidecar(path, kind, {k: v for k, v in provenance.items() if v is not None})
             for path in written]

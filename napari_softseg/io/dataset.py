@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_softseg.errors import SoftsegError
-from napari_softseg.io.nifti import Volume, check_finite, is_nifti_path, load_volume
+from napari_softseg.io.nifti import HeaderInfo, Volume, check_finite, is_nifti_path, load_volume, read_header
 
 #: ``task01_seg03.nii.gz`` (task 1, rater 3) or ``case01_seg03.nii.gz`` / ``seg03.nii.gz`` (task 1).
 MASK_RE = re.compile(r"^(?:.*?task0*(?P<task>\d+)_)?(?:.*?_)?seg0*(?P<rater>\d+)\.nii(?:\.gz)?$", re.I)
@@ -133,10 +133,24 @@ class CaseData:
         return Volume(data=self.image[0], affine=self.affine, header=self.header, path=self.image_path)
 
 
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # ELOOP, EACCES, ENAMETOOLONG
+        return False
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def _scan_folder(folder: Path, image_pattern: str | None, mask_pattern: str | None) -> Case | None:
     """Return a Case if ``folder`` directly holds an image and/or rater masks."""
     try:
-        files = sorted((p for p in folder.iterdir() if p.is_file()), key=lambda p: _natural_key(p.name))
+        files = sorted((p for p in folder.iterdir() if _is_file(p)), key=lambda p: _natural_key(p.name))
     except OSError:
         return None
     image_path = None
@@ -228,8 +242,19 @@ def discover(
         raise SoftsegError("not a folder: expected a dataset or case folder", root)
     cases: list[Case] = []
     problems: list[str] = []
+    seen: dict[str, Path] = {}  # real path -> first path it was met under (symlinks and loops: each case once)
 
     def walk(folder: Path, depth: int, split: str) -> None:
+        try:
+            real = os.path.realpath(folder)
+        except (OSError, RuntimeError):
+            problems.append(f"{folder}: cannot resolve (symlink loop?); skipped")
+            return
+        if real in seen:
+            if folder != root:
+                problems.append(f"{folder}: same folder as {seen[real]} (symlink); listed once")
+            return
+        seen[real] = folder
         try:
             case = _scan_folder(folder, image_pattern, mask_pattern)
         except SoftsegError as exc:
@@ -253,7 +278,9 @@ def discover(
         if depth >= MAX_DEPTH:
             return
         try:
-            subfolders = sorted((p for p in folder.iterdir() if p.is_dir()), key=lambda p: _natural_key(p.name))
+            # real folders before symlinks, so a case reached both ways is listed under its real name
+            subfolders = sorted((p for p in folder.iterdir() if _is_dir(p)),
+                                key=lambda p: (p.is_symlink(), _natural_key(p.name)))
         except OSError as exc:
             problems.append(f"{folder}: cannot list ({exc.strerror})")
             return
@@ -321,10 +348,79 @@ def load_image(path: str | os.PathLike, n_channels: int | None = None) -> tuple[
         from napari_softseg.io.dicom import load_dicom_image
 
         return load_dicom_image(path, n_channels=n_channels)
-    vol = load_volume(path)
+    from napari_softseg.io.files import check_memory
+
+    info = read_header(path)
+    channels = _channels_first_shape(tuple(info.shape), None, n_channels)
+    check_memory(info.read_bytes + 4 * _prod(channels), "reading this image", info.path)
+    vol = load_volume(info.path, info, memory_check=False)
     check_finite(vol.data, vol.path, "image")
     image = _to_channels_first(np.asarray(vol.data), None, n_channels).astype(np.float32, copy=False)
     return image, vol
+
+
+def _prod(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
+
+
+def _channels_first_shape(shape: tuple[int, ...], mask_shape: tuple[int, ...] | None,
+                          n_channels: int | None) -> tuple[int, ...]:
+    """The ``(C, X, Y, Z)`` shape :func:`_to_channels_first` gives for data of ``shape`` (2D padded)."""
+    shape = tuple(shape) + ((1,) if len(shape) == 2 else ())
+    if len(shape) == 4:
+        return (shape[3], *shape[:3])
+    if mask_shape is not None:
+        if shape == tuple(mask_shape):
+            return (1, *shape)
+        if mask_shape[2] == 1 and shape[:2] == tuple(mask_shape[:2]):
+            return (shape[2], shape[0], shape[1], 1)
+        return (1, *shape)
+    if n_channels and n_channels > 1 and shape[2] == n_channels:
+        return (shape[2], shape[0], shape[1], 1)
+    return (1, *shape)
+
+
+def _mask_shape(info: HeaderInfo) -> tuple[int, int, int]:
+    shape = tuple(info.shape)
+    if len(shape) == 2:
+        return (*shape, 1)
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise SoftsegError(f"mask must be 2D or 3D, got shape {tuple(info.shape)}", info.path)
+    return shape
+
+
+def check_case_headers(image_info: HeaderInfo, mask_infos: list[HeaderInfo]) -> tuple[int, ...] | None:
+    """Check a case from its headers alone: masks agree with each other and with the image.
+
+    Returns:
+        The common mask shape ``(X, Y, Z)`` (``None`` without masks).
+
+    Raises:
+        SoftsegError: A mask of another shape or affine, or an image that does not fit the masks,
+            naming the file; nothing has been read yet.
+    """
+    mask_shape = None
+    for info in mask_infos:
+        shape = _mask_shape(info)
+        if mask_shape is None:
+            mask_shape = shape
+        elif shape != mask_shape:
+            raise SoftsegError(f"mask shape {shape} differs from {mask_infos[0].path.name}'s {mask_shape}", info.path)
+        check_same_geometry(info.affine, image_info.affine, info.path, "mask")
+    if mask_shape is not None:
+        image_shape = _channels_first_shape(tuple(image_info.shape), mask_shape, None)
+        if tuple(image_shape[1:]) != tuple(mask_shape):
+            raise SoftsegError(
+                f"image shape {tuple(image_info.shape)} does not match mask shape {mask_shape} "
+                f"({mask_infos[0].path.name})",
+                image_info.path,
+            )
+    return mask_shape
 
 
 def binarize_mask(data: np.ndarray, path: str | os.PathLike, out: np.ndarray | None = None) -> np.ndarray:
@@ -413,35 +509,31 @@ def load_case(
             raise SoftsegError(f"no rater masks for task {task} (tasks found: {found})", case.path)
         raise SoftsegError("case has no rater masks (expected task01_seg01.nii.gz, ...)", case.path)
 
-    image_vol = load_volume(case.image_path)
+    from napari_softseg.io.files import check_memory
+
+    # headers first: shapes, affines, types and the memory needed are checked before any voxel is read
+    image_info = read_header(case.image_path)
+    mask_infos = [read_header(p) for p in mask_paths]
+    mask_shape = check_case_headers(image_info, mask_infos)
+    image_shape = _channels_first_shape(tuple(image_info.shape), mask_shape, None)
+    biggest_mask = max((i.read_bytes for i in mask_infos), default=0)
+    needed = (image_info.read_bytes + 4 * _prod(image_shape) + biggest_mask
+              + len(mask_paths) * _prod(mask_shape or (0,)) * (1 + 4))  # masks + a float soft label
+    check_memory(needed, f"loading this case ({len(mask_paths)} mask(s) of {mask_shape or image_info.shape})",
+                 case.path)
+
+    image_vol = load_volume(case.image_path, image_info, memory_check=False)
     check_finite(image_vol.data, case.image_path, "image")
     mask_array: np.ndarray | None = None  # filled in place: no per-rater copies, no stacking
-    mask_shape = None
-    for i, mpath in enumerate(mask_paths):
-        mvol = load_volume(mpath)
-        if mvol.data.ndim == 4 and mvol.data.shape[3] == 1:
-            mvol.data = mvol.data[..., 0]
-        if mvol.data.ndim != 3:
-            raise SoftsegError(f"mask must be 2D or 3D, got shape {mvol.data.shape}", mpath)
-        if mask_shape is None:
-            mask_shape = mvol.data.shape
-            mask_array = np.empty((len(mask_paths), *mask_shape), dtype=np.uint8)
-        elif mvol.data.shape != mask_shape:
-            raise SoftsegError(
-                f"mask shape {mvol.data.shape} differs from {mask_paths[0].name}'s {mask_shape}", mpath
-            )
-        check_same_geometry(mvol.affine, image_vol.affine, mpath, "mask")
-        binarize_mask(np.asarray(mvol.data), mpath, out=mask_array[i])
+    if mask_shape is not None:
+        mask_array = np.empty((len(mask_paths), *mask_shape), dtype=np.uint8)
+    for i, (mpath, info) in enumerate(zip(mask_paths, mask_infos)):
+        mvol = load_volume(mpath, info, memory_check=False)
+        binarize_mask(np.asarray(mvol.data).reshape(mask_shape), mpath, out=mask_array[i])
         del mvol
 
     image = _to_channels_first(np.asarray(image_vol.data), mask_shape, None).astype(np.float32, copy=False)
     n_masks = len(mask_paths)
-    if mask_shape is not None and image.shape[1:] != mask_shape:
-        raise SoftsegError(
-            f"image shape {tuple(image_vol.data.shape)} does not match mask shape {mask_shape} "
-            f"({mask_paths[0].name})",
-            case.image_path,
-        )
     if mask_array is None:
         mask_array = np.zeros((0, *image.shape[1:]), dtype=np.uint8)
     rater_ids = case.rater_ids.get(task, list(range(1, len(mask_paths) + 1)))

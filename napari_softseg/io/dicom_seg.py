@@ -463,6 +463,7 @@ def dicom_layers(path: str | os.PathLike) -> list:
     import logging
 
     from napari_softseg import layers as L
+    from napari_softseg._writer import read_sidecar
     from napari_softseg.analysis.softlabels import make_soft_label
 
     logger = logging.getLogger(__name__)
@@ -483,11 +484,15 @@ def dicom_layers(path: str | os.PathLike) -> list:
         for seg_path, header, segments in outputs:
             data = read_seg(seg_path, s, [seg["number"] for seg in segments])
             fractional = str(header.get("SegmentationType", "")) == "FRACTIONAL"
+            # the sidecar both SEG writers leave beside the file: the full provenance (model, device, T, …)
+            side = {k: v for k, v in read_sidecar(seg_path).items() if k not in ("software", "layer", "dtype")}
+            side_kind = side.pop("kind", None)
             for seg, arr in zip(segments, data):
-                prov = {"source": str(path), "dicom_seg": str(seg_path), "description": seg["description"]}
+                prov = {**side, "source": str(path), "dicom_seg": str(seg_path), "description": seg["description"]}
                 name = f"{seg_path.name}: {seg['label']}" if seg["label"] else seg_path.name  # unique in the viewer
                 if fractional:
-                    layers.append(L.soft_map_layer(arr, geometry, name=name, kind="prediction", **prov))
+                    kind = side_kind if side_kind in ("prediction", "soft_label") else "prediction"
+                    layers.append(L.soft_map_layer(arr, geometry, name=name, kind=kind, **prov))
                 else:
                     layers.append(L.labels_layer(arr, geometry, name=name, kind="mask", color="#00e5ff", opacity=0.6,
                                                  **prov))
@@ -525,8 +530,14 @@ def series_for_layer(source: str | os.PathLike, geometry, series_uid: str | None
 
 
 def write_layer_seg(path: str, data, meta: dict, *, kind: str) -> list[str]:
-    """napari writer body: a soft map (Image layer) or mask (Labels layer) as a DICOM SEG of its source series."""
+    """napari writer body: a soft map (Image layer) or mask (Labels layer) as a DICOM SEG of its source series,
+    plus the ``<name>.dcm.softseg.json`` sidecar with the layer's full provenance (the NIfTI writers' format).
+
+    Returns:
+        The SEG and sidecar paths.
+    """
     from napari_softseg import layers as L
+    from napari_softseg._writer import check_sidecar_writable, write_sidecar
 
     out = Path(path)
     if not out.name.lower().endswith(".dcm"):
@@ -535,10 +546,15 @@ def write_layer_seg(path: str, data, meta: dict, *, kind: str) -> list[str]:
     prov = L.provenance_of(meta.get("metadata", {}))
     array = geometry.from_display(np.asarray(data))
     series = series_for_layer(prov.get("dicom_folder") or prov.get("source"), geometry, prov.get("dicom_series_uid"))
+    check_sidecar_writable(out)  # a refusal leaves nothing written
     model = prov.get("model")
     model = Path(str(model)).name if model else None
     threshold = prov.get("threshold")
     written = write_seg(out, series, array, kind=kind, model=model,
                         threshold=None if threshold is None else float(threshold),
                         label=str(meta.get("name") or "")[:64] or None, overwrite=True)
-    return [str(written)]
+    layer_kind = L.softseg_meta(meta.get("metadata", {})).get("kind") or ("prediction" if kind == "probability"
+                                                                          else "mask")
+    side = write_sidecar(written, layer_kind, {**prov, "dicom_series_uid": series.info.uid},
+                         layer=meta.get("name"), dtype="float32" if kind == "probability" else "uint8")
+    return [str(written), str(side)]

@@ -34,6 +34,7 @@ import numpy as np
 
 from napari_softseg.model.device import DeviceChoice, resolve_device
 from napari_softseg.errors import SoftsegError
+from napari_softseg.io.nifti import is_nifti_path
 from napari_softseg.model.model_io import LoadedModel, ModelConfig, load_model
 from napari_softseg.progress import Progress
 
@@ -137,7 +138,9 @@ def forward_logits(network, batch, device: str, tile_size: int = DEFAULT_TILE_SI
     if roi is not None:
         roi = [max(multiple, min(int(r), tile) // multiple * multiple) for r in roi]
         return sliding_window_logits(network, x, roi, device, sw_batch_size=max(1, n))
-    ph, pw = h + (-h) % multiple, w + (-w) % multiple
+    # a multiple of 2 ** depth, and at least twice it: the deepest level then keeps 2x2 values, which
+    # instance normalisation needs (a one-voxel image would otherwise fail there)
+    ph, pw = max(h + (-h) % multiple, 2 * multiple), max(w + (-w) % multiple, 2 * multiple)
     if ph > tile or pw > tile:
         return sliding_window_logits(network, x, (min(tile, ph), min(tile, pw)), device, sw_batch_size=max(1, n),
                                      overlap=0.25)
@@ -322,7 +325,6 @@ def predict_array(
 def _jobs(model: LoadedModel, input_path: Path, output: Path, task: int | None) -> list[tuple[Path, Path]]:
     """(image, output) pairs for an image file, a case folder or a dataset folder."""
     from napari_softseg.io.dataset import discover
-    from napari_softseg.io.nifti import is_nifti_path
 
     model_task = model.config.task
     if task is not None and task != model_task:
@@ -388,30 +390,124 @@ def predict_path(
         SoftsegError: Bad model, input, task or channel count, or an existing output.
     """
     from napari_softseg.io.dataset import load_image
-    from napari_softseg.io.nifti import save_volume
+    from napari_softseg.io.files import check_memory
+    from napari_softseg.io.nifti import read_header, save_volume
 
     if not isinstance(model, LoadedModel):
         model = load_model(model)
     input_path, output = Path(input_path), Path(output)
     if not input_path.exists():
         raise SoftsegError("input not found", input_path)
+    tile = int(tile_size or DEFAULT_TILE_SIZE)
+    if tile < 1 or int(batch_size) < 1:
+        raise SoftsegError(f"tile size and batch size must be at least 1, got {tile_size} and {batch_size}")
     choice = resolve_device(device)
     jobs = _jobs(model, input_path, output, task)
+    dataset_mode = not is_nifti_path(output)
+    if dataset_mode:
+        _refuse_output_inside(input_path, output)
+    record = _run_record(model) if dataset_mode else None
+    skipped: list[Path] = []
     for image_path, out_path in jobs:
         if out_path.resolve() == image_path.resolve():
             raise SoftsegError("output would replace the input image", out_path)
         if out_path.exists() and not overwrite:
+            if dataset_mode and record is not None and _same_run(output, record):
+                skipped.append(out_path)  # committed atomically, so complete: resume after it
+                continue
             raise SoftsegError("already exists; choose another name or pass --overwrite", out_path)
+    # headers first: every image is checked (type, geometry, memory) before the first is predicted
+    for image_path, out_path in jobs:
+        if out_path in skipped:
+            continue
+        if not is_nifti_path(image_path):
+            continue  # a DICOM series: its reader checks it (napari_softseg.io.dicom)
+        info = read_header(image_path)
+        voxels = int(np.prod(info.spatial_shape, dtype=np.int64))
+        side = max(info.spatial_shape)
+        activations = int(batch_size) * model.config.architecture.get("base_channels", 16) * 8 * min(side, tile) ** 2 * 4
+        check_memory(info.read_bytes + 4 * voxels * (model.config.image_channels + 1) + activations,
+                     f"predicting this {'x'.join(map(str, info.shape))} image", image_path)
+    if dataset_mode and record is not None:
+        _write_run_record(output, record, overwrite)
     yield Progress("device", 0, None, f"device: {choice.device} ({choice.reason})", {"device": choice.device})
+    if skipped:
+        yield Progress("device", 0, None, f"resuming: {len(skipped)} of {len(jobs)} case(s) already predicted in "
+                       f"{output} are kept")
     written = []
-    for number, (image_path, out_path) in enumerate(jobs, start=1):
+    todo = [(i, o) for i, o in jobs if o not in skipped]
+    for number, (image_path, out_path) in enumerate(todo, start=1):
         image, volume = load_image(image_path, n_channels=model.config.image_channels)
         probabilities = yield from predict_array(
-            model, image, device=choice, tile_size=tile_size, batch_size=batch_size, source=image_path
+            model, image, device=choice, tile_size=tile, batch_size=batch_size, source=image_path
         )
+        if not np.isfinite(probabilities).all():
+            raise SoftsegError("the model produced NaN or infinite probabilities for this image (damaged weights?)",
+                               image_path)
         description = f"softseg p(task{model.config.task}) T={model.config.temperature:.3g}"
         written.append(
             save_volume(out_path, probabilities, volume, overwrite=overwrite, description=description, dtype=np.float32)
         )
-        yield Progress("case", number, len(jobs), f"wrote {out_path}")
+        yield Progress("case", number, len(todo), f"wrote {out_path}")
     return written
+
+
+RUN_RECORD = "softseg_predict.json"
+
+
+def _refuse_output_inside(input_path: Path, output: Path) -> None:
+    """A dataset's predictions may not go inside the dataset (the next run would walk into them)."""
+    try:
+        inside = output.resolve().is_relative_to(input_path.resolve())
+    except (OSError, RuntimeError):
+        inside = False
+    if inside:
+        raise SoftsegError(f"output folder is inside the input dataset {input_path}; choose a folder outside it",
+                           output)
+
+
+def _run_record(model: LoadedModel) -> dict | None:
+    """What identifies the model of a dataset run: checksums of its two files (``None`` if in memory)."""
+    import hashlib
+
+    from napari_softseg.model.model_io import CONFIG_FILE, WEIGHTS_FILE
+
+    if model.path is None:
+        return None
+    sums = {}
+    for name in (WEIGHTS_FILE, CONFIG_FILE):
+        digest = hashlib.sha256()
+        try:
+            with open(Path(model.path) / name, "rb") as fh:
+                for block in iter(lambda: fh.read(2**20), b""):
+                    digest.update(block)
+        except OSError:
+            return None
+        sums[name] = digest.hexdigest()
+    return {"software": "napari-softseg predict", "model": str(model.path), "task": model.config.task,
+            "sha256": sums}
+
+
+def _same_run(output: Path, record: dict) -> bool:
+    from napari_softseg.io.files import read_json_object
+
+    path = output / RUN_RECORD
+    if not path.is_file():
+        return False
+    try:
+        stored = read_json_object(path, "prediction record")
+    except SoftsegError:
+        return False
+    return stored.get("sha256") == record["sha256"] and stored.get("task") == record["task"]
+
+
+def _write_run_record(output: Path, record: dict, overwrite: bool) -> None:
+    from napari_softseg.io.files import write_json
+
+    path = output / RUN_RECORD
+    if _same_run(output, record):
+        return
+    if path.exists() and not overwrite:
+        raise SoftsegError("records predictions of another model in this folder; choose another output folder or "
+                           "pass --overwrite", path)
+    write_json(path, record, overwrite=overwrite)

@@ -26,7 +26,9 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +36,7 @@ from typing import Any
 
 from napari_softseg import __version__
 from napari_softseg.errors import SoftsegError
-from napari_softseg.io.files import atomic_destination, write_bytes_synced
+from napari_softseg.io.files import atomic_destination, crash_point, write_bytes_synced
 
 FORMAT_NAME = "napari-softseg-model"
 FORMAT_VERSION = 1
@@ -42,6 +44,29 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin", ".tar")
 _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol >= 2; torch.save's zip container
+MANIFEST_FILE = "manifest.json"
+ARCHITECTURE_KEYS = ("name", "in_channels", "out_channels", "base_channels", "depth", "norm")
+MAX_BASE_CHANNELS = 256
+MAX_IMAGE_CHANNELS = 256
+MAX_CONTEXT_SLICES = 16
+#: Largest magnitude accepted in a weight tensor: trained weights are far smaller; beyond this the
+#: network's activations overflow float16/float32 and the map becomes NaN or a constant.
+MAX_WEIGHT_MAGNITUDE = 1e4
+MAX_WEIGHTS_BYTES = 4 * 2**30
+MAX_PARAMETERS = 2e8
+
+
+def estimate_parameters(architecture: dict) -> float:
+    """Approximate weight count of the U-Net (two 3x3 convolutions per level, encoder and decoder)."""
+    base, depth = architecture["base_channels"], architecture["depth"]
+    total, previous = 0.0, architecture["in_channels"]
+    for level in range(depth + 1):
+        c = base * 2**level
+        total += 9 * (previous * c + c * c)  # encoder level
+        if level:
+            total += 9 * (2 * c // 2 * c // 2 + (c // 2) ** 2) + c * (c // 2) * 4  # decoder level + up-convolution
+        previous = c
+    return total
 
 
 @dataclass
@@ -103,6 +128,17 @@ class ModelConfig:
             raise SoftsegError(f"slice_axis must be 0, 1 or 2, got {self.slice_axis!r}")
         if self.context_slices < 0 or self.image_channels < 1:
             raise SoftsegError("context_slices must be >= 0 and image_channels >= 1")
+        if self.image_channels > MAX_IMAGE_CHANNELS or self.context_slices > MAX_CONTEXT_SLICES:
+            raise SoftsegError(f"image_channels ({self.image_channels}) or context_slices ({self.context_slices}) is "
+                               f"implausibly large (at most {MAX_IMAGE_CHANNELS} and {MAX_CONTEXT_SLICES})")
+        unknown = sorted(set(self.architecture) - set(ARCHITECTURE_KEYS))
+        if unknown:
+            raise SoftsegError(f"unknown architecture field(s) {', '.join(map(repr, unknown))}")
+        base = self.architecture.get("base_channels", 16)
+        if isinstance(base, int) and not isinstance(base, bool) and base > MAX_BASE_CHANNELS:
+            raise SoftsegError(f"architecture base_channels {base} is larger than {MAX_BASE_CHANNELS}")
+        if not isinstance(self.loss, str) or not isinstance(self.weights_dtype, str):
+            raise SoftsegError(f"loss and weights_dtype must be text, got {self.loss!r} and {self.weights_dtype!r}")
         expected = self.in_channels
         arch = dict(self.architecture)
         if "in_channels" in arch and arch["in_channels"] != expected:
@@ -112,11 +148,19 @@ class ModelConfig:
             )
         arch["in_channels"] = expected
         self.architecture = normalize_architecture(arch)
+        n_params = estimate_parameters(self.architecture)
+        if n_params > MAX_PARAMETERS:
+            raise SoftsegError(f"a U-Net with base_channels {self.architecture['base_channels']} and depth "
+                               f"{self.architecture['depth']} has about {n_params:.2g} parameters, more than this tool "
+                               f"handles ({MAX_PARAMETERS:.0e})")
         if self.architecture["out_channels"] != 1:
             raise SoftsegError("only networks with one output channel (a soft foreground map) are supported")
-        Normalization.from_dict(self.normalization)  # validates
-        if not self.temperature > 0:
-            raise SoftsegError(f"temperature must be positive, got {self.temperature!r}")
+        try:
+            Normalization.from_dict(self.normalization)  # validates
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise SoftsegError(f"invalid normalization {self.normalization!r} ({exc})") from None
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise SoftsegError(f"temperature must be positive and finite, got {self.temperature!r}")
         if self.weights_dtype not in ("float16", "float32"):
             raise SoftsegError(f"weights_dtype must be float16 or float32, got {self.weights_dtype!r}")
         if self.patch_size is not None:
@@ -151,7 +195,8 @@ class ModelConfig:
         if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
             raise SoftsegError(f"not a napari-softseg model config (no \"format\": \"{FORMAT_NAME}\")", path)
         version = data.get("format_version")
-        written_by = (data.get("software") or {}).get("version", "?")
+        software = data.get("software")
+        written_by = software.get("version", "?") if isinstance(software, dict) else "?"
         if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
             raise SoftsegError(
                 f"model format version {version!r} (written by napari-softseg {written_by}) is not supported by "
@@ -159,13 +204,17 @@ class ModelConfig:
                 path,
             )
         known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known - {"format", "format_version"})
+        if unknown:
+            raise SoftsegError(f"unknown field(s) {', '.join(map(repr, unknown[:5]))} in the model config "
+                               "(misspelt, or written by another program?)", path)
         fields = {k: v for k, v in data.items() if k in known}
         try:
             return cls(**fields)
         except SoftsegError as exc:
             raise SoftsegError(exc.message, path) from None
-        except (TypeError, ValueError, AttributeError, KeyError) as exc:
-            raise SoftsegError(f"invalid model config: {exc}", path) from None
+        except (TypeError, ValueError, AttributeError, KeyError, RecursionError, OverflowError) as exc:
+            raise SoftsegError(f"invalid model config: {type(exc).__name__}: {str(exc)[:200]}", path) from None
 
 
 @dataclass
@@ -242,6 +291,12 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict, dict]:
         raise SoftsegError("file not found", path)
     if _looks_like_pickle(path):
         _refuse_foreign(path)
+    from napari_softseg.io.files import check_memory
+
+    size = path.stat().st_size
+    if size > MAX_WEIGHTS_BYTES:
+        raise SoftsegError(f"weights file is {size / 2**30:.1f} GiB; a napari-softseg model is far smaller", path)
+    check_memory(2 * size, "loading these weights", path)
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
@@ -256,7 +311,12 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict, dict]:
 
 
 def save_model(model_dir: str | os.PathLike, network, config: ModelConfig) -> Path:
-    """Write ``model.safetensors`` then ``config.json`` into ``model_dir`` (each atomically).
+    """Write ``model.safetensors``, ``config.json`` and ``manifest.json`` into ``model_dir``.
+
+    Each file is replaced atomically, and ``manifest.json`` (written last) holds the SHA-256 of the
+    other two: the loader refuses a folder whose weights do not match its manifest, so a crash between
+    the files can never pair new weights with old metadata (the pair either verifies or is refused
+    with a message saying how to recover).
 
     Args:
         model_dir: Folder (created if needed). Existing model files in it are replaced.
@@ -270,41 +330,103 @@ def save_model(model_dir: str | os.PathLike, network, config: ModelConfig) -> Pa
         SoftsegError: Writing failed (e.g. the disk is full); the previous files are left as they were.
     """
     import torch
+    from safetensors.torch import save
 
     model_dir = Path(model_dir)
     store = torch.float16 if config.weights_dtype == "float16" else torch.float32
     tensors = {
-        key: (value.to(store) if value.is_floating_point() else value) for key, value in network.state_dict().items()
+        key: (value.to(store) if value.is_floating_point() else value).detach().contiguous().cpu()
+        for key, value in network.state_dict().items()
     }
-    try:
-        save_tensors(model_dir / WEIGHTS_FILE, tensors, {"format": FORMAT_NAME, "format_version": FORMAT_VERSION})
-    except OSError as exc:
-        raise SoftsegError(f"could not write the model: {exc.strerror or exc}", model_dir) from None
-    return save_config(model_dir, config)
+    weights = save(tensors, metadata={"json": json.dumps({"format": FORMAT_NAME, "format_version": FORMAT_VERSION})})
+    config_bytes = (json.dumps(config.to_dict(), indent=2) + "\n").encode()
+    _write_model_files(model_dir, {WEIGHTS_FILE: weights, CONFIG_FILE: config_bytes})
+    return model_dir
 
 
 def save_config(model_dir: str | os.PathLike, config: ModelConfig) -> Path:
-    """Atomically (re)write ``MODEL_DIR/config.json`` alone (e.g. a new temperature or training summary).
+    """Atomically (re)write ``MODEL_DIR/config.json`` alone (e.g. a new temperature) and its manifest entry.
 
     Raises:
         SoftsegError: Writing failed; the previous file is left as it was.
     """
     model_dir = Path(model_dir)
-    try:
-        atomic_write_bytes(model_dir / CONFIG_FILE, (json.dumps(config.to_dict(), indent=2) + "\n").encode())
-    except OSError as exc:
-        raise SoftsegError(f"could not write the model config: {exc.strerror or exc}", model_dir) from None
+    _write_model_files(model_dir, {CONFIG_FILE: (json.dumps(config.to_dict(), indent=2) + "\n").encode()})
     return model_dir
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_model_files(model_dir: Path, contents: dict[str, bytes]) -> None:
+    """Replace some model files atomically, then the manifest that binds them (written last)."""
+    sums = {}
+    try:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        for name in (WEIGHTS_FILE, CONFIG_FILE):
+            if name in contents:
+                sums[name] = hashlib.sha256(contents[name]).hexdigest()
+            elif (model_dir / name).is_file():
+                sums[name] = _sha256_file(model_dir / name)
+        for name in (WEIGHTS_FILE, CONFIG_FILE):
+            if name in contents:
+                atomic_write_bytes(model_dir / name, contents[name])
+                crash_point(f"model-after-{name}")
+        manifest = {"format": FORMAT_NAME, "files": sums}
+        atomic_write_bytes(model_dir / MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode())
+    except SoftsegError as exc:
+        raise SoftsegError(f"could not write the model: {exc.message}", model_dir) from None
+    except OSError as exc:
+        raise SoftsegError(f"could not write the model: {exc.strerror or exc}", model_dir) from None
+
+
+def verify_manifest(model_dir: str | os.PathLike) -> None:
+    """Check ``model.safetensors`` and ``config.json`` against ``manifest.json`` (when there is one).
+
+    Folders without a manifest (models written by napari-softseg before it had one) are accepted.
+
+    Raises:
+        SoftsegError: A file differs from its checksum: the folder was interrupted while being
+            rewritten (or changed by hand).
+    """
+    from napari_softseg.io.files import read_json_object
+
+    model_dir = Path(model_dir)
+    path = model_dir / MANIFEST_FILE
+    if not path.is_file():
+        return
+    manifest = read_json_object(path, "model manifest", max_bytes=2**20)
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise SoftsegError("model manifest has no valid \"files\" checksums", path)
+    for name in (WEIGHTS_FILE, CONFIG_FILE):
+        want = files.get(name)
+        if want is None:
+            continue
+        try:
+            have = _sha256_file(model_dir / name)
+        except OSError as exc:
+            raise SoftsegError(f"cannot read: {exc.strerror or exc}", model_dir / name) from None
+        if have != want:
+            raise SoftsegError(
+                f"does not match {MANIFEST_FILE} (the model folder was interrupted while being written, or the "
+                "file was changed afterwards); continue an interrupted training with --resume, or retrain",
+                model_dir / name,
+            )
 
 
 def read_config(model_dir: str | os.PathLike) -> ModelConfig:
     """Read and check ``MODEL_DIR/config.json`` (see :func:`load_model` for what is refused)."""
     model_dir = _model_dir(Path(model_dir))
+    from napari_softseg.io.files import read_json_object
+
     path = model_dir / CONFIG_FILE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SoftsegError(f"config is not valid JSON ({exc})", path) from None
+    data = read_json_object(path, "model config", max_bytes=4 * 2**20)
     return ModelConfig.from_dict(data, path)
 
 
@@ -363,7 +485,40 @@ def load_model(model_dir: str | os.PathLike) -> LoadedModel:
         raise SoftsegError(
             f"weights do not match the architecture in {CONFIG_FILE} ({'; '.join(details)})", weights_path
         )
+    check_weights(tensors, expected, weights_path)
+    verify_manifest(model_dir)  # last: a damaged file is named for what is wrong with it first
     state = {k: (v.to(torch.float32) if v.is_floating_point() else v) for k, v in tensors.items()}
     network.load_state_dict(state, strict=True)
     network.eval()
     return LoadedModel(network=network, config=config, path=model_dir)
+
+
+def check_weights(tensors: dict, expected: dict, path: str | os.PathLike | None = None) -> None:
+    """Refuse weights that would give a silently wrong map.
+
+    Every tensor the network holds as floating point must be stored as floating point (float16,
+    bfloat16, float32 or float64), finite, and smaller in magnitude than :data:`MAX_WEIGHT_MAGNITUDE`;
+    integer buffers must be integers.
+
+    Raises:
+        SoftsegError: Naming the file, the first offending tensor and what is wrong with it.
+    """
+    import torch
+
+    for key, want in expected.items():
+        have = tensors[key]
+        if want.is_floating_point():
+            if not have.is_floating_point():
+                raise SoftsegError(f"weight {key} is stored as {str(have.dtype).replace('torch.', '')}; expected "
+                                   "floating-point values", path)
+            values = have.to(torch.float64) if have.dtype != torch.float64 else have
+            if not bool(torch.isfinite(values).all()):
+                bad = int((~torch.isfinite(values)).sum())
+                raise SoftsegError(f"weight {key} holds {bad} NaN or infinite value(s)", path)
+            top = float(values.abs().max()) if values.numel() else 0.0
+            if top > MAX_WEIGHT_MAGNITUDE:
+                raise SoftsegError(f"weight {key} holds values up to {top:.3g}; trained weights stay far below "
+                                   f"{MAX_WEIGHT_MAGNITUDE:g} (damaged file?)", path)
+        elif have.is_floating_point() or have.dtype == torch.bool:
+            raise SoftsegError(f"buffer {key} is stored as {str(have.dtype).replace('torch.', '')}; expected "
+                               f"{str(want.dtype).replace('torch.', '')}", path)

@@ -441,9 +441,18 @@ def read_training_state(out_dir: str | os.PathLike) -> dict:
 
     try:
         with safe_open(str(path), framework="pt") as handle:
-            return json.loads((handle.metadata() or {}).get("json", "{}"))
-    except Exception as exc:
-        raise SoftsegError(f"cannot read the training state ({exc})", path) from None
+            meta = json.loads((handle.metadata() or {}).get("json", "{}"))
+    except Exception as exc:  # noqa: BLE001 - safetensors/JSON errors of a damaged file
+        raise SoftsegError(f"cannot read the training state ({str(exc)[:200]})", path) from None
+    expected = {"options": dict, "epoch": int, "best_epoch": int, "history": list, "numpy_rng": dict,
+                "optimizer": dict}
+    if not isinstance(meta, dict):
+        raise SoftsegError("training state metadata is not a JSON object; train again without --resume", path)
+    wrong = [k for k, kind in expected.items() if not isinstance(meta.get(k), kind) or isinstance(meta.get(k), bool)]
+    if wrong:
+        raise SoftsegError(f"training state is missing or has invalid {', '.join(wrong)}; it cannot be resumed "
+                           "(train again without --resume, into a new folder)", path)
+    return meta
 
 
 def _warn(message: str, collected: list[str]) -> None:
@@ -543,7 +552,13 @@ class TrainingRun:
         _check_out_dir(self.out_dir, self.resume, self.overwrite)
         if self.resume:
             self.state_meta = read_training_state(self.out_dir)
-            stored = TrainOptions.from_dict(self.state_meta["options"])
+            try:
+                stored = TrainOptions.from_dict(self.state_meta["options"])
+            except SoftsegError as exc:
+                raise SoftsegError(f"stored training options are invalid ({exc.message})",
+                                   self.out_dir / STATE_FILE) from None
+            except (TypeError, ValueError, KeyError) as exc:
+                raise SoftsegError(f"stored training options are invalid ({exc})", self.out_dir / STATE_FILE) from None
             req = self.requested
             changed = [k for k in IDENTITY_OPTIONS if req.get(k) is not None and _differs(req[k], getattr(stored, k))]
             if changed:
@@ -693,14 +708,20 @@ class TrainingRun:
         self.progress = 0.0
         if self.resume:
             tensors, meta = load_tensors(self.out_dir / STATE_FILE)
-            self.network.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-            self.network.to(device)
-            _restore_optimizer(self.optimizer, tensors, meta["optimizer"])
-            self.aug_gen.set_state(tensors["rng.augment"])
-            self.rng.bit_generator.state = meta["numpy_rng"]
-            self.epoch, self.best_epoch, self.best_score = meta["epoch"], meta["best_epoch"], meta["best_score"]
-            self.history, self.previous_seconds = meta["history"], meta.get("seconds", 0.0)
-            self.steps_done, self.progress = meta.get("steps_done", 0), meta.get("progress", 0.0)
+            try:
+                self.network.load_state_dict({k[len("model."):]: v for k, v in tensors.items()
+                                              if k.startswith("model.")})
+                self.network.to(device)
+                _restore_optimizer(self.optimizer, tensors, meta["optimizer"])
+                self.aug_gen.set_state(tensors["rng.augment"])
+                self.rng.bit_generator.state = meta["numpy_rng"]
+                self.epoch, self.best_epoch = meta["epoch"], meta["best_epoch"]
+                self.best_score = meta.get("best_score")
+                self.history, self.previous_seconds = meta["history"], float(meta.get("seconds", 0.0))
+                self.steps_done, self.progress = int(meta.get("steps_done", 0)), float(meta.get("progress", 0.0))
+            except (KeyError, RuntimeError, TypeError, ValueError, IndexError) as exc:
+                raise SoftsegError(f"the checkpoint does not fit this run ({type(exc).__name__}: {str(exc)[:160]}); "
+                                   "train again into a new folder", self.out_dir / STATE_FILE) from None
             if plan.max_minutes is None:
                 self.total_steps = plan.epochs * plan.steps_per_epoch
             yield Progress("device", 0, None, f"resuming after epoch {self.epoch} (best so far: epoch {self.best_epoch})")
@@ -953,6 +974,21 @@ def _differs(requested, stored) -> bool:
     return requested != stored
 
 
+def _one_writer_per_folder(train_fn):
+    """Run the training generator holding the output folder's lock (two runs never interleave checkpoints)."""
+    import functools
+
+    from napari_softseg.io.files import folder_lock
+
+    @functools.wraps(train_fn)
+    def locked(dataset, out_dir, *args, **kwargs):
+        with folder_lock(out_dir, "softseg train"):
+            return (yield from train_fn(dataset, out_dir, *args, **kwargs))
+
+    return locked
+
+
+@_one_writer_per_folder
 def train(
     dataset,
     out_dir: str | os.PathLike,
@@ -999,6 +1035,7 @@ def train(
     return (yield from run.run())
 
 
+@_one_writer_per_folder
 def train_cases(
     cases: Sequence[TrainingCase],
     out_dir: str | os.PathLike,
