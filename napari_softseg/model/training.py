@@ -754,7 +754,8 @@ class TrainingRun:
                 _restore_optimizer(self.optimizer, tensors, meta["optimizer"])
                 self.aug_gen.set_state(tensors["rng.augment"])
                 self.rng.bit_generator.state = meta["numpy_rng"]
-                self.epoch, self.best_epoch, self.best_score = meta["epoch"], meta["best_epoch"], meta.get("best_score")
+                self.epoch, self.best_epoch = meta["epoch"], meta["best_epoch"]
+                self.best_score = meta.get("best_score")
                 self.history, self.previous_seconds = meta["history"], float(meta.get("seconds", 0.0))
                 self.steps_done, self.progress = int(meta.get("steps_done", 0)), float(meta.get("progress", 0.0))
             except (KeyError, RuntimeError, TypeError, ValueError, IndexError) as exc:
@@ -1119,6 +1120,7 @@ def train(
     return (yield from run.run())
 
 
+@_one_writer_per_folder
 def train_cases(
     cases: Sequence[TrainingCase],
     out_dir: str | os.PathLike,
