@@ -58,6 +58,7 @@ class ComputeStatus(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.label = QLabel()
+        self.label.setWordWrap(True)  # a long "computing: …" line wraps instead of widening the dock
         self.bar = QProgressBar()
         self.bar.setMaximumWidth(120)
         self.bar.setTextVisible(False)

@@ -221,8 +221,24 @@ def _arrange_docks(viewer, frames: dict) -> None:
         frames[name].setWindowTitle(ROLE_TITLES[name])
     for name in order[1:]:
         window.tabifyDockWidget(first, frames[name])
-    width = min(DOCK_WIDTH, max(320, window.width() // 3))
-    window.resizeDocks([first], [width], Qt.Orientation.Horizontal)
+    from qtpy.QtCore import QEvent, QObject, QTimer
+
+    def fit_column() -> None:
+        # at most 28 % of the window (and DOCK_WIDTH), at least 320 px: the canvas keeps most of the width
+        width = min(DOCK_WIDTH, max(320, int(window.width() * 0.28)))
+        window.resizeDocks([first], [width], Qt.Orientation.Horizontal)
+
+    class _FollowResize(QObject):
+        """Re-fit the dock column when the window is resized (a smaller screen, a maximised window)."""
+
+        def eventFilter(self, obj, event):  # noqa: N802 (Qt's name)
+            if event.type() == QEvent.Type.Resize:
+                QTimer.singleShot(0, fit_column)
+            return False
+
+    window._softseg_dock_fitter = _FollowResize(window)
+    window.installEventFilter(window._softseg_dock_fitter)
+    fit_column()
     raise_clinician_tab(frames)
 
 

@@ -763,6 +763,13 @@ class TrainingRun:
                                    "train again into a new folder", self.out_dir / STATE_FILE) from None
             if plan.max_minutes is None:
                 self.total_steps = plan.epochs * plan.steps_per_epoch
+            if self.progress >= 1.0 and (self.total_steps is None or self.steps_done < self.total_steps):
+                # the stored schedule had ended and this resume asks for more (more epochs, a new budget): without
+                # this the learning rate would stay at zero and the extra steps would change nothing. More epochs
+                # continue the poly schedule as if it had been planned that long; a new budget restarts it.
+                self.progress = self.steps_done / self.total_steps if self.total_steps else 0.0
+                yield Progress("plan", 0, None, f"the stored schedule had ended after {self.steps_done} steps; "
+                               f"extended ({100 * self.progress:.0f}% done)")
             yield Progress("device", 0, None, f"resuming after epoch {self.epoch} (best so far: epoch {self.best_epoch})")
         # the module the steps run (DistributedDataParallel under torchrun; it starts from rank 0's weights)
         self.trainer = self.dist.wrap(self.network)
