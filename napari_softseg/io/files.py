@@ -193,6 +193,15 @@ def clean_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     return removed
 
 
+def _remove_journal(journal: Path) -> list[Path]:
+    """Delete a group's journal once it is settled; ``[journal]`` if it was removed."""
+    try:
+        journal.unlink()
+        return [journal]
+    except OSError:
+        return []
+
+
 def _roll_back(journal: Path) -> list[Path]:
     removed = []
     try:
@@ -211,12 +220,7 @@ def _roll_back(journal: Path) -> list[Path]:
                         pass
         else:
             removed += _undo_replacements(members)
-        try:
-            journal.unlink()
-            removed.append(journal)
-        except OSError:
-            pass
-        return removed
+        return removed + _remove_journal(journal)
     pairs = record.get("pairs", []) if isinstance(record, dict) else []
     pairs = pairs if isinstance(pairs, list) else []
 
@@ -235,12 +239,7 @@ def _roll_back(journal: Path) -> list[Path]:
             except OSError:
                 pass
     # every member linked: the group is complete (killed just before tidying up) and is kept
-    try:
-        journal.unlink()
-        removed.append(journal)
-    except OSError:
-        pass
-    return removed
+    return removed + _remove_journal(journal)
 
 
 def commit_file(tmp: str | os.PathLike, path: str | os.PathLike, overwrite: bool = False) -> Path:

@@ -55,6 +55,55 @@ def _uniform(generator, n, low, high):
     return low + (high - low) * torch.rand(n, generator=generator)
 
 
+def _rotate_and_zoom(images, targets, generator, settings: AugmentationSettings):
+    """A small rotation (about the last axis) and scaling of a random share of the batch, image and target by
+    one (bi/tri)linear resampling each; returns new tensors where anything moved. 2D ``(N, C, H, W)`` and 3D
+    ``(N, C, D, H, W)`` alike (the same random draws, in the same order)."""
+    import torch
+    import torch.nn.functional as F
+
+    n, nd, device = images.shape[0], images.ndim - 2, images.device
+    spatial = torch.rand(n, generator=generator) < settings.p_spatial
+    angles = _uniform(generator, n, -1.0, 1.0) * math.radians(settings.rotate_degrees)
+    zooms = 1.0 + _uniform(generator, n, -settings.scale, settings.scale)
+    if not (spatial.any() and (settings.rotate_degrees > 0 or settings.scale > 0)):
+        return images, targets
+    idx = spatial.nonzero().flatten()
+    cos, sin = torch.cos(angles[idx]) / zooms[idx], torch.sin(angles[idx]) / zooms[idx]
+    theta = torch.zeros(len(idx), nd, nd + 1)
+    theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
+    if nd == 3:
+        theta[:, 2, 2] = 1.0 / zooms[idx]
+    theta = theta.to(device=device, dtype=images.dtype)
+    grid = F.affine_grid(theta, (len(idx), 1, *images.shape[2:]), align_corners=False)
+    idx = idx.to(device)
+    images, targets = images.clone(), targets.clone()
+    images[idx] = F.grid_sample(images[idx], grid, mode="bilinear", padding_mode="border", align_corners=False)
+    targets[idx] = F.grid_sample(targets[idx], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return images, targets
+
+
+def _contrast_and_brightness(images, generator, settings: AugmentationSettings):
+    """Per-sample contrast and brightness jitter."""
+    n, device = images.shape[0], images.device
+    shape = (n,) + (1,) * (images.ndim - 1)
+    contrast = 1.0 + _uniform(generator, n, -settings.contrast, settings.contrast)
+    brightness = _uniform(generator, n, -settings.brightness, settings.brightness)
+    return images * contrast.to(device).view(shape) + brightness.to(device).view(shape)
+
+
+def _noise(images, generator, settings: AugmentationSettings):
+    """Gaussian noise of a per-sample strength up to ``settings.noise``."""
+    import torch
+
+    if settings.noise <= 0:
+        return images
+    shape = (images.shape[0],) + (1,) * (images.ndim - 1)
+    sigma = _uniform(generator, images.shape[0], 0.0, settings.noise).view(shape)
+    return images + (torch.randn(images.shape, generator=generator) * sigma).to(device=images.device,
+                                                                                  dtype=images.dtype)
+
+
 def augment_batch(images, targets, generator, settings: AugmentationSettings | None = None):
     """Augment a batch of slices and their soft targets consistently.
 
@@ -84,34 +133,15 @@ def augment_batch(images, targets, generator, settings: AugmentationSettings | N
                 images[idx] = images[idx].flip(dim)
                 targets[idx] = targets[idx].flip(dim)
 
-    spatial = torch.rand(n, generator=generator) < settings.p_spatial
-    angles = _uniform(generator, n, -1.0, 1.0) * math.radians(settings.rotate_degrees)
-    zooms = 1.0 + _uniform(generator, n, -settings.scale, settings.scale)
-    if spatial.any() and (settings.rotate_degrees > 0 or settings.scale > 0):
-        idx = spatial.nonzero().flatten()
-        cos, sin = torch.cos(angles[idx]) / zooms[idx], torch.sin(angles[idx]) / zooms[idx]
-        theta = torch.zeros(len(idx), 2, 3)
-        theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
-        theta = theta.to(device=device, dtype=images.dtype)
-        grid = F.affine_grid(theta, (len(idx), 1, height, width), align_corners=False)
-        idx = idx.to(device)
-        images, targets = images.clone(), targets.clone()
-        images[idx] = F.grid_sample(images[idx], grid, mode="bilinear", padding_mode="border", align_corners=False)
-        targets[idx] = F.grid_sample(targets[idx], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-    contrast = 1.0 + _uniform(generator, n, -settings.contrast, settings.contrast)
-    brightness = _uniform(generator, n, -settings.brightness, settings.brightness)
-    images = images * contrast.to(device).view(n, 1, 1, 1) + brightness.to(device).view(n, 1, 1, 1)
+    images, targets = _rotate_and_zoom(images, targets, generator, settings)
+    images = _contrast_and_brightness(images, generator, settings)
 
     if settings.bias_field > 0:
         coarse = torch.randn(n, 1, 3, 3, generator=generator) * (settings.bias_field / 2)
         field = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=True)
         images = images * torch.exp(field).to(device=device, dtype=images.dtype)
 
-    if settings.noise > 0:
-        sigma = _uniform(generator, n, 0.0, settings.noise).view(n, 1, 1, 1)
-        noise = torch.randn(images.shape, generator=generator) * sigma
-        images = images + noise.to(device=device, dtype=images.dtype)
+    images = _noise(images, generator, settings)
 
     return images, targets.clamp_(0.0, 1.0)
 
@@ -132,7 +162,6 @@ def augment_batch_3d(images, targets, generator, settings: AugmentationSettings 
         ``(images, targets)``, new tensors; targets stay in ``[0, 1]``.
     """
     import torch
-    import torch.nn.functional as F
 
     settings = settings or AugmentationSettings()
     n = images.shape[0]
@@ -145,25 +174,7 @@ def augment_batch_3d(images, targets, generator, settings: AugmentationSettings 
             if len(idx):
                 images[idx] = images[idx].flip(dim)
                 targets[idx] = targets[idx].flip(dim)
-    spatial = torch.rand(n, generator=generator) < settings.p_spatial
-    angles = _uniform(generator, n, -1.0, 1.0) * math.radians(settings.rotate_degrees)
-    zooms = 1.0 + _uniform(generator, n, -settings.scale, settings.scale)
-    if spatial.any() and (settings.rotate_degrees > 0 or settings.scale > 0):
-        idx = spatial.nonzero().flatten()
-        cos, sin = torch.cos(angles[idx]) / zooms[idx], torch.sin(angles[idx]) / zooms[idx]
-        theta = torch.zeros(len(idx), 3, 4)
-        theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
-        theta[:, 2, 2] = 1.0 / zooms[idx]
-        theta = theta.to(device=device, dtype=images.dtype)
-        grid = F.affine_grid(theta, (len(idx), 1, *images.shape[2:]), align_corners=False)
-        idx = idx.to(device)
-        images[idx] = F.grid_sample(images[idx], grid, mode="bilinear", padding_mode="border", align_corners=False)
-        targets[idx] = F.grid_sample(targets[idx], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    contrast = 1.0 + _uniform(generator, n, -settings.contrast, settings.contrast)
-    brightness = _uniform(generator, n, -settings.brightness, settings.brightness)
-    shape = (n,) + (1,) * (images.ndim - 1)
-    images = images * contrast.to(device).view(shape) + brightness.to(device).view(shape)
-    if settings.noise > 0:
-        sigma = _uniform(generator, n, 0.0, settings.noise).view(shape)
-        images = images + (torch.randn(images.shape, generator=generator) * sigma).to(device=device, dtype=images.dtype)
+    images, targets = _rotate_and_zoom(images, targets, generator, settings)
+    images = _contrast_and_brightness(images, generator, settings)
+    images = _noise(images, generator, settings)
     return images, targets.clamp_(0.0, 1.0)
