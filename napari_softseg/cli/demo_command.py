@@ -221,12 +221,20 @@ def _arrange_docks(viewer, frames: dict) -> None:
         frames[name].setWindowTitle(ROLE_TITLES[name])
     for name in order[1:]:
         window.tabifyDockWidget(first, frames[name])
+    import weakref
+
     from qtpy.QtCore import QEvent, QObject, QTimer
+
+    # weak references: the filter lives as long as the window and must not keep it (or its viewer) alive
+    window_ref, first_ref = weakref.ref(window), weakref.ref(first)
 
     def fit_column() -> None:
         # at most 28 % of the window (and DOCK_WIDTH), at least 320 px: the canvas keeps most of the width
-        width = min(DOCK_WIDTH, max(320, int(window.width() * 0.28)))
-        window.resizeDocks([first], [width], Qt.Orientation.Horizontal)
+        win, dock = window_ref(), first_ref()
+        if win is None or dock is None:
+            return
+        width = min(DOCK_WIDTH, max(320, int(win.width() * 0.28)))
+        win.resizeDocks([dock], [width], Qt.Orientation.Horizontal)
 
     class _FollowResize(QObject):
         """Re-fit the dock column when the window is resized (a smaller screen, a maximised window)."""
