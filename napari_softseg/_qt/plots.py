@@ -128,11 +128,17 @@ class ThemedCanvas(FigureCanvasQTAgg):
 
     legend_loc = "best"
 
-    def update_legend(self) -> None:
-        """(Re)make the legend, so its entries copy the artists' current colours."""
+    def _clear_legends(self) -> None:
+        """Remove the axes' legend and any figure legend (before making a new one)."""
+        for legend in list(self.figure.legends):
+            legend.remove()
         legend = self.axes.get_legend()
         if legend is not None:
             legend.remove()
+
+    def update_legend(self) -> None:
+        """(Re)make the legend, so its entries copy the artists' current colours."""
+        self._clear_legends()
         handles = self.legend_handles()
         if not handles:
             return
@@ -300,11 +306,7 @@ class ReliabilityPlot(ThemedCanvas):
 
     def update_legend(self) -> None:
         """The legend goes below the axes (outside them), so it never covers the curves."""
-        for legend in list(self.figure.legends):
-            legend.remove()
-        legend = self.axes.get_legend()
-        if legend is not None:
-            legend.remove()
+        self._clear_legends()
         handles = self.legend_handles()
         if not handles:
             return
