@@ -127,20 +127,28 @@ def read_case_folder(path: PathLike) -> list[L.LayerData]:
     """Layers of a QUBIQ case folder: image, raters per task, soft label (mean) per task.
 
     With one task the raters are named ``"rater 1"`` ...; with several, ``"task 2 rater 1"`` ... and only
-    the first task's layers are visible.
+    the first task's layers are visible. The raters are held packed as bits (one byte per voxel for up to
+    8 raters) and, with the mean soft label, shown as lazy layers (``LazyArray``): ``np.asarray(layer.data)`` gives the
+    full array when one is needed.
     """
+    from napari_softseg.analysis.softlabels import SoftLabel, make_soft_label, soft_label_provenance
     from napari_softseg.io.dataset import find_case, load_case
-    from napari_softseg.analysis.softlabels import make_soft_label
+    from napari_softseg.io.packed_masks import PackedMasks
 
     case = find_case(path)
     tasks = sorted(case.tasks) or [1]
     out: list[L.LayerData] = []
     for n, task in enumerate(tasks):
-        data = load_case(case, task=task, allow_no_masks=True)
+        # raters packed as bits; they and the mean soft label are lazy layers that unpack the slices shown
+        data = load_case(case, task=task, allow_no_masks=True, packed=True)
         for warning in data.warnings:
             logger.warning("%s task %d: %s", case.path, task, warning)
         soft = None
-        if data.masks.shape[0]:
+        if isinstance(data.masks, PackedMasks):
+            geometry = L.geometry_of_case(data)
+            soft = SoftLabel(data=data.masks.lazy_mean(geometry.to_display),
+                             provenance=soft_label_provenance("mean", len(data.masks), rater_names=data.rater_names))
+        elif data.masks.shape[0]:
             soft = make_soft_label(data.masks, "mean", spacing=data.spacing, rater_names=data.rater_names)
         layers = L.case_layers(data, soft)
         if n:  # the image was added with the first task

@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from napari_softseg.errors import SoftsegError
+from napari_softseg.io.packed_masks import PackedMasks, is_lazy
 
 KEY = "softseg"
 """Key of this package's entry in ``layer.metadata``."""
@@ -396,10 +397,16 @@ def labels_layer(
     mask: np.ndarray, geometry: Geometry, *, name: str, kind: str = "rater", color: str | None = None,
     contour: int = 0, opacity: float = 0.7, visible: bool = True, **provenance: Any,
 ) -> LayerData:
-    """Labels layer of a ``uint8 (X, Y, Z)`` mask (a rater, a thresholded mask, an annotation)."""
-    mask = np.asarray(mask)
-    if mask.dtype != np.uint8:
-        mask = mask.astype(np.uint8)
+    """Labels layer of a ``uint8 (X, Y, Z)`` mask (a rater, a thresholded mask, an annotation).
+
+    A lazy ``mask`` (:func:`~napari_softseg.io.packed_masks.is_lazy`) is taken as it is, already in display order (see
+    :meth:`~napari_softseg.io.packed_masks.PackedMasks.lazy_rater`).
+    """
+    lazy = is_lazy(mask)
+    if not lazy:
+        mask = np.asarray(mask)
+        if mask.dtype != np.uint8:
+            mask = mask.astype(np.uint8)
     kwargs: dict[str, Any] = {
         "name": name,
         "affine": geometry.napari_affine(),
@@ -409,16 +416,21 @@ def labels_layer(
     }
     if color is not None:
         kwargs["colormap"] = _label_colormap(color)
-    return geometry.to_display(mask), kwargs, "labels"
+    return (mask if lazy else geometry.to_display(mask)), kwargs, "labels"
 
 
 def rater_layers(
     masks: np.ndarray, rater_names: Sequence[str], geometry: Geometry, *,
     mask_paths: Sequence[str | os.PathLike] | None = None, case: str | None = None, task: int | None = None,
 ) -> list[LayerData]:
-    """One Labels layer per rater (``"rater 1"``, ...), each in its own colour."""
+    """One Labels layer per rater (``"rater 1"``, ...), each in its own colour.
+
+    ``masks`` packed as bits (:class:`~napari_softseg.io.packed_masks.PackedMasks`) give lazy layers that
+    unpack only the slices napari shows.
+    """
     out = []
-    for i, (mask, rater) in enumerate(zip(masks, rater_names)):
+    for i, rater in enumerate(rater_names):
+        mask = masks.lazy_rater(i, geometry.to_display) if isinstance(masks, PackedMasks) else masks[i]
         out.append(
             labels_layer(
                 mask, geometry, name=rater, kind="rater", color=RATER_COLORS[i % len(RATER_COLORS)],
@@ -459,10 +471,16 @@ def soft_map_layer(
     soft: np.ndarray, geometry: Geometry, *, name: str, kind: str = "prediction", opacity: float | None = None,
     visible: bool = True, **provenance: Any,
 ) -> LayerData:
-    """Image layer of a soft map ``float32 (X, Y, Z)`` in ``[0, 1]``: translucent heat (:func:`soft_map_style`)."""
+    """Image layer of a soft map ``float32 (X, Y, Z)`` in ``[0, 1]``: translucent heat (:func:`soft_map_style`).
+
+    A lazy ``soft`` map (:func:`~napari_softseg.io.packed_masks.is_lazy`) is taken as it is, already in display order (see
+    :meth:`~napari_softseg.io.packed_masks.PackedMasks.lazy_mean`).
+    """
     if kind not in ("prediction", "soft_label"):
         raise ValueError("kind must be 'prediction' or 'soft_label'")
-    soft = np.asarray(soft, dtype=np.float32)
+    lazy = is_lazy(soft)
+    if not lazy:
+        soft = np.asarray(soft, dtype=np.float32)
     kwargs = {
         "name": name,
         "affine": geometry.napari_affine(),
@@ -472,7 +490,7 @@ def soft_map_layer(
     }
     if opacity is not None:
         kwargs["opacity"] = opacity
-    return geometry.to_display(soft), kwargs, "image"
+    return (soft if lazy else geometry.to_display(soft)), kwargs, "image"
 
 
 def mask_layer_from_soft(layer: Any, threshold: float) -> LayerData:
@@ -536,6 +554,8 @@ def case_layers(case, soft_label=None) -> list[LayerData]:
 def image_from_layer(layer: Any) -> tuple[np.ndarray, Geometry]:
     """The ``float32 (C, X, Y, Z)`` image of an Image layer, and its geometry.
 
+    A float32 layer comes back as a view of its data (no copy of the scan; not necessarily contiguous).
+
     Raises:
         SoftsegError: Not an image layer, RGB, or not placeable as a NIfTI volume.
     """
@@ -556,7 +576,7 @@ def image_from_layer(layer: Any) -> tuple[np.ndarray, Geometry]:
         image = geometry.from_display(data)[np.newaxis]
     if not np.issubdtype(image.dtype, np.number):
         raise SoftsegError(f"layer {layer.name!r} does not hold numbers")
-    return np.ascontiguousarray(image, dtype=np.float32), geometry
+    return np.asarray(image, dtype=np.float32), geometry
 
 
 def volume_from_layer(layer: Any, geometry: Geometry | None = None) -> np.ndarray:
@@ -614,6 +634,7 @@ def case_from_layers(image_layer_: Any, rater_layers_: Sequence[Any], *, name: s
     from napari_softseg.io.dataset import CaseData
 
     image, geometry = image_from_layer(image_layer_)
+    image = np.ascontiguousarray(image)  # the case is trained on: its own compact copy
     masks = masks_from_layers(rater_layers_, geometry)
     prov = provenance_of(image_layer_)
     source = prov.get("source")

@@ -24,7 +24,8 @@ table printed here.
 
 Usage::
 
-    python scripts/run_ablation.py --work /tmp/softseg_ablation [--minutes 1.5] [--seeds 0 1 2] [--write-docs]
+    python scripts/run_ablation.py --work /tmp/softseg_ablation [--minutes 1.5 | --steps 150] [--seeds 0 1 2] [--write-docs]
+    python scripts/run_ablation.py --from-json /tmp/softseg_ablation/ablation.json --write-docs   # re-render only
 
 The last printed line is JSON with every number.
 """
@@ -132,7 +133,7 @@ DATASETS = {
     "synthetic1": dict(n_cases=24, n_validation=8, shape=(96, 96, 1), n_raters=4, seed=7),
 }
 ROW_KEYS = ("qubiq", "ece_raw", "ece", "temperature", "rater_qubiq_vs_others", "model_qubiq_vs_others",
-            "rater_loro_dice", "model_loro_dice", "train_seconds", "steps")
+            "rater_loro_dice", "model_loro_dice", "steps")
 START, END = "<!-- table1:start -->", "<!-- table1:end -->"
 
 
@@ -174,8 +175,8 @@ def _ms(values, digits=4) -> str:
 def table(all_results: dict) -> str:
     """Table 1 (markdown): one row per dataset x method, mean ± sd over the seeds."""
     lines = ["| dataset | labels | seeds | held-out QUBIQ | ECE raw (T = 1) | ECE (T) | T | rater vs others (QUBIQ) | "
-             "model vs same | LORO Dice raters | LORO Dice model | model beats | steps | train s |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "model vs same | LORO Dice raters | LORO Dice model | model beats | steps |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, results in all_results.items():
         for method, runs in results.items():
             col = {k: [r[k] for r in runs] for k in ROW_KEYS}
@@ -185,7 +186,7 @@ def table(all_results: dict) -> str:
                 f"{_ms(col['temperature'], 2)} | {np.mean(col['rater_qubiq_vs_others']):.4f} | "
                 f"{_ms(col['model_qubiq_vs_others'])} | {np.mean(col['rater_loro_dice']):.4f} | "
                 f"{_ms(col['model_loro_dice'])} | {sum(b[0] for b in beats)}/{sum(b[1] for b in beats)} | "
-                f"{np.mean(col['steps']):.0f} | {np.mean(col['train_seconds']):.0f} |")
+                f"{np.mean(col['steps']):.0f} |")
     return "\n".join(lines)
 
 
@@ -209,7 +210,20 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=None,
                         help="train a fixed number of optimizer steps instead of --minutes (load-independent quality)")
     parser.add_argument("--write-docs", action="store_true", help="put Table 1 into docs/results.md")
+    parser.add_argument("--from-json", type=Path, default=None,
+                        help="render Table 1 from a finished run's ablation.json instead of training")
     args = parser.parse_args(argv)
+    if args.from_json is not None:
+        all_results = json.loads(args.from_json.read_text())
+        runs = sum(len(r) for res in all_results.values() for r in res.values())
+        steps = sorted({r["steps"] for res in all_results.values() for rs in res.values() for r in rs})
+        text = table(all_results) + (
+            f"\n\n_{runs} runs of {'/'.join(map(str, steps))} steps each, rendered from that run's "
+            f"`ablation.json` by `python scripts/run_ablation.py {' '.join(sys.argv[1:])}`._")
+        print(text)
+        if args.write_docs:
+            write_docs(text, ROOT / "docs" / "results.md")
+        return 0
 
     from napari_softseg.synthetic import write_qubiq_dataset
 

@@ -323,3 +323,43 @@ def test_case_with_two_tasks_uses_one_task_everywhere(make_napari_viewer, tmp_pa
     explorer = open_dock(viewer, "Threshold explorer")
     assert explorer.inputs.soft_layer().name == "task 1 soft label (mean)"
     assert [layer.name for layer in explorer.inputs.rater_layers()] == ticked
+
+
+def test_train_learns_from_every_open_case(qtbot, make_napari_viewer, tmp_path):
+    """Two case folders opened the napari way: each image keeps its own raters ticked, and Train learns from
+    both cases in memory (one trains, one validates and calibrates)."""
+    from napari_softseg.io.dataset import discover, load_case
+    from napari_softseg.model.model_io import read_config
+    from napari_softseg.synthetic import write_qubiq_dataset
+
+    root = tmp_path / "ds"
+    write_qubiq_dataset(root, n_cases=2, n_validation=0, shape=(24, 20, 6), n_raters=3, seed=2)
+    on_disk = discover(root).cases
+    viewer = make_napari_viewer()
+    for case in on_disk:
+        viewer.open(str(case.path), plugin="napari-softseg")
+    widget = open_dock(viewer, "Soft segmentation")
+    # the selected image (the last opened) has its own three raters ticked, not the other case's
+    assert widget.image_layer().name == "case02 image"
+    ticked = widget.rater_layers()
+    assert len(ticked) == 3 and {L.provenance_of(r)["case"] for r in ticked} == {"case02"}
+    cases, skipped = widget.training_cases()
+    assert [c.name for c in cases] == ["case02", "case01"] and skipped == []
+    for case in cases:
+        expected = load_case(root / "Training" / case.name)
+        np.testing.assert_array_equal(case.masks, expected.masks)
+        np.testing.assert_array_equal(case.image, expected.image)
+
+    widget.train_overrides = {"base_channels": 4, "depth": 2, "batch_size": 2, "augment": False,
+                              "weights_dtype": "float32", "steps_per_epoch": 3}
+    widget.train_options.epochs.value = 1
+    widget.device_options.device.value = "cpu"
+    out = tmp_path / "model"
+    task = widget.train(out_dir=out)
+    assert "starting on 2 case(s) in memory (case02, case01)" in widget.status.text()
+    _wait(qtbot, widget)
+    assert task.error is None, task.error
+    config = read_config(out)
+    assert sorted(config.training["train_cases"] + config.training["val_cases"]) == ["case01", "case02"]
+    assert config.calibration["state"] == "calibrated"
+    assert "Trained on 2 case(s) in memory (case02, case01)" in widget.status.text()

@@ -247,6 +247,7 @@ class SegmentationWidget(QWidget):
         self.rater_list.clear()
         # a case with several tasks: by default only the raters of the image's task (or the first task)
         task = (L.task_of(image) if image is not None else None) or L.default_task(self._label_layers())
+        case = L.provenance_of(image).get("case") if image is not None else None  # several cases open: its own
         for layer in self._label_layers():
             item = QListWidgetItem(layer.name)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
@@ -258,6 +259,7 @@ class SegmentationWidget(QWidget):
                     L.kind_of(layer) == "rater"
                     and (image_geometry is None or geometry is None or geometry.same_as(image_geometry))
                     and (task is None or L.task_of(layer) in (None, task))
+                    and (case is None or L.provenance_of(layer).get("case") in (None, case))
                 )
             item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
             self.rater_list.addItem(item)
@@ -433,8 +435,46 @@ class SegmentationWidget(QWidget):
 
         return self._start(_predict_job(model_path, image, device.device, source), "Predict", done)
 
+    def training_cases(self) -> tuple[list, list[str]]:
+        """The cases Train learns from: the selected image with its ticked raters, then every other open case.
+
+        Another open case is an Image layer opened by this plugin whose ``case`` provenance is shared by
+        rater Labels layers of the same task as the ticked raters (opening several case folders gives
+        exactly that). Returns the :class:`~napari_softseg.io.dataset.CaseData` list and one line per open
+        case left out, with the reason.
+
+        Raises:
+            SoftsegError: No image selected, or no rater ticked.
+        """
+        first = self._case()
+        if first.masks.shape[0] < 1:
+            raise SoftsegError("no rater layers ticked: training needs the raters' masks")
+        selected, ticked = self.image_layer(), self.rater_layers()
+        task = L.task_of(ticked[0])
+        cases, skipped = [first], []
+        for layer in list(self.viewer.layers):
+            name = L.provenance_of(layer).get("case")
+            if L.layer_type(layer) != "image" or L.kind_of(layer) != "image" or layer.name == selected.name \
+                    or not name:
+                continue
+            raters = [r for r in self.viewer.layers if L.layer_type(r) == "labels" and L.kind_of(r) == "rater"
+                      and L.provenance_of(r).get("case") == name and L.task_of(r) == task]
+            if not raters:
+                continue
+            try:
+                case = L.case_from_layers(layer, raters, task=task or 1)
+            except SoftsegError as exc:
+                skipped.append(f"{layer.name}: {exc}")
+                continue
+            if case.image.shape[0] != first.image.shape[0]:
+                skipped.append(f"{layer.name}: {case.image.shape[0]} channel(s), the selected image has "
+                               f"{first.image.shape[0]}")
+                continue
+            cases.append(case)
+        return cases, skipped
+
     def train(self, out_dir: str | os.PathLike | None = None) -> ProgressTask | None:
-        """Start training on the selected image and raters; the result is offered as a model.
+        """Start training on the open cases (:meth:`training_cases`); the result is offered as a model.
 
         Args:
             out_dir: Where to write the model (default: a new folder under the system's temp folder).
@@ -442,9 +482,8 @@ class SegmentationWidget(QWidget):
         if self.task is not None:
             return None
         try:
-            case = self._case()
-            if case.masks.shape[0] < 1:
-                raise SoftsegError("no rater layers ticked: training needs the raters' masks")
+            cases, skipped = self.training_cases()
+            case = cases[0]
             if self._device_choice is None:
                 raise SoftsegError(f"device {self.device_options.device.value!r} is not available")
         except SoftsegError as exc:
@@ -459,11 +498,13 @@ class SegmentationWidget(QWidget):
             **self.train_options.asdict(),
             "device": self._device_choice.device, **self.train_overrides,
         }
-        job = _train_job(case, out_dir, **options)
+        job = _train_job(cases, out_dir, **options)
+        learned = (f"{len(cases)} case(s) in memory ({', '.join(c.name for c in cases)})"
+                   + "".join(f"; left out {line}" for line in skipped))
 
         def done(model_dir: Path) -> None:
             label = self.add_model(model_dir, label=f"trained: {Path(model_dir).name}")
-            self._report(f"Trained model saved in {model_dir}; selected as '{label}' — press Predict")
+            self._report(f"Trained on {learned}; model saved in {model_dir}; selected as '{label}' — press Predict")
             show_info(f"Train: model saved in {model_dir}")
 
         def cancelled() -> None:
@@ -475,7 +516,10 @@ class SegmentationWidget(QWidget):
             else:
                 self._report("Train: cancelled before the first checkpoint; nothing kept")
 
-        return self._start(job, "Train", done, on_cancelled=cancelled)
+        task = self._start(job, "Train", done, on_cancelled=cancelled)
+        if task is not None:
+            self._report(f"Train: starting on {learned}…")
+        return task
 
     def cancel(self) -> None:
         """Stop the running work after its current step."""
@@ -539,17 +583,18 @@ class SegmentationWidget(QWidget):
             self.status.setText(text)
 
 
-def _train_job(case, out_dir: Path, **options: Any) -> Generator[Progress, None, Path]:
-    """Train on the viewer's case in memory (no temporary files), with validation and calibration.
+def _train_job(cases, out_dir: Path, **options: Any) -> Generator[Progress, None, Path]:
+    """Train on the viewer's cases in memory (no temporary files), with validation and calibration.
 
-    The layers' arrays are used (not their source files), so edits made in the viewer are learned. The
-    training run holds out the last slab of the volume's slices for validation and calibration (see
-    :func:`napari_softseg.model.training.train_cases`); a single-slice case trains without validation.
+    The layers' arrays are used (not their source files), so edits made in the viewer are learned. With
+    several cases a share of them is held out for validation and calibration; a single volume is cut into
+    a training slab and a validation slab (see :func:`napari_softseg.model.training.train_cases`); a
+    single-slice case trains without validation.
     """
     from napari_softseg.model.training import TrainingCase, train_cases
 
-    training_case = TrainingCase(case.name, case.image, case.masks, tuple(case.spacing))
-    result = yield from train_cases([training_case], out_dir, task=case.task, **options)
+    training = [TrainingCase(c.name, c.image, np.asarray(c.masks), tuple(c.spacing)) for c in cases]
+    result = yield from train_cases(training, out_dir, task=cases[0].task, **options)
     return Path(result.model_dir)
 
 

@@ -41,7 +41,8 @@ class SoftLabel:
     """A soft label and how it was made.
 
     Attributes:
-        data: ``float32 (X, Y, Z)`` in ``[0, 1]``.
+        data: ``float32 (X, Y, Z)`` in ``[0, 1]`` (the viewer's reader puts a lazy array in display
+            order here, see :meth:`~napari_softseg.io.packed_masks.PackedMasks.lazy_mean`).
         provenance: ``method``, ``sigma_mm``, ``weights``, ``raters``, ``n_raters``, ``software`` and, for
             STAPLE, the estimated per-rater ``sensitivity`` / ``specificity``.
     """
@@ -170,6 +171,22 @@ def staple(masks: np.ndarray, *, max_iter: int = 50, tol: float = 1e-6) -> tuple
     return w.reshape(masks.shape[1:]).astype(np.float32), info
 
 
+def soft_label_provenance(method: str, n_raters: int, *, rater_names: Sequence[str] | None = None,
+                          weights: Sequence[float] | None = None) -> dict:
+    """The provenance a soft label of ``method`` from ``n_raters`` raters carries (see :func:`make_soft_label`)."""
+    from napari_softseg import __version__
+
+    names = list(rater_names) if rater_names is not None else [f"rater {i + 1}" for i in range(n_raters)]
+    return {
+        "method": method,
+        "raters": names,
+        "n_raters": n_raters,
+        "weights": None if weights is None else [float(x) for x in _weights(weights, n_raters)],
+        "sigma_mm": None,
+        "software": f"napari-softseg {__version__}",
+    }
+
+
 def make_soft_label(
     masks: np.ndarray,
     method: str = "mean",
@@ -195,22 +212,12 @@ def make_soft_label(
     Raises:
         SoftsegError: Unknown method, no raters, bad weights or sigma.
     """
-    from napari_softseg import __version__
-
     masks = _check_masks(masks)
     name = ALIASES.get(method, method)
     if name not in METHODS:
         raise SoftsegError(f"unknown soft-label method {method!r}; choose from {', '.join(METHODS)}")
     r = masks.shape[0]
-    names = list(rater_names) if rater_names is not None else [f"rater {i + 1}" for i in range(r)]
-    provenance: dict = {
-        "method": name,
-        "raters": names,
-        "n_raters": r,
-        "weights": None if weights is None else [float(x) for x in _weights(weights, r)],
-        "sigma_mm": None,
-        "software": f"napari-softseg {__version__}",
-    }
+    provenance = soft_label_provenance(name, r, rater_names=rater_names, weights=weights)
     if name == "mean":
         data = weighted_mean(masks, weights)
     elif name == "smoothed":

@@ -29,6 +29,7 @@ import numpy as np
 
 from napari_softseg.errors import SoftsegError
 from napari_softseg.io.nifti import HeaderInfo, Volume, check_finite, is_nifti_path, load_volume, read_header
+from napari_softseg.io.packed_masks import PackedMasks
 
 #: ``task01_seg03.nii.gz`` (task 1, rater 3) or ``case01_seg03.nii.gz`` / ``seg03.nii.gz`` (task 1).
 MASK_RE = re.compile(r"^(?:.*?task0*(?P<task>\d+)_)?(?:.*?_)?seg0*(?P<rater>\d+)\.nii(?:\.gz)?$", re.I)
@@ -99,7 +100,8 @@ class CaseData:
     Attributes:
         name: Case name.
         image: ``float32 (C, X, Y, Z)``.
-        masks: ``uint8 (R, X, Y, Z)`` in ``{0, 1}``.
+        masks: ``uint8 (R, X, Y, Z)`` in ``{0, 1}``, or the same as
+            :class:`~napari_softseg.io.packed_masks.PackedMasks` (``load_case(..., packed=True)``).
         rater_names: ``["rater 1", ...]`` following the numbers in the file names.
         affine: The image's voxel-to-world matrix.
         spacing: Voxel size in mm.
@@ -112,7 +114,7 @@ class CaseData:
 
     name: str
     image: np.ndarray
-    masks: np.ndarray
+    masks: np.ndarray | PackedMasks
     rater_names: list[str]
     affine: np.ndarray
     spacing: tuple[float, float, float]
@@ -476,6 +478,7 @@ def load_case(
     image_pattern: str | None = None,
     mask_pattern: str | None = None,
     allow_no_masks: bool = False,
+    packed: bool = False,
 ) -> CaseData:
     """Read and check one case.
 
@@ -485,6 +488,9 @@ def load_case(
         image_pattern: See :func:`find_case`.
         mask_pattern: See :func:`find_case`.
         allow_no_masks: Return a case with zero raters instead of failing (prediction only).
+        packed: Hold the masks as :class:`~napari_softseg.io.packed_masks.PackedMasks` (one bit per rater,
+            read rater by rater, so the ``(R, X, Y, Z)`` stack never exists); the viewer's reader uses it.
+            Ignored past :data:`~napari_softseg.io.packed_masks.MAX_PACKED_RATERS` raters and for DICOM.
 
     Raises:
         SoftsegError: Missing task or masks, unreadable files, NaN/inf in the image, shape or affine
@@ -517,20 +523,33 @@ def load_case(
     mask_shape = check_case_headers(image_info, mask_infos)
     image_shape = _channels_first_shape(tuple(image_info.shape), mask_shape, None)
     biggest_mask = max((i.read_bytes for i in mask_infos), default=0)
-    needed = (image_info.read_bytes + 4 * _prod(image_shape) + biggest_mask
-              + len(mask_paths) * _prod(mask_shape or (0,)) * (1 + 4))  # masks + a float soft label
+    from napari_softseg.io.packed_masks import MAX_PACKED_RATERS
+
+    packed = packed and mask_shape is not None and 0 < len(mask_paths) <= MAX_PACKED_RATERS
+    mask_bytes = (2 * _prod(mask_shape) if packed  # the bits and one rater being read
+                  else len(mask_paths) * _prod(mask_shape or (0,)) * (1 + 4))  # masks + a float soft label
+    needed = image_info.read_bytes + 4 * _prod(image_shape) + biggest_mask + mask_bytes
     check_memory(needed, f"loading this case ({len(mask_paths)} mask(s) of {mask_shape or image_info.shape})",
                  case.path)
 
     image_vol = load_volume(case.image_path, image_info, memory_check=False)
     check_finite(image_vol.data, case.image_path, "image")
-    mask_array: np.ndarray | None = None  # filled in place: no per-rater copies, no stacking
-    if mask_shape is not None:
+    mask_array: np.ndarray | PackedMasks | None = None  # filled in place: no per-rater copies, no stacking
+    empty_raters: list[int] = []
+    if packed:
+        mask_array = PackedMasks.empty(len(mask_paths), mask_shape)
+        one = np.empty(mask_shape, dtype=np.uint8)
+    elif mask_shape is not None:
         mask_array = np.empty((len(mask_paths), *mask_shape), dtype=np.uint8)
     for i, (mpath, info) in enumerate(zip(mask_paths, mask_infos)):
         mvol = load_volume(mpath, info, memory_check=False)
-        binarize_mask(np.asarray(mvol.data).reshape(mask_shape), mpath, out=mask_array[i])
+        target = one if packed else mask_array[i]
+        binarize_mask(np.asarray(mvol.data).reshape(mask_shape), mpath, out=target)
         del mvol
+        if not target.any():
+            empty_raters.append(i)
+        if packed:
+            mask_array.set_rater(i, target)
 
     image = _to_channels_first(np.asarray(image_vol.data), mask_shape, None).astype(np.float32, copy=False)
     n_masks = len(mask_paths)
@@ -546,7 +565,7 @@ def load_case(
     if n_masks == 1:
         warnings.append("only one rater: the soft label equals that rater's hard mask")
     if n_masks:
-        empty = [n for n, m in zip(rater_names, mask_array) if not m.any()]
+        empty = [rater_names[i] for i in empty_raters]
         if len(empty) == n_masks:
             warnings.append("all rater masks are empty")
         elif empty:

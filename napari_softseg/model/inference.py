@@ -74,6 +74,43 @@ def slice_stack(volume, indices, context: int):
     return taken.movedim(1, 0).reshape(shape)
 
 
+#: Bytes of activations per pixel and per unit of U-Net width of one 2D slice, measured for the CPU
+#: forward pass in inference mode (about nine full-resolution feature maps live at its peak).
+ACTIVATION_BYTES_PER_PIXEL_CHANNEL = 40
+#: Host memory the CPU prediction lets one batch's activations take (the user's RAM holds the scan, the
+#: raters and the output beside it).
+CPU_ACTIVATION_BUDGET = 128 * 2**20
+
+
+def cpu_batch_size(config: ModelConfig, slice_shape, tile: int) -> int:
+    """Slices per forward pass on the CPU whose activations fit :data:`CPU_ACTIVATION_BUDGET` (at least 1).
+
+    On a CPU a larger batch is hardly faster, while each 512×512 slice of a width-16 U-Net holds about
+    150 MB of activations at the peak of its forward pass. A model with a training patch runs a window of
+    that size at a time (one per slice of the batch).
+    """
+    from napari_softseg.model.unet import normalize_architecture
+
+    width = int(normalize_architecture(config.architecture)["base_channels"])
+    window = config.patch_size or [tile] * len(slice_shape)
+    pixels = 1
+    for n, w in zip(slice_shape, window):
+        pixels *= min(int(n), int(w), int(tile))
+    per_slice = ACTIVATION_BYTES_PER_PIXEL_CHANNEL * pixels * width
+    return max(1, CPU_ACTIVATION_BUDGET // max(per_slice, 1))
+
+
+def _as_tensor_view(volume):
+    """A torch tensor over ``volume`` without a copy (numpy axes of negative stride are flipped back: the
+    statistics it serves do not depend on order)."""
+    import torch
+
+    if not isinstance(volume, np.ndarray):
+        return volume
+    flips = tuple(i for i, st in enumerate(volume.strides) if st < 0)
+    return torch.from_numpy(np.flip(volume, flips) if flips else volume)
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """Whether an exception is a device out-of-memory error (CUDA or MPS)."""
     import torch
@@ -182,7 +219,13 @@ def _predict(network, config: ModelConfig, image: np.ndarray, *, device, tile_si
     network.to(device)
 
     def on(target: str):
-        """The raw volume (C, S, H, W) on ``target``: no copy on the CPU; batches are normalised as cut."""
+        """The raw volume (C, S, H, W) on ``target``; batches are normalised as cut.
+
+        On the CPU it is a numpy view of ``image`` (any strides: a layer's display-order view is not copied)
+        and batches are gathered from it; on a GPU the volume is copied there once.
+        """
+        if target == "cpu":
+            return np.moveaxis(np.asarray(image, dtype=np.float32), 1 + axis, 1)
         return torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(target).movedim(1 + axis, 1)
 
     if config.dim == 3:
@@ -196,14 +239,20 @@ def _predict(network, config: ModelConfig, image: np.ndarray, *, device, tile_si
     output = np.empty(image.shape[1:], dtype=np.float32)
     result = np.moveaxis(output, axis, 0)  # (S, H, W) view
     volume = on(device)
-    stats = norm.statistics(volume)
+    stats = norm.statistics(_as_tensor_view(volume))
     n_slices = volume.shape[1]
+    if device == "cpu":  # host memory is the user's RAM: keep the network's activations to a bounded size
+        batch_size = min(batch_size, cpu_batch_size(config, volume.shape[2:], tile))
     start = 0
     while start < n_slices:
         stop = min(start + batch_size, n_slices)
         try:
-            # slice_stack gathers with an index tensor, i.e. a copy: normalising it in place is safe
-            batch = norm.apply_batch_(slice_stack(volume, range(start, stop), config.context_slices), stats, group)
+            # slice_stack gathers (numpy fancy index or an index tensor), i.e. a copy: normalising it in place
+            # is safe
+            batch = slice_stack(volume, range(start, stop), config.context_slices)
+            if isinstance(batch, np.ndarray):
+                batch = torch.from_numpy(batch)
+            batch = norm.apply_batch_(batch, stats, group)
             out = forward_logits(network, batch, device, tile, roi=roi) if roi else \
                 forward_logits(network, batch, device, tile)
             result[start:stop] = (out if temperature is None else torch.sigmoid(out / temperature)).cpu().numpy()
@@ -244,11 +293,16 @@ def _predict_3d(network, config: ModelConfig, image: np.ndarray, *, norm, device
     while True:
         yield Progress("slices", 0, 1, f"sliding window {tuple(roi)} over {image.shape[1:]} on {device}")
         try:
-            volume = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(device)  # (C, X, Y, Z)
-            x = norm.apply_batch_(volume.to(torch.float32, copy=True)[None], norm.statistics(volume))
+            # one normalised copy of the volume (statistics from the caller's array, normalised in place) and
+            # the sigmoid in place: MONAI's output and weight buffers are then the only other volumes held
+            stats = norm.statistics(_as_tensor_view(np.asarray(image, dtype=np.float32)))
+            x = torch.from_numpy(np.array(image, dtype=np.float32, order="C", copy=True)).to(device)[None]
+            x = norm.apply_batch_(x, stats)
             out = sliding_window_logits(network, x, roi, device, sw_batch_size=sw_batch)[0]
+            del x
             if temperature is not None:
-                out = torch.sigmoid(out / temperature)
+                with torch.inference_mode():  # the logits are an inference tensor: update them in place
+                    out = out.div_(temperature).sigmoid_()
             result = out.cpu().numpy().astype(np.float32, copy=False)
             break
         except Exception as exc:
