@@ -122,3 +122,10 @@ def test_cpu_batch_size_bounds_the_activations():
     assert n >= 1 and n * ACTIVATION_BYTES_PER_PIXEL_CHANNEL * 256 * 256 * 8 <= CPU_ACTIVATION_BUDGET
     patched = ModelConfig(architecture={"base_channels": 16, "depth": 4}, patch_size=[128, 128])
     assert cpu_batch_size(patched, (512, 512), 1024) == cpu_batch_size(wide, (128, 128), 1024) > 1
+
+
+def test_lazy_layers_refuse_writes_with_a_clear_message():
+    lazy = PackedMasks.from_stack(np.ones((2, 3, 3, 3), np.uint8)).lazy_rater(0)
+    with pytest.raises(TypeError, match="read-only: draw in a new Labels layer"):
+        lazy[0, 0, 0] = 0
+    np.testing.assert_array_equal(np.asarray(lazy), np.ones((3, 3, 3), np.uint8))

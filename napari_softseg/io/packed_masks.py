@@ -177,6 +177,10 @@ class LazyArray:
     def __getitem__(self, key) -> np.ndarray:
         return np.asarray(self._func(np.asarray(self._source[key]), *self._args), dtype=self.dtype)
 
+    def __setitem__(self, key, value) -> None:
+        raise TypeError("this layer is computed from the raters' files and is read-only: draw in a new Labels "
+                        "layer (Rater comparison dock: Add my annotation layer), or copy it with np.asarray(layer.data)")
+
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         out = self[...]
         return out if dtype is None else out.astype(dtype, copy=False)
