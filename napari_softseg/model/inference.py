@@ -111,6 +111,19 @@ def _as_tensor_view(volume):
     return torch.from_numpy(np.flip(volume, flips) if flips else volume)
 
 
+def _after_out_of_memory(exc: BaseException, device: str, cpu_message: str, source) -> None:
+    """What a prediction does first on an error ``exc``: re-raise it unless the device ran out of memory; on the
+    CPU (nothing smaller to fall back to) raise ``cpu_message``; on CUDA free the cache for a smaller retry."""
+    if not is_out_of_memory(exc):
+        raise exc
+    if device == "cpu":
+        raise SoftsegError(cpu_message, source) from None
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """Whether an exception is a device out-of-memory error (CUDA or MPS)."""
     import torch
@@ -218,6 +231,10 @@ def _predict(network, config: ModelConfig, image: np.ndarray, *, device, tile_si
     network.eval()
     network.to(device)
 
+    if config.dim == 3:
+        return (yield from _predict_3d(network, config, image, norm=norm, device=device, batch_size=batch_size,
+                                       source=source, temperature=temperature))
+
     def on(target: str):
         """The raw volume (C, S, H, W) on ``target``; batches are normalised as cut.
 
@@ -228,9 +245,6 @@ def _predict(network, config: ModelConfig, image: np.ndarray, *, device, tile_si
             return np.moveaxis(np.asarray(image, dtype=np.float32), 1 + axis, 1)
         return torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(target).movedim(1 + axis, 1)
 
-    if config.dim == 3:
-        return (yield from _predict_3d(network, config, image, norm=norm, device=device, batch_size=batch_size,
-                                       source=source, temperature=temperature, on=on))
     group = 2 * config.context_slices + 1
     roi = config.patch_size
 
@@ -257,14 +271,8 @@ def _predict(network, config: ModelConfig, image: np.ndarray, *, device, tile_si
                 forward_logits(network, batch, device, tile)
             result[start:stop] = (out if temperature is None else torch.sigmoid(out / temperature)).cpu().numpy()
         except Exception as exc:
-            if not is_out_of_memory(exc):
-                raise
-            if device == "cpu":
-                raise SoftsegError(
-                    "out of memory on the CPU; try a smaller --tile-size or --batch-size 1", source
-                ) from None
-            if device.startswith("cuda"):
-                torch.cuda.empty_cache()
+            _after_out_of_memory(exc, device, "out of memory on the CPU; try a smaller --tile-size or --batch-size 1",
+                                 source)
             if batch_size > 1:
                 batch_size //= 2
             elif tile > MIN_TILE_SIZE:
@@ -283,19 +291,19 @@ def _predict(network, config: ModelConfig, image: np.ndarray, *, device, tile_si
     return output
 
 
-def _predict_3d(network, config: ModelConfig, image: np.ndarray, *, norm, device, batch_size, source, temperature,
-                on) -> Generator[Progress, None, np.ndarray]:
+def _predict_3d(network, config: ModelConfig, image: np.ndarray, *, norm, device, batch_size, source, temperature
+                ) -> Generator[Progress, None, np.ndarray]:
     """3D models: the whole normalised volume, predicted by a sliding window of the training patch."""
     import torch
 
     roi = config.patch_size or [64, 64, 64]
     sw_batch = max(1, int(batch_size) // 4)
+    # one normalised copy of the volume (statistics from the caller's array, normalised in place) and the
+    # sigmoid in place: MONAI's output and weight buffers are then the only other volumes held
+    stats = norm.statistics(_as_tensor_view(np.asarray(image, dtype=np.float32)))
     while True:
         yield Progress("slices", 0, 1, f"sliding window {tuple(roi)} over {image.shape[1:]} on {device}")
         try:
-            # one normalised copy of the volume (statistics from the caller's array, normalised in place) and
-            # the sigmoid in place: MONAI's output and weight buffers are then the only other volumes held
-            stats = norm.statistics(_as_tensor_view(np.asarray(image, dtype=np.float32)))
             x = torch.from_numpy(np.array(image, dtype=np.float32, order="C", copy=True)).to(device)[None]
             x = norm.apply_batch_(x, stats)
             out = sliding_window_logits(network, x, roi, device, sw_batch_size=sw_batch)[0]
@@ -306,12 +314,7 @@ def _predict_3d(network, config: ModelConfig, image: np.ndarray, *, norm, device
             result = out.cpu().numpy().astype(np.float32, copy=False)
             break
         except Exception as exc:
-            if not is_out_of_memory(exc):
-                raise
-            if device == "cpu":
-                raise SoftsegError("out of memory on the CPU while predicting the volume", source) from None
-            if device.startswith("cuda"):
-                torch.cuda.empty_cache()
+            _after_out_of_memory(exc, device, "out of memory on the CPU while predicting the volume", source)
             if sw_batch > 1:
                 sw_batch //= 2
             else:
