@@ -35,6 +35,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from make_mni_demo import output_grid, rotation  # noqa: E402  (the bundled slabs' grid and rotation)
 
 RATER_STYLES = ((0.50, "neutral"), (0.35, "generous"), (0.62, "smooth"), (0.45, "neutral"), (0.56, "misses-small"))
 
@@ -63,14 +66,6 @@ def _templates(tissue: str):
     return t1, prob, np.asarray(t1_img.affine, dtype=np.float64)
 
 
-def _rotation(rx, ry, rz):
-    ax, ay, az = np.deg2rad([rx, ry, rz])
-    mx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
-    my = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
-    mz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
-    return mz @ my @ mx
-
-
 def _mni_case(t1, prob, template_affine, plane, spacing, fov, n_raters, level_mm, rng):
     from scipy.ndimage import gaussian_filter, label, map_coordinates
 
@@ -85,15 +80,10 @@ def _mni_case(t1, prob, template_affine, plane, spacing, fov, n_raters, level_mm
     centre = np.array([0.0, -18.0, 12.0])
     centre[normal] = level_mm
     space = np.full(3, spacing)
-    origin = centre - (np.array(shape) - 1) / 2.0 * space
-    affine = np.diag(tuple(space) + (1.0,))
-    affine[:3, 3] = origin
-    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=0).astype(np.float64)
-    world = origin[:, None, None, None] + space[:, None, None, None] * grid
-    relative = world - centre[:, None, None, None]
+    affine, relative = output_grid(centre, shape, space)
     angles = [rng.uniform(-3, 3) for _ in range(3)]
     angles[normal] = rng.uniform(-10, 10)
-    matrix = _rotation(*angles) @ np.diag(rng.uniform(0.92, 1.08) * rng.uniform(0.96, 1.04, 3))
+    matrix = rotation(*angles) @ np.diag(rng.uniform(0.92, 1.08) * rng.uniform(0.96, 1.04, 3))
     correlation = 30.0 / space
     elastic = np.stack([smooth_random_field(rng, shape, correlation) for _ in range(3)]) * 2.0
     source = (np.einsum("ij,j...->i...", matrix, relative) + centre[:, None, None, None]

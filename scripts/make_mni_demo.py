@@ -126,6 +126,18 @@ def rotation(rx: float, ry: float, rz: float) -> np.ndarray:
     return mz @ my @ mx
 
 
+def output_grid(centre: np.ndarray, shape, spacing) -> tuple[np.ndarray, np.ndarray]:
+    """A case's output grid centred on ``centre`` (MNI mm): its affine, and each voxel's offset from the centre
+    in mm, ``(3, *shape)``."""
+    spacing = np.asarray(spacing, dtype=np.float64)
+    origin = centre - (np.array(shape) - 1) / 2.0 * spacing
+    affine = np.diag(tuple(spacing) + (1.0,))
+    affine[:3, 3] = origin
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=0).astype(np.float64)
+    world = origin[:, None, None, None] + spacing[:, None, None, None] * grid
+    return affine, world - centre[:, None, None, None]
+
+
 def make_case(t1, wm, template_affine, z_centre: float, rng: np.random.Generator):
     """One case: uint8 image (X, Y, Z), uint8 masks (R, X, Y, Z), its affine, and the recipe."""
     from scipy.ndimage import gaussian_filter, label, map_coordinates
@@ -135,12 +147,7 @@ def make_case(t1, wm, template_affine, z_centre: float, rng: np.random.Generator
     spacing = np.array(SPACING)
     # output grid in MNI mm: in-plane box around the brain, slab centred on z_centre
     centre = np.array([0.0, -18.0, z_centre])
-    origin = centre - (np.array(SHAPE) - 1) / 2.0 * spacing
-    affine = np.diag(tuple(SPACING) + (1.0,))
-    affine[:3, 3] = origin
-    grid = np.stack(np.meshgrid(*[np.arange(n) for n in SHAPE], indexing="ij"), axis=0).astype(np.float64)
-    world = origin[:, None, None, None] + spacing[:, None, None, None] * grid
-    relative = world - centre[:, None, None, None]
+    affine, relative = output_grid(centre, SHAPE, spacing)
 
     recipe = {
         "slab_centre_mni_mm": [round(float(c), 2) for c in centre],
