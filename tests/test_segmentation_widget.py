@@ -58,6 +58,14 @@ def _wait(qtbot, widget):
     qtbot.waitUntil(lambda: widget.task is None, timeout=TIMEOUT_MS)
 
 
+def _tiny_training(widget, *, epochs: int, batch_size: int = 4, steps_per_epoch: int = 5) -> None:
+    """Set the dock to train a tiny U-Net (width 4, depth 2, no augmentation) on the CPU for ``epochs``."""
+    widget.train_overrides = {"base_channels": 4, "depth": 2, "batch_size": batch_size, "augment": False,
+                              "weights_dtype": "float32", "steps_per_epoch": steps_per_epoch}
+    widget.train_options.epochs.value = epochs
+    widget.device_options.device.value = "cpu"
+
+
 def test_auto_detects_image_and_raters(viewer_with_case):
     viewer, widget = viewer_with_case
     assert widget.image_layer().name == "synthetic image"
@@ -246,10 +254,7 @@ def test_train_offers_the_model_then_predicts(qtbot, viewer_with_case, tmp_path,
     import tempfile
 
     viewer, widget = viewer_with_case
-    widget.train_overrides = {"base_channels": 4, "depth": 2, "batch_size": 4, "augment": False,
-                              "weights_dtype": "float32", "steps_per_epoch": 5}
-    widget.train_options.epochs.value = 1
-    widget.device_options.device.value = "cpu"
+    _tiny_training(widget, epochs=1)
     monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
     events = []
     widget.train_button.click()                      # a tiny budget: 1 epoch of a 4-channel U-Net
@@ -275,10 +280,7 @@ def test_train_offers_the_model_then_predicts(qtbot, viewer_with_case, tmp_path,
 
 def test_cancelled_train_offers_the_checkpoint_it_kept(qtbot, viewer_with_case, tmp_path):
     viewer, widget = viewer_with_case
-    widget.train_overrides = {"base_channels": 4, "depth": 2, "batch_size": 4, "augment": False,
-                              "weights_dtype": "float32", "steps_per_epoch": 5}
-    widget.train_options.epochs.value = 500
-    widget.device_options.device.value = "cpu"
+    _tiny_training(widget, epochs=500)
     out = tmp_path / "stopped"
     task = widget.train(out_dir=out)
     qtbot.waitUntil(lambda: (out / "model.safetensors").is_file(), timeout=TIMEOUT_MS)  # epoch 1 checkpointed
@@ -350,10 +352,7 @@ def test_train_learns_from_every_open_case(qtbot, make_napari_viewer, tmp_path):
         np.testing.assert_array_equal(case.masks, expected.masks)
         np.testing.assert_array_equal(case.image, expected.image)
 
-    widget.train_overrides = {"base_channels": 4, "depth": 2, "batch_size": 2, "augment": False,
-                              "weights_dtype": "float32", "steps_per_epoch": 3}
-    widget.train_options.epochs.value = 1
-    widget.device_options.device.value = "cpu"
+    _tiny_training(widget, epochs=1, batch_size=2, steps_per_epoch=3)
     out = tmp_path / "model"
     task = widget.train(out_dir=out)
     assert "starting on 2 case(s) in memory (case02, case01)" in widget.status.text()
