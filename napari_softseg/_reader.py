@@ -128,8 +128,8 @@ def read_case_folder(path: PathLike) -> list[L.LayerData]:
 
     With one task the raters are named ``"rater 1"`` ...; with several, ``"task 2 rater 1"`` ... and only
     the first task's layers are visible. The raters are held packed as bits (one byte per voxel for up to
-    8 raters) and, with the mean soft label, shown as lazy layers (``LazyArray``): ``np.asarray(layer.data)`` gives the
-    full array when one is needed.
+    8 raters) and, with the mean soft label, shown as lazy layers (``LazyArray``); ``np.asarray(layer.data)``
+    gives the full array when one is needed.
     """
     from napari_softseg.analysis.softlabels import SoftLabel, make_soft_label, soft_label_provenance
     from napari_softseg.io.dataset import find_case, load_case

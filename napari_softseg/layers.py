@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from napari_softseg.errors import SoftsegError
-from napari_softseg.io.packed_masks import PackedMasks, is_lazy
+from napari_softseg.io.packed_masks import LazyArray, PackedMasks
 
 KEY = "softseg"
 """Key of this package's entry in ``layer.metadata``."""
@@ -399,10 +399,10 @@ def labels_layer(
 ) -> LayerData:
     """Labels layer of a ``uint8 (X, Y, Z)`` mask (a rater, a thresholded mask, an annotation).
 
-    A lazy ``mask`` (:func:`~napari_softseg.io.packed_masks.is_lazy`) is taken as it is, already in display order (see
-    :meth:`~napari_softseg.io.packed_masks.PackedMasks.lazy_rater`).
+    A :class:`~napari_softseg.io.packed_masks.LazyArray` ``mask`` is taken as it is, already in display
+    order (see :meth:`~napari_softseg.io.packed_masks.PackedMasks.lazy_rater`).
     """
-    lazy = is_lazy(mask)
+    lazy = isinstance(mask, LazyArray)
     if not lazy:
         mask = np.asarray(mask)
         if mask.dtype != np.uint8:
@@ -473,12 +473,12 @@ def soft_map_layer(
 ) -> LayerData:
     """Image layer of a soft map ``float32 (X, Y, Z)`` in ``[0, 1]``: translucent heat (:func:`soft_map_style`).
 
-    A lazy ``soft`` map (:func:`~napari_softseg.io.packed_masks.is_lazy`) is taken as it is, already in display order (see
-    :meth:`~napari_softseg.io.packed_masks.PackedMasks.lazy_mean`).
+    A :class:`~napari_softseg.io.packed_masks.LazyArray` ``soft`` map is taken as it is, already in display
+    order (see :meth:`~napari_softseg.io.packed_masks.PackedMasks.lazy_mean`).
     """
     if kind not in ("prediction", "soft_label"):
         raise ValueError("kind must be 'prediction' or 'soft_label'")
-    lazy = is_lazy(soft)
+    lazy = isinstance(soft, LazyArray)
     if not lazy:
         soft = np.asarray(soft, dtype=np.float32)
     kwargs = {

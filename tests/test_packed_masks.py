@@ -9,7 +9,7 @@ import pytest
 from napari_softseg import layers as L
 from napari_softseg.analysis.softlabels import make_soft_label, weighted_mean
 from napari_softseg.io.dataset import discover, load_case
-from napari_softseg.io.packed_masks import MAX_PACKED_RATERS, PackedMasks, is_lazy
+from napari_softseg.io.packed_masks import MAX_PACKED_RATERS, LazyArray, PackedMasks
 from napari_softseg.synthetic import write_qubiq_dataset
 
 
@@ -39,7 +39,7 @@ def test_lazy_views_match_the_eager_arrays_under_any_display_view():
 
     for r in range(5):
         lazy = packed.lazy_rater(r, view)
-        assert is_lazy(lazy) and lazy.dtype == np.uint8
+        assert isinstance(lazy, LazyArray) and lazy.dtype == np.uint8
         np.testing.assert_array_equal(np.asarray(lazy), view(masks[r]))
         np.testing.assert_array_equal(np.asarray(lazy[2]), view(masks[r])[2])  # one slice, as napari asks
     mean = packed.lazy_mean(view)
@@ -83,10 +83,10 @@ def test_reader_gives_lazy_raters_and_soft_label_equal_to_the_eager_ones(case_pa
     raters = [(d, kw) for d, kw, t in layers if t == "labels"]
     assert [kw["name"] for _, kw in raters] == eager.rater_names
     for (data, _), mask in zip(raters, eager.masks):
-        assert is_lazy(data)
+        assert isinstance(data, LazyArray)
         np.testing.assert_array_equal(np.asarray(data), geometry.to_display(mask))
     soft_data, soft_kwargs, kind = layers[-1]
-    assert kind == "image" and is_lazy(soft_data)
+    assert kind == "image" and isinstance(soft_data, LazyArray)
     assert soft_kwargs["contrast_limits"] == (0.0, 1.0)  # napari never scans a lazy layer for its range
     expected = make_soft_label(eager.masks, "mean", rater_names=eager.rater_names)
     assert np.array_equal(np.asarray(soft_data), geometry.to_display(expected.data))

@@ -29,7 +29,7 @@ import numpy as np
 
 from napari_softseg.errors import SoftsegError
 from napari_softseg.io.nifti import HeaderInfo, Volume, check_finite, is_nifti_path, load_volume, read_header
-from napari_softseg.io.packed_masks import PackedMasks
+from napari_softseg.io.packed_masks import MAX_PACKED_RATERS, PackedMasks
 
 #: ``task01_seg03.nii.gz`` (task 1, rater 3) or ``case01_seg03.nii.gz`` / ``seg03.nii.gz`` (task 1).
 MASK_RE = re.compile(r"^(?:.*?task0*(?P<task>\d+)_)?(?:.*?_)?seg0*(?P<rater>\d+)\.nii(?:\.gz)?$", re.I)
@@ -523,8 +523,6 @@ def load_case(
     mask_shape = check_case_headers(image_info, mask_infos)
     image_shape = _channels_first_shape(tuple(image_info.shape), mask_shape, None)
     biggest_mask = max((i.read_bytes for i in mask_infos), default=0)
-    from napari_softseg.io.packed_masks import MAX_PACKED_RATERS
-
     packed = packed and mask_shape is not None and 0 < len(mask_paths) <= MAX_PACKED_RATERS
     mask_bytes = (2 * _prod(mask_shape) if packed  # the bits and one rater being read
                   else len(mask_paths) * _prod(mask_shape or (0,)) * (1 + 4))  # masks + a float soft label

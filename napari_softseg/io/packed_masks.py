@@ -197,9 +197,3 @@ def _unpack(bits: np.ndarray, r: int) -> np.ndarray:
 
 def _look_up(bits: np.ndarray, table: np.ndarray) -> np.ndarray:
     return table[bits]
-
-
-def is_lazy(array) -> bool:
-    """Whether ``array`` is computed on access (a :class:`LazyArray` or a dask array): layer data to leave as
-    it is rather than ``np.asarray`` it."""
-    return isinstance(array, LazyArray) or type(array).__module__.startswith("dask.")
