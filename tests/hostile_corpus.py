@@ -36,6 +36,10 @@ import numpy as np
 
 TEMP_RE = re.compile(r"\.softseg-\d+-[0-9a-f]{8}\.(part|journal)")
 
+#: NIfTI-1 header fields ``patch_header`` can set: struct format and byte offset.
+HEADER_FIELDS = {"dim": ("<8h", 40), "datatype": ("<h", 70), "bitpix": ("<h", 72), "pixdim": ("<8f", 76),
+                 "scl_slope": ("<f", 112), "scl_inter": ("<f", 116)}
+
 
 # ------------------------------------------------------------------------------------------ file makers
 
@@ -58,18 +62,9 @@ def patch_header(path: Path, **fields) -> Path:
     """
     raw = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
     buf = bytearray(raw)
-    if "dim" in fields:
-        struct.pack_into("<8h", buf, 40, *fields["dim"])
-    if "datatype" in fields:
-        struct.pack_into("<h", buf, 70, fields["datatype"])
-    if "bitpix" in fields:
-        struct.pack_into("<h", buf, 72, fields["bitpix"])
-    if "pixdim" in fields:
-        struct.pack_into("<8f", buf, 76, *fields["pixdim"])
-    if "scl_slope" in fields:
-        struct.pack_into("<f", buf, 112, fields["scl_slope"])
-    if "scl_inter" in fields:
-        struct.pack_into("<f", buf, 116, fields["scl_inter"])
+    for name, (fmt, offset) in HEADER_FIELDS.items():
+        if name in fields:
+            struct.pack_into(fmt, buf, offset, *np.atleast_1d(fields[name]).tolist())
     if "srow" in fields:
         struct.pack_into("<hh", buf, 252, 0, 1)
         struct.pack_into("<12f", buf, 280, *np.asarray(fields["srow"], dtype=np.float32).ravel())
