@@ -34,7 +34,7 @@ def settle(seconds: float = 0.4) -> None:
 def demo_measure() -> tuple[dict, dict]:
     from napari_softseg._qt.fit import threshold_contrast
     from napari_softseg.cli.demo_command import open_demo
-    from napari_softseg.sample_data import demo_case_path, demo_model_path
+    from napari_softseg.datasets.bundled import demo_case_path, demo_model_path
 
     viewer, docks = open_demo(demo_case_path(), demo_model_path(), "cpu", show=True, quiet=True)
     viewer.window._qt_window.resize(1920, 1080)
@@ -64,7 +64,7 @@ def plain_measure() -> dict:
 
     from napari_softseg._qt.fit import threshold_contrast
     from napari_softseg.cli import main
-    from napari_softseg.sample_data import demo_case_path, demo_model_path
+    from napari_softseg.datasets.bundled import demo_case_path, demo_model_path
 
     out = Path(tempfile.mkdtemp(prefix="softseg-contrast-")) / "case13_prediction.nii.gz"
     assert main(["predict", str(demo_model_path()), str(demo_case_path() / "image.nii.gz"), "-o", str(out),

@@ -40,7 +40,7 @@ WORKER = textwrap.dedent('''
     import json, sys, time
     import numpy as np
     from napari_softseg.model.distributed import Distributed
-    from napari_softseg.model.inference import predict_path
+    from napari_softseg.pipeline.predict import predict_path
     from napari_softseg.model.training import TrainingRun, TrainOptions
     from napari_softseg.progress import drive
 
@@ -83,9 +83,9 @@ def main() -> None:
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
+    from napari_softseg.datasets.synthetic import write_qubiq_dataset
     from napari_softseg.model.training import train
     from napari_softseg.progress import drive
-    from napari_softseg.synthetic import write_qubiq_dataset
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

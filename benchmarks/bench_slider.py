@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_softseg import layers as L
+    from napari_softseg._napari import layers as L
     from napari_softseg._qt.threshold_explorer import outline_factor
     from napari_softseg.analysis.operating_point import ContourView, Reference, overlay_contrast_limits
 

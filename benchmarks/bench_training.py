@@ -120,8 +120,8 @@ def main(argv=None) -> int:
 
     import torch
 
+    from napari_softseg.datasets.synthetic import write_qubiq_dataset
     from napari_softseg.io.dataset import discover, load_case
-    from napari_softseg.synthetic import write_qubiq_dataset
 
     data = args.work / "data"
     if not data.exists():

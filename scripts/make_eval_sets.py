@@ -69,7 +69,7 @@ def _templates(tissue: str):
 def _mni_case(t1, prob, template_affine, plane, spacing, fov, n_raters, level_mm, rng):
     from scipy.ndimage import gaussian_filter, label, map_coordinates
 
-    from napari_softseg.synthetic import smooth_random_field
+    from napari_softseg.datasets.synthetic import smooth_random_field
 
     normal = {"sagittal": 0, "coronal": 1, "axial": 2}[plane]
     inplane = [a for a in range(3) if a != normal]
@@ -139,7 +139,7 @@ def build_mni(out: Path, name: str) -> Path:
 
 
 def build_synthetic(out: Path, name: str) -> Path:
-    from napari_softseg.synthetic import write_qubiq_dataset
+    from napari_softseg.datasets.synthetic import write_qubiq_dataset
 
     return write_qubiq_dataset(out / name, overwrite=True, **SYNTH_SETS[name])
 

@@ -142,7 +142,7 @@ def make_case(t1, wm, template_affine, z_centre: float, rng: np.random.Generator
     """One case: uint8 image (X, Y, Z), uint8 masks (R, X, Y, Z), its affine, and the recipe."""
     from scipy.ndimage import gaussian_filter, label, map_coordinates
 
-    from napari_softseg.synthetic import smooth_random_field
+    from napari_softseg.datasets.synthetic import smooth_random_field
 
     spacing = np.array(SPACING)
     # output grid in MNI mm: in-plane box around the brain, slab centred on z_centre

@@ -48,10 +48,10 @@ METHODS = ("mean", "smoothed", "majority")
 
 def evaluate_model(model_dir: Path, cases) -> dict:
     """Held-out numbers of one model over a list of :class:`napari_softseg.io.dataset.Case`."""
-    from napari_softseg.model.calibration import sigmoid
-    from napari_softseg.io.dataset import load_case
-    from napari_softseg.model.inference import predict_logits
     from napari_softseg.analysis.metrics import evaluate_case, expected_calibration_error, qubiq_score, reliability
+    from napari_softseg.io.dataset import load_case
+    from napari_softseg.model.calibration import sigmoid
+    from napari_softseg.model.inference import predict_logits
     from napari_softseg.model.model_io import load_model
     from napari_softseg.progress import drive
 
@@ -225,7 +225,7 @@ def main(argv=None) -> int:
             write_docs(text, ROOT / "docs" / "results.md")
         return 0
 
-    from napari_softseg.synthetic import write_qubiq_dataset
+    from napari_softseg.datasets.synthetic import write_qubiq_dataset
 
     all_results = {}
     started = time.monotonic()

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from napari_softseg.layers import Geometry, add_layer_tuples, rater_layers, soft_map_layer
-from napari_softseg.synthetic import make_phantom
+from napari_softseg._napari.layers import Geometry, add_layer_tuples, rater_layers, soft_map_layer
+from napari_softseg.datasets.synthetic import make_phantom
 
 SHAPE = (40, 36, 12)        # core (X, Y, Z)
 SPACING = (0.8, 0.8, 2.5)

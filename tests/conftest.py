@@ -36,7 +36,7 @@ def make_case(tmp_path):
 @pytest.fixture(scope="session")
 def synthetic_2d_dataset(tmp_path_factory):
     """A small 2D QUBIQ-layout dataset: 4 training + 2 validation cases, 3 raters, 64×64."""
-    from napari_softseg.synthetic import write_qubiq_dataset
+    from napari_softseg.datasets.synthetic import write_qubiq_dataset
 
     root = tmp_path_factory.mktemp("synthetic2d") / "ds"
     return write_qubiq_dataset(root, n_cases=4, n_validation=2, shape=(64, 64, 1), n_raters=3, seed=1)

@@ -26,10 +26,10 @@ import re
 import struct
 import sys
 import warnings
+from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import nibabel as nib
 import numpy as np
@@ -86,9 +86,9 @@ def good_case(folder: Path, shape=(12, 12, 1), raters=3, task=1, seed=0, image_n
 
 def good_model(folder: Path, task: int = 1) -> Path:
     """A tiny valid model folder (random weights)."""
-    from napari_softseg.model.model_io import ModelConfig, new_network, save_model
-
     import torch
+
+    from napari_softseg.model.model_io import ModelConfig, new_network, save_model
 
     torch.manual_seed(0)
     config = ModelConfig(architecture={"base_channels": 2, "depth": 1}, task=task)
@@ -612,7 +612,6 @@ def _model_entries() -> list[Entry]:
 
     def swap_weights_of_other_model(model: Path):
         other = good_model(model.parent / "other")
-        import torch
         from safetensors.torch import load_file, save_file
         t = load_file(str(other / "model.safetensors"))
         t = {k: v + 0.01 if v.is_floating_point() else v for k, v in t.items()}

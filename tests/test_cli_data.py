@@ -3,15 +3,15 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
-
-from napari_softseg.cli import main
-from napari_softseg.analysis.metrics import qubiq_score
 from conftest import write_nifti
+
+from napari_softseg.analysis.metrics import qubiq_score
+from napari_softseg.cli import main
 
 
 @pytest.fixture
 def case_dir(tmp_path):
-    from napari_softseg.synthetic import write_case
+    from napari_softseg.datasets.synthetic import write_case
 
     return write_case(tmp_path / "case01", shape=(40, 36, 3), n_raters=3, seed=5)
 

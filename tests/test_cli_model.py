@@ -57,9 +57,9 @@ def test_predict_refuses_existing_output_and_foreign_checkpoint(synthetic_2d_dat
 
 
 def test_ctrl_c_keeps_the_checkpoint_and_prints_how_to_resume(synthetic_2d_dataset, tmp_path, capsys, monkeypatch):
-    from napari_softseg.model import training
+    from napari_softseg.cli import model_commands
 
-    real_train = training.train
+    real_train = model_commands.train
 
     def interrupted_after_first_epoch(*args, **kwargs):
         gen = real_train(*args, **kwargs)
@@ -68,13 +68,13 @@ def test_ctrl_c_keeps_the_checkpoint_and_prints_how_to_resume(synthetic_2d_datas
             if event.stage == "epoch":
                 raise KeyboardInterrupt
 
-    monkeypatch.setattr(training, "train", interrupted_after_first_epoch)
+    monkeypatch.setattr(model_commands, "train", interrupted_after_first_epoch)
     model = tmp_path / "model"
     code = main(["train", str(synthetic_2d_dataset), "--out", str(model), "--epochs", "3", *TINY])
     err = capsys.readouterr().err
     assert code == 130
     assert "the last good checkpoint (epoch 1)" in err and f"--out {model} --resume" in err
-    monkeypatch.setattr(training, "train", real_train)
+    monkeypatch.setattr(model_commands, "train", real_train)
     assert main(["train", "--out", str(model), "--resume", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "best epoch" in out and "of 3," in out

@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
-
-from napari_softseg.io.dataset import binarize_mask, discover, find_case, load_case, load_image
-from napari_softseg.errors import SoftsegError
-from napari_softseg.synthetic import write_qubiq_dataset
 from conftest import write_nifti
+
+from napari_softseg.datasets.synthetic import write_qubiq_dataset
+from napari_softseg.errors import SoftsegError
+from napari_softseg.io.case import binarize_mask
+from napari_softseg.io.dataset import discover, find_case, load_case, load_image
 
 RNG = np.random.default_rng(0)
 

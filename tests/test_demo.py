@@ -7,7 +7,7 @@ import argparse
 import numpy as np
 import pytest
 
-from napari_softseg import layers as L
+from napari_softseg._napari import layers as L
 from napari_softseg.cli import demo_command
 from napari_softseg.errors import SoftsegError
 
@@ -53,7 +53,7 @@ def test_existing_screenshot_is_not_overwritten(tmp_path):
 
 
 def test_demo_screenshot_of_whole_window(make_napari_viewer, tmp_path, tiny_model):  # fixture: clean plugin state
-    from napari_softseg.sample_data import demo_case_path
+    from napari_softseg.datasets.bundled import demo_case_path
 
     out = tmp_path / "demo.png"
     assert demo_command.run(_args("--model", str(tiny_model), "--device", "cpu", "--screenshot", str(out))) == 0
@@ -67,7 +67,7 @@ def test_demo_screenshot_of_whole_window(make_napari_viewer, tmp_path, tiny_mode
 
 def test_demo_viewer_contents(make_napari_viewer, tiny_model):  # fixture: clean plugin state
     from napari_softseg._qt.segmentation_widget import PREDICTION_NAME
-    from napari_softseg.sample_data import demo_case_path
+    from napari_softseg.datasets.bundled import demo_case_path
 
     viewer, docks = demo_command.open_demo(demo_case_path(), tiny_model, "cpu", quiet=True, show=False)
     try:
@@ -94,7 +94,7 @@ def test_demo_viewer_contents(make_napari_viewer, tiny_model):  # fixture: clean
 
 def test_canvas_screenshot_shows_the_soft_map(make_napari_viewer):
     """A shown viewer renders real pixels: the inferno soft map over the grey scan, not a blank canvas."""
-    from napari_softseg._sample_data import synthetic_case
+    from napari_softseg._napari.sample_data import synthetic_case
 
     viewer = make_napari_viewer(show=True)
     layers = L.add_layer_tuples(viewer, synthetic_case(), rater_contours=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from napari_softseg.errors import SoftsegError
 from napari_softseg.model import device as device_mod
 from napari_softseg.model.device import DeviceChoice, available_devices, resolve_device
-from napari_softseg.errors import SoftsegError
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

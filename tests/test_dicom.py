@@ -158,7 +158,7 @@ def test_mixed_series_without_a_choice_is_one_line(demo, tmp_path, capsys):
     write_series(tmp_path / "mix", data, affine, description="T1 repeat")  # same folder, two series
     line = _cli_error(["softlabel", str(tmp_path / "mix"), "-o", str(tmp_path / "s.nii.gz")], capsys)
     assert str(tmp_path / "mix") in line and "choose one with --series" in line
-    from napari_softseg.sample_data import demo_model_path
+    from napari_softseg.datasets.bundled import demo_model_path
 
     model = str(demo_model_path())
     line = _cli_error(["predict", model, str(tmp_path / "mix"), "-o", str(tmp_path / "p.nii.gz")], capsys)
@@ -178,7 +178,7 @@ def test_missing_slice_is_one_line(demo, tmp_path, capsys):
 
 
 def test_napari_get_reader_accepts_a_broken_dicom_folder_and_reading_says_why(demo, tmp_path):
-    from napari_softseg._reader import get_reader
+    from napari_softseg._napari.reader import get_reader
 
     data, affine = demo
     paths = write_series(tmp_path / "gap", data, affine)

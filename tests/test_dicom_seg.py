@@ -19,7 +19,8 @@ from dicom_series import write_enhanced, write_rater_seg, write_series  # noqa: 
 from napari_softseg.cli import main  # noqa: E402
 from napari_softseg.errors import SoftsegError  # noqa: E402
 from napari_softseg.io.dicom import read_series  # noqa: E402
-from napari_softseg.io.dicom_seg import load_dicom_case, mask_path_for, read_seg, write_seg  # noqa: E402
+from napari_softseg.io.dicom_seg import load_dicom_case, read_seg, write_seg  # noqa: E402
+from napari_softseg.pipeline.predict_dicom import mask_path_for
 
 DEMO = Path(__file__).parents[1] / "napari_softseg" / "data" / "mni_demo" / "Training" / "case01"
 
@@ -153,7 +154,7 @@ def test_seg_frames_not_matching_the_image_is_one_line(demo, tmp_path, capsys):
 
 
 def test_predict_writes_probability_and_binary_seg(dicom_case, tmp_path, capsys):
-    from napari_softseg.sample_data import demo_model_path
+    from napari_softseg.datasets.bundled import demo_model_path
 
     folder, _ = dicom_case
     model = demo_model_path()
@@ -178,7 +179,7 @@ def test_predict_writes_probability_and_binary_seg(dicom_case, tmp_path, capsys)
     # the same provenance sidecar as a NIfTI prediction, beside each SEG (pred.dcm.softseg.json, pred_mask.dcm.softseg.json)
     import json
 
-    from napari_softseg._writer import sidecar_path
+    from napari_softseg.io.sidecar import sidecar_path
     from napari_softseg.model.model_io import read_config
 
     side = json.loads((tmp_path / "pred.dcm.softseg.json").read_text())
@@ -192,8 +193,8 @@ def test_predict_writes_probability_and_binary_seg(dicom_case, tmp_path, capsys)
     assert mask_side["kind"] == "mask" and mask_side["threshold"] == 0.4 and mask_side["model"] == str(model)
     assert str(tmp_path / "pred.dcm.softseg.json") in printed and str(tmp_path / "pred_mask.dcm.softseg.json") in printed
     # the model's outputs in the case folder are not raters; opened, they carry the sidecar's provenance
-    from napari_softseg import layers as L
-    from napari_softseg.io.dicom_seg import dicom_layers
+    from napari_softseg._napari import layers as L
+    from napari_softseg._napari.dicom_layers import dicom_layers
 
     for name in ("pred.dcm", "pred_mask.dcm", "pred.dcm.softseg.json", "pred_mask.dcm.softseg.json"):
         shutil.copy(tmp_path / name, folder / name)
@@ -249,9 +250,9 @@ def test_written_segs_pass_dciodvfy(demo, tmp_path):
 
 
 def test_napari_reader_and_seg_writers(dicom_case, tmp_path):
-    from napari_softseg import layers as L
-    from napari_softseg._reader import get_reader
-    from napari_softseg._writer import write_mask_seg, write_soft_map_seg
+    from napari_softseg._napari import layers as L
+    from napari_softseg._napari.reader import get_reader
+    from napari_softseg._napari.writer import write_mask_seg, write_soft_map_seg
 
     folder, _ = dicom_case
     assert get_reader(str(tmp_path / "nothing-here")) is None
@@ -312,7 +313,7 @@ def test_viewer_opens_a_dicom_folder_and_saves_both_segs(make_napari_viewer, dic
     """File ▸ Open Folder on a DICOM case, Make mask layer, File ▸ Save as .dcm: both SEG kinds, read back."""
     from napari.layers import Labels
 
-    from napari_softseg import layers as L
+    from napari_softseg._napari import layers as L
 
     folder, _ = dicom_case
     viewer = make_napari_viewer()

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -98,7 +97,7 @@ def test_fuzzed_headers_give_a_volume_or_one_clear_error(tmp_path, monkeypatch, 
     n=st.integers(0, 40),
 )
 def test_binarize_mask_accepts_exactly_binary_masks(dtype, values, n):
-    from napari_softseg.io.dataset import binarize_mask
+    from napari_softseg.io.case import binarize_mask
 
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
@@ -131,7 +130,7 @@ json_values = st.recursive(
                       st.integers(1, 5000).map(lambda d: '{"a":' * d + "1" + "}" * d),
                       st.binary(max_size=40).map(lambda b: b.decode("latin-1"))))
 def test_json_reader_gives_an_object_or_one_clear_error(tmp_path, text):
-    from napari_softseg.io.files import read_json_object
+    from napari_softseg.io.jsonio import read_json_object
 
     path = tmp_path / "x.json"
     path.write_text(text, encoding="utf-8", errors="surrogateescape")

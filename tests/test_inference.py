@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
 
+from napari_softseg.errors import SoftsegError
 from napari_softseg.model import inference
 from napari_softseg.model.calibration import sigmoid
-from napari_softseg.errors import SoftsegError
-from napari_softseg.model.inference import forward_logits, predict_array, predict_logits, predict_path, slice_stack
+from napari_softseg.model.inference import forward_logits, predict_array, predict_logits, slice_stack
 from napari_softseg.model.model_io import LoadedModel, ModelConfig, load_model, new_network, save_model
+from napari_softseg.pipeline.predict import predict_path
 from napari_softseg.progress import drive
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -217,8 +217,10 @@ def test_closing_the_generator_leaves_no_partial_file(model_dir, synthetic_2d_da
             break
     gen.close()
     files = [p for p in out.rglob("*") if p.is_file() and p.name != "softseg_predict.json"]  # + the run record
-    assert len(files) == 1 and files[0].name == "prediction_task01.nii.gz"
-    assert nib.load(files[0]).shape[:2] == (64, 64)
+    # the first case's map and its provenance sidecar (written by the pipeline with the map)
+    assert sorted(f.name for f in files) == ["prediction_task01.nii.gz", "prediction_task01.softseg.json"]
+    assert files[0].parent == files[1].parent
+    assert nib.load(files[0].with_name("prediction_task01.nii.gz")).shape[:2] == (64, 64)
 
 
 @pytest.mark.gpu
@@ -253,8 +255,8 @@ def test_normalisation_zscore_per_channel_and_ct_window():
 def test_shipped_demo_model_still_reaches_its_published_held_out_numbers():
     """docs/results.md §1: held-out QUBIQ 0.8965, ECE (T-scaled) 0.0190, beats the left-out rater 20/20."""
     from napari_softseg.analysis.metrics import evaluate_case
+    from napari_softseg.datasets.bundled import demo_dataset_path, demo_model_path
     from napari_softseg.io.dataset import discover, load_case
-    from napari_softseg.sample_data import demo_dataset_path, demo_model_path
 
     model = load_model(demo_model_path())
     scores, eces, beats, comparisons = [], [], 0, 0

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from napari_softseg.sample_data import demo_case_path, demo_model_path
+from napari_softseg.datasets.bundled import demo_case_path, demo_model_path
 
 SIZES = [(1366, 768), (1920, 1080)]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_softseg import layers as L
+from napari_softseg._napari import layers as L
 
 
 def _npe2() -> list[str]:
@@ -28,7 +28,7 @@ def test_manifest_ships_inside_the_package():
     import napari_softseg
 
     manifest = Path(napari_softseg.__file__).with_name("napari.yaml")
-    assert manifest.is_file() and "napari_softseg._reader:get_reader" in manifest.read_text()
+    assert manifest.is_file() and "napari_softseg._napari.reader:get_reader" in manifest.read_text()
 
 
 def test_napari_lists_the_plugin_and_its_contributions():

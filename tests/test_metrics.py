@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 
-from napari_softseg.errors import SoftsegError
 from napari_softseg.analysis.metrics import (
     QUBIQ_THRESHOLDS,
     PRCurve,
@@ -14,6 +13,7 @@ from napari_softseg.analysis.metrics import (
     reliability,
     volume_ml,
 )
+from napari_softseg.errors import SoftsegError
 
 RNG = np.random.default_rng(42)
 

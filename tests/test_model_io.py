@@ -10,8 +10,8 @@ import pickle
 import pytest
 import torch
 
-from napari_softseg.model import model_io
 from napari_softseg.errors import SoftsegError
+from napari_softseg.model import model_io
 from napari_softseg.model.model_io import ModelConfig, load_model, new_network, read_config, save_model
 
 

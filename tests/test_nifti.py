@@ -2,10 +2,10 @@
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import write_nifti
 
 from napari_softseg.errors import SoftsegError
 from napari_softseg.io.nifti import Volume, check_finite, load_volume, save_volume
-from conftest import write_nifti
 
 
 def test_load_2d_gets_trailing_axis(tmp_path):
@@ -92,7 +92,7 @@ def test_written_files_follow_umask_and_drop_display_window(tmp_path):
     import os
     import stat
 
-    from napari_softseg.io.files import write_json
+    from napari_softseg.io.jsonio import write_json
 
     img = nib.Nifti1Image(np.zeros((3, 3, 3), np.int16), np.eye(4))
     img.header["cal_min"], img.header["cal_max"] = 0, 1000

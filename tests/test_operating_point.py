@@ -25,7 +25,7 @@ from napari_softseg.analysis.operating_point import (
     snap,
     threshold_colormap_controls,
 )
-from napari_softseg.synthetic import make_phantom
+from napari_softseg.datasets.synthetic import make_phantom
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_softseg import layers as L
+from napari_softseg._napari import layers as L
 from napari_softseg.analysis.softlabels import make_soft_label, weighted_mean
+from napari_softseg.datasets.synthetic import write_qubiq_dataset
 from napari_softseg.io.dataset import discover, load_case
 from napari_softseg.io.packed_masks import MAX_PACKED_RATERS, LazyArray, PackedMasks
-from napari_softseg.synthetic import write_qubiq_dataset
 
 
 @pytest.mark.parametrize("n_raters", [1, 2, 5, 7, 8, 9, 16])
@@ -75,7 +75,7 @@ def test_load_case_packed_holds_the_same_masks_in_a_fifth_of_the_memory(case_pat
 
 
 def test_reader_gives_lazy_raters_and_soft_label_equal_to_the_eager_ones(case_path):
-    from napari_softseg._reader import read_case_folder
+    from napari_softseg._napari.reader import read_case_folder
 
     layers = read_case_folder(case_path.path)
     eager = load_case(case_path)
@@ -95,10 +95,10 @@ def test_reader_gives_lazy_raters_and_soft_label_equal_to_the_eager_ones(case_pa
 
 
 def test_predict_on_a_strided_view_equals_predict_on_a_copy():
+    from napari_softseg.datasets.bundled import demo_model_path
     from napari_softseg.model.inference import predict_array
     from napari_softseg.model.model_io import load_model
     from napari_softseg.progress import drive
-    from napari_softseg.sample_data import demo_model_path
 
     model = load_model(demo_model_path())
     base = np.random.default_rng(0).normal(size=(1, 24, 20, 5)).astype(np.float32)
@@ -111,8 +111,7 @@ def test_predict_on_a_strided_view_equals_predict_on_a_copy():
 
 
 def test_cpu_batch_size_bounds_the_activations():
-    from napari_softseg.model.inference import (ACTIVATION_BYTES_PER_PIXEL_CHANNEL, CPU_ACTIVATION_BUDGET,
-                                                cpu_batch_size)
+    from napari_softseg.model.inference import ACTIVATION_BYTES_PER_PIXEL_CHANNEL, CPU_ACTIVATION_BUDGET, cpu_batch_size
     from napari_softseg.model.model_io import ModelConfig
 
     wide = ModelConfig(architecture={"base_channels": 16, "depth": 4})

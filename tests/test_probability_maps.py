@@ -63,7 +63,7 @@ def test_nnunet_v1_key_and_multiclass(tmp_path, soft):
         read_soft_map(path)
     data, _ = read_soft_map(path, channel=2)
     np.testing.assert_allclose(data, soft, atol=1e-3)
-    from napari_softseg._reader import get_reader
+    from napari_softseg._napari.reader import get_reader
 
     layers = get_reader(str(path))(str(path))
     assert [kw["name"] for _, kw, _ in layers] == ["case_001 class 1", "case_001 class 2"]
@@ -90,8 +90,8 @@ def test_npz_without_geometry_or_out_of_range(tmp_path, soft):
 
 
 def test_napari_reader_opens_npz_and_probability_nifti_as_soft_maps(tmp_path, soft):
-    from napari_softseg import layers as L
-    from napari_softseg._reader import get_reader
+    from napari_softseg._napari import layers as L
+    from napari_softseg._napari.reader import get_reader
 
     npz = _write_nnunet(tmp_path / "nnunet", soft)
     # MONAI SaveImage of a softmax: (X, Y, Z, C); older MONAI/nnU-Net exports add a time axis (X, Y, Z, 1, C)
@@ -125,7 +125,7 @@ def test_napari_reader_opens_npz_and_probability_nifti_as_soft_maps(tmp_path, so
 
 
 def test_evaluate_accepts_an_nnunet_npz(tmp_path, capsys):
-    from napari_softseg.sample_data import demo_case_path
+    from napari_softseg.datasets.bundled import demo_case_path
 
     case = demo_case_path()
     masks = np.stack([np.asarray(nib.load(p).dataobj) for p in sorted(case.glob("task01_seg*.nii.gz"))])

@@ -9,7 +9,6 @@ import pytest
 from _analysis_case import Notifications, counts, open_case, open_dock, wait_ready
 
 from napari_softseg._qt.selection import same_layer
-
 from napari_softseg.analysis.disagreement import agreement_colors, disagreement_map, summarize
 from napari_softseg.analysis.metrics import dice, leave_one_rater_out
 from napari_softseg.analysis.operating_point import Reference

@@ -7,11 +7,11 @@ import itertools
 import nibabel as nib
 import numpy as np
 import pytest
-
-from napari_softseg import layers as L
-from napari_softseg._reader import get_reader, read_case_folder
-from napari_softseg.errors import SoftsegError
 from conftest import write_nifti
+
+from napari_softseg._napari import layers as L
+from napari_softseg._napari.reader import get_reader, read_case_folder
+from napari_softseg.errors import SoftsegError
 
 
 def _oblique_affine():
@@ -174,7 +174,7 @@ def test_case_with_mismatched_mask_raises_clean_error(make_case):
 
 
 def test_demo_case_reads():
-    from napari_softseg.sample_data import demo_case_path
+    from napari_softseg.datasets.bundled import demo_case_path
 
     layers = get_reader(str(demo_case_path()))(str(demo_case_path()))
     raters = [k["name"] for _, k, t in layers if t == "labels"]

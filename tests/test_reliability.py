@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import threading
@@ -17,7 +16,7 @@ import numpy as np
 import pytest
 
 from napari_softseg.errors import SoftsegError
-from napari_softseg.io import files
+from napari_softseg.io import files, jsonio
 
 sys.path.insert(0, str(Path(__file__).parent))
 import hostile_corpus as corpus  # noqa: E402
@@ -65,11 +64,11 @@ def test_racing_writers_without_overwrite_never_replace(tmp_path):
 
 def test_commit_with_overwrite_replaces_atomically(tmp_path):
     target = tmp_path / "out.json"
-    files.write_json(target, {"v": 1})
+    jsonio.write_json(target, {"v": 1})
     with pytest.raises(SoftsegError, match="already exists"):
-        files.write_json(target, {"v": 2})
+        jsonio.write_json(target, {"v": 2})
     assert json.loads(target.read_text()) == {"v": 1}
-    files.write_json(target, {"v": 3}, overwrite=True)
+    jsonio.write_json(target, {"v": 3}, overwrite=True)
     assert json.loads(target.read_text()) == {"v": 3}
 
 
@@ -147,7 +146,7 @@ def test_symlink_loops_list_each_case_once(tmp_path):
 
 
 def test_dataset_prediction_resumes_after_an_interruption(tmp_path):
-    from napari_softseg.model.inference import RUN_RECORD, predict_path
+    from napari_softseg.pipeline.predict import RUN_RECORD, predict_path
     from napari_softseg.progress import drive
 
     model = corpus.good_model(tmp_path / "model")
@@ -185,8 +184,14 @@ def test_dataset_prediction_resumes_after_an_interruption(tmp_path):
 def test_model_folder_manifest_binds_weights_and_config(tmp_path):
     import torch
 
-    from napari_softseg.model.model_io import (MANIFEST_FILE, ModelConfig, load_model, new_network, save_config,
-                                               save_model)
+    from napari_softseg.model.model_io import (
+        MANIFEST_FILE,
+        ModelConfig,
+        load_model,
+        new_network,
+        save_config,
+        save_model,
+    )
 
     config = ModelConfig(architecture={"base_channels": 2, "depth": 1})
     save_model(tmp_path / "m", new_network(config), config)
@@ -285,7 +290,7 @@ def test_non_utf8_file_names_with_strict_utf8_output(tmp_path):
     "\udcff not json",
 ])
 def test_reader_survives_malformed_sidecars(tmp_path, sidecar):
-    from napari_softseg._reader import get_reader
+    from napari_softseg._napari.reader import get_reader
 
     path = corpus.nii(tmp_path / "p.nii.gz", np.full((8, 8, 2), 0.5, np.float32))
     (tmp_path / "p.softseg.json").write_text(sidecar, encoding="utf-8", errors="surrogateescape")
@@ -298,7 +303,7 @@ def test_reader_survives_malformed_sidecars(tmp_path, sidecar):
 @pytest.mark.parametrize("make", [corpus._rgb, lambda p: corpus.nii(p, np.ones((4, 4, 1), np.complex64)),
                                   lambda p: corpus.nii(p, np.full((4, 4, 1), 1e300))], ids=["rgb", "complex", "1e300"])
 def test_reader_turns_every_failure_into_one_line_naming_the_file(tmp_path, make):
-    from napari_softseg._reader import get_reader, read
+    from napari_softseg._napari.reader import get_reader, read
 
     path = tmp_path / "bad.nii.gz"
     make(path)

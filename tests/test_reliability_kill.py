@@ -200,7 +200,7 @@ def test_kill_train_then_resume(tmp_path, inputs):
 def test_kill_napari_writer(tmp_path):
     script = (
         "import sys, numpy as np\n"
-        "from napari_softseg._writer import write_soft_map\n"
+        "from napari_softseg._napari.writer import write_soft_map\n"
         "data = np.random.default_rng(0).random((64, 160, 160), dtype=np.float32)\n"
         "write_soft_map(sys.argv[1], data, {'name': 'p', 'metadata': {}})\n"
     )

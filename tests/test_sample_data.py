@@ -10,15 +10,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_softseg import sample_data
-from napari_softseg.errors import SoftsegError
-from napari_softseg.sample_data import (
+from napari_softseg.datasets import bundled as sample_data
+from napari_softseg.datasets.bundled import (
     demo_case_path,
     demo_dataset_path,
     demo_model_path,
     synthetic_case,
 )
-from napari_softseg.synthetic import make_phantom
+from napari_softseg.datasets.synthetic import make_phantom
+from napari_softseg.errors import SoftsegError
 
 REPO = Path(__file__).resolve().parent.parent
 TRAINING = [f"case{i:02d}" for i in range(1, 13)]

@@ -6,13 +6,12 @@ import time
 
 import numpy as np
 import pytest
-
-from napari_softseg import layers as L
 from _analysis_case import open_dock
 
+from napari_softseg._napari import layers as L
+from napari_softseg._napari.sample_data import synthetic_case, synthetic_case_data
 from napari_softseg._qt.segmentation_widget import PREDICTION_NAME
 from napari_softseg._qt.workers import run_progress
-from napari_softseg._sample_data import synthetic_case, synthetic_case_data
 from napari_softseg.errors import SoftsegError
 from napari_softseg.progress import Progress, drive
 
@@ -22,9 +21,9 @@ TIMEOUT_MS = 60_000
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     """An untrained 2-level U-Net with 4 base channels, saved like any model (fast on the CPU)."""
-    from napari_softseg.model.model_io import ModelConfig, new_network, save_model
-
     import torch
+
+    from napari_softseg.model.model_io import ModelConfig, new_network, save_model
 
     torch.manual_seed(0)
     config = ModelConfig(architecture={"base_channels": 4, "depth": 2}, weights_dtype="float32")
@@ -311,8 +310,8 @@ def test_run_progress_reports_errors_and_results(qtbot):
 
 
 def test_case_with_two_tasks_uses_one_task_everywhere(make_napari_viewer, tmp_path):
-    from napari_softseg._reader import get_reader
-    from napari_softseg.synthetic import write_case
+    from napari_softseg._napari.reader import get_reader
+    from napari_softseg.datasets.synthetic import write_case
 
     folder = write_case(tmp_path / "case01", shape=(32, 32, 4), n_raters=3, n_tasks=2, seed=2)
     viewer = make_napari_viewer()
@@ -330,9 +329,9 @@ def test_case_with_two_tasks_uses_one_task_everywhere(make_napari_viewer, tmp_pa
 def test_train_learns_from_every_open_case(qtbot, make_napari_viewer, tmp_path):
     """Two case folders opened the napari way: each image keeps its own raters ticked, and Train learns from
     both cases in memory (one trains, one validates and calibrates)."""
+    from napari_softseg.datasets.synthetic import write_qubiq_dataset
     from napari_softseg.io.dataset import discover, load_case
     from napari_softseg.model.model_io import read_config
-    from napari_softseg.synthetic import write_qubiq_dataset
 
     root = tmp_path / "ds"
     write_qubiq_dataset(root, n_cases=2, n_validation=0, shape=(24, 20, 6), n_raters=3, seed=2)

@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from napari_softseg import layers as L
-from napari_softseg._reader import get_reader
-from napari_softseg._writer import sidecar_path, write_soft_map
+from napari_softseg._napari.reader import get_reader
+from napari_softseg._napari.writer import write_soft_map
 from napari_softseg.cli import main
-from napari_softseg.sample_data import demo_case_path, demo_model_path
+from napari_softseg.datasets.bundled import demo_case_path, demo_model_path
+from napari_softseg.io.sidecar import sidecar_path
 
 
 @pytest.fixture(scope="module")

@@ -1,17 +1,17 @@
 import numpy as np
 import pytest
 
-from napari_softseg.errors import SoftsegError
 from napari_softseg.analysis.softlabels import (
     METHODS,
     agreement_map,
     consensus,
     gaussian_smooth,
-    make_soft_label,
     majority_vote,
+    make_soft_label,
     staple,
 )
-from napari_softseg.synthetic import make_phantom
+from napari_softseg.datasets.synthetic import make_phantom
+from napari_softseg.errors import SoftsegError
 
 
 @pytest.fixture(scope="module")

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_softseg.errors import SoftsegError
-from napari_softseg.synthetic import (
+from napari_softseg.datasets.synthetic import (
     GENEROUS_RATER,
     make_phantom,
     smooth_random_field,
     write_case,
     write_qubiq_dataset,
 )
+from napari_softseg.errors import SoftsegError
 
 SHAPE_2D = (96, 96, 1)
 SHAPE_3D = (64, 64, 32)

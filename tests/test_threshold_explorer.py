@@ -286,7 +286,7 @@ def test_no_soft_map_and_wrong_layers(make_napari_viewer, notes):
 
 
 def test_mismatched_rater_layer_is_reported_and_left_out(explorer, notes, qtbot):
-    from napari_softseg.layers import Geometry, add_layer_tuples, rater_layers
+    from napari_softseg._napari.layers import Geometry, add_layer_tuples, rater_layers
 
     widget, viewer, soft_layer, soft, masks = explorer
     other = Geometry(np.eye(4), (10, 10, 10))
@@ -489,7 +489,7 @@ def test_synchronous_mode_needs_no_event_loop(make_napari_viewer, monkeypatch):
 def test_make_mask_layer_then_save_writes_the_thresholded_mask(explorer, tmp_path):
     import nibabel as nib
 
-    from napari_softseg._writer import write_mask
+    from napari_softseg._napari.writer import write_mask
 
     widget, viewer, soft_layer, soft, masks = explorer
     widget.set_threshold(0.731)

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from napari_softseg.datasets.synthetic import write_qubiq_dataset
 from napari_softseg.model.training import read_training_state, train
 from napari_softseg.progress import drive
-from napari_softseg.synthetic import write_qubiq_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Largest relative difference allowed between the 2-process and the 1-process loss curves. The
@@ -148,7 +148,7 @@ def test_sharded_prediction_equals_one_process_and_a_rerun_skips_every_case(sing
     import nibabel as nib
     import torch
 
-    from napari_softseg.model.inference import predict_path
+    from napari_softseg.pipeline.predict import predict_path
 
     model, _ = single_process_run
     data = write_qubiq_dataset(tmp_path / "archive", n_cases=5, n_validation=0, shape=(40, 36, 3), n_raters=2,

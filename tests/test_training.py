@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
+from napari_softseg.datasets.synthetic import write_qubiq_dataset
+from napari_softseg.errors import SoftsegError
 from napari_softseg.model import model_io
 from napari_softseg.model.augmentation import AugmentationSettings, augment_batch
 from napari_softseg.model.calibration import fit_temperature
-from napari_softseg.errors import SoftsegError
 from napari_softseg.model.model_io import load_model, load_tensors
-from napari_softseg.progress import drive
-from napari_softseg.synthetic import write_qubiq_dataset
 from napari_softseg.model.training import STATE_FILE, TrainOptions, _loss, read_training_state, train
+from napari_softseg.progress import drive
 
 TINY = dict(base_channels=4, depth=2, batch_size=4, device="cpu", steps_per_epoch=3)
 
@@ -314,8 +314,8 @@ def test_multichannel_images_train_and_predict(tmp_path):
 def test_in_memory_cases_get_a_validation_slab_and_calibration_without_temporary_files(tmp_path, monkeypatch):
     import tempfile
 
+    from napari_softseg.datasets.synthetic import make_phantom
     from napari_softseg.model.training import TrainingCase, train_cases
-    from napari_softseg.synthetic import make_phantom
 
     def no_temp(*a, **k):
         raise AssertionError("no temporary files")

@@ -4,13 +4,10 @@ case folder and of a `softseg predict` output, Threshold explorer from the Plugi
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
-import pytest
 
 from napari_softseg.cli import main
-from napari_softseg.sample_data import demo_case_path, demo_model_path
+from napari_softseg.datasets.bundled import demo_case_path, demo_model_path
 
 
 def settle(qtbot, ms=400):

@@ -10,10 +10,11 @@ import pytest
 from conftest import init_napari_plugins, write_nifti
 from napari.layers import Image, Labels
 
-from napari_softseg import layers as L
-from napari_softseg._reader import get_reader
-from napari_softseg._writer import sidecar_path, write_mask, write_soft_map
+from napari_softseg._napari import layers as L
+from napari_softseg._napari.reader import get_reader
+from napari_softseg._napari.writer import write_mask, write_soft_map
 from napari_softseg.errors import SoftsegError
+from napari_softseg.io.sidecar import sidecar_path
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -29,7 +29,7 @@ def grab(widget, path: Path) -> None:
 
 def main(out: Path) -> int:
     from napari_softseg.cli.demo_command import isolate_settings, open_demo, settle, take_screenshot
-    from napari_softseg.sample_data import demo_case_path, demo_model_path
+    from napari_softseg.datasets.bundled import demo_case_path, demo_model_path
 
     isolate_settings()
     viewer, docks = open_demo(demo_case_path(), demo_model_path(), "cpu", threshold=0.5, show=True, quiet=True)

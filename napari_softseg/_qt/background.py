@@ -27,10 +27,9 @@ from typing import Any
 from qtpy.QtCore import QObject, QThreadPool, Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QWidget
 
-from napari_softseg.progress import Progress
-
 from napari_softseg._qt.notifications import notify_exception
 from napari_softseg._qt.workers import ProgressTask, is_alive, run_progress
+from napari_softseg.progress import Progress
 
 #: Environment switch: run the docks' background jobs synchronously.
 SYNC_ENV = "NAPARI_SOFTSEG_SYNC"

@@ -24,15 +24,14 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_softseg.errors import SoftsegError
-from napari_softseg.analysis.metrics import expected_calibration_error, reliability
-from napari_softseg.progress import Progress
-from napari_softseg.analysis.softlabels import weighted_mean
-
 from napari_softseg._qt.background import ComputeStatus, LatestJob
 from napari_softseg._qt.notifications import notify_exception
 from napari_softseg._qt.plots import ReliabilityPlot
 from napari_softseg._qt.selection import LayerInputs, relax_combos, scroll_layout
+from napari_softseg.analysis.metrics import expected_calibration_error, reliability
+from napari_softseg.analysis.softlabels import weighted_mean
+from napari_softseg.errors import SoftsegError
+from napari_softseg.progress import Progress
 
 N_BINS = 10
 SOFT_LABEL = "soft label (mean of raters)"

@@ -10,6 +10,7 @@ dock's visible width (a dock narrower than its content).
 
 from __future__ import annotations
 
+import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QAbstractButton,
@@ -117,9 +118,8 @@ def _figure_problems(canvas) -> list[str]:
     return []
 
 
-def canvas_rgb(viewer) -> "np.ndarray":
+def canvas_rgb(viewer) -> np.ndarray:
     """The canvas as drawn now: ``uint8 (H, W, 3)`` (a shown window; call after the view settled)."""
-    import numpy as np
 
     return np.asarray(viewer.screenshot(canvas_only=True, flash=False))[..., :3]
 

@@ -43,9 +43,25 @@ from qtpy.QtWidgets import (
 )
 from superqt.utils import qdebounced
 
-from napari_softseg import layers as softseg_layers
+from napari_softseg._napari import layers as softseg_layers
+from napari_softseg._napari.layers import format_threshold
+from napari_softseg._qt.background import ComputeStatus, LatestJob
+from napari_softseg._qt.notifications import notify_exception, show_warning
+from napari_softseg._qt.plots import PRCurvePlot
+from napari_softseg._qt.selection import (
+    EDIT_DEBOUNCE_MS,
+    HELPER_KEY,
+    LayerInputs,
+    ReferencePicker,
+    connect_while_alive,
+    is_helper,
+    relax_combos,
+    same_layer,
+    scroll_layout,
+)
+from napari_softseg._qt.threshold_explorer import apply_role, inputs_key
+from napari_softseg.analysis.consensus import RULE, RULE_DETAIL
 from napari_softseg.analysis.disagreement import agreement_colors, disagreement_map, summarize
-from napari_softseg.errors import SoftsegError
 from napari_softseg.analysis.metrics import PRCurve, leave_one_rater_out
 from napari_softseg.analysis.operating_point import (
     GRID,
@@ -57,18 +73,8 @@ from napari_softseg.analysis.operating_point import (
     mask_operating_point,
     snap,
 )
+from napari_softseg.errors import SoftsegError
 from napari_softseg.progress import Progress
-
-from napari_softseg._qt.background import ComputeStatus, LatestJob
-from napari_softseg._qt.notifications import notify_exception, show_warning
-from napari_softseg._qt.plots import PRCurvePlot
-from napari_softseg._qt.selection import (
-    relax_combos,
-    EDIT_DEBOUNCE_MS, HELPER_KEY, LayerInputs, ReferencePicker, connect_while_alive, is_helper, same_layer,
-    scroll_layout,
-)
-from napari_softseg.analysis.consensus import RULE, RULE_DETAIL
-from napari_softseg.layers import format_threshold
 
 ANNOTATION_NAME = "my annotation"
 HIGHLIGHT = QColor(60, 160, 90, 110)   # translucent green: readable on dark and light themes
@@ -289,7 +295,6 @@ class RaterComparison(QWidget):
         self.role_check.blockSignals(True)
         self.role_check.setChecked(role == "annotator")
         self.role_check.blockSignals(False)
-        from napari_softseg._qt.threshold_explorer import apply_role
 
         apply_role(self.viewer, role)
         self._update_rater_legend()
@@ -329,7 +334,6 @@ class RaterComparison(QWidget):
             self.references.clear()
             self._on_reference_changed()
             return
-        from napari_softseg._qt.threshold_explorer import inputs_key
 
         self.session = self.analysis.set_inputs(
             inputs.prediction, inputs.masks, spacing=inputs.spacing, rater_names=inputs.rater_names,

@@ -51,11 +51,18 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_softseg import layers as L
+from napari_softseg._napari import layers as L
 from napari_softseg._qt.notifications import describe_exception, notify_exception, show_info
 from napari_softseg._qt.selection import relax_combos
 from napari_softseg._qt.workers import ProgressTask, is_alive, run_progress
+from napari_softseg.analysis.softlabels import METHODS, make_soft_label
+from napari_softseg.datasets.bundled import demo_model_path
 from napari_softseg.errors import SoftsegError
+from napari_softseg.model.calibration import calibration_state
+from napari_softseg.model.device import available_devices, resolve_device
+from napari_softseg.model.inference import predict_array
+from napari_softseg.model.model_io import load_model, read_config
+from napari_softseg.model.training import TrainingCase, train_cases
 from napari_softseg.progress import Progress
 
 BUNDLED = "bundled demo model"
@@ -66,8 +73,6 @@ PREDICTION_NAME = "soft prediction"
 def _predict_job(model_path: Path, image: np.ndarray, device: str, source: str | None
                  ) -> Generator[Progress, None, tuple[np.ndarray, dict]]:
     """Load the model and predict; returns the soft map and facts for the provenance."""
-    from napari_softseg.model.inference import predict_array
-    from napari_softseg.model.model_io import load_model
 
     yield Progress("load", 0, None, "loading model")
     model = load_model(model_path)
@@ -128,7 +133,6 @@ class SegmentationWidget(QWidget):
 
         soft_box = QGroupBox("Soft label")
         soft_layout = QVBoxLayout(soft_box)
-        from napari_softseg.analysis.softlabels import METHODS
 
         # the option forms are magicgui widgets (labelled rows, typed values) embedded via ``.native``
         self.soft_options = Container(widgets=[
@@ -292,7 +296,6 @@ class SegmentationWidget(QWidget):
     # Models and devices
     # ------------------------------------------------------------------------------------------
     def _fill_models(self) -> None:
-        from napari_softseg.sample_data import demo_model_path
 
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
@@ -332,13 +335,11 @@ class SegmentationWidget(QWidget):
             self.model_info.setText("No model chosen: Browse… for a folder with model.safetensors + config.json.")
             return
         try:
-            from napari_softseg.model.model_io import read_config
 
             config = read_config(path)
         except SoftsegError as exc:
             self.model_info.setText(f"⚠ {exc}")
             return
-        from napari_softseg.model.calibration import calibration_state
 
         method = (config.softlabel or {}).get("method", "?")
         self.model_info.setText(
@@ -347,7 +348,6 @@ class SegmentationWidget(QWidget):
         )
 
     def _fill_devices(self) -> None:
-        from napari_softseg.model.device import available_devices
 
         combo = self.device_options.device
         with combo.changed.blocked():
@@ -356,7 +356,6 @@ class SegmentationWidget(QWidget):
         self._on_device_changed(combo.value)
 
     def _on_device_changed(self, name: str) -> None:
-        from napari_softseg.model.device import resolve_device
 
         try:
             self._device_choice = resolve_device(name)
@@ -378,7 +377,6 @@ class SegmentationWidget(QWidget):
 
     def build_soft_label(self) -> Image | None:
         """Build the soft label from the ticked raters with the chosen method; returns its layer."""
-        from napari_softseg.analysis.softlabels import make_soft_label
 
         try:
             case = self._case()
@@ -440,7 +438,7 @@ class SegmentationWidget(QWidget):
 
         Another open case is an Image layer opened by this plugin whose ``case`` provenance is shared by
         rater Labels layers of the same task as the ticked raters (opening several case folders gives
-        exactly that). Returns the :class:`~napari_softseg.io.dataset.CaseData` list and one line per open
+        exactly that). Returns the :class:`~napari_softseg.io.case.CaseData` list and one line per open
         case left out, with the reason.
 
         Raises:
@@ -591,7 +589,6 @@ def _train_job(cases, out_dir: Path, **options: Any) -> Generator[Progress, None
     a training slab and a validation slab (see :func:`napari_softseg.model.training.train_cases`); a
     single-slice case trains without validation.
     """
-    from napari_softseg.model.training import TrainingCase, train_cases
 
     training = [TrainingCase(c.name, c.image, np.asarray(c.masks), tuple(c.spacing)) for c in cases]
     result = yield from train_cases(training, out_dir, task=cases[0].task, **options)

@@ -34,10 +34,11 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-
 from superqt.utils import qdebounced
 
-from napari_softseg import layers as softseg_layers
+from napari_softseg._napari import layers as softseg_layers
+from napari_softseg.analysis.consensus import RULE_DETAIL, describe
+from napari_softseg.analysis.operating_point import Reference, default_k
 from napari_softseg.analysis.session import AnalysisSession
 from napari_softseg.errors import SoftsegError
 
@@ -493,7 +494,6 @@ class ReferencePicker:
         self.combo = QComboBox()
         self.combo.setToolTip("What the soft map is compared with")
         self.k_spin = QSpinBox()
-        from napari_softseg.analysis.consensus import RULE_DETAIL
 
         self.k_spin.setPrefix("k = ")
         self.k_spin.setToolTip(f"Consensus: voxels marked by at least k of the raters (default: {RULE_DETAIL})")
@@ -509,7 +509,6 @@ class ReferencePicker:
 
     def _describe_consensus(self, *args) -> None:
         """The consensus entry names the rule and the current k (e.g. "consensus: at least half … (2 of 4)")."""
-        from napari_softseg.analysis.consensus import describe
 
         for i, ref in enumerate(self.entries):
             if ref.kind == "consensus" and self.n_raters:
@@ -517,7 +516,6 @@ class ReferencePicker:
 
     def fill(self, session, previous=None, previous_n: int | None = None) -> None:
         """List the references of ``session``; keep ``previous`` if the number of raters is unchanged."""
-        from napari_softseg.analysis.operating_point import Reference, default_k
 
         n = session.n_raters
         entries = []
@@ -557,7 +555,6 @@ class ReferencePicker:
 
     def current(self):
         """The chosen reference (with the spin box's k for a consensus), or None."""
-        from napari_softseg.analysis.operating_point import Reference
 
         i = self.combo.currentIndex()
         if not 0 <= i < len(self.entries):
@@ -577,7 +574,6 @@ class ReferencePicker:
         Raises:
             SoftsegError: The reference is not among the entries.
         """
-        from napari_softseg.errors import SoftsegError
 
         index = self.index_of(reference)
         if index is None:

@@ -4,7 +4,7 @@ What the canvas shows (the clinician's view):
 
 * the **scan**, always visible;
 * the **soft map** as its own translucent heat layer (transparent at p = 0, see
-  :func:`napari_softseg.layers.soft_map_style`) with a colour bar — the one legend on the canvas;
+  :func:`napari_softseg._napari.layers.soft_map_style`) with a colour bar — the one legend on the canvas;
 * **p ≥ t as a crisp cyan outline** (one voxel wide, nearest-neighbour, opaque), optionally with a light
   fill; optional thin white **confidence bands** (iso-lines at p = 0.1 / 0.5 / 0.9) around it;
 * in **3D**, p ≥ t as an iso-surface (``rendering="iso"``, ``iso_threshold = t``: the slider moves a
@@ -37,7 +37,6 @@ from __future__ import annotations
 import weakref
 
 import numpy as np
-
 from napari.utils.colormaps import Colormap
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
@@ -55,7 +54,25 @@ from qtpy.QtWidgets import (
 )
 from superqt.utils import qdebounced
 
-from napari_softseg import layers as softseg_layers
+from napari_softseg import SOFTWARE
+from napari_softseg._napari import layers as softseg_layers
+from napari_softseg._napari.layers import format_threshold, layer_type, mask_layer_from_soft
+from napari_softseg._qt.background import ComputeStatus, LatestJob
+from napari_softseg._qt.notifications import notify_exception, show_warning
+from napari_softseg._qt.plots import PRCurvePlot
+from napari_softseg._qt.selection import (
+    HELPER_KEY,
+    LayerInputs,
+    ReferencePicker,
+    check_soft_map,
+    connect_while_alive,
+    is_helper,
+    relax_combos,
+    same_layer,
+    scroll_layout,
+    soft_map_candidates,
+    unwrapped,
+)
 from napari_softseg.analysis.operating_point import (
     GRID,
     BandsView,
@@ -69,24 +86,6 @@ from napari_softseg.analysis.operating_point import (
 )
 from napari_softseg.analysis.session import ROLES
 from napari_softseg.errors import SoftsegError
-from napari_softseg.layers import format_threshold, layer_type
-
-from napari_softseg._qt.background import ComputeStatus, LatestJob
-from napari_softseg._qt.notifications import notify_exception, show_warning
-from napari_softseg._qt.plots import PRCurvePlot
-from napari_softseg._qt.selection import (
-    relax_combos,
-    HELPER_KEY,
-    LayerInputs,
-    ReferencePicker,
-    check_soft_map,
-    connect_while_alive,
-    is_helper,
-    same_layer,
-    scroll_layout,
-    soft_map_candidates,
-    unwrapped,
-)
 
 OVERLAY_MODES = ("outline", "outline + light fill", "filled", "none")
 DEFAULT_OVERLAY = "outline"
@@ -400,7 +399,6 @@ class ThresholdExplorer(QWidget):
         the exact threshold), so the plugin's mask writer saves a uint8 NIfTI that says how it was made.
         Nothing happens (with a notification) when no soft map is chosen.
         """
-        from napari_softseg.layers import mask_layer_from_soft
 
         layer = self.inputs.soft_layer()
         if layer is None:
@@ -889,7 +887,7 @@ def mark_as_soft_map(layer) -> None:
             entry["geometry"] = softseg_layers.geometry_of(layer).to_dict()
         except SoftsegError:
             pass
-    entry.setdefault("provenance", {"software": softseg_layers.software(), "marked_in_viewer": True})
+    entry.setdefault("provenance", {"software": SOFTWARE, "marked_in_viewer": True})
     metadata[softseg_layers.KEY] = entry
     layer.metadata = metadata
 

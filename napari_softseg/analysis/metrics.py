@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from napari_softseg.analysis.consensus import consensus_mask, describe, leave_one_out_k
+from napari_softseg.analysis.softlabels import weighted_mean
 from napari_softseg.errors import SoftsegError
 
 QUBIQ_THRESHOLDS: tuple[float, ...] = tuple(k / 10 for k in range(1, 10))
@@ -52,7 +54,6 @@ def _reference_mean(reference: np.ndarray, like: np.ndarray) -> np.ndarray:
     if reference.ndim == like.ndim + 1 and reference.shape[1:] == like.shape:
         if reference.shape[0] == 0:
             raise SoftsegError("no rater masks to compare with")
-        from napari_softseg.analysis.softlabels import weighted_mean
 
         return weighted_mean(reference)
     raise SoftsegError(f"prediction shape {like.shape} does not match reference shape {reference.shape}")
@@ -338,7 +339,6 @@ def leave_one_rater_out(
     if model is not None and model.shape != masks.shape[1:]:
         raise SoftsegError(f"prediction shape {model.shape} does not match masks {masks.shape[1:]}")
     total = masks.sum(axis=0, dtype=np.int32)
-    from napari_softseg.analysis.consensus import leave_one_out_k
 
     k = leave_one_out_k(r)
     rows = []
@@ -387,11 +387,9 @@ def evaluate_case(
         raise SoftsegError(f"prediction shape {pred.shape} does not match the masks' {masks.shape[1:]}")
     r = masks.shape[0]
     names = list(rater_names) if rater_names is not None else [f"rater {i + 1}" for i in range(r)]
-    from napari_softseg.analysis.softlabels import weighted_mean
 
     mean = weighted_mean(masks)
     score, per_t = qubiq_score(pred, masks)
-    from napari_softseg.analysis.consensus import consensus_mask, describe
 
     curve = PRCurve(pred, consensus_mask(masks), spacing=spacing)
     op = curve.at(threshold)

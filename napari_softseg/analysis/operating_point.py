@@ -34,9 +34,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from napari_softseg.analysis.consensus import consensus_k, describe, leave_one_out_k
 from napari_softseg.analysis.metrics import OperatingPoint, PRCurve, volume_ml
-from napari_softseg.progress import Progress, drive
 from napari_softseg.analysis.softlabels import consensus, weighted_mean
+from napari_softseg.progress import Progress, drive
 
 #: Thresholds live on this grid (the PR curve's bins): the slider steps by 1 / GRID.
 GRID = 1000
@@ -88,7 +89,6 @@ class Reference:
         """
         if self.kind == "consensus":
             if n_raters:
-                from napari_softseg.analysis.consensus import describe
 
                 return describe(n_raters, self.k)
             return f"consensus ({self.k} raters)"
@@ -104,7 +104,6 @@ def default_k(n_raters: int) -> int:
 
     The package's one rule, :func:`napari_softseg.analysis.consensus.consensus_k`.
     """
-    from napari_softseg.analysis.consensus import consensus_k
 
     return consensus_k(n_raters)
 
@@ -537,7 +536,6 @@ def others_consensus(masks: np.ndarray, rater: int) -> np.ndarray:
     if not 0 <= rater < n:
         raise ValueError(f"there is no rater {rater + 1} (the case has {n})")
     others = np.delete(np.asarray(masks), rater, axis=0)
-    from napari_softseg.analysis.consensus import leave_one_out_k
 
     return consensus(others, leave_one_out_k(n))
 

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from napari_softseg import SOFTWARE
+from napari_softseg.analysis.consensus import consensus_mask
 from napari_softseg.errors import SoftsegError
 
 METHODS = ("mean", "smoothed", "majority", "staple")
@@ -79,7 +81,6 @@ def consensus(masks: np.ndarray, k: int | None = None) -> np.ndarray:
     Raises:
         SoftsegError: ``k`` outside ``1 … R``.
     """
-    from napari_softseg.analysis.consensus import consensus_mask
 
     return consensus_mask(_check_masks(masks), k)
 
@@ -153,7 +154,7 @@ def staple(masks: np.ndarray, *, max_iter: int = 50, tol: float = 1e-6) -> tuple
     spec = np.full(r, 0.99)
     w = d.mean(axis=0)
     iterations = 0
-    for iterations in range(1, max_iter + 1):
+    for iterations in range(1, max_iter + 1):  # noqa: B007 - the count is reported after the loop
         log_a = math.log(prior) + np.log1p(-sens).sum() + np.log(sens / (1 - sens)) @ d
         log_b = math.log1p(-prior) + np.log(spec).sum() + np.log((1 - spec) / spec) @ d
         w_new = 1.0 / (1.0 + np.exp(np.clip(log_b - log_a, -80, 80)))
@@ -174,7 +175,6 @@ def staple(masks: np.ndarray, *, max_iter: int = 50, tol: float = 1e-6) -> tuple
 def soft_label_provenance(method: str, n_raters: int, *, rater_names: Sequence[str] | None = None,
                           weights: Sequence[float] | None = None) -> dict:
     """The provenance a soft label of ``method`` from ``n_raters`` raters carries (see :func:`make_soft_label`)."""
-    from napari_softseg import __version__
 
     names = list(rater_names) if rater_names is not None else [f"rater {i + 1}" for i in range(n_raters)]
     return {
@@ -183,7 +183,7 @@ def soft_label_provenance(method: str, n_raters: int, *, rater_names: Sequence[s
         "n_raters": n_raters,
         "weights": None if weights is None else [float(x) for x in _weights(weights, n_raters)],
         "sigma_mm": None,
-        "software": f"napari-softseg {__version__}",
+        "software": SOFTWARE,
     }
 
 

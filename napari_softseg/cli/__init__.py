@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-from .. import __version__
+from napari_softseg import SOFTWARE
 from napari_softseg.errors import SoftsegCancelled, SoftsegError
 
 #: Modules under ``napari_softseg.cli`` that add subcommands, in ``--help`` order.
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
             "network, predict, evaluate, and browse confidence levels in napari."
         ),
     )
-    parser.add_argument("--version", action="version", version=f"napari-softseg {__version__}")
+    parser.add_argument("--version", action="version", version=SOFTWARE)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         try:

@@ -7,8 +7,26 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_softseg.analysis.metrics import evaluate_case
+from napari_softseg.analysis.softlabels import agreement_map, make_soft_label
 from napari_softseg.cli import SEED_MAX, SIGMA_MM_MAX, float_in, int_in
+from napari_softseg.cli.dicom_cli import add_series_option, inspect_dicom, is_dicom, load_case_arg
+from napari_softseg.datasets.synthetic import write_qubiq_dataset
 from napari_softseg.errors import SoftsegError
+from napari_softseg.io.case import check_same_geometry
+from napari_softseg.io.dataset import discover
+from napari_softseg.io.files import OutputGroup, check_writable
+from napari_softseg.io.jsonio import json_bytes, write_json
+from napari_softseg.io.memory import check_memory
+from napari_softseg.io.nifti import (
+    check_finite,
+    is_nifti_path,
+    nifti_image,
+    read_header,
+    strip_nifti_suffix,
+    write_image,
+)
+from napari_softseg.io.probability_maps import read_soft_map
 
 #: Largest --weights value accepted (weights are relative; bigger ones only risk overflow).
 WEIGHT_MAX = 1e6
@@ -19,7 +37,6 @@ SYNTHETIC_SIDE_MAX = 4096
 def _add_case_patterns(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-pattern", help="glob of the image in a plain folder (default image.nii[.gz])")
     p.add_argument("--mask-pattern", help="glob of the rater masks in a plain folder (default task0T_seg0R names)")
-    from napari_softseg.cli.dicom_cli import add_series_option
 
     add_series_option(p)
 
@@ -78,9 +95,6 @@ def describe_dataset(path: str, **patterns) -> dict:
     """What ``inspect`` reports: cases with split, shape, spacing and rater counts per task (headers only)."""
     from nibabel.affines import voxel_sizes
 
-    from napari_softseg.io.dataset import discover
-    from napari_softseg.io.nifti import is_nifti_path, read_header
-
     ds = discover(path, **patterns)
     cases = []
     problems = list(ds.problems)
@@ -102,11 +116,9 @@ def describe_dataset(path: str, **patterns) -> dict:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from napari_softseg.io.files import check_writable, write_json
 
     if args.json:
         check_writable(args.json, args.overwrite)
-    from napari_softseg.cli.dicom_cli import inspect_dicom, is_dicom
 
     if is_dicom(args.path):
         return inspect_dicom(args)
@@ -150,13 +162,6 @@ def _parse_weights(text: str | None) -> list[float] | None:
 
 
 def cmd_softlabel(args: argparse.Namespace) -> int:
-    from napari_softseg.cli.dicom_cli import load_case_arg
-    from napari_softseg.io.files import check_writable, write_json
-    from napari_softseg.io.nifti import is_nifti_path, save_volume, strip_nifti_suffix
-    from napari_softseg.analysis.softlabels import agreement_map, make_soft_label
-
-    from napari_softseg.io.files import OutputGroup, json_bytes
-    from napari_softseg.io.nifti import nifti_image, write_image
 
     out = Path(args.out)
     sidecar = out.with_name(strip_nifti_suffix(out.name) + ".json")
@@ -251,9 +256,6 @@ def load_prediction(path: str | Path, spatial_shape: tuple[int, ...], affine: np
     A NIfTI prediction's header is checked first (its grid and the task it was made for), before any voxel
     is read; then NIfTI (3D, or 4D class probabilities) and nnU-Net ``.npz`` files are read.
     """
-    from napari_softseg.io.dataset import check_same_geometry
-    from napari_softseg.io.nifti import check_finite, is_nifti_path
-    from napari_softseg.io.probability_maps import read_soft_map
 
     if is_nifti_path(path) and Path(path).is_file():
         _check_prediction_header(Path(path), spatial_shape, task)
@@ -294,9 +296,6 @@ def format_evaluation(name: str, result: dict) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from napari_softseg.cli.dicom_cli import load_case_arg
-    from napari_softseg.io.files import check_writable, write_json
-    from napari_softseg.analysis.metrics import evaluate_case
 
     if args.json:
         check_writable(args.json, args.overwrite)
@@ -314,9 +313,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_synthetic(args: argparse.Namespace) -> int:
-    from napari_softseg.synthetic import write_qubiq_dataset
-
-    from napari_softseg.io.files import check_memory
 
     try:
         shape = tuple(int(x) for x in args.shape.split(","))

@@ -25,7 +25,17 @@ import sys
 import time
 from pathlib import Path
 
+from napari_softseg._napari import layers as L
+from napari_softseg._napari.reader import read_case_folder
+from napari_softseg._qt.segmentation_widget import PREDICTION_NAME
+from napari_softseg._qt.selection import analysis_session
+from napari_softseg.datasets.bundled import demo_case_path, demo_model_path
 from napari_softseg.errors import SoftsegError
+from napari_softseg.io.dataset import load_case
+from napari_softseg.model.device import resolve_device
+from napari_softseg.model.inference import predict_array
+from napari_softseg.model.model_io import load_model
+from napari_softseg.progress import run_with_progress_bar
 
 #: Docks opened by the demo, by their manifest display names.
 DOCKS = ("Soft segmentation", "Threshold explorer", "Rater comparison", "Calibration")
@@ -120,14 +130,6 @@ def predict_case_layers(case_path: Path, model_dir: Path, device: str = "auto", 
     Returns:
         The case's layers (image, raters, soft label) followed by the ``soft prediction`` layer.
     """
-    from .. import layers as L
-    from napari_softseg._qt.segmentation_widget import PREDICTION_NAME
-    from napari_softseg._reader import read_case_folder
-    from napari_softseg.io.dataset import load_case
-    from napari_softseg.model.device import resolve_device
-    from napari_softseg.model.inference import predict_array
-    from napari_softseg.model.model_io import load_model
-    from napari_softseg.progress import run_with_progress_bar
 
     layers = read_case_folder(case_path)
     case = load_case(case_path, allow_no_masks=True)
@@ -161,9 +163,6 @@ def open_demo(case_path: Path, model_dir: Path, device: str = "auto", *, thresho
               show: bool = True, quiet: bool = False):
     """Build the demo viewer: layers, axial view with anterior up, docks. Returns the viewer."""
     import napari
-
-    from .. import layers as L
-    from napari_softseg._qt.segmentation_widget import PREDICTION_NAME
 
     tuples = predict_case_layers(case_path, model_dir, device, quiet=quiet)
     viewer = napari.Viewer(title=f"napari-softseg demo — {case_path.name}", show=show)
@@ -200,7 +199,6 @@ def open_demo(case_path: Path, model_dir: Path, device: str = "auto", *, thresho
     segmentation = docks.get("Soft segmentation")
     if segmentation is not None and hasattr(segmentation, "add_model"):
         segmentation.add_model(model_dir, label=f"{model_dir.name} (demo)")
-    from napari_softseg._qt.selection import analysis_session
 
     analysis_session(viewer).threshold = threshold
     viewer.layers.selection.active = prediction
@@ -305,7 +303,6 @@ def _umask() -> int:
 
 def run(args: argparse.Namespace) -> int:
     """``softseg demo``; returns the exit code."""
-    from napari_softseg.sample_data import demo_case_path, demo_model_path
 
     if args.screenshot is not None and args.screenshot.exists() and not args.overwrite:
         raise SoftsegError("already exists; choose another name or pass --overwrite", args.screenshot)

@@ -7,7 +7,15 @@ the NIfTI paths are untouched. pydicom/highdicom are imported inside the functio
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from napari_softseg.errors import SoftsegError
+from napari_softseg.io.dataset import load_case
+from napari_softseg.io.dicom import describe_folder, is_dicom_source
+from napari_softseg.io.dicom_seg import load_dicom_case
+from napari_softseg.io.jsonio import write_json
+from napari_softseg.io.sidecar import sidecar_path
+from napari_softseg.pipeline.predict_dicom import predict_dicom as run
+from napari_softseg.progress import run_with_progress_bar
 
 
 def add_series_option(p: argparse.ArgumentParser) -> None:
@@ -17,18 +25,15 @@ def add_series_option(p: argparse.ArgumentParser) -> None:
 
 
 def is_dicom(path) -> bool:
-    from napari_softseg.io.dicom import is_dicom_source
 
     return path is not None and is_dicom_source(path)
 
 
 def load_case_arg(args: argparse.Namespace):
     """``args.case`` as a CaseData: a DICOM folder (with ``--series``) or a NIfTI case (with the patterns)."""
-    from napari_softseg.io.dataset import load_case
 
     series = getattr(args, "series", None)
     if series is not None or is_dicom(args.case):
-        from napari_softseg.io.dicom_seg import load_dicom_case
 
         return load_dicom_case(args.case, args.task, series=series)
     return load_case(args.case, args.task, image_pattern=args.image_pattern, mask_pattern=args.mask_pattern)
@@ -36,8 +41,6 @@ def load_case_arg(args: argparse.Namespace):
 
 def inspect_dicom(args: argparse.Namespace) -> int:
     """``softseg inspect DICOM_FOLDER``: every series with its UID, description, modality and size; SEG references."""
-    from napari_softseg.io.dicom import describe_folder
-    from napari_softseg.io.files import write_json
 
     entries = describe_folder(args.path)
     images = [e for e in entries if not e["is_seg"]]
@@ -66,32 +69,17 @@ def wants_dicom_output(args: argparse.Namespace) -> bool:
 
 def predict_dicom(args: argparse.Namespace) -> int:
     """``softseg predict MODEL DICOM_FOLDER -o OUT [--format dicom-seg] [--series ...] [--threshold T]``."""
-    from napari_softseg.errors import SoftsegError
-    from napari_softseg.io.dicom_seg import predict_dicom as run
-    from napari_softseg.progress import run_with_progress_bar
 
     if not is_dicom(args.input):
         raise SoftsegError("--format dicom-seg and --series need a DICOM series folder as INPUT "
                            "(a SEG must reference the DICOM images it was made from)", args.input)
     fmt = args.format or ("dicom-seg" if str(args.out).lower().endswith(".dcm") else "nifti")
-    from napari_softseg._writer import check_sidecar_writable
-    from napari_softseg.cli.model_commands import write_prediction_sidecars
-    from napari_softseg.io.dicom_seg import mask_path_for
-
-    outputs = [Path(args.out)] + ([mask_path_for(args.out)] if fmt == "dicom-seg" else [])
-    for path in outputs:  # a sidecar we may not replace: refuse before any work
-        check_sidecar_writable(path)
     written = run_with_progress_bar(
         run(args.model, args.input, args.out, series=args.series, fmt=fmt, threshold=args.threshold,
             device=args.device, tile_size=args.tile_size, batch_size=args.batch_size, overwrite=args.overwrite,
             task=args.task),
         disable=args.quiet, announce=("device",),
     )
-    # the same sidecar as NIfTI predictions (and the viewer's SEG writers): the SEG's segment description
-    # holds only a short line; the reader restores the full provenance from the sidecar
-    sidecars = write_prediction_sidecars(written[:1], args)
-    if fmt == "dicom-seg":
-        sidecars += write_prediction_sidecars(written[1:], args, kind="mask", threshold=args.threshold)
-    for path in written + sidecars:
+    for path in written + [sidecar_path(path) for path in written]:
         print(path)
     return 0

@@ -1,7 +1,7 @@
 """``softseg train`` and ``softseg predict``: the model engine from the command line.
 
 Both drive the same generators the viewer runs in a worker (:func:`napari_softseg.model.training.train`,
-:func:`napari_softseg.model.inference.predict_path`) with a progress bar, print the device chosen and why, and
+:func:`napari_softseg.pipeline.predict.predict_path`) with a progress bar, print the device chosen and why, and
 turn Ctrl-C during training into a message saying where the last good checkpoint is and how to resume.
 """
 
@@ -13,8 +13,26 @@ import shlex
 import sys
 from pathlib import Path
 
-from napari_softseg.cli import (BASE_CHANNELS_MAX, BATCH_MAX, PATCH_MAX, SEED_MAX, SIGMA_MM_MAX, TILE_MAX, TILE_MIN,
-                                float_in, int_in)
+from napari_softseg.analysis.softlabels import ALIASES, METHODS
+from napari_softseg.cli import (
+    BASE_CHANNELS_MAX,
+    BATCH_MAX,
+    PATCH_MAX,
+    SEED_MAX,
+    SIGMA_MM_MAX,
+    TILE_MAX,
+    TILE_MIN,
+    float_in,
+    int_in,
+)
+from napari_softseg.cli.dicom_cli import add_series_option, predict_dicom, wants_dicom_output
+from napari_softseg.errors import SoftsegError
+from napari_softseg.io.memory import check_memory
+from napari_softseg.io.sidecar import sidecar_path
+from napari_softseg.model.distributed import Distributed
+from napari_softseg.model.training import STATE_FILE, read_training_state, train
+from napari_softseg.pipeline.predict import predict_path
+from napari_softseg.progress import run_with_progress_bar
 
 EXIT_INTERRUPTED = 130
 #: Stages whose messages are printed as lines rather than shown as bars.
@@ -23,7 +41,6 @@ ANNOUNCED_STAGES = ("device", "plan")
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``train`` and ``predict`` to the ``softseg`` parser."""
-    from napari_softseg.analysis.softlabels import ALIASES, METHODS
 
     p = sub.add_parser(
         "train",
@@ -105,7 +122,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="dicom-seg (DICOM input): OUT.dcm = probability SEG, OUT_mask.dcm = binary SEG at --threshold")
     p.add_argument("--threshold", type=float_in("--threshold", 0, 1), default=0.5,
                    help="operating point of the binary SEG (default 0.5)")
-    from napari_softseg.cli.dicom_cli import add_series_option
 
     add_series_option(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -141,10 +157,6 @@ def _rank_output(dist):
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Run ``softseg train``."""
-    from napari_softseg.errors import SoftsegError
-    from napari_softseg.progress import run_with_progress_bar
-    from napari_softseg.model.distributed import Distributed
-    from napari_softseg.model.training import STATE_FILE, read_training_state, train
 
     dist = Distributed.from_environment()
     values = {name: getattr(args, name) for name in _OPTION_NAMES if getattr(args, name, None) is not None}
@@ -184,7 +196,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _check_training_memory(values: dict) -> None:
     """Refuse a --patch-size / --base-channels / --batch-size whose activations cannot fit, before any work."""
-    from napari_softseg.io.files import check_memory
 
     patch = values.get("patch_size") or 256
     sides = [int(v) for v in patch] if isinstance(patch, (list, tuple)) else [int(patch)]
@@ -199,10 +210,6 @@ def _check_training_memory(values: dict) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Run ``softseg predict``."""
-    from napari_softseg.cli.dicom_cli import predict_dicom, wants_dicom_output
-    from napari_softseg.model.distributed import Distributed
-    from napari_softseg.model.inference import predict_path
-    from napari_softseg.progress import run_with_progress_bar
 
     dist = Distributed.from_environment()
     if wants_dicom_output(args):  # DICOM folders with NIfTI output go through predict_path (io/dataset.py hook)
@@ -218,36 +225,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         )
     if not dist.is_main:
         return 0
-    # under torchrun rank 0 lists (and writes the sidecars of) every rank's maps, all written by now
-    sidecars = write_prediction_sidecars(written, args)
+    # under torchrun rank 0 lists every rank's maps (each rank wrote its maps' sidecars), all written by now
     for path in written:
         print(path)
-    for path in sidecars:
-        print(path)
+    for path in written:
+        print(sidecar_path(path))
     if dist.enabled:
         print(f"softseg: {len(written)} case(s) predicted by {dist.world_size} processes", file=sys.stderr)
     return 0
-
-
-def write_prediction_sidecars(written, args: argparse.Namespace, *, kind: str = "prediction", **extra) -> list:
-    """The viewer's sidecar next to each file ``softseg predict`` wrote (one format for CLI and viewer).
-
-    Args:
-        written: The soft maps (NIfTI or DICOM SEG), or the thresholded masks with ``kind="mask"``.
-        args: The parsed ``predict`` arguments (model, device, input).
-        kind: The sidecar's kind.
-        **extra: More provenance (e.g. ``threshold`` of a mask).
-    """
-    from napari_softseg._writer import write_sidecar
-    from napari_softseg.model.device import resolve_device
-    from napari_softseg.model.model_io import read_config
-
-    config = read_config(args.model)
-    device = resolve_device(args.device)
-    provenance = {
-        "model": str(args.model), "device": device.device, "task": config.task,
-        "temperature": config.temperature, "method": (config.softlabel or {}).get("method"),
-        "input": str(args.input), **extra,
-    }
-    return [write_sidecar(path, kind, {k: v for k, v in provenance.items() if v is not None})
-            for path in written]

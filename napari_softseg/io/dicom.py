@@ -41,6 +41,8 @@ from pathlib import Path
 import numpy as np
 
 from napari_softseg.errors import SoftsegError
+from napari_softseg.io.geometry import Geometry
+from napari_softseg.io.nifti import Volume
 
 INSTALL_HINT = 'pip install "napari-softseg[dicom]"'
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -305,8 +307,6 @@ class DicomSeries:
     @property
     def volume(self):
         """A :class:`~napari_softseg.io.nifti.Volume` with a fresh NIfTI header carrying the geometry."""
-        from napari_softseg.io.nifti import Volume
-        from napari_softseg.layers import Geometry
 
         header = Geometry(self.affine, self.shape).nifti_header()
         desc = f"DICOM {self.info.modality} {self.info.description}".strip()

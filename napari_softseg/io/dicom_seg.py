@@ -19,28 +19,28 @@ Arrays are in the same ``(X, Y, Z)`` voxel order as :func:`napari_softseg.io.dic
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import numpy as np
 
+from napari_softseg import SOFTWARE, __version__
 from napari_softseg.errors import SoftsegError
+from napari_softseg.io.case import Case, CaseData, binarize_mask, natural_key
 from napari_softseg.io.dicom import (
     DicomSeries,
     SeriesInfo,
     choose_series,
+    is_dicom_source,
     read_series,
     require_highdicom,
     scan_folder,
 )
+from napari_softseg.io.files import atomic_destination, check_writable
+from napari_softseg.io.nifti import check_finite
 
 POSITION_ATOL_MM = 0.01
 RATER_ALGORITHMS = ("MANUAL", "SEMIAUTOMATIC")
 SEG_SERIES_NUMBER = 900
-
-
-def _natural_key(text: str) -> list:
-    return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", text)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -161,7 +161,7 @@ def case_segs(series_list: list[SeriesInfo], image: SeriesInfo, folder) -> tuple
     images = {s.uid for s in series_list if not s.is_seg}
     raters, outputs, notes = [], [], []
     segs = [(p, h) for s in series_list if s.is_seg for p, h in zip(s.files, s.headers)]
-    for path, header in sorted(segs, key=lambda ph: _natural_key(ph[0].name)):
+    for path, header in sorted(segs, key=lambda ph: natural_key(ph[0].name)):
         refs = _referenced_series(header)
         if image.uid not in refs:
             if refs & images:
@@ -179,12 +179,11 @@ def case_segs(series_list: list[SeriesInfo], image: SeriesInfo, folder) -> tuple
 
 
 def find_dicom_case(path: str | os.PathLike, series: str | None = None):
-    """A :class:`~napari_softseg.io.dataset.Case` for a DICOM folder (headers only): image = the folder, raters = SEGs.
+    """A :class:`~napari_softseg.io.case.Case` for a DICOM folder (headers only): image = the folder, raters = SEGs.
 
     Raises:
         SoftsegError: See :func:`~napari_softseg.io.dicom.choose_series` and :func:`case_segs`.
     """
-    from napari_softseg.io.dataset import Case
 
     path = Path(path)
     listing = scan_folder(path)
@@ -197,7 +196,7 @@ def find_dicom_case(path: str | os.PathLike, series: str | None = None):
 
 def load_dicom_case(path: str | os.PathLike, task: int = 1, *, series: str | None = None,
                     allow_no_masks: bool = False):
-    """Read a DICOM case: the image series and its rater SEGs, as a :class:`~napari_softseg.io.dataset.CaseData`.
+    """Read a DICOM case: the image series and its rater SEGs, as a :class:`~napari_softseg.io.case.CaseData`.
 
     Args:
         path: Folder holding the image series and rater SEG objects.
@@ -209,8 +208,6 @@ def load_dicom_case(path: str | os.PathLike, task: int = 1, *, series: str | Non
         SoftsegError: See :func:`~napari_softseg.io.dicom.read_series`, :func:`case_segs`,
             :func:`check_seg_matches`; no rater SEG (unless allowed); a non-binary rater segment.
     """
-    from napari_softseg.io.dataset import CaseData, binarize_mask
-    from napari_softseg.io.nifti import check_finite
 
     path = Path(path)
     listing = scan_folder(path)
@@ -284,9 +281,6 @@ def write_seg(
     from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
 
-    from napari_softseg import __version__
-    from napari_softseg.io.files import atomic_destination, check_writable
-
     out = Path(out)
     if kind not in ("probability", "binary"):
         raise ValueError(f"kind must be 'probability' or 'binary', got {kind!r}")
@@ -315,7 +309,7 @@ def write_seg(
     algorithm = hd.AlgorithmIdentificationSequence(
         name=(model or "napari-softseg")[:64], version=__version__, family=codes.cid7162.ArtificialIntelligence,
         parameters={k: v for k, v in {"threshold": None if threshold is None else f"{threshold:g}",
-                                      "model": model, "software": f"napari-softseg {__version__}"}.items() if v},
+                                      "model": model, "software": SOFTWARE}.items() if v},
     )
     desc = hd.seg.SegmentDescription(
         segment_number=1,
@@ -361,158 +355,15 @@ def write_seg(
     return out
 
 
-def mask_path_for(out: str | os.PathLike) -> Path:
-    """``pred.dcm`` -> ``pred_mask.dcm`` (where ``predict --format dicom-seg`` puts the BINARY SEG)."""
-    out = Path(out)
-    stem = out.name[:-4] if out.name.lower().endswith(".dcm") else out.name
-    return out.with_name(stem + "_mask.dcm")
-
-
-def predict_dicom(
-    model,
-    input_path: str | os.PathLike,
-    output: str | os.PathLike,
-    *,
-    series: str | None = None,
-    fmt: str = "dicom-seg",
-    threshold: float = 0.5,
-    device="auto",
-    tile_size: int | None = None,
-    batch_size: int = 8,
-    overwrite: bool = False,
-    task: int | None = None,
-):
-    """Predict one DICOM series and write the soft map as NIfTI, or as SEGs referencing the series.
-
-    With ``fmt="dicom-seg"``, ``output`` (``.dcm``) receives the FRACTIONAL PROBABILITY SEG and
-    :func:`mask_path_for` ``(output)`` the BINARY SEG of ``p >= threshold``. With ``fmt="nifti"``,
-    ``output`` is a ``.nii.gz`` with the series' (RAS) affine. Outputs are checked before any work starts.
-
-    Yields:
-        :class:`~napari_softseg.progress.Progress` (``"device"``, ``"slices"``, ``"case"``).
-
-    Returns:
-        The written files.
-
-    Raises:
-        SoftsegError: Bad model, series, task, threshold, output name, or an existing output.
-    """
-    from napari_softseg.io.files import check_writable
-    from napari_softseg.io.nifti import is_nifti_path, save_volume
-    from napari_softseg.model.device import resolve_device
-    from napari_softseg.model.inference import predict_array
-    from napari_softseg.model.model_io import LoadedModel, load_model
-    from napari_softseg.progress import Progress
-
-    input_path, output = Path(input_path), Path(output)
-    if fmt not in ("dicom-seg", "nifti"):
-        raise SoftsegError(f"unknown output format {fmt!r} (expected nifti or dicom-seg)")
-    if not 0.0 <= threshold <= 1.0:
-        raise SoftsegError(f"--threshold must be in [0, 1], got {threshold}")
-    outputs = [output, mask_path_for(output)] if fmt == "dicom-seg" else [output]
-    if fmt == "dicom-seg" and not output.name.lower().endswith(".dcm"):
-        raise SoftsegError("output of --format dicom-seg must be a .dcm file name (the mask goes beside it as "
-                           f"{mask_path_for(output.name + '.dcm').name[:-4]}...)", output)
-    if fmt == "nifti" and not is_nifti_path(output):
-        raise SoftsegError("output must end in .nii or .nii.gz (or pass --format dicom-seg)", output)
-    for path in outputs:
-        check_writable(path, overwrite)
-    if not isinstance(model, LoadedModel):
-        model = load_model(model)
-    if task is not None and task != model.config.task:
-        raise SoftsegError(f"the model was trained for task {model.config.task}, not task {task}", model.path)
-    s = read_series(input_path, series)
-    if fmt == "dicom-seg" and s.resampled:
-        raise SoftsegError("the series has gantry tilt and was resampled; write --format nifti instead", input_path)
-    choice = resolve_device(device)
-    yield Progress("device", 0, None, f"device: {choice.device} ({choice.reason})", {"device": choice.device})
-    image = s.data[np.newaxis]
-    soft = yield from predict_array(model, image, device=choice, tile_size=tile_size, batch_size=batch_size,
-                                    source=input_path)
-    model_name = model.path.name if model.path is not None else "model"
-    written: list[Path] = []
-    try:  # all or nothing
-        if fmt == "nifti":
-            written.append(save_volume(output, soft, s.volume, overwrite=overwrite, dtype=np.float32,
-                                       description=f"softseg p(task{model.config.task}) of DICOM {s.info.uid}"[:79]))
-        else:
-            written.append(write_seg(output, s, soft, kind="probability", model=model_name, overwrite=overwrite))
-            written.append(write_seg(outputs[1], s, soft >= threshold, kind="binary", threshold=threshold,
-                                     model=model_name, overwrite=overwrite))
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
-    yield Progress("case", 1, 1, f"wrote {output}")
-    return written
-
-
 # --------------------------------------------------------------------------------------------------
 # Viewer
 # --------------------------------------------------------------------------------------------------
-def dicom_layers(path: str | os.PathLike) -> list:
-    """napari layer data of a DICOM folder: per image series the image, its raters (and their mean soft label),
-    and the model outputs found as SEGs (FRACTIONAL -> soft map, BINARY AUTOMATIC -> mask).
-
-    With several image series every layer name starts with the series description (or UID), and only
-    the first series' layers are visible.
-
-    Raises:
-        SoftsegError: See :func:`load_dicom_case` and :func:`read_seg`.
-    """
-    import logging
-
-    from napari_softseg import layers as L
-    from napari_softseg._writer import read_sidecar
-    from napari_softseg.analysis.softlabels import make_soft_label
-
-    logger = logging.getLogger(__name__)
-    path = Path(path)
-    listing = scan_folder(path)
-    images = [s for s in listing if not s.is_seg]
-    out = []
-    for n, info in enumerate(images):
-        case = load_dicom_case(path, series=info.uid, allow_no_masks=True)
-        for warning in case.warnings:
-            logger.warning("%s: %s", path, warning)
-        soft = make_soft_label(case.masks, "mean", spacing=case.spacing, rater_names=case.rater_names) \
-            if case.masks.shape[0] else None
-        layers = L.case_layers(case, soft)
-        geometry = L.Geometry(case.affine, case.spatial_shape)
-        _, outputs, _ = case_segs(listing, info, path)
-        s = read_series(path, info.uid, with_pixels=False)
-        for seg_path, header, segments in outputs:
-            data = read_seg(seg_path, s, [seg["number"] for seg in segments])
-            fractional = str(header.get("SegmentationType", "")) == "FRACTIONAL"
-            # the sidecar both SEG writers leave beside the file: the full provenance (model, device, T, …)
-            side = {k: v for k, v in read_sidecar(seg_path).items() if k not in ("software", "layer", "dtype")}
-            side_kind = side.pop("kind", None)
-            for seg, arr in zip(segments, data):
-                prov = {**side, "source": str(path), "dicom_seg": str(seg_path), "description": seg["description"]}
-                name = f"{seg_path.name}: {seg['label']}" if seg["label"] else seg_path.name  # unique in the viewer
-                if fractional:
-                    kind = side_kind if side_kind in ("prediction", "soft_label") else "prediction"
-                    layers.append(L.soft_map_layer(arr, geometry, name=name, kind=kind, **prov))
-                else:
-                    layers.append(L.labels_layer(arr, geometry, name=name, kind="mask", color="#00e5ff", opacity=0.6,
-                                                 **prov))
-        meta = {"dicom_folder": str(path), "dicom_series_uid": info.uid, "dicom_series_description": info.description}
-        for _, kwargs, _ in layers:
-            kwargs["metadata"].setdefault(L.KEY, {}).setdefault("provenance", {}).update(meta)
-            if len(images) > 1:
-                kwargs["name"] = f"{info.description or info.uid} {kwargs['name']}"
-                kwargs["visible"] = kwargs.get("visible", True) and n == 0
-        out += layers
-    return out
-
-
 def series_for_layer(source: str | os.PathLike, geometry, series_uid: str | None = None) -> DicomSeries:
     """The DICOM series (headers only) a layer lies on: by UID if known, else the image series with its geometry.
 
     Raises:
         SoftsegError: ``source`` is not a DICOM folder, or no image series there has the layer's grid.
     """
-    from napari_softseg.io.dicom import is_dicom_source
 
     if not source or not is_dicom_source(source):
         raise SoftsegError("this layer does not come from a DICOM series (a SEG must reference the DICOM images it "
@@ -527,34 +378,3 @@ def series_for_layer(source: str | os.PathLike, geometry, series_uid: str | None
         if tuple(s.shape) == tuple(geometry.shape) and np.allclose(s.affine, geometry.affine, atol=1e-3):
             return s
     raise SoftsegError("no image series in this folder has the layer's voxel grid; save it as NIfTI instead", source)
-
-
-def write_layer_seg(path: str, data, meta: dict, *, kind: str) -> list[str]:
-    """napari writer body: a soft map (Image layer) or mask (Labels layer) as a DICOM SEG of its source series,
-    plus the ``<name>.dcm.softseg.json`` sidecar with the layer's full provenance (the NIfTI writers' format).
-
-    Returns:
-        The SEG and sidecar paths.
-    """
-    from napari_softseg import layers as L
-    from napari_softseg._writer import check_sidecar_writable, write_sidecar
-
-    out = Path(path)
-    if not out.name.lower().endswith(".dcm"):
-        out = out.with_name(out.name + ".dcm")
-    geometry = L.geometry_of({**meta, "data": data})
-    prov = L.provenance_of(meta.get("metadata", {}))
-    array = geometry.from_display(np.asarray(data))
-    series = series_for_layer(prov.get("dicom_folder") or prov.get("source"), geometry, prov.get("dicom_series_uid"))
-    check_sidecar_writable(out)  # a refusal leaves nothing written
-    model = prov.get("model")
-    model = Path(str(model)).name if model else None
-    threshold = prov.get("threshold")
-    written = write_seg(out, series, array, kind=kind, model=model,
-                        threshold=None if threshold is None else float(threshold),
-                        label=str(meta.get("name") or "")[:64] or None, overwrite=True)
-    layer_kind = L.softseg_meta(meta.get("metadata", {})).get("kind") or ("prediction" if kind == "probability"
-                                                                          else "mask")
-    side = write_sidecar(written, layer_kind, {**prov, "dicom_series_uid": series.info.uid},
-                         layer=meta.get("name"), dtype="float32" if kind == "probability" else "uint8")
-    return [str(written), str(side)]

@@ -19,6 +19,7 @@ import numpy as np
 
 from napari_softseg.errors import SoftsegError
 from napari_softseg.io.files import atomic_destination, check_writable, os_error
+from napari_softseg.io.memory import check_memory
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -258,8 +259,6 @@ def load_volume(path: str | os.PathLike, header: HeaderInfo | None = None, *, me
         ((96, 96, 1), (1.0, 1.0, 1.0))
     """
     import warnings
-
-    from napari_softseg.io.files import check_memory
 
     info = read_header(path) if header is None else header
     path = info.path

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_softseg.errors import SoftsegError
+from napari_softseg.io.nifti import load_volume
 
 NPZ_KEYS = ("probabilities", "softmax")
 #: File names that say "this float map holds probabilities".
@@ -117,7 +118,6 @@ def read_nnunet_npz(path: str | os.PathLike, *, reference_affine: np.ndarray | N
     data = _check_range(_pick_channel(probs, channel, path), path).transpose(2, 1, 0)  # (Z, Y, X) -> (X, Y, Z)
     ref = nnunet_reference(path)
     if ref is not None:
-        from napari_softseg.io.nifti import load_volume
 
         vol = load_volume(ref)
         if vol.spatial_shape != data.shape:
@@ -168,8 +168,6 @@ def read_probability_nifti(path: str | os.PathLike, *, channel: int | None = Non
     """
     import nibabel as nib
 
-    from napari_softseg.io.nifti import load_volume
-
     path = Path(path)
     try:
         img = nib.load(str(path))
@@ -201,8 +199,6 @@ def read_soft_map(path: str | os.PathLike, *, reference_affine: np.ndarray | Non
         return read_nnunet_npz(path, reference_affine=reference_affine, channel=channel)
     import nibabel as nib
 
-    from napari_softseg.io.nifti import load_volume
-
     try:
         five_d = len(nib.load(str(path)).shape) == 5
     except Exception:  # noqa: BLE001 - load_volume below words the error
@@ -218,26 +214,7 @@ def read_soft_map(path: str | os.PathLike, *, reference_affine: np.ndarray | Non
     return data, vol.affine
 
 
-def soft_map_layers(path: str | os.PathLike) -> list:
-    """napari layer data of a probability file: one soft map per foreground class, named after the file."""
-    from napari_softseg import layers as L
-    from napari_softseg.io.nifti import strip_nifti_suffix
-
-    path = Path(path)
-    name = path.name[:-4] if path.name.lower().endswith(".npz") else strip_nifti_suffix(path.name)
-    n = _n_classes(path)
-    out = []
-    classes = [None] if n <= 2 else list(range(1, n))
-    for c in classes:
-        data, affine = read_soft_map(path, channel=c)
-        geometry = L.Geometry(affine, data.shape)
-        out.append(L.soft_map_layer(data, geometry, name=name if c is None else f"{name} class {c}",
-                                    kind="prediction", source=str(path), origin="external probability map",
-                                    **({} if c is None else {"class_index": c})))
-    return out
-
-
-def _n_classes(path: Path) -> int:
+def n_classes(path: Path) -> int:
     """Classes in a probability file (1 for a 3D map)."""
     if path.name.lower().endswith(".npz"):
         with np.load(path, allow_pickle=False) as npz:

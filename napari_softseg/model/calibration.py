@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from napari_softseg.analysis.metrics import expected_calibration_error
+
 T_MIN, T_MAX = 0.05, 20.0
 
 
@@ -72,7 +74,6 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray, *, max_samples: int
 
 def calibration_report(logits: np.ndarray, targets: np.ndarray, temperature: float) -> dict:
     """ECE (10 bins, vs the soft targets) and soft BCE before and after applying ``temperature``."""
-    from napari_softseg.analysis.metrics import expected_calibration_error
 
     before, after = sigmoid(logits), sigmoid(logits, temperature)
     return {

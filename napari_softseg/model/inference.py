@@ -28,25 +28,19 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Generator
-from pathlib import Path
 
 import numpy as np
 
-from napari_softseg.model.device import DeviceChoice, resolve_device
 from napari_softseg.errors import SoftsegError
-from napari_softseg.io.nifti import is_nifti_path
-from napari_softseg.model.distributed import Distributed
-from napari_softseg.model.model_io import LoadedModel, ModelConfig, load_model
+from napari_softseg.model.device import DeviceChoice, resolve_device
+from napari_softseg.model.model_io import LoadedModel, ModelConfig
+from napari_softseg.model.normalization import Normalization
+from napari_softseg.model.architecture import normalize_architecture
 from napari_softseg.progress import Progress
 
 DEFAULT_TILE_SIZE = 1024
 DEFAULT_BATCH_SIZE = 8
 MIN_TILE_SIZE = 64
-
-
-def output_name(task: int) -> str:
-    """File name of a prediction written into a case's mirror folder: ``prediction_task01.nii.gz``."""
-    return f"prediction_task{task:02d}.nii.gz"
 
 
 def slice_stack(volume, indices, context: int):
@@ -89,7 +83,6 @@ def cpu_batch_size(config: ModelConfig, slice_shape, tile: int) -> int:
     150 MB of activations at the peak of its forward pass. A model with a training patch runs a window of
     that size at a time (one per slice of the batch).
     """
-    from napari_softseg.model.unet import normalize_architecture
 
     width = int(normalize_architecture(config.architecture)["base_channels"])
     window = config.patch_size or [tile] * len(slice_shape)
@@ -219,8 +212,6 @@ def _predict(network, config: ModelConfig, image: np.ndarray, *, device, tile_si
              temperature: float | None) -> Generator[Progress, None, np.ndarray]:
     """Shared core of :func:`predict_logits` and :func:`predict_array` (see there)."""
     import torch
-
-    from napari_softseg.model.normalization import Normalization
 
     _check_image(config, image, source)
     device = resolve_device(device).device
@@ -380,237 +371,3 @@ def predict_array(
                                 batch_size=batch_size, source=source, temperature=model.config.temperature))
 
 
-def _jobs(model: LoadedModel, input_path: Path, output: Path, task: int | None) -> list[tuple[Path, Path]]:
-    """(image, output) pairs for an image file, a case folder or a dataset folder."""
-    from napari_softseg.io.dataset import discover
-
-    model_task = model.config.task
-    if task is not None and task != model_task:
-        raise SoftsegError(f"the model was trained for task {model_task}, not task {task}", model.path)
-    if input_path.is_file():
-        if not is_nifti_path(output):
-            raise SoftsegError("output for an image file must be a .nii or .nii.gz file name", output)
-        return [(input_path, output)]
-    dataset = discover(input_path)
-    for case in dataset.cases:
-        if case.tasks and model_task not in case.tasks:
-            found = ", ".join(str(t) for t in sorted(case.tasks))
-            raise SoftsegError(
-                f"the model was trained for task {model_task}, but this case has masks for task(s) {found} only "
-                "(wrong model for this data?)",
-                case.path,
-            )
-    single = len(dataset.cases) == 1 and dataset.cases[0].path.resolve() == input_path.resolve()
-    if single:
-        if not is_nifti_path(output):
-            raise SoftsegError("output for a case folder must be a .nii or .nii.gz file name", output)
-        return [(dataset.cases[0].image_path, output)]
-    if is_nifti_path(output):
-        raise SoftsegError("output for a dataset folder must be a folder (it will mirror the cases)", output)
-    return [(case.image_path, output / case.name / output_name(model_task)) for case in dataset.cases]
-
-
-def predict_path(
-    model: LoadedModel | str | os.PathLike,
-    input_path: str | os.PathLike,
-    output: str | os.PathLike,
-    *,
-    device: str | DeviceChoice = "auto",
-    tile_size: int | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    overwrite: bool = False,
-    task: int | None = None,
-    dist: Distributed | None = None,
-) -> Generator[Progress, None, list[Path]]:
-    """Predict an image file, a case folder or every case of a dataset, and write the soft maps.
-
-    A file or case folder gives one NIfTI file at ``output``; a dataset folder gives ``output`` as a
-    folder mirroring the cases (``OUT/<case>/prediction_task01.nii.gz``). Each map is float32 with the
-    input image's affine and header. All output paths are checked before any work starts, so an existing
-    file (without ``overwrite``) stops the run with nothing written.
-
-    Under ``torchrun`` (``dist`` with several processes) each rank predicts its share of the cases
-    (:meth:`~napari_softseg.model.distributed.Distributed.shard`: cases ``rank``, ``rank + N``, … of the
-    sorted list, the same for every rerun); every rank checks all output paths first, so all refuse or all
-    go ahead. The files written by all ranks are exchanged as counts (one number per case, summed over the
-    ranks) and every rank returns the full list.
-
-    Args:
-        model: A loaded model or a model folder.
-        input_path: Image file, case folder or dataset folder.
-        output: Output file or folder (see above).
-        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"`` or a resolved choice.
-        tile_size: Longest slice side done in one piece.
-        batch_size: Slices per forward pass.
-        overwrite: Replace existing outputs.
-        task: If given, must match the model's task.
-        dist: This process's place in a ``torchrun`` run (default: a world of one). The process group is
-            started here when it is not yet, and left at the end.
-
-    Yields:
-        ``Progress("device", ...)`` once with the chosen device and why, then ``"slices"`` and ``"case"``.
-
-    Returns:
-        The written files (of all ranks, in case order; a case written twice would appear twice).
-
-    Raises:
-        SoftsegError: Bad model, input, task or channel count, or an existing output.
-    """
-    from napari_softseg.io.files import check_memory
-    from napari_softseg.io.nifti import read_header
-
-    if not isinstance(model, LoadedModel):
-        model = load_model(model)
-    input_path, output = Path(input_path), Path(output)
-    if not input_path.exists():
-        raise SoftsegError("input not found", input_path)
-    tile = int(tile_size or DEFAULT_TILE_SIZE)
-    if tile < 1 or int(batch_size) < 1:
-        raise SoftsegError(f"tile size and batch size must be at least 1, got {tile_size} and {batch_size}")
-    dist = dist or Distributed()
-    choice = resolve_device(device)
-    if dist.enabled:  # each CUDA process takes the GPU of its LOCAL_RANK
-        from dataclasses import replace
-
-        choice = replace(choice, device=dist.device_for(choice.device))
-    jobs = _jobs(model, input_path, output, task)
-    dataset_mode = not is_nifti_path(output)
-    if dataset_mode:
-        _refuse_output_inside(input_path, output)
-    record = _run_record(model) if dataset_mode else None
-    skipped: list[Path] = []  # every rank checks every case: all refuse, or all resume the same way
-    for image_path, out_path in jobs:
-        if out_path.resolve() == image_path.resolve():
-            raise SoftsegError("output would replace the input image", out_path)
-        if out_path.exists() and not overwrite:
-            if dataset_mode and record is not None and _same_run(output, record):
-                skipped.append(out_path)  # committed atomically, so complete: resume after it
-                continue
-            raise SoftsegError("already exists; choose another name or pass --overwrite", out_path)
-    # this rank's share of the full, sorted case list (the same at every rerun), less the cases already done
-    mine = dist.shard(range(len(jobs)))
-    todo = [i for i in mine if jobs[i][1] not in skipped]
-    # headers first: every image is checked (type, geometry, memory) before the first is predicted
-    for image_path, out_path in (jobs[i] for i in todo):
-        if not is_nifti_path(image_path):
-            continue  # a DICOM series: its reader checks it (napari_softseg.io.dicom)
-        info = read_header(image_path)
-        voxels = int(np.prod(info.spatial_shape, dtype=np.int64))
-        side = max(info.spatial_shape)
-        activations = int(batch_size) * model.config.architecture.get("base_channels", 16) * 8 * min(side, tile) ** 2 * 4
-        check_memory(info.read_bytes + 4 * voxels * (model.config.image_channels + 1) + activations,
-                     f"predicting this {'x'.join(map(str, info.shape))} image", image_path)
-    owns_group = dist.enabled and not dist.started
-    dist.start(choice.device, timeout_minutes=PREDICT_TIMEOUT_MINUTES)
-    try:
-        if dataset_mode and record is not None and dist.is_main:
-            _write_run_record(output, record, overwrite)
-        dist.barrier()  # the run record is in place before any rank writes a case
-        yield Progress("device", 0, None, f"device: {choice.device} ({choice.reason})", {"device": choice.device})
-        if dist.enabled:
-            yield Progress("device", 0, None, f"{dist.world_size} processes: each predicts its share of the "
-                           f"{len(jobs)} case(s) (rank r takes cases r, r + {dist.world_size}, ...)")
-        if skipped:
-            yield Progress("device", 0, None, f"resuming: {len(skipped)} of {len(jobs)} case(s) already predicted in "
-                           f"{output} are kept")
-        written = yield from _predict_jobs(model, [jobs[i] for i in todo], choice, tile, batch_size, overwrite)
-        if not dist.enabled:
-            return written
-        counts = [0.0] * len(jobs)
-        for index in todo:
-            counts[index] += 1
-        counts = dist.sum(counts)  # how many times each case was written in this run, over all ranks
-    except BaseException:
-        if owns_group:
-            dist.stop(wait=False)
-        raise
-    if owns_group:
-        dist.stop()
-    return [jobs[i][1] for i, n in enumerate(counts) for _ in range(int(round(n)))]
-
-
-PREDICT_TIMEOUT_MINUTES = 24 * 60
-"""How long a rank that finished its share waits for the others (shares differ by about one case's time)."""
-
-
-def _predict_jobs(model, jobs, choice, tile, batch_size, overwrite) -> Generator[Progress, None, list[Path]]:
-    """Predict and write each ``(image, output)`` job; the written files."""
-    from napari_softseg.io.dataset import load_image
-    from napari_softseg.io.nifti import save_volume
-
-    written = []
-    for number, (image_path, out_path) in enumerate(jobs, start=1):
-        image, volume = load_image(image_path, n_channels=model.config.image_channels)
-        probabilities = yield from predict_array(
-            model, image, device=choice, tile_size=tile, batch_size=batch_size, source=image_path
-        )
-        if not np.isfinite(probabilities).all():
-            raise SoftsegError("the model produced NaN or infinite probabilities for this image (damaged weights?)",
-                               image_path)
-        description = f"softseg p(task{model.config.task}) T={model.config.temperature:.3g}"
-        written.append(
-            save_volume(out_path, probabilities, volume, overwrite=overwrite, description=description, dtype=np.float32)
-        )
-        yield Progress("case", number, len(jobs), f"wrote {out_path}")
-    return written
-
-
-RUN_RECORD = "softseg_predict.json"
-
-
-def _refuse_output_inside(input_path: Path, output: Path) -> None:
-    """A dataset's predictions may not go inside the dataset (the next run would walk into them)."""
-    try:
-        inside = output.resolve().is_relative_to(input_path.resolve())
-    except (OSError, RuntimeError):
-        inside = False
-    if inside:
-        raise SoftsegError(f"output folder is inside the input dataset {input_path}; choose a folder outside it",
-                           output)
-
-
-def _run_record(model: LoadedModel) -> dict | None:
-    """What identifies the model of a dataset run: checksums of its two files (``None`` if in memory)."""
-    import hashlib
-
-    from napari_softseg.model.model_io import CONFIG_FILE, WEIGHTS_FILE
-
-    if model.path is None:
-        return None
-    sums = {}
-    for name in (WEIGHTS_FILE, CONFIG_FILE):
-        digest = hashlib.sha256()
-        try:
-            with open(Path(model.path) / name, "rb") as fh:
-                for block in iter(lambda: fh.read(2**20), b""):
-                    digest.update(block)
-        except OSError:
-            return None
-        sums[name] = digest.hexdigest()
-    return {"software": "napari-softseg predict", "model": str(model.path), "task": model.config.task,
-            "sha256": sums}
-
-
-def _same_run(output: Path, record: dict) -> bool:
-    from napari_softseg.io.files import read_json_object
-
-    path = output / RUN_RECORD
-    if not path.is_file():
-        return False
-    try:
-        stored = read_json_object(path, "prediction record")
-    except SoftsegError:
-        return False
-    return stored.get("sha256") == record["sha256"] and stored.get("task") == record["task"]
-
-
-def _write_run_record(output: Path, record: dict, overwrite: bool) -> None:
-    from napari_softseg.io.files import write_json
-
-    path = output / RUN_RECORD
-    if _same_run(output, record):
-        return
-    if path.exists() and not overwrite:
-        raise SoftsegError("records predictions of another model in this folder; choose another output folder or "
-                           "pass --overwrite", path)
-    write_json(path, record, overwrite=overwrite)

@@ -37,6 +37,10 @@ from typing import Any
 from napari_softseg import __version__
 from napari_softseg.errors import SoftsegError
 from napari_softseg.io.files import atomic_destination, crash_point, write_bytes_synced
+from napari_softseg.io.jsonio import read_json_object
+from napari_softseg.io.memory import check_memory
+from napari_softseg.model.normalization import Normalization
+from napari_softseg.model.architecture import normalize_architecture
 
 FORMAT_NAME = "napari-softseg-model"
 FORMAT_VERSION = 1
@@ -112,8 +116,6 @@ class ModelConfig:
     plan: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        from napari_softseg.model.normalization import Normalization
-        from napari_softseg.model.unet import normalize_architecture  # torch is already needed by any model user
 
         for name in ("task", "image_channels", "context_slices", "slice_axis"):
             value = getattr(self, name)
@@ -228,7 +230,8 @@ class LoadedModel:
 
 def new_network(config: ModelConfig):
     """An untrained network for ``config`` (float32, CPU)."""
-    from napari_softseg.model.unet import build_network
+    from napari_softseg.model.unet import build_network  # imports torch
+
 
     return build_network(config.architecture)
 
@@ -291,7 +294,6 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict, dict]:
         raise SoftsegError("file not found", path)
     if _looks_like_pickle(path):
         _refuse_foreign(path)
-    from napari_softseg.io.files import check_memory
 
     size = path.stat().st_size
     if size > MAX_WEIGHTS_BYTES:
@@ -355,7 +357,8 @@ def save_config(model_dir: str | os.PathLike, config: ModelConfig) -> Path:
     return model_dir
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: str | os.PathLike) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(2**20), b""):
@@ -372,7 +375,7 @@ def _write_model_files(model_dir: Path, contents: dict[str, bytes]) -> None:
             if name in contents:
                 sums[name] = hashlib.sha256(contents[name]).hexdigest()
             elif (model_dir / name).is_file():
-                sums[name] = _sha256_file(model_dir / name)
+                sums[name] = sha256_file(model_dir / name)
         for name in (WEIGHTS_FILE, CONFIG_FILE):
             if name in contents:
                 atomic_write_bytes(model_dir / name, contents[name])
@@ -394,7 +397,6 @@ def verify_manifest(model_dir: str | os.PathLike) -> None:
         SoftsegError: A file differs from its checksum: the folder was interrupted while being
             rewritten (or changed by hand).
     """
-    from napari_softseg.io.files import read_json_object
 
     model_dir = Path(model_dir)
     path = model_dir / MANIFEST_FILE
@@ -409,7 +411,7 @@ def verify_manifest(model_dir: str | os.PathLike) -> None:
         if want is None:
             continue
         try:
-            have = _sha256_file(model_dir / name)
+            have = sha256_file(model_dir / name)
         except OSError as exc:
             raise SoftsegError(f"cannot read: {exc.strerror or exc}", model_dir / name) from None
         if have != want:
@@ -423,7 +425,6 @@ def verify_manifest(model_dir: str | os.PathLike) -> None:
 def read_config(model_dir: str | os.PathLike) -> ModelConfig:
     """Read and check ``MODEL_DIR/config.json`` (see :func:`load_model` for what is refused)."""
     model_dir = _model_dir(Path(model_dir))
-    from napari_softseg.io.files import read_json_object
 
     path = model_dir / CONFIG_FILE
     data = read_json_object(path, "model config", max_bytes=4 * 2**20)

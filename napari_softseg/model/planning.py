@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from napari_softseg.errors import SoftsegError
+from napari_softseg.model.normalization import DEFAULT_CT_WINDOW
 
 MIN_SLICES_3D = 32
 MAX_ANISOTROPY_3D = 3.0
@@ -391,7 +392,6 @@ def make_plan(fp: Fingerprint, *, cuda: bool = False, device: str | None = None,
         if not window[1] > window[0]:
             window = [-160.0, 240.0]
     else:
-        from napari_softseg.model.normalization import DEFAULT_CT_WINDOW
 
         window = list(DEFAULT_CT_WINDOW)
 

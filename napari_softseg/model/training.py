@@ -51,9 +51,18 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_softseg import __version__
+from napari_softseg import SOFTWARE
+from napari_softseg.analysis.metrics import expected_calibration_error, qubiq_score
+from napari_softseg.analysis.softlabels import ALIASES, METHODS, make_soft_label
 from napari_softseg.errors import SoftsegError
+from napari_softseg.io.case import Dataset
+from napari_softseg.io.dataset import discover, load_case
+from napari_softseg.io.files import folder_lock
+from napari_softseg.model.augmentation import AugmentationSettings, augment_batch, augment_batch_3d
+from napari_softseg.model.calibration import T_MAX, T_MIN, calibration_report, fit_temperature, sigmoid
+from napari_softseg.model.device import resolve_device
 from napari_softseg.model.distributed import Distributed
+from napari_softseg.model.inference import predict_logits, slice_stack
 from napari_softseg.model.model_io import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -67,6 +76,7 @@ from napari_softseg.model.model_io import (
     save_tensors,
 )
 from napari_softseg.model.normalization import Normalization
+from napari_softseg.model.planning import Plan, choose_dim, fingerprint, make_plan
 from napari_softseg.progress import Progress, drive
 
 STATE_FILE = "training_state.safetensors"
@@ -154,7 +164,6 @@ class TrainOptions:
     weights_dtype: str = "float16"
 
     def __post_init__(self):
-        from napari_softseg.analysis.softlabels import ALIASES, METHODS
 
         self.softlabel = ALIASES.get(self.softlabel, self.softlabel)
         if self.softlabel not in METHODS:
@@ -297,7 +306,6 @@ def _warn(message: str, collected: list[str]) -> None:
 
 def _split_cases(dataset, options: TrainOptions, val_dataset) -> tuple[list, list, list[str], object]:
     """Discover and split dataset cases into training and validation lists."""
-    from napari_softseg.io.dataset import Dataset, discover
 
     notes: list[str] = []
     ds = dataset if isinstance(dataset, Dataset) else discover(dataset)
@@ -338,7 +346,6 @@ def _split_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[
 
 
 def _load_file_case(case, options: TrainOptions, collected: list[str]) -> TrainingCase:
-    from napari_softseg.io.dataset import load_case
 
     data = load_case(case, task=options.task)
     for message in data.warnings:
@@ -418,8 +425,6 @@ def _distributed_loss(logits, target, kind: str, dist: Distributed, global_rows:
 
 
 def _scores(logits_per_case: list[np.ndarray], cases: list[_Case], temperature: float) -> tuple[list[float], float]:
-    from napari_softseg.analysis.metrics import expected_calibration_error, qubiq_score
-    from napari_softseg.model.calibration import sigmoid
 
     scores, eces = [], []
     for logits, case in zip(logits_per_case, cases):
@@ -431,14 +436,12 @@ def _scores(logits_per_case: list[np.ndarray], cases: list[_Case], temperature: 
 
 def validation_logits(network, config: ModelConfig, cases: list[_Case], device: str) -> list[np.ndarray]:
     """Logits of the network on each validation case (whole volumes, as ``softseg predict`` does)."""
-    from napari_softseg.model.inference import predict_logits
 
     return [drive(predict_logits(network, config, case.image, device=device)) for case in cases]
 
 
 def _validate(network, config: ModelConfig, cases: list[_Case], device: str, calibrated: bool) -> dict:
     """Mean QUBIQ score and ECE over the validation cases, raw (T = 1) and at the temperature that fits them."""
-    from napari_softseg.model.calibration import fit_temperature
 
     logits = validation_logits(network, config, cases, device)
     raw_scores, raw_ece = _scores(logits, cases, 1.0)
@@ -465,8 +468,9 @@ def read_training_state(out_dir: str | os.PathLike) -> dict:
     path = Path(out_dir) / STATE_FILE
     if not path.is_file():
         raise SoftsegError(f"nothing to resume: no {STATE_FILE} (train without --resume first)", Path(out_dir))
-    from safetensors import safe_open
     import json
+
+    from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as handle:
@@ -538,7 +542,7 @@ class TrainingRun:
             epoch) and ``training_state.safetensors`` (for ``resume``).
         options: Settings (default :class:`TrainOptions`).
         dataset: Dataset folder (QUBIQ layout: its ``Training/`` cases are used when present), a case-list
-            folder, or a :class:`~napari_softseg.io.dataset.Dataset`.
+            folder, or a :class:`~napari_softseg.io.case.Dataset`.
         val_dataset: Validation cases from another folder instead of ``options.val_fraction`` of the
             training cases.
         cases: In-memory :class:`TrainingCase` objects instead of ``dataset`` (the viewer).
@@ -578,7 +582,6 @@ class TrainingRun:
     # -- step 1 ---------------------------------------------------------------------------------------
     def prepare(self) -> Generator[Progress, None, None]:
         """Device, cases, validation split, soft labels (yields ``"device"`` and ``"setup"`` progress)."""
-        from napari_softseg.model.device import resolve_device
 
         _check_out_dir(self.out_dir, self.resume, self.overwrite)
         if self.resume:
@@ -655,7 +658,6 @@ class TrainingRun:
         if len(cases) >= 2:
             train_idx, val_idx = _split_indices(len(cases), options.val_fraction, options.seed)
             return [cases[i] for i in train_idx], [cases[i] for i in val_idx]
-        from napari_softseg.model.planning import choose_dim, fingerprint
 
         case = cases[0]
         fp = fingerprint([case.image], [case.masks], [case.spacing])
@@ -673,7 +675,6 @@ class TrainingRun:
     # -- step 2 ---------------------------------------------------------------------------------------
     def plan(self) -> Generator[Progress, None, None]:
         """Fingerprint the training cases, plan the run (options override), print the plan."""
-        from napari_softseg.model.planning import Plan, fingerprint, make_plan
 
         o = self.options
         self.fingerprint_ = fingerprint([c.image for c in self.raw_train], [c.masks for c in self.raw_train],
@@ -701,7 +702,6 @@ class TrainingRun:
             o.calibrate = True
 
     def _arrays(self, case: TrainingCase, norm: Normalization, foreground: bool) -> _Case:
-        from napari_softseg.analysis.softlabels import make_soft_label
 
         plan, o = self.plan_, self.options
         soft = make_soft_label(case.masks, o.softlabel, spacing=case.spacing, sigma_mm=o.sigma_mm).data
@@ -783,7 +783,6 @@ class TrainingRun:
     # -- step 4 ---------------------------------------------------------------------------------------
     def _batch(self):
         """One batch of patches (numpy), a share of them centred on foreground."""
-        from napari_softseg.model.inference import slice_stack
 
         plan, rng = self.plan_, self.rng
         images, targets = [], []
@@ -810,8 +809,6 @@ class TrainingRun:
 
     def _step(self) -> float:
         import torch
-
-        from napari_softseg.model.augmentation import augment_batch, augment_batch_3d
 
         device = self.device_choice.device
         x, y = self._batch()
@@ -883,8 +880,6 @@ class TrainingRun:
     def _summary(self) -> dict:
         import torch
 
-        from napari_softseg.model.augmentation import AugmentationSettings
-
         return {
             "dataset": self.dataset_label,
             "val_dataset": None if self.val_dataset is None else str(getattr(self.val_dataset, "path", self.val_dataset)),
@@ -893,7 +888,7 @@ class TrainingRun:
             "options": self.options.to_dict(),
             "patch_size": list(self.plan_.patch_size),
             "augmentation": AugmentationSettings().to_dict() if self.options.augment else None,
-            "software": f"napari-softseg {__version__} / torch {torch.__version__}",
+            "software": f"{SOFTWARE} / torch {torch.__version__}",
             "device": self.device_choice.device,
             "processes": self.dist.world_size,
         }
@@ -1011,7 +1006,6 @@ class TrainingRun:
         """Fit the temperature of the kept model on the validation cases and store it (when enabled)."""
         if not (self.options.calibrate and self.val_data):
             return
-        from napari_softseg.model.calibration import T_MAX, T_MIN, calibration_report, fit_temperature
 
         yield Progress("calibration", 0, 1, "fitting the temperature on the validation cases")
         model = load_model(self.out_dir)
@@ -1068,8 +1062,6 @@ def _one_writer_per_folder(train_fn):
     """
     import functools
 
-    from napari_softseg.io.files import folder_lock
-
     @functools.wraps(train_fn)
     def locked(dataset, out_dir, *args, **kwargs):
         if not Distributed.from_environment().is_main:
@@ -1096,7 +1088,7 @@ def train(
     Args:
         dataset: Dataset folder (QUBIQ layout: its ``Training/`` cases are used when present; ``Validation/``
             is left alone for your held-out evaluation unless given as ``val_dataset``), a case-list folder,
-            or a :class:`~napari_softseg.io.dataset.Dataset`. ``None`` with ``resume``: the stored one.
+            or a :class:`~napari_softseg.io.case.Dataset`. ``None`` with ``resume``: the stored one.
         out_dir: Model folder to write.
         options: Settings; or give them as keywords (``max_minutes=5``); default :class:`TrainOptions`.
         val_dataset: Validation cases from another folder instead of ``options.val_fraction`` of the

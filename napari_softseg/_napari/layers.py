@@ -41,13 +41,15 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from napari_softseg import SOFTWARE
 from napari_softseg.errors import SoftsegError
+from napari_softseg.io.case import CaseData
+from napari_softseg.io.geometry import Geometry, reverse_matrix
 from napari_softseg.io.packed_masks import LazyArray, PackedMasks
 
 KEY = "softseg"
@@ -69,177 +71,8 @@ LayerData = tuple[np.ndarray, dict, str]
 
 
 # --------------------------------------------------------------------------------------------------
-# Geometry
-# --------------------------------------------------------------------------------------------------
-_IDENTITY_ORNT = np.array([[0.0, 1.0], [1.0, 1.0], [2.0, 1.0]])
-
-
-def _reverse(n: int) -> np.ndarray:
-    """Homogeneous ``(n+1, n+1)`` matrix that reverses the order of ``n`` coordinates."""
-    m = np.zeros((n + 1, n + 1))
-    m[np.arange(n), np.arange(n)[::-1]] = 1.0
-    m[n, n] = 1.0
-    return m
-
-
-@dataclass(frozen=True, eq=False)
-class Geometry:
-    """Where a core volume lives in space and how it is shown.
-
-    Args:
-        affine: The NIfTI voxel-to-world (mm) matrix of the core ``(X, Y, Z)`` array.
-        shape: The core spatial shape ``(X, Y, Z)``.
-
-    Attributes:
-        is_2d: ``Z == 1``: shown as a 2D layer ``(Y, X)``.
-    """
-
-    affine: np.ndarray
-    shape: tuple[int, int, int]
-
-    def __post_init__(self) -> None:
-        affine = np.asarray(self.affine, dtype=np.float64)
-        if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
-            raise SoftsegError(f"invalid affine (expected a finite 4x4 matrix, got shape {affine.shape})")
-        shape = tuple(int(s) for s in self.shape)
-        if len(shape) != 3 or min(shape) < 1:
-            raise SoftsegError(f"invalid volume shape {shape} (expected (X, Y, Z))")
-        object.__setattr__(self, "affine", affine)
-        object.__setattr__(self, "shape", shape)
-
-    # -- derived -----------------------------------------------------------------------------------
-    @property
-    def is_2d(self) -> bool:
-        return self.shape[2] == 1
-
-    @property
-    def spacing(self) -> tuple[float, float, float]:
-        """Voxel size in mm along X, Y, Z (column norms of the affine)."""
-        return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))
-
-    @property
-    def _ornt(self) -> np.ndarray:
-        """nibabel orientation of the core axes relative to RAS (identity for 2D / degenerate affines)."""
-        if self.is_2d:
-            return _IDENTITY_ORNT
-        import nibabel.orientations as nio
-
-        ornt = nio.io_orientation(self.affine)
-        return _IDENTITY_ORNT if np.isnan(ornt).any() else ornt
-
-    @property
-    def _canonical_affine(self) -> np.ndarray:
-        """Affine of the reoriented (RAS-ordered) voxel grid."""
-        import nibabel.orientations as nio
-
-        return self.affine @ nio.inv_ornt_aff(self._ornt, self.shape)
-
-    @property
-    def display_shape(self) -> tuple[int, ...]:
-        """Shape of a spatial layer: ``(Z', Y', X')`` in 3D, ``(Y, X)`` in 2D."""
-        if self.is_2d:
-            return (self.shape[1], self.shape[0])
-        ornt = self._ornt
-        canonical = [0, 0, 0]
-        for axis, (target, _) in enumerate(ornt):
-            canonical[int(target)] = self.shape[axis]
-        return tuple(canonical[::-1])
-
-    # -- transforms --------------------------------------------------------------------------------
-    def to_display(self, array: np.ndarray) -> np.ndarray:
-        """Core ``(..., X, Y, Z)`` -> display ``(..., Z', Y', X')`` (2D: ``(..., Y, X)``); a view.
-
-        Leading axes (channels, raters) are kept in front.
-        """
-        array = np.asarray(array)
-        self._check_core(array)
-        lead = array.ndim - 3
-        if self.is_2d:
-            return np.swapaxes(array[..., 0], -1, -2)
-        import nibabel.orientations as nio
-
-        moved = np.moveaxis(array, list(range(lead)), list(range(3, 3 + lead))) if lead else array
-        canonical = nio.apply_orientation(moved, self._ornt)  # (X', Y', Z', ...lead)
-        order = [2, 1, 0] if not lead else [*range(3, 3 + lead), 2, 1, 0]
-        return canonical.transpose(order)
-
-    def from_display(self, array: np.ndarray) -> np.ndarray:
-        """Inverse of :meth:`to_display`: display ``(..., Z', Y', X')`` -> core ``(..., X, Y, Z)``; a view.
-
-        Raises:
-            SoftsegError: The array's trailing shape is not this geometry's display shape.
-        """
-        array = np.asarray(array)
-        dshape = self.display_shape
-        if array.shape[array.ndim - len(dshape):] != dshape or array.ndim < len(dshape):
-            raise SoftsegError(
-                f"layer shape {array.shape} does not match the image's {dshape} (display order)"
-            )
-        lead = array.ndim - len(dshape)
-        if self.is_2d:
-            return np.swapaxes(array, -1, -2)[..., np.newaxis]
-        import nibabel.orientations as nio
-
-        canonical = array.transpose([*range(lead), lead + 2, lead + 1, lead])  # (..., X', Y', Z')
-        moved = np.moveaxis(canonical, list(range(lead)), list(range(3, 3 + lead))) if lead else canonical
-        back = nio.ornt_transform(_IDENTITY_ORNT, self._ornt)
-        core = nio.apply_orientation(moved, back)
-        return np.moveaxis(core, list(range(3, 3 + lead)), list(range(lead))) if lead else core
-
-    def napari_affine(self, n_leading: int = 0) -> np.ndarray:
-        """napari affine of a display layer: display indices -> world mm ``(z, y, x)`` (2D: ``(y, x)``).
-
-        Args:
-            n_leading: Leading non-spatial axes (e.g. 1 for a channel axis); they get an identity block.
-        """
-        if self.is_2d:
-            a = self.affine
-            spatial = np.array([[a[1, 1], a[1, 0], a[1, 3]], [a[0, 1], a[0, 0], a[0, 3]], [0.0, 0.0, 1.0]])
-        else:
-            rev = _reverse(3)
-            spatial = rev @ self._canonical_affine @ rev
-        if not n_leading:
-            return spatial
-        n = spatial.shape[0] - 1
-        out = np.eye(n_leading + n + 1)
-        out[n_leading:, n_leading:] = spatial
-        return out
-
-    def _check_core(self, array: np.ndarray) -> None:
-        if array.ndim < 3 or tuple(array.shape[-3:]) != self.shape:
-            raise SoftsegError(f"array shape {array.shape} does not end in the volume shape {self.shape}")
-
-    # -- (de)serialisation -------------------------------------------------------------------------
-    def to_dict(self) -> dict:
-        """JSON-friendly form stored in ``layer.metadata``."""
-        return {"affine": self.affine.tolist(), "shape": list(self.shape)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Geometry:
-        return cls(np.asarray(d["affine"], dtype=np.float64), tuple(d["shape"]))
-
-    def same_as(self, other: Geometry, atol: float = 1e-3) -> bool:
-        """Same grid: shape equal and affines within ``atol`` mm."""
-        return self.shape == other.shape and bool(np.allclose(self.affine, other.affine, atol=atol))
-
-    def nifti_header(self):
-        """A fresh ``Nifti1Header`` carrying this geometry (sform/qform = scanner, units mm)."""
-        import nibabel as nib
-
-        img = nib.Nifti1Image(np.zeros((1, 1, 1), np.uint8), self.affine)
-        header = img.header
-        header.set_zooms(self.spacing)
-        header.set_xyzt_units("mm")
-        return header
-
-
-# --------------------------------------------------------------------------------------------------
 # Metadata
 # --------------------------------------------------------------------------------------------------
-def software() -> str:
-    from . import __version__
-
-    return f"napari-softseg {__version__}"
 
 
 def make_metadata(kind: str, geometry: Geometry, **provenance: Any) -> dict:
@@ -253,7 +86,7 @@ def make_metadata(kind: str, geometry: Geometry, **provenance: Any) -> dict:
     """
     if kind not in KINDS:
         raise ValueError(f"unknown layer kind {kind!r}")
-    prov = {"software": software()}
+    prov = {"software": SOFTWARE}
     for key, value in provenance.items():
         if value is None:
             continue
@@ -337,7 +170,7 @@ def _state_affine(state: dict, ndim: int) -> np.ndarray:
 def _geometry_from_napari(shape: tuple[int, ...], napari_affine: np.ndarray) -> Geometry:
     """Geometry of a display-order array whose napari affine is given (no reorientation assumed)."""
     if len(shape) == 3:
-        rev = _reverse(3)
+        rev = reverse_matrix(3)
         return Geometry(rev @ napari_affine @ rev, shape[::-1])
     if len(shape) == 2:
         n = napari_affine
@@ -521,7 +354,7 @@ def format_threshold(threshold: float) -> str:
 
 
 def geometry_of_case(case) -> Geometry:
-    """Geometry of a :class:`~napari_softseg.io.dataset.CaseData`."""
+    """Geometry of a :class:`~napari_softseg.io.case.CaseData`."""
     return Geometry(case.affine, case.spatial_shape)
 
 
@@ -529,7 +362,7 @@ def case_layers(case, soft_label=None) -> list[LayerData]:
     """Layers of a loaded case: the image, one Labels layer per rater, and the soft label if given.
 
     Args:
-        case: A :class:`~napari_softseg.io.dataset.CaseData`.
+        case: A :class:`~napari_softseg.io.case.CaseData`.
         soft_label: A :class:`~napari_softseg.analysis.softlabels.SoftLabel` built from the case's masks.
     """
     geometry = geometry_of_case(case)
@@ -620,7 +453,7 @@ def masks_from_layers(layers: Iterable[Any], geometry: Geometry) -> np.ndarray:
 
 
 def case_from_layers(image_layer_: Any, rater_layers_: Sequence[Any], *, name: str | None = None, task: int = 1):
-    """Rebuild a :class:`~napari_softseg.io.dataset.CaseData` from an Image layer and rater Labels layers.
+    """Rebuild a :class:`~napari_softseg.io.case.CaseData` from an Image layer and rater Labels layers.
 
     Args:
         image_layer_: The scan.
@@ -631,7 +464,6 @@ def case_from_layers(image_layer_: Any, rater_layers_: Sequence[Any], *, name: s
     Raises:
         SoftsegError: Wrong layer types or a rater layer whose grid differs from the image's.
     """
-    from napari_softseg.io.dataset import CaseData
 
     image, geometry = image_from_layer(image_layer_)
     image = np.ascontiguousarray(image)  # the case is trained on: its own compact copy

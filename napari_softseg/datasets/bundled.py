@@ -6,7 +6,7 @@ model (``napari_softseg/data/models/mni_demo/``). The paths are resolved relativ
 work from a source checkout, an editable install and an installed wheel alike.
 
 Example:
-    >>> from napari_softseg.sample_data import demo_case_path
+    >>> from napari_softseg.datasets.bundled import demo_case_path
     >>> demo_case_path().name
     'case13'
 """
@@ -17,9 +17,10 @@ import os
 import tempfile
 from pathlib import Path
 
+from napari_softseg.datasets.synthetic import write_case
 from napari_softseg.errors import SoftsegError
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 #: Folder name of the bundled demo dataset under :data:`DATA_DIR`.
 DEMO_DATASET = "mni_demo"
 #: The held-out case the viewer demo opens (not used to train the demo model).
@@ -101,7 +102,6 @@ def synthetic_case(
         ValueError: ``dims`` is not 2 or 3.
         SoftsegError: A file exists and ``overwrite`` is false.
     """
-    from napari_softseg.synthetic import write_case
 
     if dims not in (2, 3):
         raise ValueError(f"dims must be 2 or 3, got {dims}")

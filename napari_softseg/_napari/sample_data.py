@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import layers as L
+from napari_softseg._napari import layers as L
+from napari_softseg._napari.reader import read_case_folder
+from napari_softseg.analysis.softlabels import make_soft_label
+from napari_softseg.datasets.bundled import demo_case_path
+from napari_softseg.datasets.synthetic import make_phantom
+from napari_softseg.io.case import CaseData
 
 SYNTHETIC_SHAPE = (128, 128, 40)
 SYNTHETIC_RATERS = 4
@@ -17,16 +22,12 @@ SYNTHETIC_RATERS = 4
 
 def demo_case() -> list[L.LayerData]:
     """The bundled MNI ICBM152-derived demo case with its simulated raters."""
-    from napari_softseg._reader import read_case_folder
-    from napari_softseg.sample_data import demo_case_path
 
     return read_case_folder(demo_case_path())
 
 
 def synthetic_case_data(shape=SYNTHETIC_SHAPE, n_raters: int = SYNTHETIC_RATERS, seed: int = 0):
-    """A synthetic phantom as :class:`~napari_softseg.io.dataset.CaseData` (no files involved)."""
-    from napari_softseg.io.dataset import CaseData
-    from napari_softseg.synthetic import make_phantom
+    """A synthetic phantom as :class:`~napari_softseg.io.case.CaseData` (no files involved)."""
 
     image, masks, affine = make_phantom(shape, n_raters=n_raters, seed=seed)
     geometry = L.Geometry(affine, image.shape[1:])
@@ -46,7 +47,6 @@ def synthetic_case_data(shape=SYNTHETIC_SHAPE, n_raters: int = SYNTHETIC_RATERS,
 
 def synthetic_case() -> list[L.LayerData]:
     """A deterministic synthetic 3D phantom with four raters who disagree like real ones."""
-    from napari_softseg.analysis.softlabels import make_soft_label
 
     case = synthetic_case_data()
     soft = make_soft_label(case.masks, "mean", spacing=case.spacing, rater_names=case.rater_names)

@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from napari_softseg.errors import SoftsegError
+from napari_softseg.io.files import clean_stale_temporaries, os_error, temp_path_for
+from napari_softseg.io.nifti import save_volume
 
 #: Index of the rater whose boundary is systematically outside the others' (when there are 2+ raters).
 GENEROUS_RATER = 1
@@ -168,8 +170,6 @@ def write_qubiq_dataset(
     # place (rename replaces only an empty folder; a folder filled meanwhile by another run is kept)
     import shutil
 
-    from napari_softseg.io.files import clean_stale_temporaries, os_error, temp_path_for
-
     try:
         root.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -218,7 +218,6 @@ def write_case(
     Raises:
         SoftsegError: A file exists and ``overwrite`` is false.
     """
-    from napari_softseg.io.nifti import save_volume
 
     folder = Path(folder)
     image, tasks, affine = _phantom(shape, n_raters, seed, n_channels, spacing, n_tasks)

@@ -1,6 +1,6 @@
 """napari writers: a soft map (Image layer) or a mask (Labels layer) to NIfTI.
 
-Both undo the display transform of :mod:`napari_softseg.layers`, so the file has the source scan's voxel
+Both undo the display transform of :mod:`napari_softseg._napari.layers`, so the file has the source scan's voxel
 order and affine and opens aligned in any NIfTI viewer. Soft maps are stored as ``float32``, masks as
 ``uint8``. The header's description holds a short provenance line (e.g. ``softseg mask p>=0.50``) and a
 sidecar ``<name>.softseg.json`` holds the full provenance (kind, threshold, method, model, device,
@@ -13,63 +13,17 @@ that was not written by this plugin is never replaced.
 
 from __future__ import annotations
 
-import json
 import os
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import layers as L
+from napari_softseg._napari import layers as L
+from napari_softseg._napari.dicom_layers import write_layer_seg
 from napari_softseg.errors import SoftsegError
-from napari_softseg.io.files import atomic_write_bytes
-from napari_softseg.io.nifti import is_nifti_path
-
-SIDECAR_SUFFIX = ".softseg.json"
-
-
-def sidecar_path(path: str | os.PathLike) -> Path:
-    """``out.nii.gz`` -> ``out.softseg.json`` (never clobbers a BIDS ``out.json``); a DICOM SEG keeps its
-    suffix, ``out.dcm`` -> ``out.dcm.softseg.json``, so a SEG and a NIfTI map of one name never share one."""
-    from napari_softseg.io.nifti import strip_nifti_suffix
-
-    path = Path(path)
-    name = path.name if path.name.lower().endswith(".dcm") else strip_nifti_suffix(path.name)
-    return path.with_name(name + SIDECAR_SUFFIX)
-
-
-def read_sidecar(path: str | os.PathLike) -> dict:
-    """The sidecar this package wrote next to ``path`` (a NIfTI file or a DICOM SEG), or ``{}``.
-
-    A missing sidecar, one that cannot be read, or one not written by napari-softseg gives ``{}``
-    (the file still opens; only its provenance is lost).
-    """
-    import logging
-
-    from napari_softseg.io.files import read_json_object
-
-    side = sidecar_path(path)
-    if not side.is_file():
-        return {}
-    try:
-        info = read_json_object(side, "sidecar", max_bytes=2**20)  # depth- and size-checked before parsing
-    except SoftsegError as exc:
-        logging.getLogger(__name__).warning("%s; ignoring the sidecar", exc)
-        return {}
-    return info if str(info.get("software", "")).startswith("napari-softseg") else {}
-
-
-def check_sidecar_writable(path: str | os.PathLike) -> Path:
-    """Refuse (before any work) when the sidecar ``path`` would get exists and is not ours; returns its path.
-
-    Raises:
-        SoftsegError: The sidecar exists and was not written by napari-softseg.
-    """
-    side = sidecar_path(path)
-    if side.exists():
-        _check_sidecar_is_ours(side)
-    return side
+from napari_softseg.io.nifti import Volume, check_finite, is_nifti_path, save_volume
+from napari_softseg.io.sidecar import check_sidecar_writable, write_sidecar
 
 
 def _nifti_path(path: str | os.PathLike) -> Path:
@@ -79,7 +33,6 @@ def _nifti_path(path: str | os.PathLike) -> Path:
 
 def _reference(geometry: L.Geometry, provenance: dict):
     """A Volume carrying the geometry, with the source file's header when it matches (units, codes)."""
-    from napari_softseg.io.nifti import Volume
 
     header = None
     source = provenance.get("source")
@@ -110,53 +63,7 @@ def _description(kind: str, provenance: dict) -> str:
     return " ".join(parts)
 
 
-def _check_sidecar_is_ours(side: Path) -> None:
-    from napari_softseg.io.files import read_json_object
-
-    try:
-        old = read_json_object(side, "sidecar", max_bytes=2**20)
-        ours = str(old.get("software", "")).startswith("napari-softseg")
-    except SoftsegError:
-        ours = False
-    if not ours:
-        raise SoftsegError("exists and was not written by napari-softseg; not replacing it", side)
-
-
-def _write_sidecar(path: Path, info: dict) -> Path:
-    side = sidecar_path(path)
-    if side.exists():
-        _check_sidecar_is_ours(side)
-    atomic_write_bytes(side, (json.dumps(info, indent=2, default=str) + "\n").encode("utf-8"), overwrite=True)
-    return side
-
-
-def sidecar_info(kind: str, provenance: dict, *, layer: str | None = None, dtype: str = "float32") -> dict:
-    """The sidecar's content: software, kind, layer name, time written, dtype and the provenance."""
-    return {
-        "software": L.software(),
-        "kind": kind,
-        "layer": layer,
-        "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "dtype": dtype,
-        **{k: v for k, v in provenance.items() if k != "software"},
-    }
-
-
-def write_sidecar(nifti: str | os.PathLike, kind: str, provenance: dict, *, layer: str | None = None,
-                  dtype: str = "float32") -> Path:
-    """Write ``<name>.softseg.json`` next to a NIfTI file or DICOM SEG this package wrote; returns its path.
-
-    The one sidecar format of the package: the viewer's writers and ``softseg predict`` both call this,
-    and the reader styles a file by it (a ``prediction`` or ``soft_label`` opens as a soft map).
-
-    Raises:
-        SoftsegError: A sidecar of that name exists and was not written by napari-softseg.
-    """
-    return _write_sidecar(Path(nifti), sidecar_info(kind, provenance, layer=layer, dtype=dtype))
-
-
 def _write(path: str, data: Any, meta: dict, *, kind_default: str, dtype: type) -> list[str]:
-    from napari_softseg.io.nifti import check_finite, save_volume
 
     out = _nifti_path(path)
     state = {**meta, "data": data}
@@ -220,7 +127,6 @@ def write_soft_map_seg(path: str, data: Any, meta: dict) -> list[str]:
     Raises:
         SoftsegError: The layer does not lie on a DICOM series of its source folder, or values outside [0, 1].
     """
-    from napari_softseg.io.dicom_seg import write_layer_seg
 
     return write_layer_seg(path, data, meta, kind="probability")
 
@@ -232,6 +138,5 @@ def write_mask_seg(path: str, data: Any, meta: dict) -> list[str]:
     Raises:
         SoftsegError: The layer does not lie on a DICOM series of its source folder.
     """
-    from napari_softseg.io.dicom_seg import write_layer_seg
 
     return write_layer_seg(path, data, meta, kind="binary")

@@ -2,7 +2,7 @@
 
 :func:`get_reader` follows napari's contract: it looks at the path(s) only briefly (file names, a NIfTI
 header) and returns ``None`` for anything it cannot read — it never raises. The returned reader loads
-the data and returns layer-data tuples built by :mod:`napari_softseg.layers` (display orientation,
+the data and returns layer-data tuples built by :mod:`napari_softseg._napari.layers` (display orientation,
 affine in mm, provenance in ``metadata``). Problems found while actually reading (a truncated file,
 masks that do not match the image, ...) raise :class:`~napari_softseg.errors.SoftsegError`, whose
 one-line message napari shows as a notification.
@@ -20,7 +20,7 @@ What a path becomes:
   [0, 1] whose name says prob/softmax/pred/seg): soft map layer(s) for the Threshold explorer;
 * nnU-Net's ``--save_probabilities`` ``.npz`` (read without its pickle): soft map layer(s);
 * a **DICOM folder**: per image series the image, its rater SEGs and their soft label, and model-output SEGs
-  (:func:`napari_softseg.io.dicom_seg.dicom_layers`);
+  (:func:`napari_softseg._napari.dicom_layers.dicom_layers`);
 * any other NIfTI file: an Image layer (4D files: one layer with a channel axis).
 """
 
@@ -33,8 +33,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import layers as L
+from napari_softseg._napari import layers as L
+from napari_softseg._napari.dicom_layers import dicom_layers
+from napari_softseg.analysis.softlabels import SoftLabel, make_soft_label, soft_label_provenance
 from napari_softseg.errors import SoftsegError
+from napari_softseg.io.dataset import MASK_RE, find_case, load_case, load_image
+from napari_softseg.io.dicom import is_dicom_folder
+from napari_softseg.io.nifti import check_finite, is_nifti_path, load_volume, strip_nifti_suffix
+from napari_softseg.io.packed_masks import PackedMasks
+from napari_softseg.io.probability_maps import is_nnunet_npz, looks_like_probability_nifti, n_classes, read_soft_map
+from napari_softseg.io.sidecar import read_sidecar
 
 logger = logging.getLogger(__name__)
 
@@ -62,11 +70,6 @@ def get_reader(path: PathLike | Sequence[PathLike]) -> ReaderFunction | None:
 
 def _readable(path: Path) -> bool:
     """Cheap check: a NIfTI file whose header parses, or a folder holding a case image."""
-    from napari_softseg.io.dataset import find_case
-    from napari_softseg.io.nifti import is_nifti_path
-
-    from napari_softseg.io.dicom import is_dicom_folder
-    from napari_softseg.io.probability_maps import is_nnunet_npz
 
     if path.is_dir() and is_dicom_folder(path):  # DICOM series (+ SEG); problems are reported when reading
         return True
@@ -98,16 +101,13 @@ def read(path: PathLike | Sequence[PathLike]) -> list[L.LayerData]:
     """
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     out: list[L.LayerData] = []
-    from napari_softseg.io.dicom import is_dicom_folder
 
     for p in map(Path, paths):
         try:
             if p.is_dir() and is_dicom_folder(p):
-                from napari_softseg.io.dicom_seg import dicom_layers
 
                 out += dicom_layers(p)
             elif p.name.lower().endswith(".npz"):
-                from napari_softseg.io.probability_maps import soft_map_layers
 
                 out += soft_map_layers(p)
             else:
@@ -131,9 +131,6 @@ def read_case_folder(path: PathLike) -> list[L.LayerData]:
     8 raters) and, with the mean soft label, shown as lazy layers (``LazyArray``); ``np.asarray(layer.data)``
     gives the full array when one is needed.
     """
-    from napari_softseg.analysis.softlabels import SoftLabel, make_soft_label, soft_label_provenance
-    from napari_softseg.io.dataset import find_case, load_case
-    from napari_softseg.io.packed_masks import PackedMasks
 
     case = find_case(path)
     tasks = sorted(case.tasks) or [1]
@@ -163,7 +160,6 @@ def read_case_folder(path: PathLike) -> list[L.LayerData]:
 
 
 def _read_sidecar(path: Path) -> dict:
-    from napari_softseg._writer import read_sidecar
 
     info = read_sidecar(path)
     # a hand-edited sidecar must not break the layer: names the layer builders take themselves are dropped
@@ -176,13 +172,10 @@ def _read_sidecar(path: Path) -> dict:
 
 def read_nifti(path: PathLike) -> list[L.LayerData]:
     """Layers of one NIfTI file (see the module docstring for what becomes what)."""
-    from napari_softseg.io.dataset import MASK_RE, load_image
-    from napari_softseg.io.nifti import check_finite, load_volume, strip_nifti_suffix
 
     path = Path(path)
     name = strip_nifti_suffix(path.name)
     info = _read_sidecar(path)
-    from napari_softseg.io.probability_maps import looks_like_probability_nifti, soft_map_layers
 
     import nibabel as nib
 
@@ -262,3 +255,20 @@ def _looks_like_mask(data: np.ndarray) -> bool:
     if data.min() < 0 or data.max() > 255:
         return False
     return np.unique(data).size <= MAX_LABEL_VALUES
+
+
+def soft_map_layers(path: str | os.PathLike) -> list:
+    """napari layer data of a probability file: one soft map per foreground class, named after the file."""
+
+    path = Path(path)
+    name = path.name[:-4] if path.name.lower().endswith(".npz") else strip_nifti_suffix(path.name)
+    n = n_classes(path)
+    out = []
+    classes = [None] if n <= 2 else list(range(1, n))
+    for c in classes:
+        data, affine = read_soft_map(path, channel=c)
+        geometry = L.Geometry(affine, data.shape)
+        out.append(L.soft_map_layer(data, geometry, name=name if c is None else f"{name} class {c}",
+                                    kind="prediction", source=str(path), origin="external probability map",
+                                    **({} if c is None else {"class_index": c})))
+    return out
