@@ -5,9 +5,9 @@ import importlib
 
 import pytest
 
-CORE = ["errors", "io.nifti", "io.files", "io.dataset", "analysis.softlabels", "analysis.metrics",
-        "model.normalization", "analysis.operating_point",
-        "analysis.disagreement", "progress"]
+CORE = ["errors", "io.nifti", "io.files", "io.jsonio", "io.geometry", "io.dataset", "analysis.softlabels",
+        "analysis.metrics", "model.normalization", "analysis.operating_point", "analysis.disagreement",
+        "analysis.surface", "analysis.overlay_colors", "pipeline.provenance", "progress"]
 
 
 @pytest.mark.parametrize("name", CORE)

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
+from napari_softseg.analysis.consensus import agreement_count
 from napari_softseg.analysis.softlabels import (
     METHODS,
-    agreement_map,
     consensus,
     gaussian_smooth,
     majority_vote,
@@ -61,7 +61,7 @@ def test_smoothing_honours_spacing_and_equals_smoothing_each_mask(masks):
 def test_majority_agreement_consensus():
     m = np.array([[1, 1, 0, 0], [1, 0, 1, 0], [1, 1, 0, 0], [0, 0, 0, 0]], np.uint8).T[..., None, None]
     m = np.moveaxis(m, 1, 0)  # (R=4, 4 voxels, 1, 1)
-    np.testing.assert_array_equal(agreement_map(m).ravel(), [3, 2, 1, 0])
+    np.testing.assert_array_equal(agreement_count(m).ravel(), [3, 2, 1, 0])
     np.testing.assert_array_equal(majority_vote(m).ravel(), [1, 1, 0, 0])  # a 2-2 tie: at least half
     np.testing.assert_array_equal(consensus(m, 2).ravel(), [1, 1, 0, 0])
     with pytest.raises(SoftsegError, match="1 <= k <= 4"):

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from napari_softseg.analysis.softlabels import agreement_map, consensus
+from napari_softseg.analysis.consensus import agreement_count
+from napari_softseg.analysis.softlabels import consensus
 
 
 def disagreement_map(annotation: np.ndarray, masks: np.ndarray, k: int) -> np.ndarray:
@@ -51,7 +52,7 @@ def disagreement_map(annotation: np.ndarray, masks: np.ndarray, k: int) -> np.nd
     n = len(masks)
     if not 1 <= k <= n:
         raise ValueError(f"consensus needs 1 <= k <= {n} raters, got k={k}")
-    marked = agreement_map(masks).astype(np.int16)
+    marked = agreement_count(masks).astype(np.int16)
     agreeing = np.where(annotation, marked, n - marked)
     differs = annotation != consensus(masks, k)
     out = np.zeros(annotation.shape, np.uint8)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from napari_softseg import SOFTWARE
-from napari_softseg.analysis.consensus import consensus_mask
+from napari_softseg.analysis.consensus import agreement_count, consensus_mask
 from napari_softseg.errors import SoftsegError
 
 METHODS = ("mean", "smoothed", "majority", "staple")
@@ -62,15 +62,6 @@ def _check_masks(masks: np.ndarray) -> np.ndarray:
     if masks.dtype == np.bool_ or (masks.dtype == np.uint8 and masks.size and masks.max() <= 1):
         return masks  # already {0, 1}: no copy
     return masks != 0  # {0, 255} and other encodings alike
-
-
-def agreement_map(masks: np.ndarray) -> np.ndarray:
-    """How many raters marked each voxel (``uint8``, 0 … R)."""
-    masks = _check_masks(masks)
-    out = np.zeros(masks.shape[1:], dtype=np.uint8)
-    for m in masks:  # one rater at a time: no (R, ...) temporary
-        out += m.view(np.uint8) if m.dtype == np.bool_ else m
-    return out
 
 
 def consensus(masks: np.ndarray, k: int | None = None) -> np.ndarray:
@@ -112,7 +103,7 @@ def weighted_mean(masks: np.ndarray, weights: Sequence[float] | None = None) -> 
     """
     masks = _check_masks(masks)
     if weights is None:
-        return np.divide(agreement_map(masks), masks.shape[0], dtype=np.float32)
+        return np.divide(agreement_count(masks), masks.shape[0], dtype=np.float32)
     out = np.zeros(masks.shape[1:], dtype=np.float32)
     for wi, m in zip(_weights(weights, masks.shape[0]), masks):
         out += np.float32(wi) * m

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_softseg.analysis.consensus import agreement_count
 from napari_softseg.analysis.metrics import evaluate_case
-from napari_softseg.analysis.softlabels import agreement_map, make_soft_label
+from napari_softseg.analysis.softlabels import make_soft_label
 from napari_softseg.cli import SEED_MAX, SIGMA_MM_MAX, float_in, int_in
 from napari_softseg.cli.dicom_cli import add_series_option, inspect_dicom, is_dicom, load_case_arg
 from napari_softseg.datasets.synthetic import write_qubiq_dataset
@@ -194,7 +195,7 @@ def cmd_softlabel(args: argparse.Namespace) -> int:
                                 description=f"softseg soft label: {soft.provenance['method']}"), group.temp(out))
         group.temp(sidecar).write_bytes(json_bytes(provenance))
         if agreement:
-            write_image(nifti_image(agreement_map(case.masks), case.reference_volume, dtype=np.uint8,
+            write_image(nifti_image(agreement_count(case.masks), case.reference_volume, dtype=np.uint8,
                                     description="softseg agreement: raters per voxel"), group.temp(agreement))
     print(f"wrote {out} ({soft.provenance['method']} of {case.masks.shape[0]} raters) and {sidecar.name}")
     if agreement:
