@@ -28,5 +28,24 @@ class SoftsegError(Exception):
         super().__init__(f"{self.path}: {message}" if self.path else message)
 
 
+class PartialFailure(SoftsegError):
+    """Some items of a batch failed; the others were done (e.g. the cases of a dataset prediction).
+
+    Args:
+        done: What was written (paths).
+        failures: ``(item, reason)`` for each item that failed, in order.
+        what: The noun of the items (``"case"``).
+    """
+
+    def __init__(self, done: list, failures: list[tuple[str, str]], what: str = "case"):
+        self.done = list(done)
+        self.failures = list(failures)
+        n = len(failures)
+        lines = [f"{n} {what}{'s' if n != 1 else ''} failed ({len(self.done)} written); run again to retry only "
+                 f"the failed and missing {what}s:"]
+        lines += [f"  {item}: {reason}" for item, reason in failures]
+        super().__init__("\n".join(lines))
+
+
 class SoftsegCancelled(Exception):
     """Raised inside long work when the user asked to stop (viewer cancel button or Ctrl-C)."""

@@ -272,3 +272,33 @@ def test_shipped_demo_model_still_reaches_its_published_held_out_numbers():
     assert np.mean(scores) == pytest.approx(0.8965, abs=0.003)
     assert np.mean(eces) <= 0.0190 + 0.003
     assert beats == comparisons == 20
+
+
+def test_dataset_run_goes_past_a_bad_case_and_a_rerun_retries_only_it(model_dir, synthetic_2d_dataset, tmp_path,
+                                                                      capsys):
+    import shutil
+
+    from napari_softseg.cli import main
+
+    data = tmp_path / "ds"
+    shutil.copytree(synthetic_2d_dataset, data)
+    bad = data / "Training" / "case02" / "image.nii.gz"
+    good_copy = tmp_path / "case02_image.nii.gz"
+    shutil.move(bad, good_copy)
+    bad.write_bytes(b"not a NIfTI file")  # a damaged case in the middle of the dataset
+    out = tmp_path / "pred"
+    code = main(["predict", str(model_dir), str(data), "-o", str(out), "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 2
+    maps = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.nii.gz"))
+    assert len(maps) == 5 and "Training/case02/prediction_task01.nii.gz" not in maps  # the 5 others written
+    assert "1 case failed (5 written)" in captured.err and str(bad) in captured.err  # listed at the end, with why
+    assert str(out / "Training/case03/prediction_task01.nii.gz") in captured.out
+    before = {m: (out / m).stat().st_mtime_ns for m in maps}
+
+    shutil.move(good_copy, bad)  # repaired: the rerun predicts only the failed case and keeps the others
+    code = main(["predict", str(model_dir), str(data), "-o", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0 and "resuming: 5 of 6 case(s) already predicted" in captured.err
+    assert (out / "Training/case02/prediction_task01.nii.gz").is_file()
+    assert all((out / m).stat().st_mtime_ns == t for m, t in before.items())

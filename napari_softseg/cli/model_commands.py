@@ -17,6 +17,7 @@ from napari_softseg.analysis.softlabels import ALIASES, METHODS
 from napari_softseg.cli import (
     BASE_CHANNELS_MAX,
     BATCH_MAX,
+    EXIT_USER_ERROR,
     PATCH_MAX,
     SEED_MAX,
     SIGMA_MM_MAX,
@@ -26,7 +27,7 @@ from napari_softseg.cli import (
     int_in,
 )
 from napari_softseg.cli.dicom_cli import add_series_option, predict_dicom, wants_dicom_output
-from napari_softseg.errors import SoftsegError
+from napari_softseg.errors import PartialFailure, SoftsegError
 from napari_softseg.io.memory import check_memory
 from napari_softseg.io.sidecar import sidecar_path
 from napari_softseg.model.distributed import Distributed
@@ -216,15 +217,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
         # one series, one SEG pair: under torchrun rank 0 writes it, the other ranks have no share
         return predict_dicom(args) if dist.is_main else 0
 
+    failed = None
     with _rank_output(dist):
-        written = run_with_progress_bar(
-            predict_path(args.model, args.input, args.out, device=args.device, tile_size=args.tile_size,
-                         batch_size=args.batch_size, overwrite=args.overwrite, task=args.task, dist=dist),
-            disable=args.quiet or not dist.is_main,
-            announce=ANNOUNCED_STAGES if dist.is_main else (),
-        )
+        try:
+            written = run_with_progress_bar(
+                predict_path(args.model, args.input, args.out, device=args.device, tile_size=args.tile_size,
+                             batch_size=args.batch_size, overwrite=args.overwrite, task=args.task, dist=dist),
+                disable=args.quiet or not dist.is_main,
+                announce=ANNOUNCED_STAGES if dist.is_main else (),
+            )
+        except PartialFailure as exc:  # a dataset run: the good cases are written, the bad ones listed last
+            written, failed = exc.done, exc
     if not dist.is_main:
-        return 0
+        return 0 if failed is None else EXIT_USER_ERROR
     # under torchrun rank 0 lists every rank's maps (each rank wrote its maps' sidecars), all written by now
     for path in written:
         print(path)
@@ -232,4 +237,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(sidecar_path(path))
     if dist.enabled:
         print(f"softseg: {len(written)} case(s) predicted by {dist.world_size} processes", file=sys.stderr)
+    if failed is not None:
+        print(f"softseg predict: error: {failed}", file=sys.stderr)
+        return EXIT_USER_ERROR
     return 0

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_softseg.errors import SoftsegError
+from napari_softseg.errors import PartialFailure, SoftsegError
 from napari_softseg.io.dataset import discover, load_image
 from napari_softseg.io.jsonio import read_json_object, write_json
 from napari_softseg.io.memory import check_memory
@@ -143,16 +143,17 @@ def predict_path(
     # this rank's share of the full, sorted case list (the same at every rerun), less the cases already done
     mine = dist.shard(range(len(jobs)))
     todo = [i for i in mine if jobs[i][1] not in skipped]
-    # headers first: every image is checked (type, geometry, memory) before the first is predicted
-    for image_path, _ in (jobs[i] for i in todo):
-        if not is_nifti_path(image_path):
-            continue  # a DICOM series: its reader checks it (napari_softseg.io.dicom)
-        info = read_header(image_path)
-        voxels = int(np.prod(info.spatial_shape, dtype=np.int64))
-        side = max(info.spatial_shape)
-        activations = int(batch_size) * model.config.architecture.get("base_channels", 16) * 8 * min(side, tile) ** 2 * 4
-        check_memory(info.read_bytes + 4 * voxels * (model.config.image_channels + 1) + activations,
-                     f"predicting this {'x'.join(map(str, info.shape))} image", image_path)
+    # headers first: every image is checked (type, geometry, memory) before the first is predicted; in a
+    # dataset run a bad case is set aside (reported at the end) and the others go ahead
+    failures: list[tuple[str, str]] = []
+    for index in list(todo):
+        try:
+            _check_job(model, jobs[index][0], tile, batch_size)
+        except SoftsegError as exc:
+            if not dataset_mode:
+                raise
+            failures.append((str(jobs[index][0]), exc.message if exc.path else str(exc)))
+            todo.remove(index)
     owns_group = dist.enabled and not dist.started
     dist.start(choice.device, timeout_minutes=PREDICT_TIMEOUT_MINUTES)
     try:
@@ -166,12 +167,16 @@ def predict_path(
         if skipped:
             yield Progress("device", 0, None, f"resuming: {len(skipped)} of {len(jobs)} case(s) already predicted in "
                            f"{output} are kept")
-        written = yield from _predict_jobs(model, [jobs[i] for i in todo], choice, tile, batch_size, overwrite)
+        written = yield from _predict_jobs(model, [jobs[i] for i in todo], choice, tile, batch_size, overwrite,
+                                           failures if dataset_mode else None)
         if not dist.enabled:
+            if failures:
+                raise PartialFailure(written, failures)
             return written
+        done = {Path(p) for p in written}
         counts = [0.0] * len(jobs)
         for index in todo:
-            counts[index] += 1
+            counts[index] += jobs[index][1] in done
         counts = dist.sum(counts)  # how many times each case was written in this run, over all ranks
     except BaseException:
         if owns_group:
@@ -179,32 +184,65 @@ def predict_path(
         raise
     if owns_group:
         dist.stop()
-    return [jobs[i][1] for i, n in enumerate(counts) for _ in range(int(round(n)))]
+    everything = [jobs[i][1] for i, n in enumerate(counts) for _ in range(int(round(n)))]
+    if failures:  # this rank's failures (each rank reports its own share)
+        raise PartialFailure(everything, failures)
+    return everything
+
+
+def _check_job(model: LoadedModel, image_path: Path, tile: int, batch_size: int) -> None:
+    """Read one image's header and check it fits in memory (DICOM series are checked by their reader)."""
+    if not is_nifti_path(image_path):
+        return
+    info = read_header(image_path)
+    voxels = int(np.prod(info.spatial_shape, dtype=np.int64))
+    side = max(info.spatial_shape)
+    activations = int(batch_size) * model.config.architecture.get("base_channels", 16) * 8 * min(side, tile) ** 2 * 4
+    check_memory(info.read_bytes + 4 * voxels * (model.config.image_channels + 1) + activations,
+                 f"predicting this {'x'.join(map(str, info.shape))} image", image_path)
 
 
 PREDICT_TIMEOUT_MINUTES = 24 * 60
 """How long a rank that finished its share waits for the others (shares differ by about one case's time)."""
 
 
-def _predict_jobs(model, jobs, choice, tile, batch_size, overwrite) -> Generator[Progress, None, list[Path]]:
-    """Predict and write each ``(image, output)`` job with its sidecar; the written maps."""
+def _predict_jobs(model, jobs, choice, tile, batch_size, overwrite,
+                  failures: list | None = None) -> Generator[Progress, None, list[Path]]:
+    """Predict and write each ``(image, output)`` job with its sidecar; the written maps.
+
+    With a ``failures`` list (dataset runs) a case that fails with a user error is recorded there and the
+    run goes on with the next; without it the first failure stops the run.
+    """
     written = []
     for number, (image_path, out_path) in enumerate(jobs, start=1):
-        image, volume = load_image(image_path, n_channels=model.config.image_channels)
-        ran = DeviceTracker(choice.device)
-        probabilities = yield from ran.follow(predict_array(
-            model, image, device=choice, tile_size=tile, batch_size=batch_size, source=image_path
-        ))
-        if not np.isfinite(probabilities).all():
-            raise SoftsegError("the model produced NaN or infinite probabilities for this image (damaged weights?)",
-                               image_path)
-        description = f"softseg p(task{model.config.task}) T={model.config.temperature:.3g}"
-        written.append(
-            save_volume(out_path, probabilities, volume, overwrite=overwrite, description=description, dtype=np.float32)
-        )
-        write_sidecar(out_path, "prediction", prediction_provenance(model, image_path, ran.device))
+        try:
+            written.append((yield from _predict_one(model, image_path, out_path, choice, tile, batch_size,
+                                                     overwrite)))
+        except SoftsegError as exc:
+            if failures is None:
+                raise
+            failures.append((str(image_path), exc.message if exc.path else str(exc)))
+            yield Progress("case", number, len(jobs), f"failed: {exc}")
+            continue
         yield Progress("case", number, len(jobs), f"wrote {out_path}")
     return written
+
+
+def _predict_one(model, image_path, out_path, choice, tile, batch_size, overwrite) -> Generator[Progress, None, Path]:
+    """Predict one image and commit its map, then its sidecar (the provenance of what ran)."""
+    image, volume = load_image(image_path, n_channels=model.config.image_channels)
+    ran = DeviceTracker(choice.device)
+    probabilities = yield from ran.follow(predict_array(
+        model, image, device=choice, tile_size=tile, batch_size=batch_size, source=image_path
+    ))
+    if not np.isfinite(probabilities).all():
+        raise SoftsegError("the model produced NaN or infinite probabilities for this image (damaged weights?)",
+                           image_path)
+    description = f"softseg p(task{model.config.task}) T={model.config.temperature:.3g}"
+    path = save_volume(out_path, probabilities, volume, overwrite=overwrite, description=description,
+                       dtype=np.float32)
+    write_sidecar(out_path, "prediction", prediction_provenance(model, image_path, ran.device))
+    return path
 
 
 RUN_RECORD = "softseg_predict.json"
