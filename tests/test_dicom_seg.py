@@ -352,3 +352,31 @@ def test_a_folder_of_dicom_cases_is_a_dataset(demo, tmp_path):
     np.testing.assert_array_equal(a.masks, c.masks[:3])
     np.testing.assert_array_equal(a.image, c.image)
     np.testing.assert_allclose(a.affine, c.affine, atol=1e-4)
+
+
+def test_seg_of_an_anonymised_series_without_type2_attributes(demo, tmp_path, capsys):
+    """Anonymised exports drop Type 2 attributes; the SEG is still made, with them present and empty."""
+    import pydicom
+
+    from napari_softseg.datasets.bundled import demo_model_path
+    from napari_softseg.io.dicom_seg import TYPE2_COPIED
+
+    data, affine, _ = demo
+    folder = tmp_path / "anon"
+    paths = write_series(folder, data, affine)
+    dropped = ("PatientBirthDate", "PatientSex", "StudyID", "AccessionNumber", "ReferringPhysicianName", "StudyTime")
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        for name in dropped:
+            delattr(ds, name)
+        ds.save_as(p)
+    assert set(dropped) <= set(TYPE2_COPIED)
+    out = tmp_path / "pred.dcm"
+    assert main(["predict", str(demo_model_path()), str(folder), "-o", str(out), "--format", "dicom-seg",
+                 "--device", "cpu", "--quiet"]) == 0, capsys.readouterr().err
+    for path in (out, mask_path_for(out)):
+        seg = pydicom.dcmread(path)
+        assert seg.Modality == "SEG" and seg.PatientID == "SOFTSEG001"  # what the source has is copied
+        for name in dropped:  # what it lacks is present and empty (Type 2)
+            assert name in seg and str(seg.data_element(name).value) == ""
+    assert read_seg(out, read_series(folder, with_pixels=False)).shape[0] == 1

@@ -18,6 +18,7 @@ Arrays are in the same ``(X, Y, Z)`` voxel order as :func:`napari_softseg.io.dic
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -250,6 +251,23 @@ def _describe(kind: str, threshold: float | None, model: str | None) -> str:
     return " ".join(parts)[:64]  # LO
 
 
+#: Type 2 attributes of the Patient and General Study modules that a SEG copies from its source images.
+#: Anonymised exports often drop them; the standard lets them be present but empty, so they are written empty.
+TYPE2_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                "StudyID", "AccessionNumber", "ReferringPhysicianName")
+
+
+def _with_type2_filled(dataset):
+    """``dataset``, or a shallow copy of it with each missing :data:`TYPE2_COPIED` attribute set empty."""
+    missing = [name for name in TYPE2_COPIED if name not in dataset]
+    if not missing:
+        return dataset
+    filled = copy.copy(dataset)
+    for name in missing:
+        setattr(filled, name, "")
+    return filled
+
+
 def write_seg(
     out: str | os.PathLike,
     series: DicomSeries,
@@ -321,6 +339,7 @@ def write_seg(
     )
     desc.SegmentDescription = _describe(kind, threshold, model)
     number = series.info.number
+    sources = [_with_type2_filled(ds) for ds in sources]
     kwargs = dict(
         source_images=sources,
         pixel_array=pixel[..., np.newaxis] if pixel.ndim == 3 else pixel,
