@@ -6,8 +6,9 @@ import importlib
 import pytest
 
 CORE = ["errors", "io.nifti", "io.files", "io.jsonio", "io.geometry", "io.dataset", "analysis.softlabels",
-        "analysis.metrics", "model.normalization", "analysis.operating_point", "analysis.disagreement",
-        "analysis.surface", "analysis.overlay_colors", "pipeline.provenance", "progress"]
+        "analysis.metrics", "model.normalization", "analysis.operating_point", "analysis.display", "analysis.presets",
+        "analysis.rater_comparison", "analysis.disagreement",
+        "analysis.surface", "analysis.overlay_colors", "model.resampling", "model.domain", "pipeline.provenance", "progress"]
 
 
 @pytest.mark.parametrize("name", CORE)
