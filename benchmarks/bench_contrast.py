@@ -54,9 +54,9 @@ def demo_measure() -> tuple[dict, dict]:
 
 
 def _amber():
-    from napari_softseg._qt.threshold_explorer import _step_colormap
+    from napari_softseg._napari.overlay import step_colormap
 
-    return _step_colormap("v0.1 amber", (1.0, 0.85, 0.1))
+    return step_colormap("v0.1 amber", (1.0, 0.85, 0.1))
 
 
 def plain_measure() -> dict:

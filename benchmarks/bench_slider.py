@@ -72,8 +72,9 @@ def main(argv=None) -> int:
     from qtpy.QtWidgets import QApplication
 
     from napari_softseg._napari import layers as L
-    from napari_softseg._qt.threshold_explorer import outline_factor
-    from napari_softseg.analysis.operating_point import ContourView, Reference, overlay_contrast_limits
+    from napari_softseg._napari.overlay import outline_factor
+    from napari_softseg.analysis.display import ContourView, overlay_contrast_limits
+    from napari_softseg.analysis.operating_point import Reference
 
     size, moves = args.size, args.moves
     t_start = time.perf_counter()

@@ -96,3 +96,30 @@ def open_dock(viewer, name: str):
 def real(layer):
     """The layer behind a dock's proxy (tests may look at private slicing state; docks may not)."""
     return getattr(layer, "__wrapped__", layer)
+
+
+def case_with_dock(make_napari_viewer, qtbot, name: str, seed: int = 3):
+    """A new viewer with the test case and the dock ``name`` opened the napari way, its first results in.
+
+    Returns ``(widget, viewer, soft_layer, soft, masks)``.
+    """
+    viewer = make_napari_viewer()
+    soft_layer, _, soft, masks = open_case(viewer, seed)
+    widget = open_dock(viewer, name)
+    wait_ready(qtbot, widget)
+    return widget, viewer, soft_layer, soft, masks
+
+
+def laid_out(window, size, frame) -> bool:
+    """The main window has ``size``, the dock column its width for it, and ``frame``'s dock is shown and laid
+    out (its scroll area's content as wide as the viewport)."""
+    from napari_softseg._qt.dock_column import column_width
+
+    widget = frame.widget()
+    area = getattr(widget, "scroll_area", None)
+    return (
+        (window.width(), window.height()) == tuple(size)
+        and abs(frame.width() - max(column_width(size[0]), frame.minimumSizeHint().width())) <= 2
+        and widget.isVisible() and not widget.visibleRegion().isEmpty()
+        and (area is None or area.widget().width() == area.viewport().width())
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _analysis_case import Notifications, open_case, open_dock, wait_ready
+from _analysis_case import Notifications, case_with_dock, open_dock, wait_ready
 
 
 def numpy_ece(p, y, n_bins=10):
@@ -22,10 +22,7 @@ def numpy_ece(p, y, n_bins=10):
 
 @pytest.fixture
 def calibration(make_napari_viewer, qtbot):
-    viewer = make_napari_viewer()
-    soft_layer, raters, soft, masks = open_case(viewer)
-    widget = open_dock(viewer, "Calibration")
-    wait_ready(qtbot, widget)
+    widget, viewer, _, soft, masks = case_with_dock(make_napari_viewer, qtbot, "Calibration")
     return widget, viewer, soft, masks
 
 

@@ -80,7 +80,7 @@ def test_demo_viewer_contents(make_napari_viewer, tiny_model):  # fixture: clean
         assert prov["model"] == str(tiny_model) and prov["device"] == "cpu"
         assert np.allclose(prediction.affine.affine_matrix, viewer.layers[0].affine.affine_matrix)
         assert viewer.scene.camera.orientation2d == ("up", "right")
-        from napari_softseg._qt.selection import analysis_session
+        from napari_softseg._napari.layer_roles import analysis_session
 
         assert analysis_session(viewer).threshold == 0.5
         # the clinician layout: raters hidden, the scan and the heat map shown, one colour bar

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _analysis_case import laid_out
 
 from napari_softseg.datasets.bundled import demo_case_path, demo_model_path
 
@@ -17,12 +18,16 @@ SIZES = [(1366, 768), (1920, 1080)]
 
 @pytest.fixture(scope="module")
 def demo_viewer(qapp):
-    from napari_softseg.cli.demo_command import open_demo, settle
+    from napari_softseg.cli.demo_command import open_demo
 
     viewer, docks = open_demo(demo_case_path(), demo_model_path(), "cpu", threshold=0.5, show=True, quiet=True)
-    settle(1.0)
     yield viewer, docks
     viewer.close()
+
+
+def docks_ready(docks) -> bool:
+    """Every dock's background work has delivered (curves, tables, bins; no Predict/Train running)."""
+    return all(getattr(d, "ready", True) and getattr(d, "task", None) is None for d in docks.values())
 
 
 def _frames(viewer):
@@ -35,14 +40,13 @@ def _frames(viewer):
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_nothing_is_clipped_and_the_canvas_comes_first(demo_viewer, size):
+def test_nothing_is_clipped_and_the_canvas_comes_first(demo_viewer, size, qtbot):
     from napari_softseg._qt.fit import clipped
-    from napari_softseg.cli.demo_command import settle
 
     viewer, docks = demo_viewer
     window = viewer.window._qt_window
     window.resize(*size)
-    settle(0.8)
+    qtbot.waitUntil(lambda: docks_ready(docks), timeout=60000)
     frames = _frames(viewer)
     assert set(frames) == {"Clinician", "Annotator", "Model", "Model: calibration"}
     # one tabbed column: all four docks share one place
@@ -51,7 +55,7 @@ def test_nothing_is_clipped_and_the_canvas_comes_first(demo_viewer, size):
     problems = {}
     for title, frame in frames.items():
         frame.raise_()
-        settle(0.4)
+        qtbot.waitUntil(lambda frame=frame: laid_out(window, size, frame), timeout=10000)
         widget = frame.widget()
         found = clipped(widget)
         if found:
@@ -62,10 +66,10 @@ def test_nothing_is_clipped_and_the_canvas_comes_first(demo_viewer, size):
     assert canvas.width() >= 0.45 * window.width(), (canvas.width(), window.width())
 
 
-def test_demo_opens_clinician_tab_with_raters_hidden(demo_viewer):
+def test_demo_opens_clinician_tab_with_raters_hidden(demo_viewer, qtbot):
     viewer, docks = demo_viewer
     explorer = docks["Threshold explorer"]
-    assert explorer.isVisible()
+    qtbot.waitUntil(explorer.isVisible, timeout=10000)       # the Clinician tab is in front
     assert not any(layer.visible for layer in viewer.layers if layer.name.startswith("rater "))
     assert viewer.layers["case13 image"].visible
     assert viewer.layers["soft prediction"].colorbar.visible

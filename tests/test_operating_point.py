@@ -8,22 +8,24 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_softseg.analysis.metrics import leave_one_rater_out
-from napari_softseg.analysis.operating_point import (
+from napari_softseg.analysis.display import (
     OVERLAY_SWITCH,
     OVERLAY_WIDTH,
     ContourView,
+    mask_boundary,
+    overlay_contrast_limits,
+    threshold_colormap_controls,
+)
+from napari_softseg.analysis.metrics import leave_one_rater_out
+from napari_softseg.analysis.operating_point import (
     Reference,
     ThresholdSession,
     default_k,
     leave_one_out_curves,
-    mask_boundary,
     mask_operating_point,
     others_consensus,
-    overlay_contrast_limits,
     reference_array,
     snap,
-    threshold_colormap_controls,
 )
 from napari_softseg.datasets.synthetic import make_phantom
 

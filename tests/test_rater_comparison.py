@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 import pytest
-from _analysis_case import Notifications, counts, open_case, open_dock, wait_ready
+from _analysis_case import Notifications, case_with_dock, counts, open_case, open_dock, wait_ready
 
-from napari_softseg._qt.selection import same_layer
+from napari_softseg._napari.layer_roles import same_layer
 from napari_softseg.analysis.disagreement import agreement_colors, disagreement_map, summarize
 from napari_softseg.analysis.metrics import dice, leave_one_rater_out
 from napari_softseg.analysis.operating_point import Reference
@@ -54,11 +54,7 @@ def test_disagreement_map_checks_input():
 # -- the dock ----------------------------------------------------------------------------------------
 @pytest.fixture
 def comparison(make_napari_viewer, qtbot):
-    viewer = make_napari_viewer()
-    soft_layer, raters, soft, masks = open_case(viewer)
-    widget = open_dock(viewer, "Rater comparison")
-    wait_ready(qtbot, widget)
-    return widget, viewer, soft_layer, soft, masks
+    return case_with_dock(make_napari_viewer, qtbot, "Rater comparison")
 
 
 def table(widget):
@@ -237,3 +233,46 @@ def test_annotator_layout_outlines_raters_with_a_legend(comparison):
     widget.role_check.setChecked(False)
     assert not any(r.visible for r in raters) and not widget.rater_legend.isVisibleTo(widget)
     assert "at least half of the raters" in widget.rule_label.text()
+
+
+# -- issue 15 item 6: the annotator's small defects ------------------------------------------------------------
+def test_annotation_edited_in_place_and_refreshed_is_picked_up(comparison, qtbot):
+    widget, viewer, soft_layer, soft, masks = comparison
+    layer = widget.add_annotation_layer()
+    wait_ready(qtbot, widget)
+    data = layer.data                                     # edit the layer's own array, then refresh() (no Refresh)
+    data[masks[2] > 0] = 1
+    layer.refresh()
+    assert layer.data is data
+    qtbot.waitUntil(lambda: widget.ready and widget.annotation_point is not None
+                    and widget.annotation_point.n_positive == int((masks[2] > 0).sum()), timeout=20000)
+    ref = masks.sum(0) >= 2
+    tp = ((masks[2] > 0) & ref).sum()
+    assert widget.annotation_point.recall == pytest.approx(tp / ref.sum())
+    assert f"sensitivity {tp / ref.sum():.3f}" in widget.annotation_label.text()
+
+
+def test_an_empty_annotation_has_no_perfect_ppv(comparison, qtbot):
+    widget, viewer, soft_layer, soft, masks = comparison
+    widget.add_annotation_layer()
+    wait_ready(qtbot, widget)
+    text = widget.annotation_label.text()
+    assert widget.annotation_point.n_positive == 0
+    assert "PPV" not in text and "empty" in text and "'my annotation'" in text
+    assert len(widget.plot.points.get_xdata()) == 0      # no star at (0, 1) on the PR plot
+
+
+def test_the_prompt_goes_once_an_annotation_layer_is_added(comparison, qtbot):
+    widget, viewer, soft_layer, soft, masks = comparison
+    assert widget.annotation_label.text() == "Pick or add your annotation layer and draw."
+    widget.add_button.click()                             # the dock's button
+    assert "Pick or add" not in widget.annotation_label.text()
+    wait_ready(qtbot, widget)
+    assert "Pick or add" not in widget.annotation_label.text() and "my annotation" in widget.annotation_label.text()
+    # a Labels layer added the napari way (layer list button) while none is picked becomes the one to draw in
+    widget.set_annotation_layer(None)
+    assert widget.annotation_label.text() == "Pick or add your annotation layer and draw."
+    drawn = viewer.add_labels(np.zeros(soft.shape, np.uint8), name="Labels")
+    assert same_layer(widget.annotation_layer(), drawn)
+    wait_ready(qtbot, widget)
+    assert "'Labels' is empty" in widget.annotation_label.text()

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _analysis_case import SPACING, Notifications, boundary, counts, open_case, open_dock, real, wait_ready
+from _analysis_case import (
+    SPACING,
+    Notifications,
+    boundary,
+    case_with_dock,
+    counts,
+    open_case,
+    open_dock,
+    real,
+    wait_ready,
+)
 
-from napari_softseg._qt.selection import analysis_session, same_layer
-from napari_softseg._qt.threshold_explorer import format_volume
-from napari_softseg.analysis.operating_point import Reference, overlay_contrast_limits
+from napari_softseg._napari.layer_roles import analysis_session, same_layer
+from napari_softseg._qt.statistics_panel import format_volume
+from napari_softseg.analysis.display import overlay_contrast_limits
+from napari_softseg.analysis.operating_point import Reference
 
 DOCK = "Threshold explorer"
 
@@ -22,11 +33,16 @@ def notes():
 
 @pytest.fixture
 def explorer(make_napari_viewer, qtbot):
-    viewer = make_napari_viewer()
-    soft_layer, raters, soft, masks = open_case(viewer)
-    widget = open_dock(viewer, DOCK)
-    wait_ready(qtbot, widget)
-    return widget, viewer, soft_layer, soft, masks
+    return case_with_dock(make_napari_viewer, qtbot, DOCK)
+
+
+def wait_workers_done(qtbot):
+    """Wait until no worker thread runs, then deliver what they posted (their queued signals)."""
+    from qtpy.QtCore import QThreadPool
+    from qtpy.QtWidgets import QApplication
+
+    qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() == 0, timeout=20000)
+    QApplication.processEvents()
 
 
 def fine(mask, f=4):
@@ -61,7 +77,7 @@ def test_picks_layers_and_consensus_by_default(explorer, qtbot):
     assert widget.reference_combo.itemText(0) == "consensus: ≥ half of raters (2 of 4)"
     assert widget.overlay_mode == "outline"                 # the default: a crisp outline of p >= t
     assert widget.contour_layer is not None and widget.contour_layer.visible
-    assert widget._contour_view.data is soft_layer.data     # shared, no copy
+    assert widget.overlay.contour_view.data is soft_layer.data     # shared, no copy
     # a new empty Labels layer (to draw in) is offered as a rater but not checked
     extra = viewer.add_labels(np.zeros(soft.shape, np.uint8), name="Labels")
     assert any(same_layer(extra, r) for r in widget.inputs._raters)
@@ -302,7 +318,7 @@ def test_mismatched_rater_layer_is_reported_and_left_out(explorer, notes, qtbot)
 def test_layer_checks_name_the_problem():
     from napari.layers import Image, Labels
 
-    from napari_softseg._qt.selection import check_soft_map, read_masks
+    from napari_softseg._napari.layer_roles import check_soft_map, read_masks
     from napari_softseg.errors import SoftsegError
 
     with pytest.raises(SoftsegError, match="'seg' is a Labels layer; pick an Image layer"):
@@ -357,7 +373,7 @@ def test_curve_is_built_in_the_background_and_the_slider_never_waits(explorer, q
     # ... while the slider still moves the overlay at once
     assert widget.slider.isEnabled()
     widget.slider.setValue(620)
-    assert widget._contour_view.threshold == 0.62
+    assert widget.overlay.contour_view.threshold == 0.62
     assert widget.stat_labels["PPV"].text() == "…"
     wait_ready(qtbot, widget)
     assert widget.status.isHidden() and widget.reference_combo.isEnabled() and widget.recall_button.isEnabled()
@@ -375,7 +391,7 @@ def test_only_the_latest_request_is_used(explorer, qtbot):
     widget.set_reference(Reference("rater", rater=3))          # before the first curve arrives
     assert widget.job.generation == first + 1
     wait_ready(qtbot, widget)
-    qtbot.wait(50)                                              # let any late signal of the first job in
+    wait_workers_done(qtbot)                                    # any late signal of the first job is in
     assert widget.reference == Reference("rater", rater=3)
     assert not widget.session.has_curve(Reference("rater", rater=0))   # cancelled or dropped, never used
     ref = masks[3] > 0
@@ -405,7 +421,7 @@ def test_painting_a_rater_layer_recomputes_on_its_own(explorer, qtbot):
 
 
 def test_3d_shows_an_iso_surface_that_follows_the_slider(explorer, monkeypatch):
-    import napari_softseg.analysis.operating_point as op_module
+    import napari_softseg.analysis.display as display_module
 
     widget, viewer, soft_layer, soft, masks = explorer
     scan = viewer.add_image(np.random.default_rng(0).random(soft.shape).astype(np.float32) * 100, name="scan",
@@ -413,8 +429,8 @@ def test_3d_shows_an_iso_surface_that_follows_the_slider(explorer, monkeypatch):
     widget.role_combo.setCurrentIndex(1)           # annotator layout: raters shown as outlines in 2D
     widget.set_threshold(0.5)
     outlined = []
-    real_boundary = op_module.mask_boundary
-    monkeypatch.setattr(op_module, "mask_boundary", lambda m: outlined.append(m.shape) or real_boundary(m))
+    real_boundary = display_module.mask_boundary
+    monkeypatch.setattr(display_module, "mask_boundary", lambda m: outlined.append(m.shape) or real_boundary(m))
     viewer.dims.ndisplay = 3
     assert widget.shown_overlay_mode == "surface"
     surface = widget.surface_layer
@@ -504,3 +520,64 @@ def test_make_mask_layer_then_save_writes_the_thresholded_mask(explorer, tmp_pat
     saved = np.asarray(img.dataobj)
     assert saved.dtype == np.uint8 and int(saved.sum()) == int(layer.data.sum())
     assert b"p>=0.731" in img.header["descrip"].tobytes()
+
+
+# -- issue 15 item 6: the explorer's small defects --------------------------------------------------------------
+def test_canvas_legend_follows_the_bands_checkbox(explorer):
+    widget, viewer, *_ = explorer
+    widget.set_threshold(0.42)
+    widget._update_canvas_legend()                 # the slider rested
+    assert viewer.text_overlay.text.startswith("cyan outline: p ≥ 0.42") and "thin white" not in viewer.text_overlay.text
+    widget.bands_check.click()                     # tick: the legend names the bands at once
+    assert "thin white: p = 0.1 / 0.5 / 0.9" in viewer.text_overlay.text and viewer.text_overlay.visible
+    widget.bands_check.click()                     # untick: gone again
+    assert "thin white" not in viewer.text_overlay.text
+    assert viewer.text_overlay.text.startswith("cyan outline: p ≥ 0.42")
+    widget.set_overlay_mode("none")                # nothing drawn: no legend
+    assert not viewer.text_overlay.visible
+
+
+def test_preset_warns_when_the_mask_is_more_than_twice_the_reference(make_napari_viewer, notes, qtbot):
+    viewer = make_napari_viewer()
+    rater = np.zeros((4, 20, 20), np.uint8)
+    rater[:, 5:15, 5:15] = 1                        # the structure: 400 voxels
+    soft = np.zeros(rater.shape, np.float32)
+    soft[rater > 0] = 0.9
+    soft[:, 5:15, 5] = 0.1                          # a tenth of it the model is unsure about ...
+    halo = np.zeros(rater.shape, bool)
+    halo[:, 1:19, 1:19] = True
+    halo[rater > 0] = False
+    soft[halo] = 0.3                                # ... and a wide halo it half believes
+    viewer.add_image(soft, name="p")
+    viewer.add_labels(rater, name="rater 1")
+    widget = open_dock(viewer, DOCK)
+    wait_ready(qtbot, widget)
+    widget.recall_target.setValue(0.95)
+    widget.recall_button.click()                    # sensitivity ≥ 0.95 needs p ≥ 0.1: structure + halo
+    t = widget.threshold
+    ratio = (soft >= t).sum() / rater.sum()
+    assert t == 0.1 and ratio > 2
+    text = widget.preset_label.text()
+    assert text.startswith("⚠") and f"the mask is {ratio:.1f}× the reference volume" in text
+    assert any(f"{ratio:.1f}× the reference volume" in m for m in notes.messages("warning"))
+    widget.precision_target.setValue(0.9)
+    widget.precision_button.click()                 # PPV ≥ 0.9: the structure's core, well under 2×
+    assert (soft >= widget.threshold).sum() <= 2 * rater.sum()
+    assert not widget.preset_label.text().startswith("⚠") and "×" not in widget.preset_label.text()
+
+
+def test_pr_marker_label_clears_the_threshold_tick_labels(explorer):
+    widget, *_ = explorer
+    plot = widget.plot
+    assert len(plot.tick_labels) == 5
+    for t in (0.1, 0.3, 0.5, 0.52, 0.7, 0.9, 0.31):
+        widget.set_threshold(t)
+        plot.draw()                                 # a full draw places the label (as a blit does)
+        renderer = plot.get_renderer()
+        label = plot.marker_label.get_window_extent(renderer)
+        assert plot.marker_label.get_text() == f"t = {t:g}"
+        for tick in plot.tick_labels:
+            box = tick.get_window_extent(renderer)
+            overlap_w = min(label.x1, box.x1) - max(label.x0, box.x0)
+            overlap_h = min(label.y1, box.y1) - max(label.y0, box.y0)
+            assert overlap_w <= 0 or overlap_h <= 0, (t, tick.get_text(), label, box)

@@ -15,8 +15,9 @@ from napari_softseg.errors import SoftsegError
 from napari_softseg.model import model_io
 from napari_softseg.model.augmentation import AugmentationSettings, augment_batch
 from napari_softseg.model.calibration import fit_temperature
+from napari_softseg.model.losses import soft_loss
 from napari_softseg.model.model_io import load_model, load_tensors
-from napari_softseg.model.training import STATE_FILE, TrainOptions, _loss, read_training_state, train
+from napari_softseg.model.training import STATE_FILE, TrainOptions, read_training_state, train
 from napari_softseg.progress import drive
 
 TINY = dict(base_channels=4, depth=2, batch_size=4, device="cpu", steps_per_epoch=3)
@@ -199,12 +200,12 @@ def test_bad_options_are_user_errors():
 def test_losses():
     logits = torch.zeros(1, 1, 4, 4)
     target = torch.full((1, 1, 4, 4), 0.5)
-    assert float(_loss(logits, target, "bce")) == pytest.approx(math.log(2), rel=1e-6)
+    assert float(soft_loss(logits, target, "bce")) == pytest.approx(math.log(2), rel=1e-6)
     big = torch.full((1, 1, 4, 4), 30.0)
     ones = torch.ones(1, 1, 4, 4)
-    assert float(_loss(big, ones, "dice")) == pytest.approx(0.0, abs=1e-6)
-    assert float(_loss(big, ones, "bce+dice")) == pytest.approx(0.0, abs=1e-6)
-    assert float(_loss(-big, ones, "dice")) == pytest.approx(1 - 1 / 17, abs=1e-4)
+    assert float(soft_loss(big, ones, "dice")) == pytest.approx(0.0, abs=1e-6)
+    assert float(soft_loss(big, ones, "bce+dice")) == pytest.approx(0.0, abs=1e-6)
+    assert float(soft_loss(-big, ones, "dice")) == pytest.approx(1 - 1 / 17, abs=1e-4)
 
 
 def test_augmentation_is_reproducible_and_keeps_image_and_target_aligned():
@@ -245,7 +246,7 @@ def test_budget_is_timed_and_the_learning_rate_decays_to_its_end(synthetic_2d_da
     assert any(m.startswith("timing: ") and "s per step" in m for m in messages)
     assert any("until 0.25 min (--max-minutes)" in m for m in messages)
     assert result.stopped in ("schedule complete", "time budget") and result.stop_reason in messages
-    from napari_softseg.model.training import WARMUP_STEPS
+    from napari_softseg.model.budget import WARMUP_STEPS
 
     history = load_model(tmp_path / "m").config.training["history"]
     lrs = [h["lr"] for h in history if h["steps"] >= WARMUP_STEPS]  # after the linear warm-up
@@ -256,17 +257,18 @@ def test_budget_is_timed_and_the_learning_rate_decays_to_its_end(synthetic_2d_da
 def test_plateau_stops_early_and_says_why(synthetic_2d_dataset, tmp_path, monkeypatch):
     from napari_softseg.model import training
 
-    monkeypatch.setattr(training, "_validate", lambda *a, **k: {"qubiq_score": 0.5, "ece": 0.1, "qubiq_raw": 0.5,
-                                                                "ece_raw": 0.1, "per_case": {}})
+    monkeypatch.setattr(training, "validate", lambda *a, **k: {"qubiq_score": 0.5, "ece": 0.1, "qubiq_raw": 0.5,
+                                                               "ece_raw": 0.1, "per_case": {}})
     result = drive(train(synthetic_2d_dataset, tmp_path / "m", epochs=20, **{**TINY, "steps_per_epoch": 1}))
     assert result.stopped == "plateau" and result.epochs_done < 20 and result.best_epoch == 1
     assert "has not improved for" in result.stop_reason and "(best 0.5000 at epoch 1)" in result.stop_reason
 
 
 def test_temperature_on_its_bound_is_warned(synthetic_2d_dataset, tmp_path, monkeypatch):
-    from napari_softseg.model import calibration
+    from napari_softseg.model import calibration, validation
 
-    monkeypatch.setattr(calibration, "fit_temperature", lambda z, y, **k: calibration.T_MAX)
+    # the run fits its temperatures through the name validation imported
+    monkeypatch.setattr(validation, "fit_temperature", lambda z, y, **k: calibration.T_MAX)
     with pytest.warns(UserWarning, match="temperature 20 is at its bound"):
         result = drive(train(synthetic_2d_dataset, tmp_path / "m", epochs=1, **TINY))
     cfg = load_model(tmp_path / "m").config

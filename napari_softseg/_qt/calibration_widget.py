@@ -15,24 +15,21 @@ disables *Recompute* meanwhile, and shows only the latest request's results.
 from __future__ import annotations
 
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (
-    QHeaderView,
-    QLabel,
-    QPushButton,
-    QTableWidget,
-    QTableWidgetItem,
-    QWidget,
-)
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QTableWidgetItem, QWidget
 
 from napari_softseg._qt.background import ComputeStatus, LatestJob
+from napari_softseg._qt.dock_column import join_column_when_docked
+from napari_softseg._qt.dock_layout import dock_sections, fit_table, read_only_table
 from napari_softseg._qt.notifications import notify_exception
 from napari_softseg._qt.plots import ReliabilityPlot
-from napari_softseg._qt.selection import LayerInputs, relax_combos, scroll_layout
+from napari_softseg._qt.qt_helpers import relax_combos
+from napari_softseg._qt.selection import LayerInputs
 from napari_softseg.analysis.metrics import expected_calibration_error, reliability
 from napari_softseg.analysis.softlabels import weighted_mean
 from napari_softseg.errors import SoftsegError
 from napari_softseg.progress import Progress
 
+TITLE = "Calibration"
 N_BINS = 10
 SOFT_LABEL = "soft label (mean of raters)"
 
@@ -70,13 +67,7 @@ class CalibrationWidget(QWidget):
         self.results: list[tuple[str, dict, float]] = []   # (target name, reliability bins, ECE)
         self.inputs = LayerInputs(napari_viewer)
         self.compute_button = QPushButton("Recompute")
-        self.table = QTableWidget(0, 2)
-        self.table.setHorizontalHeaderLabels(["target", f"ECE ({N_BINS} bins)"])
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
-        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.table.verticalHeader().setVisible(False)
-        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table = read_only_table(["target", f"ECE ({N_BINS} bins)"])
         self.status = QLabel()
         self.status.setWordWrap(True)
         self.headline = QLabel("ECE: –")
@@ -90,17 +81,20 @@ class CalibrationWidget(QWidget):
         self.headline.setFont(font)
         self.plot = ReliabilityPlot(napari_viewer)
         self.progress = ComputeStatus()
-        self.job = LatestJob(self, "Calibration", self.progress)
-        layout = scroll_layout(self)
-        layout.addWidget(self.inputs)
-        layout.addWidget(self.compute_button)
-        layout.addWidget(self.headline)
-        layout.addWidget(self.progress)
+        self.job = LatestJob(self, TITLE, self.progress)
+        top, layout = dock_sections(self)       # the headline number and Recompute never scroll away
+        row = QHBoxLayout()
+        row.addWidget(self.headline, 1)
+        row.addWidget(self.compute_button)
+        top.addLayout(row)
+        top.addWidget(self.progress)
         layout.addWidget(self.plot)
         layout.addWidget(self.table)
         layout.addWidget(self.status)
+        layout.addWidget(self.inputs)
         layout.addStretch(1)
         relax_combos(self)
+        join_column_when_docked(self, TITLE)
         self.inputs.changed.connect(self.compute)
         self.inputs.edited.connect(self.compute)
         self.compute_button.clicked.connect(self.compute)
@@ -157,9 +151,4 @@ class CalibrationWidget(QWidget):
             value.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             self.table.setItem(r, 0, QTableWidgetItem(name))
             self.table.setItem(r, 1, value)
-        self.table.resizeRowsToContents()
-        self.table.resizeColumnsToContents()
-        header = self.table.horizontalHeader()
-        self.table.setMinimumWidth(header.sectionSizeHint(0) + header.sectionSizeHint(1) + 8)
-        self.table.setFixedHeight(header.height() + sum(self.table.rowHeight(i) for i in range(self.table.rowCount()))
-                                  + 2 * self.table.frameWidth() + 2)
+        fit_table(self.table)

@@ -2,8 +2,8 @@
 "nothing clipped at 1366×768 or 1920×1080" promise; Qt-only, used by tests and ``softseg demo``.)
 
 :func:`clipped` walks a widget tree and reports, in words, each visible thing whose text is wider than
-its box: labels (unless they wrap), buttons, check boxes, group-box titles, table cells and headers,
-spin boxes (prefix + value + suffix), and matplotlib figures whose tight bounding box (axis labels, tick
+its box: labels (unless they wrap), buttons, check boxes, combo boxes (the current entry), group-box
+titles, table cells and headers, spin boxes (prefix + value + suffix), and matplotlib figures whose tight bounding box (axis labels, tick
 labels, titles, legends) reaches outside the canvas. It also reports widgets that stick out of the
 dock's visible width (a dock narrower than its content).
 """
@@ -15,10 +15,13 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QAbstractButton,
     QCheckBox,
+    QComboBox,
     QDoubleSpinBox,
     QGroupBox,
     QLabel,
     QSpinBox,
+    QStyle,
+    QStyleOptionComboBox,
     QTableWidget,
     QWidget,
 )
@@ -59,6 +62,11 @@ def clipped(root: QWidget, slack: int = 1) -> list[str]:
             edit = w.lineEdit()
             if _text_width(w, text) > edit.width() + slack:
                 problems.append(f"spin box {text!r} needs {_text_width(w, text)} px, has {edit.width()}")
+        elif isinstance(w, QComboBox) and w.currentText():
+            field = combo_text_width(w)
+            if _text_width(w, w.currentText()) > field + slack:
+                problems.append(f"combo box {w.currentText()!r} needs {_text_width(w, w.currentText())} px, "
+                                f"shows {field}")
         elif isinstance(w, QGroupBox) and w.title():
             if _text_width(w, w.title()) + 16 > w.width() + slack:
                 problems.append(f"group box title {w.title()!r} does not fit {w.width()} px")
@@ -67,6 +75,16 @@ def clipped(root: QWidget, slack: int = 1) -> list[str]:
         elif hasattr(w, "figure") and hasattr(w.figure, "get_tightbbox"):
             problems += _figure_problems(w)
     return problems
+
+
+def combo_text_width(combo: QComboBox) -> int:
+    """Width in pixels of the part of ``combo`` that shows its current text (without the arrow)."""
+    option = QStyleOptionComboBox()
+    combo.initStyleOption(option)
+    field = combo.style().subControlRect(
+        QStyle.ComplexControl.CC_ComboBox, option, QStyle.SubControl.SC_ComboBoxEditField, combo
+    )
+    return field.width()
 
 
 def _table_problems(table: QTableWidget, slack: int) -> list[str]:

@@ -180,9 +180,13 @@ class PRCurvePlot(ThemedCanvas):
         self.tick_labels: list = []
         (self.points,) = ax.plot([], [], ls="none", marker="*", ms=12, label="you")
         (self.marker,) = ax.plot([], [], ls="none", marker="o", ms=8, mec="black", animated=True)
+        # on a small box of the background colour: readable where it crosses the curve or the grid
         self.marker_label = ax.annotate("", (0, 0), xytext=(6, 6), textcoords="offset points", fontsize=8,
-                                        fontweight="bold", animated=True, annotation_clip=False)
+                                        fontweight="bold", animated=True, annotation_clip=False,
+                                        bbox=dict(boxstyle="round,pad=0.15", linewidth=0, alpha=0.85))
         self._background = None
+        self._tick_boxes: list = []      # the threshold tick labels and marks, (x0, y0, x1, y1) in pixels
+        self._label_sizes: dict = {}     # (text length, dpi, font size) -> the marker label's size
         self.restyle_data()
         self.mpl_connect("draw_event", self._on_draw)
         self._blit_throttled = qthrottled(self._blit_marker, timeout=marker_interval_ms, leading=True)
@@ -196,6 +200,7 @@ class PRCurvePlot(ThemedCanvas):
         self.points.set_markeredgecolor(c.text)
         self.ticks.set_color(c.text)
         self.marker_label.set_color(c.text)
+        self.marker_label.get_bbox_patch().set_facecolor(c.background)
         for text in self.tick_labels:
             text.set_color(c.text)
 
@@ -250,15 +255,81 @@ class PRCurvePlot(ThemedCanvas):
         self.marker_label.set_text(label if finite else "")
         if finite:
             self.marker_label.xy = (recall, precision)
-            # keep the label inside the axes: left of the marker near the right edge, below it near the top
-            self.marker_label.set_horizontalalignment("right" if recall > 0.7 else "left")
-            self.marker_label.set_verticalalignment("top" if precision > 0.85 else "bottom")
-            self.marker_label.set_position((-6 if recall > 0.7 else 6, -6 if precision > 0.85 else 6))
         self._blit_throttled()
+
+    def _label_places(self) -> list[tuple[float, float, str, str]]:
+        """Places for the marker's label, as (x, y offset in points, horizontal and vertical alignment), the
+        preferred one first: a corner inside the axes (left of the marker near the right edge, below it near
+        the top), then the other corners, then straight above/below/beside it, then all of those farther out."""
+        recall, precision = self.marker_label.xy
+        sx, sy = (-1 if recall > 0.7 else 1), (-1 if precision > 0.85 else 1)
+        places = []
+        for d in (6, 14):
+            for x, y in ((sx, sy), (-sx, sy), (sx, -sy), (-sx, -sy)):
+                places.append((d * x, d * y, "left" if x > 0 else "right", "bottom" if y > 0 else "top"))
+            for y in (sy, -sy):
+                places.append((0, d * y, "center", "bottom" if y > 0 else "top"))
+            for x in (sx, -sx):
+                places.append((d * x, 0, "left" if x > 0 else "right", "center"))
+        return places
+
+    def _set_label_place(self, place) -> None:
+        dx, dy, ha, va = place
+        self.marker_label.set_position((dx, dy))
+        self.marker_label.set_horizontalalignment(ha)
+        self.marker_label.set_verticalalignment(va)
+
+    def _label_size(self, renderer) -> tuple[float, float]:
+        """Width and height (pixels) of the marker's label as drawn, with its box.
+
+        Measured once per text length ("t = 0.347" and "t = 0.512" are as wide: figures have one width).
+        """
+        key = (len(self.marker_label.get_text()), self.figure.dpi, self.marker_label.get_fontsize())
+        if key not in self._label_sizes:
+            self.marker_label.update_bbox_position_size(renderer)
+            box = self.marker_label.get_bbox_patch().get_window_extent(renderer)   # the text and its pad
+            self._label_sizes[key] = (box.width, box.height)
+        return self._label_sizes[key]
+
+    def place_marker_label(self) -> None:
+        """Put the "t = …" label next to the marker where it stays inside the axes and clear of the threshold
+        tick labels and marks; if no place is, the one that overlaps them least and stays inside the figure.
+
+        The candidate boxes are computed from the label's size (measured once per text), not laid out one by
+        one: a placement costs well under a millisecond per marker repaint.
+        """
+        label = self.marker_label
+        if not label.get_text():
+            return
+        renderer = self.get_renderer()
+        w, h = self._label_size(renderer)
+        x, y = self.axes.transData.transform(label.xy)
+        px = self.figure.dpi / 72.0                     # offsets are in points
+        axes, figure = self.axes.bbox.extents, self.figure.bbox.extents
+        best, best_cost = None, None
+        for place in self._label_places():
+            dx, dy, ha, va = place
+            x0 = x + dx * px - {"left": 0.0, "center": w / 2, "right": w}[ha]
+            y0 = y + dy * px - {"bottom": 0.0, "center": h / 2, "top": h}[va]
+            box = (x0, y0, x0 + w, y0 + h)
+            cost = (1000.0 * _outside(box, figure) + _outside(box, axes)
+                    + sum(_overlap(box, tick) for tick in self._tick_boxes))
+            if best_cost is None or cost < best_cost:
+                best, best_cost = place, cost
+            if cost == 0:
+                break
+        self._set_label_place(best)
 
     def _on_draw(self, event=None) -> None:
         # full redraws exclude the animated marker: keep that picture and put the marker on top
         self._background = self.copy_from_bbox(self.figure.bbox)
+        renderer = self.get_renderer()
+        # what the marker's label must not cover: the threshold tick labels and the tick marks
+        self._tick_boxes = [tuple(text.get_window_extent(renderer).extents) for text in self.tick_labels]
+        xs, ys = self.ticks.get_data()
+        for x, y in self.axes.transData.transform(np.column_stack([xs, ys])) if len(xs) else []:
+            self._tick_boxes.append((x - 4, y - 5, x + 4, y + 5))
+        self.place_marker_label()
         self.figure.draw_artist(self.marker)
         self.figure.draw_artist(self.marker_label)
 
@@ -266,6 +337,7 @@ class PRCurvePlot(ThemedCanvas):
         if self._background is None or _deleted(self) or not self.isVisible():
             return
         self.restore_region(self._background)
+        self.place_marker_label()
         self.figure.draw_artist(self.marker)
         self.figure.draw_artist(self.marker_label)
         # Like FigureCanvasQTAgg.blit, but asking Qt for an *asynchronous* update of the rectangle: a
@@ -276,6 +348,19 @@ class PRCurvePlot(ThemedCanvas):
     def flush(self) -> None:
         """Run a pending throttled marker repaint now (tests, benchmarks)."""
         self._blit_throttled.flush()
+
+
+def _outside(box, frame) -> float:
+    """How far (pixels, summed over the four sides) ``box`` reaches out of ``frame`` (both x0, y0, x1, y1)."""
+    return (max(0.0, frame[0] - box[0]) + max(0.0, box[2] - frame[2])
+            + max(0.0, frame[1] - box[1]) + max(0.0, box[3] - frame[3]))
+
+
+def _overlap(a, b) -> float:
+    """Area (pixels²) shared by two boxes given as (x0, y0, x1, y1)."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    return w * h if w > 0 and h > 0 else 0.0
 
 
 class ReliabilityPlot(ThemedCanvas):

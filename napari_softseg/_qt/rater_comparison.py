@@ -11,13 +11,11 @@
   agree with you there (:func:`~napari_softseg.analysis.disagreement.disagreement_map`). Painting updates it
   once you pause (300 ms); *Refresh* recomputes on demand.
 
-All of it is computed off the GUI thread (:class:`~napari_softseg._qt.background.LatestJob`), in two
-channels: the table and the model's curves (one PR curve per rater plus the reference's, seconds for
-several raters at 256³; redone when the layers change or a rater's mask is painted), and the
-annotator's point and disagreement map (redone after each pause in painting). The dock shows
-"computing …" meanwhile, disables the reference and Refresh controls while the curves are built, and
-uses only the latest request's results; the shared threshold keeps moving. :attr:`RaterComparison.ready`
-is False while either channel works.
+Both are computed off the GUI thread (:class:`~napari_softseg._qt.background.LatestJob` running the
+Qt-free generators of :mod:`napari_softseg.analysis.rater_comparison`) in two channels; the dock says
+"computing …", disables the reference and Refresh controls while the curves are built, and uses only the
+latest request's results; the shared threshold keeps moving. :attr:`RaterComparison.ready` is False while
+either channel works. The threshold and its status stay on top; the rest scrolls.
 """
 
 from __future__ import annotations
@@ -33,10 +31,8 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QGroupBox,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QPushButton,
-    QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
@@ -44,84 +40,26 @@ from qtpy.QtWidgets import (
 from superqt.utils import qdebounced
 
 from napari_softseg._napari import layers as softseg_layers
+from napari_softseg._napari.layer_roles import HELPER_KEY, annotation_candidates, data_print, inputs_key, same_layer
 from napari_softseg._napari.layers import format_threshold
+from napari_softseg._napari.overlay import apply_role
 from napari_softseg._qt.background import ComputeStatus, LatestJob
+from napari_softseg._qt.dock_column import join_column_when_docked
+from napari_softseg._qt.dock_layout import dock_sections, fit_table, read_only_table
 from napari_softseg._qt.notifications import notify_exception, show_warning
 from napari_softseg._qt.plots import PRCurvePlot
-from napari_softseg._qt.selection import (
-    EDIT_DEBOUNCE_MS,
-    HELPER_KEY,
-    LayerInputs,
-    ReferencePicker,
-    connect_while_alive,
-    is_helper,
-    relax_combos,
-    same_layer,
-    scroll_layout,
-)
-from napari_softseg._qt.threshold_explorer import apply_role, inputs_key
+from napari_softseg._qt.qt_helpers import connect_while_alive, relax_combos, signals_blocked
+from napari_softseg._qt.selection import EDIT_DEBOUNCE_MS, LayerInputs, ReferencePicker
 from napari_softseg.analysis.consensus import RULE, RULE_DETAIL
-from napari_softseg.analysis.disagreement import agreement_colors, disagreement_map, summarize
-from napari_softseg.analysis.metrics import PRCurve, leave_one_rater_out
-from napari_softseg.analysis.operating_point import (
-    GRID,
-    Reference,
-    ThresholdSession,
-    check_reference,
-    default_k,
-    leave_one_out_curves,
-    mask_operating_point,
-    snap,
-)
+from napari_softseg.analysis.disagreement import agreement_colors, summarize
+from napari_softseg.analysis.metrics import PRCurve
+from napari_softseg.analysis.operating_point import GRID, Reference, ThresholdSession, check_reference, snap
+from napari_softseg.analysis.rater_comparison import annotation_work, table_work
 from napari_softseg.errors import SoftsegError
-from napari_softseg.progress import Progress
 
+TITLE = "Rater comparison"
 ANNOTATION_NAME = "my annotation"
 HIGHLIGHT = QColor(60, 160, 90, 110)   # translucent green: readable on dark and light themes
-
-
-def table_work(session: ThresholdSession, reference: Reference | None, need_table: bool):
-    """Background work of the table channel: leave-one-out rows and curves, and the reference's curve.
-
-    Args:
-        session: The session (only read).
-        reference: Reference whose PR curve to build, or None if it is cached.
-        need_table: Build the leave-one-rater-out rows and one curve per rater (needs >= 2 raters).
-
-    Returns:
-        A Progress generator returning ``{"rows": [...], "loo": [PRCurve, ...], "curve": PRCurve}``
-        (keys present only for what was built).
-    """
-    out: dict = {}
-    if need_table:
-        yield Progress("rater agreement", 0, None, "each rater against the others")
-        out["rows"] = leave_one_rater_out(session.masks, rater_names=session.rater_names)
-        out["loo"] = yield from leave_one_out_curves(session.prediction, session.masks, n_bins=session.n_bins)
-    if reference is not None:
-        out["curve"] = yield from session.build_curve(reference)
-    return out
-
-
-def annotation_work(session: ThresholdSession, reference: Reference, annotation: np.ndarray):
-    """Background work of the annotator channel: the mask's operating point and disagreement map.
-
-    Args:
-        session: The session (only read).
-        reference: What the annotation is compared with.
-        annotation: The annotator's mask (bool, a copy taken on the GUI thread).
-
-    Returns:
-        A Progress generator returning ``(OperatingPoint, disagreement map or None, k)``.
-    """
-    yield Progress("annotation", 0, None, f"your mask vs {session.describe_reference(reference)}")
-    target = session.reference_mask(reference)
-    if target is None:          # expected: the calibrated map is its own reference
-        target = session.prediction
-    point = mask_operating_point(annotation, target, session.spacing)
-    if not session.n_raters:
-        return point, None, 0
-    k = reference.k if reference.kind == "consensus" else default_k(session.n_raters)
-    return point, disagreement_map(annotation, session.masks, k), k
 
 
 class RaterComparison(QWidget):
@@ -152,18 +90,11 @@ class RaterComparison(QWidget):
         self.threshold_spin.setKeyboardTracking(False)
         self.threshold_spin.setValue(self.analysis.threshold)
         self.threshold_spin.setToolTip("The model's threshold (shared with the Threshold explorer)")
-        self.table = QTableWidget(0, 3)
-        self.table.setHorizontalHeaderLabels(["rater", "rater vs rest", "model vs rest"])
-        header = self.table.horizontalHeader()
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        for column in (1, 2):
-            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
-        for column, tip in ((1, "Dice of the rater against the consensus of the other raters"),
-                            (2, "Dice of the model's mask p ≥ t against that same consensus")):
-            self.table.horizontalHeaderItem(column).setToolTip(tip)
-        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.table.verticalHeader().setVisible(False)
-        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table = read_only_table(
+            ["rater", "rater vs rest", "model vs rest"],
+            {1: "Dice of the rater against the consensus of the other raters",
+             2: "Dice of the model's mask p ≥ t against that same consensus"},
+        )
         self.table.setToolTip(
             f"Dice against the consensus of the other raters ({RULE_DETAIL}); the better of rater "
             "and model is highlighted"
@@ -198,7 +129,9 @@ class RaterComparison(QWidget):
         self._build_layout()
         relax_combos(self)
 
-        self._schedule_annotation = qdebounced(self.refresh_annotation, timeout=EDIT_DEBOUNCE_MS)
+        self._schedule_annotation = qdebounced(self._on_annotation_paused, timeout=EDIT_DEBOUNCE_MS)
+        self._annotation_print: tuple = ()      # the annotation's data as last compared
+        self._none_chosen = False
         self.inputs.changed.connect(self.rebuild)
         self.inputs.edited.connect(self.rebuild)
         self.job.busy_changed.connect(self._update_enabled)
@@ -211,36 +144,35 @@ class RaterComparison(QWidget):
         self.add_button.clicked.connect(self.add_annotation_layer)
         self.refresh_button.clicked.connect(lambda *_: self.refresh())
         self.annotation_combo.currentIndexChanged.connect(self._on_annotation_changed)
-        napari_viewer.layers.events.inserted.connect(self._fill_annotations)
+        napari_viewer.layers.events.inserted.connect(self._on_layer_inserted)
         napari_viewer.layers.events.removed.connect(self._on_layer_removed)
         self._annotation_layers: list = []
         self._annotation_reference: Reference | None = None
         self.role_check.setChecked(self.analysis.role == "annotator")
         self._update_rater_legend()
+        join_column_when_docked(self, TITLE)
         self.rebuild()
 
     def _build_layout(self) -> None:
-        layout = scroll_layout(self)
-        layout.addWidget(self.inputs)
-        layout.addWidget(self.role_check)
-        layout.addWidget(self.rater_legend)
+        top, layout = dock_sections(self)
         row = QHBoxLayout()
         row.addWidget(QLabel("model threshold t"))
         row.addWidget(self.threshold_spin)
         row.addStretch(1)
-        layout.addLayout(row)
-        layout.addWidget(self.status)
+        top.addLayout(row)
+        top.addWidget(self.status)
         layout.addWidget(self.table)
-        layout.addWidget(self.rule_label)
         layout.addWidget(self.summary)
+        layout.addWidget(self.rule_label)
+        layout.addWidget(self.role_check)
+        layout.addWidget(self.rater_legend)
+        layout.addWidget(self.inputs)
         box = QGroupBox("you (annotator)")
         inner = QVBoxLayout(box)
         inner.addWidget(self.annotation_combo)
         inner.addWidget(self.add_button)
-        row = QHBoxLayout()
-        row.addWidget(QLabel("against"))
-        row.addWidget(self.reference_combo, 1)
-        inner.addLayout(row)
+        inner.addWidget(QLabel("against"))
+        inner.addWidget(self.reference_combo)    # the whole width: entries name the consensus rule in full
         row = QHBoxLayout()
         row.addWidget(self.k_spin)
         row.addStretch(1)
@@ -273,8 +205,9 @@ class RaterComparison(QWidget):
         return self._annotation_layers[i] if 0 <= i < len(self._annotation_layers) else None
 
     def set_annotation_layer(self, layer) -> None:
-        self.annotation_combo.setCurrentIndex(
-            next(i for i, cand in enumerate(self._annotation_layers) if same_layer(cand, layer)))
+        """Choose ``layer`` (a listed Labels layer) as the annotation; None: no annotation."""
+        self.annotation_combo.setCurrentIndex(0 if layer is None else next(
+            i for i, cand in enumerate(self._annotation_layers) if same_layer(cand, layer)))
 
     def set_reference(self, reference: Reference) -> None:
         """Reference for the annotator's point: a consensus (``k``), the soft label or a rater."""
@@ -292,10 +225,8 @@ class RaterComparison(QWidget):
         self.rebuild()
 
     def _on_role(self, role: str) -> None:
-        self.role_check.blockSignals(True)
-        self.role_check.setChecked(role == "annotator")
-        self.role_check.blockSignals(False)
-
+        with signals_blocked(self.role_check):
+            self.role_check.setChecked(role == "annotator")
         apply_role(self.viewer, role)
         self._update_rater_legend()
 
@@ -411,13 +342,7 @@ class RaterComparison(QWidget):
             self.summary.setText("Computing each rater against the consensus of the others …")
         elif self.session is not None:
             self.summary.setText("The table needs at least 2 rater layers.")
-        self.table.resizeRowsToContents()
-        self.table.resizeColumnsToContents()
-        header = self.table.horizontalHeader()
-        self.table.setMinimumWidth(sum(header.sectionSizeHint(c) for c in range(3)) + 2 * self.table.frameWidth() + 8)
-        self.table.setFixedHeight(
-            self.table.horizontalHeader().height() + sum(self.table.rowHeight(i) for i in range(self.table.rowCount())) + 4
-        )
+        fit_table(self.table)
 
     def _set_row(self, r: int, name: str, rater_dice: float, model_dice: float, bold: QFont) -> None:
         cells = [QTableWidgetItem(name), QTableWidgetItem(f"{rater_dice:.3f}"), QTableWidgetItem(f"{model_dice:.3f}")]
@@ -437,9 +362,8 @@ class RaterComparison(QWidget):
     # -- threshold ---------------------------------------------------------------------------------
     def _on_threshold(self, value: float) -> None:
         if self.threshold_spin.value() != value:
-            self.threshold_spin.blockSignals(True)
-            self.threshold_spin.setValue(value)
-            self.threshold_spin.blockSignals(False)
+            with signals_blocked(self.threshold_spin):
+                self.threshold_spin.setValue(value)
         if self.rows and self._table_ready:
             self._show_table()
         if self.session is not None and self._curve_ready:
@@ -448,25 +372,28 @@ class RaterComparison(QWidget):
             self._update_annotation_label()
 
     # -- annotator ---------------------------------------------------------------------------------
-    def _fill_annotations(self, event=None) -> None:
+    def _on_layer_inserted(self, event) -> None:
+        """List the new layer; an empty Labels layer added while no annotation is chosen is the one to draw in."""
+        layer = event.value
+        fresh = (self.annotation_layer() is None and isinstance(layer, Labels)
+                 and softseg_layers.kind_of(layer) in (None, "annotation") and not np.any(layer.data))
+        self._fill_annotations(pick=layer if fresh else None)
+
+    def _fill_annotations(self, event=None, *, pick=None) -> None:
+        """List the annotation candidates; keep the chosen one, else choose ``pick`` or a drawn annotation."""
         soft = self.inputs.soft_layer()
         shape = None if soft is None else tuple(soft.data.shape)
-        current = self.annotation_layer()
-        layers = [
-            layer for layer in self.viewer.layers
-            if isinstance(layer, Labels) and not is_helper(layer) and tuple(layer.data.shape) == shape
-        ]
-        layers.sort(key=lambda layer: softseg_layers.kind_of(layer) != "annotation")
+        current = self.annotation_layer() or pick
+        layers = annotation_candidates(self.viewer, shape)
         self._annotation_layers = [None, *layers]
-        self.annotation_combo.blockSignals(True)
-        self.annotation_combo.clear()
-        self.annotation_combo.addItems(["(none)", *[layer.name for layer in layers]])
-        index = next((i for i, cand in enumerate(self._annotation_layers) if same_layer(cand, current)), None)
-        if index is not None:
-            self.annotation_combo.setCurrentIndex(index)
-        elif layers and softseg_layers.kind_of(layers[0]) == "annotation":
-            self.annotation_combo.setCurrentIndex(1)
-        self.annotation_combo.blockSignals(False)
+        with signals_blocked(self.annotation_combo):
+            self.annotation_combo.clear()
+            self.annotation_combo.addItems(["(none)", *[layer.name for layer in layers]])
+            index = next((i for i, cand in enumerate(self._annotation_layers) if same_layer(cand, current)), None)
+            if index is not None:
+                self.annotation_combo.setCurrentIndex(index)
+            elif layers and softseg_layers.kind_of(layers[0]) == "annotation" and not self._none_chosen:
+                self.annotation_combo.setCurrentIndex(1)
         if not same_layer(self.annotation_layer(), self._annotation_layer) and (
                 self.annotation_layer() is not None or self._annotation_layer is not None):
             self._on_annotation_changed()
@@ -501,16 +428,25 @@ class RaterComparison(QWidget):
         if same_layer(old, new) or (old is None and new is None):
             return
         if old is not None:
-            for emitter in (old.events.paint, old.events.data):
+            for emitter in (old.events.paint, old.events.data, old.events.set_data):
                 emitter.disconnect(self._on_annotation_edit)
         self._annotation_layer = new
+        self._none_chosen = new is None          # "(none)" chosen: no annotation is picked for the user
         if new is not None:
-            new.events.paint.connect(self._on_annotation_edit)
-            new.events.data.connect(self._on_annotation_edit)
+            # ``set_data`` also fires after an in-place edit + ``layer.refresh()`` (and on re-slicing:
+            # the mask's checksum decides, once the user pauses)
+            for emitter in (new.events.paint, new.events.data, new.events.set_data):
+                emitter.connect(self._on_annotation_edit)
         self.refresh_annotation()
 
     def _on_annotation_edit(self, event=None) -> None:
         self._schedule_annotation()
+
+    def _on_annotation_paused(self) -> None:
+        """The annotation's events went quiet: recompute if its data really changed."""
+        layer = self.annotation_layer()
+        if layer is not None and data_print([layer]) != self._annotation_print:
+            self.refresh_annotation()
 
     def _on_reference_changed(self, *args) -> None:
         """Show the model's curve against the chosen reference (built in the background if new)."""
@@ -558,8 +494,12 @@ class RaterComparison(QWidget):
         ref = self.current_reference()
         if layer is None or self.session is None or ref is None:
             self.annotation_point = None
+            self._annotation_print = ()
             self.annotation_job.cancel()
-            self.annotation_label.setText("Pick or add your annotation layer and draw.")
+            self.annotation_label.setText(
+                "Pick or add your annotation layer and draw." if layer is None
+                else f"Open a soft map to compare {layer.name!r} with the model and the raters."
+            )
             self.plot.set_points([], [])
             self._set_disagreement(None)
             return
@@ -569,7 +509,9 @@ class RaterComparison(QWidget):
             self.annotation_job.cancel()
             return
         session = self.session
+        self._annotation_print = data_print([layer])
         annotation = np.asarray(layer.data) != 0
+        self.annotation_label.setText(f"Comparing {layer.name!r} …")
         self.annotation_job.start(
             annotation_work(session, ref, annotation),
             lambda out: self._on_annotation_result(session, ref, annotation, *out),
@@ -581,7 +523,10 @@ class RaterComparison(QWidget):
             return
         self.annotation_point = point
         self._annotation_reference = ref
-        self.plot.set_points([point.recall], [point.precision])
+        if point.n_positive:
+            self.plot.set_points([point.recall], [point.precision])
+        else:                    # an empty mask has no place on the curve (its "PPV" would read 1)
+            self.plot.set_points([], [])
         self._update_annotation_label()
         if disagreement is not None:
             self._set_disagreement(disagreement, annotation, k)
@@ -591,6 +536,14 @@ class RaterComparison(QWidget):
     def _update_annotation_label(self) -> None:
         op = self.annotation_point
         if op is None or self.session is None:
+            return
+        if not op.n_positive:
+            layer = self._annotation_layer
+            name = repr(layer.name) if layer is not None else "Your annotation"
+            self.annotation_label.setText(
+                f"{name} is empty: paint the structure in it (paint mode, label 1) to compare it with the "
+                f"model and the raters."
+            )
             return
         volume = "" if op.volume_ml is None else f", volume {op.volume_ml:.2f} mL"
         text = (

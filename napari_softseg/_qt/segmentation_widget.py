@@ -52,8 +52,11 @@ from qtpy.QtWidgets import (
 )
 
 from napari_softseg._napari import layers as L
+from napari_softseg._napari.layer_roles import label_candidates, other_open_cases, scan_candidates
+from napari_softseg._qt.dock_column import join_column_when_docked
+from napari_softseg._qt.dock_layout import dock_sections
 from napari_softseg._qt.notifications import describe_exception, notify_exception, show_info
-from napari_softseg._qt.selection import relax_combos
+from napari_softseg._qt.qt_helpers import relax_combos, signals_blocked
 from napari_softseg._qt.workers import ProgressTask, is_alive, run_progress
 from napari_softseg.analysis.softlabels import METHODS, make_soft_label
 from napari_softseg.datasets.bundled import demo_model_path
@@ -65,6 +68,7 @@ from napari_softseg.model.model_io import load_model, read_config
 from napari_softseg.model.training import TrainingCase, train_cases
 from napari_softseg.progress import Progress
 
+TITLE = "Soft segmentation"
 BUNDLED = "bundled demo model"
 FOLDER = "model folder…"
 PREDICTION_NAME = "soft prediction"
@@ -112,12 +116,14 @@ class SegmentationWidget(QWidget):
         self._refresh_layers()
         # Closing the dock/viewer mid-run: stop the work; callbacks are skipped once we are deleted.
         self.destroyed.connect(_cancel_on_destroy(self))
+        join_column_when_docked(self, TITLE)
 
     # ------------------------------------------------------------------------------------------
     # UI
     # ------------------------------------------------------------------------------------------
     def _build_ui(self) -> None:
-        layout = QVBoxLayout(self)
+        # the actions, their progress and the status line on top; the options scroll below
+        top, layout = dock_sections(self)
 
         case_box = QGroupBox("Case")
         case_form = QFormLayout(case_box)
@@ -193,13 +199,13 @@ class SegmentationWidget(QWidget):
         self.cancel_button.setEnabled(False)
         for b in (self.predict_button, self.train_button, self.cancel_button):
             buttons.addWidget(b)
-        layout.addLayout(buttons)
+        top.addLayout(buttons)
         self.progress_bar = QProgressBar()
         self.progress_bar.setVisible(False)
-        layout.addWidget(self.progress_bar)
+        top.addWidget(self.progress_bar)
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        layout.addWidget(self.status)
+        top.addWidget(self.status)
         layout.addStretch(1)
         self._inputs = [
             self.image_combo, self.rater_list, self.soft_options.native, self.soft_button,
@@ -215,17 +221,10 @@ class SegmentationWidget(QWidget):
     # Layers: auto-detection
     # ------------------------------------------------------------------------------------------
     def _image_layers(self) -> list[Image]:
-        return [
-            layer for layer in self.viewer.layers
-            if isinstance(layer, Image) and L.kind_of(layer) not in ("prediction", "soft_label")
-            and not layer.rgb and "softseg_helper" not in layer.metadata
-        ]
+        return scan_candidates(self.viewer)
 
     def _label_layers(self) -> list[Labels]:
-        return [
-            layer for layer in self.viewer.layers
-            if isinstance(layer, Labels) and "softseg_helper" not in layer.metadata
-        ]
+        return label_candidates(self.viewer)
 
     def _refresh_layers(self, event: Any = None) -> None:
         """Refill the layer pickers; pre-select the case image and its raters."""
@@ -234,40 +233,38 @@ class SegmentationWidget(QWidget):
         current = self.image_combo.currentText()
         images = self._image_layers()
         names = [layer.name for layer in images]
-        self.image_combo.blockSignals(True)
-        self.image_combo.clear()
-        self.image_combo.addItems(names)
-        if current in names:
-            self.image_combo.setCurrentText(current)
-        else:
-            tagged = [layer.name for layer in images if L.kind_of(layer) == "image"]
-            if tagged:
-                self.image_combo.setCurrentText(tagged[-1])
-        self.image_combo.blockSignals(False)
+        with signals_blocked(self.image_combo):
+            self.image_combo.clear()
+            self.image_combo.addItems(names)
+            if current in names:
+                self.image_combo.setCurrentText(current)
+            else:
+                tagged = [layer.name for layer in images if L.kind_of(layer) == "image"]
+                if tagged:
+                    self.image_combo.setCurrentText(tagged[-1])
 
         image = self.image_layer()
         image_geometry = _geometry_or_none(image)
-        self.rater_list.blockSignals(True)
-        self.rater_list.clear()
-        # a case with several tasks: by default only the raters of the image's task (or the first task)
-        task = (L.task_of(image) if image is not None else None) or L.default_task(self._label_layers())
-        case = L.provenance_of(image).get("case") if image is not None else None  # several cases open: its own
-        for layer in self._label_layers():
-            item = QListWidgetItem(layer.name)
-            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            if layer.name in self._user_checked:
-                checked = self._user_checked[layer.name]
-            else:
-                geometry = _geometry_or_none(layer)
-                checked = (
-                    L.kind_of(layer) == "rater"
-                    and (image_geometry is None or geometry is None or geometry.same_as(image_geometry))
-                    and (task is None or L.task_of(layer) in (None, task))
-                    and (case is None or L.provenance_of(layer).get("case") in (None, case))
-                )
-            item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
-            self.rater_list.addItem(item)
-        self.rater_list.blockSignals(False)
+        with signals_blocked(self.rater_list):
+            self.rater_list.clear()
+            # a case with several tasks: by default only the raters of the image's task (or the first task)
+            task = (L.task_of(image) if image is not None else None) or L.default_task(self._label_layers())
+            case = L.provenance_of(image).get("case") if image is not None else None  # several cases open: its own
+            for layer in self._label_layers():
+                item = QListWidgetItem(layer.name)
+                item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+                if layer.name in self._user_checked:
+                    checked = self._user_checked[layer.name]
+                else:
+                    geometry = _geometry_or_none(layer)
+                    checked = (
+                        L.kind_of(layer) == "rater"
+                        and (image_geometry is None or geometry is None or geometry.same_as(image_geometry))
+                        and (task is None or L.task_of(layer) in (None, task))
+                        and (case is None or L.provenance_of(layer).get("case") in (None, case))
+                    )
+                item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
+                self.rater_list.addItem(item)
 
     def _on_rater_toggled(self, item: QListWidgetItem) -> None:
         self._user_checked[item.text()] = item.checkState() == Qt.CheckState.Checked
@@ -296,17 +293,15 @@ class SegmentationWidget(QWidget):
     # Models and devices
     # ------------------------------------------------------------------------------------------
     def _fill_models(self) -> None:
-
-        self.model_combo.blockSignals(True)
-        self.model_combo.clear()
-        self._models.clear()
-        try:
-            self._models[BUNDLED] = demo_model_path()
-        except SoftsegError:
-            pass  # no bundled model in this install: the user picks a folder
-        self.model_combo.addItems(list(self._models))
-        self.model_combo.addItem(FOLDER)
-        self.model_combo.blockSignals(False)
+        with signals_blocked(self.model_combo):
+            self.model_combo.clear()
+            self._models.clear()
+            try:
+                self._models[BUNDLED] = demo_model_path()
+            except SoftsegError:
+                pass  # no bundled model in this install: the user picks a folder
+            self.model_combo.addItems(list(self._models))
+            self.model_combo.addItem(FOLDER)
         self._on_model_changed(self.model_combo.currentText())
 
     def add_model(self, path: str | os.PathLike, label: str | None = None, select: bool = True) -> str:
@@ -436,10 +431,8 @@ class SegmentationWidget(QWidget):
     def training_cases(self) -> tuple[list, list[str]]:
         """The cases Train learns from: the selected image with its ticked raters, then every other open case.
 
-        Another open case is an Image layer opened by this plugin whose ``case`` provenance is shared by
-        rater Labels layers of the same task as the ticked raters (opening several case folders gives
-        exactly that). Returns the :class:`~napari_softseg.io.case.CaseData` list and one line per open
-        case left out, with the reason.
+        Other open cases are found by :func:`~napari_softseg._napari.layer_roles.other_open_cases`. Returns
+        the :class:`~napari_softseg.io.case.CaseData` list and one line per open case left out, with the reason.
 
         Raises:
             SoftsegError: No image selected, or no rater ticked.
@@ -447,29 +440,8 @@ class SegmentationWidget(QWidget):
         first = self._case()
         if first.masks.shape[0] < 1:
             raise SoftsegError("no rater layers ticked: training needs the raters' masks")
-        selected, ticked = self.image_layer(), self.rater_layers()
-        task = L.task_of(ticked[0])
-        cases, skipped = [first], []
-        for layer in list(self.viewer.layers):
-            name = L.provenance_of(layer).get("case")
-            if L.layer_type(layer) != "image" or L.kind_of(layer) != "image" or layer.name == selected.name \
-                    or not name:
-                continue
-            raters = [r for r in self.viewer.layers if L.layer_type(r) == "labels" and L.kind_of(r) == "rater"
-                      and L.provenance_of(r).get("case") == name and L.task_of(r) == task]
-            if not raters:
-                continue
-            try:
-                case = L.case_from_layers(layer, raters, task=task or 1)
-            except SoftsegError as exc:
-                skipped.append(f"{layer.name}: {exc}")
-                continue
-            if case.image.shape[0] != first.image.shape[0]:
-                skipped.append(f"{layer.name}: {case.image.shape[0]} channel(s), the selected image has "
-                               f"{first.image.shape[0]}")
-                continue
-            cases.append(case)
-        return cases, skipped
+        cases, skipped = other_open_cases(self.viewer, self.image_layer(), self.rater_layers(), first)
+        return [first, *cases], skipped
 
     def train(self, out_dir: str | os.PathLike | None = None) -> ProgressTask | None:
         """Start training on the open cases (:meth:`training_cases`); the result is offered as a model.

@@ -1,167 +1,53 @@
-"""What the analysis docks (threshold explorer, rater comparison, calibration) work on.
+"""The pickers of the analysis docks: which layers they work on and what the soft map is compared with.
 
 * :class:`LayerInputs` — pick the soft map (an Image layer with values in [0, 1]) and the rater Labels
   layers; it follows the viewer's layer list and pre-selects layers by the kind the reader records in
-  ``metadata["softseg"]`` (``prediction`` / ``soft_label``, ``rater``), else by type and shape.
-  :meth:`LayerInputs.read` returns the arrays, checked, or raises :class:`SoftsegError` with the reason.
-  Edits of the chosen layers (paint strokes in a rater layer, new data in any of them) are reported by
-  its ``edited`` signal once the user pauses (:data:`EDIT_DEBOUNCE_MS`), so the docks recompute on their
-  own instead of waiting for a Refresh.
-* :func:`analysis_session` — one Qt-free :class:`~napari_softseg.analysis.session.AnalysisSession` per
-  viewer that every dock is a view of: the chosen layers (one choice, shown by each dock's picker), the
-  threshold, the reference and the PR-curve cache, so the rater comparison scores the model at the
-  threshold the clinician chose in the explorer and a curve is built once for all docks.
-* :func:`scroll_layout` — the docks' content scrolls instead of being squeezed in a short dock.
-* Helper layers the docks add (threshold overlay, contour, disagreement map) are tagged with
-  :data:`HELPER_KEY` in their metadata and never offered as inputs.
+  ``metadata["softseg"]`` (:mod:`napari_softseg._napari.layer_roles` finds and ranks them). The choice
+  is the viewer's shared one (:func:`~napari_softseg._napari.layer_roles.analysis_session`), shown by
+  every dock's picker. :meth:`LayerInputs.read` returns the arrays, checked, or raises
+  :class:`SoftsegError` with the reason. Edits of the chosen layers (paint strokes in a rater layer, new
+  data in any of them, an in-place edit followed by ``layer.refresh()``) are reported by its ``edited``
+  signal once the user pauses (:data:`EDIT_DEBOUNCE_MS`), so the docks recompute on their own instead
+  of waiting for a Refresh. The rater list folds to one line.
+* :class:`ReferencePicker` — the reference box and its "k of n" spin box (consensus, each rater, the
+  soft label, or the expected values that need no annotation).
 """
 
 from __future__ import annotations
 
-import weakref
-from dataclasses import dataclass
-
-import numpy as np
-from napari.layers import Image, Labels
-from qtpy.QtCore import QObject, QSize, Qt, Signal
+from napari.layers import Labels
+from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
     QComboBox,
     QFormLayout,
-    QFrame,
     QListWidget,
     QListWidgetItem,
-    QScrollArea,
-    QVBoxLayout,
+    QSpinBox,
     QWidget,
 )
 from superqt.utils import qdebounced
 
-from napari_softseg._napari import layers as softseg_layers
+from napari_softseg._napari.layer_roles import (
+    Inputs,
+    analysis_session,
+    data_print,
+    default_rater_checks,
+    rater_candidates,
+    read_inputs,
+    same_layer,
+    soft_map_candidates,
+    unwrapped,
+)
+from napari_softseg._qt.dock_layout import CollapsibleSection
+from napari_softseg._qt.qt_helpers import connect_while_alive, signals_blocked
 from napari_softseg.analysis.consensus import RULE_DETAIL, describe
 from napari_softseg.analysis.operating_point import Reference, default_k
-from napari_softseg.analysis.session import AnalysisSession
 from napari_softseg.errors import SoftsegError
-
-#: Metadata key marking layers made by the analysis docks (value: what the layer is).
-HELPER_KEY = "softseg_helper"
 
 #: Quiet time (ms) after the last edit of a chosen layer (e.g. a paint stroke) before ``edited`` fires.
 EDIT_DEBOUNCE_MS = 300
-
-_SOFT_KINDS = ("prediction", "soft_label")
-_NOT_RATERS = ("annotation", "mask")
-
-
-def is_helper(layer) -> bool:
-    """Whether ``layer`` was made by one of the analysis docks (an overlay, not an input)."""
-    return isinstance(getattr(layer, "metadata", None), dict) and HELPER_KEY in layer.metadata
-
-
-def soft_map_candidates(viewer) -> list[Image]:
-    """Image layers that can be soft maps: predictions first, then soft labels, then other float images.
-
-    Scans made by the reader (kind ``image``), RGB and multiscale layers are left out.
-    """
-    ranked = []
-    for layer in viewer.layers:
-        if not isinstance(layer, Image) or is_helper(layer) or layer.rgb or layer.multiscale:
-            continue
-        kind = softseg_layers.kind_of(layer)
-        if kind in _SOFT_KINDS:
-            ranked.append((_SOFT_KINDS.index(kind), layer))
-        elif kind is None and np.issubdtype(layer.data.dtype, np.floating):
-            ranked.append((2, layer))
-    # within a rank: visible before hidden, the first task of a case with several, then the most
-    # recently added (a new prediction wins over an older one)
-    order = {id(layer): i for i, layer in enumerate(viewer.layers)}
-    ranked.sort(key=lambda item: (
-        item[0], not item[1].visible, softseg_layers.task_of(item[1]) or 0, -order[id(item[1])]
-    ))
-    return [layer for _, layer in ranked]
-
-
-def rater_candidates(viewer, shape: tuple[int, ...] | None) -> tuple[list[Labels], list[Labels]]:
-    """Labels layers usable as raters for a soft map of ``shape``.
-
-    Returns:
-        ``(matching, mismatched)``: Labels layers of that shape (reader-made raters first; annotations,
-        thresholded masks and helper layers excluded), and rater layers whose shape differs.
-    """
-    matching, mismatched = [], []
-    for layer in viewer.layers:
-        if not isinstance(layer, Labels) or is_helper(layer):
-            continue
-        kind = softseg_layers.kind_of(layer)
-        if kind in _NOT_RATERS:
-            continue
-        if shape is not None and tuple(layer.data.shape) != tuple(shape):
-            if kind == "rater":
-                mismatched.append(layer)
-            continue
-        matching.append(layer)
-    matching.sort(key=lambda layer: softseg_layers.kind_of(layer) != "rater")
-    return matching, mismatched
-
-
-def layer_spacing(layer) -> tuple[float, float, float] | None:
-    """Voxel size in mm of a spatial layer (from its softseg geometry or napari affine), else None."""
-    try:
-        return softseg_layers.geometry_of(layer).spacing
-    except (SoftsegError, KeyError, ValueError, TypeError):
-        return None
-
-
-@dataclass
-class Inputs:
-    """Checked arrays of the chosen layers (all in the layers' own display order, not copied)."""
-
-    soft_layer: Image
-    prediction: np.ndarray
-    rater_layers: list[Labels]
-    masks: np.ndarray | None          # uint8 (R, *prediction.shape) or None
-    rater_names: list[str]
-    spacing: tuple[float, float, float] | None
-
-
-def check_soft_map(layer) -> np.ndarray:
-    """The data of a soft-map layer, checked: an Image layer, real numbers in [0, 1].
-
-    Raises:
-        SoftsegError: Wrong layer type, RGB/multiscale, or values outside [0, 1] / not finite.
-    """
-    if layer is None:
-        raise SoftsegError("no soft map: open a prediction or soft label (an Image layer with values 0–1)")
-    if not isinstance(layer, Image):
-        raise SoftsegError(f"layer {layer.name!r} is a {softseg_layers.layer_type(layer).capitalize()} layer; pick an Image layer")
-    if layer.rgb or layer.multiscale:
-        raise SoftsegError(f"layer {layer.name!r} is RGB or multiscale; pick a single-channel soft map")
-    data = np.asarray(layer.data)
-    if not np.issubdtype(data.dtype, np.number):
-        raise SoftsegError(f"layer {layer.name!r} does not hold numbers")
-    lo, hi = float(np.min(data)), float(np.max(data))
-    if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0.0 or hi > 1.0:
-        raise SoftsegError(
-            f"layer {layer.name!r} is not a soft map: values range {lo:.3g}…{hi:.3g}, expected 0…1"
-        )
-    return data
-
-
-def read_masks(rater_layers: list, shape: tuple[int, ...]) -> np.ndarray | None:
-    """Stack rater Labels layers as ``uint8 (R, *shape)`` masks (any label > 0 is 1); None if no layers.
-
-    Raises:
-        SoftsegError: A layer is not a Labels layer or its shape differs from ``shape``.
-    """
-    if not rater_layers:
-        return None
-    for layer in rater_layers:
-        if not isinstance(layer, Labels):
-            raise SoftsegError(f"layer {layer.name!r} is a {softseg_layers.layer_type(layer).capitalize()} layer; raters must be Labels")
-        if tuple(layer.data.shape) != tuple(shape):
-            raise SoftsegError(
-                f"rater layer {layer.name!r} has shape {tuple(layer.data.shape)}, the soft map {tuple(shape)}"
-            )
-    return np.stack([np.asarray(layer.data) > 0 for layer in rater_layers]).view(np.uint8)
+#: Height of the rater list when shown (about four rows; it scrolls beyond).
+RATER_LIST_HEIGHT = 90
 
 
 class LayerInputs(QWidget):
@@ -176,7 +62,7 @@ class LayerInputs(QWidget):
     changed = Signal()
     edited = Signal()
 
-    def __init__(self, viewer, parent=None):
+    def __init__(self, viewer, parent=None, *, raters_expanded: bool = True):
         super().__init__(parent)
         self.viewer = viewer
         #: The viewer's shared analysis state: the layer choice made here is every dock's choice.
@@ -185,11 +71,13 @@ class LayerInputs(QWidget):
         self.soft_combo.setToolTip("Soft map to browse: a prediction or soft label (values 0–1)")
         self.rater_list = QListWidget()
         self.rater_list.setToolTip("Rater masks (Labels layers of the same shape) to compare with")
-        self.rater_list.setMaximumHeight(90)
+        self.rater_list.setMaximumHeight(RATER_LIST_HEIGHT)
+        #: The rater list folds to one line ("raters: 4 of 5 ticked") so it never pushes a dock's controls away.
+        self.raters_section = CollapsibleSection("raters", self.rater_list, expanded=raters_expanded)
         form = QFormLayout(self)
         form.setContentsMargins(0, 0, 0, 0)
         form.addRow("soft map", self.soft_combo)
-        form.addRow("raters", self.rater_list)
+        form.addRow(self.raters_section)
         self._layers: list = []        # soft map candidates shown in the combo
         self._raters: list = []        # rater candidates shown in the list
         # rater layer id -> checked, for layers the user (un)checked; shared by every dock of the viewer
@@ -236,14 +124,7 @@ class LayerInputs(QWidget):
         Raises:
             SoftsegError: No soft map, not a soft map, or a rater layer of another shape.
         """
-        layer = self.soft_layer()
-        prediction = check_soft_map(layer)
-        raters = self.rater_layers()
-        masks = read_masks(raters, prediction.shape)
-        return Inputs(
-            soft_layer=layer, prediction=prediction, rater_layers=raters, masks=masks,
-            rater_names=[r.name for r in raters], spacing=layer_spacing(layer),
-        )
+        return read_inputs(self.soft_layer(), self.rater_layers())
 
     def mismatched_raters(self) -> list:
         """Reader-made rater layers whose shape differs from the soft map (offered nowhere)."""
@@ -302,22 +183,18 @@ class LayerInputs(QWidget):
         soft = self.soft_layer()
         self._raters = [] if soft is None else rater_candidates(self.viewer, soft.data.shape)[0]
         self.rater_list.clear()
-        # when the reader's rater layers are there, other Labels layers (e.g. a new empty one to draw
-        # in) are listed but not checked until the user checks them
-        has_raters = any(softseg_layers.kind_of(layer) == "rater" for layer in self._raters)
-        # a case with several tasks: by default only the raters of the soft map's task (or the first task)
-        task = softseg_layers.task_of(soft) if soft is not None else None
-        if task is None:
-            task = softseg_layers.default_task(self._raters)
-        for layer in self._raters:
+        for layer, default in zip(self._raters, default_rater_checks(soft, self._raters)):
             item = QListWidgetItem(layer.name)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            layer_task = softseg_layers.task_of(layer)
-            same_task = task is None or layer_task is None or layer_task == task
-            default = (softseg_layers.kind_of(layer) == "rater" and same_task) or not has_raters
             checked = self._choice.get(id(unwrapped(layer)), default)
             item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
             self.rater_list.addItem(item)
+        self._title_raters()
+
+    def _title_raters(self) -> None:
+        n = len(self._raters)
+        ticked = sum(self.rater_list.item(i).checkState() == Qt.CheckState.Checked for i in range(n))
+        self.raters_section.set_title(f"raters: {ticked} of {n} ticked" if n else "raters: none of this shape")
 
     def _on_layers_changed(self, event=None) -> None:
         self.refresh()
@@ -339,6 +216,7 @@ class LayerInputs(QWidget):
             return
         layer = self._raters[self.rater_list.row(item)]
         self._choice[id(unwrapped(layer))] = item.checkState() == Qt.CheckState.Checked
+        self._title_raters()
         self._watch()
         self._publish()
         self.changed.emit()
@@ -378,19 +256,7 @@ class LayerInputs(QWidget):
 
     def _data_print(self) -> tuple:
         """What the chosen layers hold: each array's identity and CRC-32 (an in-place edit changes it)."""
-        import zlib
-
-        out = []
-        for layer in [self.soft_layer(), *self.rater_layers()]:
-            if layer is None:
-                continue
-            data = layer.data
-            try:
-                a = np.ascontiguousarray(data)
-                out.append((id(data), zlib.crc32(memoryview(a).cast("B")) if a.size else 0))
-            except (TypeError, ValueError):   # not an in-memory array: identity only
-                out.append((id(data), None))
-        return tuple(out)
+        return data_print([self.soft_layer(), *self.rater_layers()])
 
     def _emit_edited(self) -> None:
         try:
@@ -410,73 +276,6 @@ class LayerInputs(QWidget):
         self._unwatch()
 
 
-_SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def unwrapped(obj):
-    """The napari object behind the ``PublicOnlyProxy`` napari hands to plugin docks (else ``obj``)."""
-    return getattr(obj, "__wrapped__", obj)
-
-
-def same_layer(a, b) -> bool:
-    """Whether ``a`` and ``b`` are the same layer (proxies of it included); ``None`` is no layer."""
-    return a is not None and b is not None and unwrapped(a) is unwrapped(b)
-
-
-def analysis_session(viewer) -> AnalysisSession:
-    """The :class:`~napari_softseg.analysis.session.AnalysisSession` of ``viewer`` (made on first use).
-
-    Every dock of one viewer gets the same session, whether napari passed it the viewer or a proxy of it.
-    """
-    key = unwrapped(viewer)
-    if key not in _SESSIONS:
-        _SESSIONS[key] = AnalysisSession()
-    return _SESSIONS[key]
-
-
-def connect_while_alive(widget: QObject, signal, slot) -> None:
-    """Connect a psygnal ``signal`` of the session to ``slot`` until ``widget`` is destroyed."""
-    signal.connect(slot)
-    widget.destroyed.connect(lambda *_: signal.disconnect(slot))
-
-
-class _VerticalScrollArea(QScrollArea):
-    """Scrolls vertically; as wide as its content wants (a dock never clips the content's right side)."""
-
-    def _extra(self) -> int:
-        return self.verticalScrollBar().sizeHint().width() + 2 * self.frameWidth()
-
-    def minimumSizeHint(self) -> QSize:
-        inner = self.widget().minimumSizeHint() if self.widget() is not None else QSize(0, 0)
-        return QSize(inner.width() + self._extra(), 120)
-
-    def sizeHint(self) -> QSize:
-        inner = self.widget().sizeHint() if self.widget() is not None else QSize(0, 0)
-        return QSize(inner.width() + self._extra(), inner.height())
-
-
-def relax_combos(root: QWidget, min_chars: int = 10) -> None:
-    """Let every combo box under ``root`` shrink below its longest entry (elided), so no dock is forced
-    wider than its column; the full text stays in the drop-down list and the tooltip."""
-    for combo in root.findChildren(QComboBox):
-        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        combo.setMinimumContentsLength(min_chars)
-
-
-def scroll_layout(widget: QWidget) -> QVBoxLayout:
-    """Give ``widget`` a frameless vertical scroll area and return the layout to fill inside it."""
-    outer = QVBoxLayout(widget)
-    outer.setContentsMargins(0, 0, 0, 0)
-    area = _VerticalScrollArea()
-    area.setWidgetResizable(True)
-    area.setFrameShape(QFrame.Shape.NoFrame)
-    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-    content = QWidget()
-    area.setWidget(content)
-    outer.addWidget(area)
-    return QVBoxLayout(content)
-
-
 class ReferencePicker:
     """The reference box and its "k of n" spin box, shared by the Threshold explorer and Rater comparison.
 
@@ -489,8 +288,6 @@ class ReferencePicker:
     """
 
     def __init__(self, on_changed, *, soft_first: bool = False):
-        from qtpy.QtWidgets import QComboBox, QSpinBox
-
         self.combo = QComboBox()
         self.combo.setToolTip("What the soft map is compared with")
         self.k_spin = QSpinBox()
@@ -509,14 +306,12 @@ class ReferencePicker:
 
     def _describe_consensus(self, *args) -> None:
         """The consensus entry names the rule and the current k (e.g. "consensus: at least half … (2 of 4)")."""
-
         for i, ref in enumerate(self.entries):
             if ref.kind == "consensus" and self.n_raters:
                 self.combo.setItemText(i, describe(self.n_raters, self.k_spin.value()))
 
     def fill(self, session, previous=None, previous_n: int | None = None) -> None:
         """List the references of ``session``; keep ``previous`` if the number of raters is unchanged."""
-
         n = session.n_raters
         entries = []
         if n:
@@ -526,7 +321,7 @@ class ReferencePicker:
         entries.append(Reference("expected"))
         self.entries = entries
         self.n_raters = n
-        with _signals_blocked(self.combo, self.k_spin):
+        with signals_blocked(self.combo, self.k_spin):
             self.combo.clear()
             self.combo.addItems([session.describe_reference(r) for r in entries])
             self.k_spin.setRange(1, max(n, 1))
@@ -555,7 +350,6 @@ class ReferencePicker:
 
     def current(self):
         """The chosen reference (with the spin box's k for a consensus), or None."""
-
         i = self.combo.currentIndex()
         if not 0 <= i < len(self.entries):
             return None
@@ -574,30 +368,14 @@ class ReferencePicker:
         Raises:
             SoftsegError: The reference is not among the entries.
         """
-
         index = self.index_of(reference)
         if index is None:
             raise SoftsegError(f"reference '{reference.describe()}' is not available for these layers")
         if reference.kind == "consensus":
-            with _signals_blocked(self.k_spin):
+            with signals_blocked(self.k_spin):
                 self.k_spin.setValue(reference.k)
             self._describe_consensus()
         if index == self.combo.currentIndex():
             return False
         self.combo.setCurrentIndex(index)
         return True
-
-
-class _signals_blocked:
-    """Block the Qt signals of some widgets inside a ``with`` block."""
-
-    def __init__(self, *widgets):
-        self.widgets = widgets
-
-    def __enter__(self):
-        for w in self.widgets:
-            w.blockSignals(True)
-
-    def __exit__(self, *exc):
-        for w in self.widgets:
-            w.blockSignals(False)

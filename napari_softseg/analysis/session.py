@@ -161,10 +161,11 @@ class AnalysisSession:
             self.role_changed.emit(value)
 
 
-def _unwrapped(obj: Any) -> Any:
-    """The object behind a transparent proxy (``__wrapped__``, e.g. napari's plugin proxies), else ``obj``."""
+def unwrapped(obj: Any) -> Any:
+    """The object behind a transparent proxy (``__wrapped__``: the ``PublicOnlyProxy`` napari hands to
+    plugin docks for the viewer and its layers), else ``obj``."""
     return getattr(obj, "__wrapped__", obj)
 
 
 def _same(a: Sequence[Any], b: Sequence[Any]) -> bool:
-    return len(a) == len(b) and all(_unwrapped(x) is _unwrapped(y) for x, y in zip(a, b))
+    return len(a) == len(b) and all(unwrapped(x) is unwrapped(y) for x, y in zip(a, b))

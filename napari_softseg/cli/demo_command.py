@@ -26,9 +26,10 @@ import time
 from pathlib import Path
 
 from napari_softseg._napari import layers as L
+from napari_softseg._napari.layer_roles import analysis_session
 from napari_softseg._napari.reader import read_case_folder
+from napari_softseg._qt.dock_column import arrange_column
 from napari_softseg._qt.segmentation_widget import PREDICTION_NAME
-from napari_softseg._qt.selection import analysis_session
 from napari_softseg.datasets.bundled import demo_case_path, demo_model_path
 from napari_softseg.errors import SoftsegError
 from napari_softseg.io.dataset import load_case
@@ -48,23 +49,26 @@ ROLE_TITLES = {
 }
 PLUGIN = "napari-softseg"
 WINDOW_SIZE = (1920, 1080)
-#: Width of the dock column: enough for every dock's content (tested at 1366×768 and 1920×1080).
-DOCK_WIDTH = 440
 
 
 def isolate_settings() -> Path | None:
     """Let napari read the user's settings but write to a temporary copy; returns the copy's path.
 
-    napari saves the window geometry (and other state) to its settings file when a window closes. The
-    demo sets ``NAPARI_CONFIG`` to a copy of the user's file in a temporary folder before napari is
-    imported, so nothing the demo does reaches the user's settings. Does nothing (returns None) once
-    napari's settings are loaded — the caller must run first.
+    napari saves the window geometry (and other state) to its settings file when a window closes, and a
+    dock's position when it is docked. The demo gives napari a copy of the user's file in a temporary
+    folder: through ``NAPARI_CONFIG`` before napari's settings module is imported, or (when importing the
+    plugin already imported it) as the path napari's settings are read from and saved to. Returns None
+    when napari's settings object already exists (then it is too late: the caller must run first).
     """
     import shutil
     import tempfile
 
-    if "napari.settings._napari_settings" in sys.modules:
-        return None
+    loaded = "napari.settings._napari_settings" in sys.modules
+    if loaded:
+        import napari.settings as napari_settings
+
+        if getattr(napari_settings, "_SETTINGS", None) is not None:
+            return None
     source = os.environ.get("NAPARI_CONFIG")
     if not source:
         from napari.utils._base import _DEFAULT_CONFIG_PATH
@@ -75,6 +79,8 @@ def isolate_settings() -> Path | None:
     if Path(source).is_file():
         shutil.copyfile(source, copy)
     os.environ["NAPARI_CONFIG"] = str(copy)
+    if loaded:               # the module read NAPARI_CONFIG at import: name the copy explicitly
+        napari_settings.get_settings(copy)
     import atexit
 
     atexit.register(shutil.rmtree, folder, True)
@@ -207,55 +213,18 @@ def open_demo(case_path: Path, model_dir: Path, device: str = "auto", *, thresho
 
 
 def _arrange_docks(viewer, frames: dict) -> None:
-    """One tabbed dock column on the right, by role; the Clinician tab in front; the canvas gets the rest."""
-    from qtpy.QtCore import Qt
+    """One tabbed dock column on the right, by role; the Clinician tab in front; the canvas gets the rest.
 
-    window = viewer.window._qt_window
+    Each dock already joined the column as napari added it (:mod:`napari_softseg._qt.dock_column`, the
+    plain-napari behaviour); here the tabs get role titles and the role order.
+    """
     order = [name for name in ROLE_TITLES if name in frames]
     if not order:
         return
-    first = frames[order[0]]
     for name in order:
         frames[name].setWindowTitle(ROLE_TITLES[name])
-    for name in order[1:]:
-        window.tabifyDockWidget(first, frames[name])
-    import weakref
-
-    from qtpy.QtCore import QEvent, QObject, QTimer
-
-    # weak references: the filter lives as long as the window and must not keep it (or its viewer) alive
-    window_ref, first_ref = weakref.ref(window), weakref.ref(first)
-
-    def fit_column() -> None:
-        # at most 28 % of the window (and DOCK_WIDTH), at least 320 px: the canvas keeps most of the width
-        win, dock = window_ref(), first_ref()
-        if win is None or dock is None:
-            return
-        width = min(DOCK_WIDTH, max(320, int(win.width() * 0.28)))
-        win.resizeDocks([dock], [width], Qt.Orientation.Horizontal)
-
-    class _FollowResize(QObject):
-        """Re-fit the dock column when the window is resized (a smaller screen, a maximised window)."""
-
-        def eventFilter(self, obj, event):  # noqa: N802 (Qt's name)
-            if event.type() == QEvent.Type.Resize:
-                QTimer.singleShot(0, fit_column)
-            return False
-
-    window._softseg_dock_fitter = _FollowResize(window)
-    window.installEventFilter(window._softseg_dock_fitter)
-    fit_column()
-    raise_clinician_tab(frames)
-
-
-def raise_clinician_tab(frames: dict) -> None:
-    """Bring the Clinician tab (Threshold explorer) to the front (also once Qt has laid the tabs out)."""
-    from qtpy.QtCore import QTimer
-
-    frame = frames.get("Threshold explorer")
-    if frame is not None:
-        frame.raise_()
-        QTimer.singleShot(0, frame.raise_)
+    arrange_column(viewer.window._qt_window, [frames[name] for name in order],
+                   front=frames.get("Threshold explorer"))
 
 
 def _world_of_slice(layer, index: int) -> float:

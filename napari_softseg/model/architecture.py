@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from napari_softseg.errors import SoftsegError
 
-
 ARCHITECTURE_NAME = "unet2d"
 ARCHITECTURE_NAMES = ("unet2d", "unet3d")
 NORMS = ("instance", "batch", "none")

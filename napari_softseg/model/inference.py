@@ -32,10 +32,10 @@ from collections.abc import Generator
 import numpy as np
 
 from napari_softseg.errors import SoftsegError
+from napari_softseg.model.architecture import normalize_architecture
 from napari_softseg.model.device import DeviceChoice, resolve_device
 from napari_softseg.model.model_io import LoadedModel, ModelConfig
 from napari_softseg.model.normalization import Normalization
-from napari_softseg.model.architecture import normalize_architecture
 from napari_softseg.progress import Progress
 
 DEFAULT_TILE_SIZE = 1024

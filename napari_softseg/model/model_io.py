@@ -39,8 +39,8 @@ from napari_softseg.errors import SoftsegError
 from napari_softseg.io.files import atomic_destination, crash_point, write_bytes_synced
 from napari_softseg.io.jsonio import read_json_object
 from napari_softseg.io.memory import check_memory
-from napari_softseg.model.normalization import Normalization
 from napari_softseg.model.architecture import normalize_architecture
+from napari_softseg.model.normalization import Normalization
 
 FORMAT_NAME = "napari-softseg-model"
 FORMAT_VERSION = 1

@@ -23,6 +23,7 @@ from torch import nn
 
 from napari_softseg.model.architecture import normalize_architecture
 
+
 def _norm(kind: str, channels: int, dim: int = 2) -> nn.Module:
     if kind == "instance":
         return (nn.InstanceNorm2d if dim == 2 else nn.InstanceNorm3d)(channels, affine=True)

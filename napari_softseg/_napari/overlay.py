@@ -1,0 +1,330 @@
+"""The canvas side of the threshold explorer: the layers that draw ``p >= t`` over the scan (Qt-free).
+
+:class:`ThresholdOverlay` owns the helper layers the Threshold explorer dock adds to the viewer and keeps
+them in step with the threshold, the overlay mode and the 2D/3D switch; the dock only drives it (its
+widgets set :attr:`ThresholdOverlay.mode`, :attr:`~ThresholdOverlay.bands` and the threshold, and call
+:meth:`~ThresholdOverlay.update` per slider move). What it draws:
+
+* **p ≥ t as a crisp cyan outline** — an Image layer over a
+  :class:`~napari_softseg.analysis.display.ContourView` on a grid up to 4× finer than the soft map
+  (:func:`outline_factor`): napari asks it for the displayed slice only, so a move outlines one slice;
+* optionally a **fill** — a second Image layer over the *same* soft-map array (no copy) through a
+  two-colour colormap whose switch point is the threshold, so the renderer applies it;
+* optional thin white **confidence bands** (iso-lines at :data:`BAND_LEVELS`,
+  :class:`~napari_softseg.analysis.display.BandsView`);
+* in **3D**, p ≥ t as an iso-surface (``rendering="iso"``, ``iso_threshold = t``: the slider moves a
+  shader uniform), the scan as a faint MIP volume, raters and heat map off (restored in 2D);
+* one line of **canvas legend** (napari's text overlay) naming what the outline shows, and the chosen soft
+  map's colour bar as the only colour bar.
+
+:func:`apply_role` lays the canvas out for a clinician (raters hidden) or an annotator (raters as
+coloured one-voxel outlines).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from napari.utils.colormaps import Colormap
+from napari.utils.transforms import Affine
+
+from napari_softseg._napari import layers as softseg_layers
+from napari_softseg._napari.layer_roles import HELPER_KEY, is_helper, same_layer, soft_map_candidates
+from napari_softseg._napari.layers import format_threshold, layer_type
+from napari_softseg.analysis.display import (
+    BandsView,
+    ContourView,
+    overlay_contrast_limits,
+    threshold_colormap_controls,
+    upsampled_affine,
+)
+
+OVERLAY_MODES = ("outline", "outline + light fill", "filled", "none")
+DEFAULT_OVERLAY = "outline"
+OUTLINE_COLOR = (0.0, 1.0, 1.0)     # cyan: far from grey scans and from every colour of the heat map
+FILL_COLOR = (0.0, 1.0, 1.0)
+FILL_OPACITY = {"outline + light fill": 0.22, "filled": 0.5}
+BAND_LEVELS = (0.1, 0.5, 0.9)       # optional iso-lines of the soft map (confidence bands)
+BAND_COLOR = (1.0, 1.0, 1.0)
+SURFACE_COLOR = (0.0, 0.9, 1.0)
+SCAN_OPACITY_3D = 0.25              # the scan as a faint volume behind the 3D surface
+#: The outline is drawn on a grid this many times finer than the soft map (in-plane), at most
+#: :data:`OUTLINE_MAX_SIDE` pixels a side: a line of 1/f voxel, thin and crisp at any zoom.
+OUTLINE_UPSAMPLE = 4
+OUTLINE_MAX_SIDE = 800
+LEGEND_PREFIX = "cyan "            # the canvas legend line starts so (and is recognised by it)
+
+
+def outline_factor(shape) -> int:
+    """Upsampling factor of the outline grid for a soft map of ``shape`` (1 … :data:`OUTLINE_UPSAMPLE`)."""
+    side = max(shape[-2:]) if len(shape) >= 2 else 1
+    return int(max(1, min(OUTLINE_UPSAMPLE, OUTLINE_MAX_SIDE // max(side, 1))))
+
+
+def step_colormap(name: str, rgb: tuple[float, float, float]) -> Colormap:
+    """Transparent below the middle of the range, ``rgb`` from it on (no interpolation)."""
+    return Colormap(
+        colors=[[0.0, 0.0, 0.0, 0.0], [*rgb, 1.0]],
+        controls=list(threshold_colormap_controls()),
+        interpolation="zero",
+        name=name,
+    )
+
+
+def solid_colormap(name: str, rgb: tuple[float, float, float]) -> Colormap:
+    """One colour from the middle of the range on, transparent below (0/1 outline layers, 3D surface)."""
+    return Colormap(colors=[[0.0, 0.0, 0.0, 0.0], [*rgb, 1.0]], controls=[0.0, 0.5, 1.0], interpolation="zero",
+                    name=name)
+
+
+def bands_legend() -> str:
+    """How the confidence bands are named in the canvas legend."""
+    return "thin white: p = " + " / ".join(f"{b:g}" for b in BAND_LEVELS)
+
+
+def apply_role(viewer, role: str) -> None:
+    """Lay the canvas out for a role: clinician — raters hidden; annotator — raters as coloured one-voxel outlines."""
+    for layer in viewer.layers:
+        if layer_type(layer) != "labels" or softseg_layers.kind_of(layer) != "rater":
+            continue
+        if role == "annotator":
+            layer.contour = 1
+            layer.opacity = 1.0
+            layer.visible = True
+        else:
+            layer.visible = False
+
+
+class ThresholdOverlay:
+    """The helper layers that show ``p >= threshold`` of one soft-map layer on a viewer's canvas.
+
+    Args:
+        viewer: The napari viewer (or the ``PublicOnlyProxy`` napari hands to docks).
+
+    Attributes:
+        source: The soft-map layer drawn (None: nothing is drawn).
+        mode: One of :data:`OVERLAY_MODES` (the 2D look; 3D always shows a surface unless ``"none"``).
+        bands: Whether the confidence bands are shown (2D).
+        threshold: The threshold drawn.
+    """
+
+    def __init__(self, viewer):
+        self.viewer = viewer
+        self.source = None
+        self.mode = DEFAULT_OVERLAY
+        self.bands = False
+        self.threshold = 0.5
+        self.fill_layer = None
+        self.contour_layer = None
+        self.bands_layer = None
+        self.surface_layer = None
+        self.contour_view: ContourView | None = None
+        self.bands_view: BandsView | None = None
+        self._saved_3d: list = []          # (layer, attribute, value) to restore when leaving 3D
+
+    # -- what is drawn -------------------------------------------------------------------------------
+    @property
+    def shown_mode(self) -> str:
+        """The overlay drawn: :attr:`mode` in 2D; ``"surface"`` in 3D (``"none"`` stays none)."""
+        return "surface" if self.viewer.dims.ndisplay == 3 and self.mode != "none" else self.mode
+
+    def alive(self, layer) -> bool:
+        """Whether ``layer`` is (still) one of the viewer's layers."""
+        return layer is not None and any(same_layer(layer, other) for other in self.viewer.layers)
+
+    def shows(self, data) -> bool:
+        """Whether the existing overlay layers show ``data`` (not an array the soft map had before)."""
+        views = [v for v in (self.contour_view, self.bands_view) if v is not None]
+        return (all(v.data is data for v in views)
+                and (not self.alive(self.fill_layer) or self.fill_layer.data is data))
+
+    def set_source(self, layer, data, *, force: bool = False) -> None:
+        """Draw ``layer`` (whose array is ``data``); overlays of another layer or array are removed first."""
+        if force or not same_layer(layer, self.source) or not self.shows(data):
+            self.remove()
+            self.source = layer
+
+    def clear(self) -> None:
+        """Draw nothing: remove the overlay layers and forget the soft map."""
+        self.remove()
+        self.source = None
+        self.update_legend()
+
+    # -- per move ------------------------------------------------------------------------------------
+    def update(self, t: float) -> bool:
+        """Show ``p >= t`` in the current mode (no full-volume work).
+
+        Returns:
+            Whether layer thumbnails are now stale (refresh them with :meth:`refresh_thumbnails` once
+            the slider rests: the layer list repaints a thumbnail in several ms).
+        """
+        self.threshold = t
+        mode = self.shown_mode
+        if mode == "surface":
+            if self.alive(self.surface_layer):
+                self.surface_layer.iso_threshold = t
+            return False
+        if mode in FILL_OPACITY and self.alive(self.fill_layer):
+            with self.fill_layer.events.thumbnail.blocker():
+                self.fill_layer.contrast_limits = overlay_contrast_limits(t)
+        if mode.startswith("outline") and self.alive(self.contour_layer):
+            self.contour_view.threshold = t
+            self.contour_layer.refresh(thumbnail=False, highlight=False, extent=False)
+        return mode != "none"
+
+    def refresh_thumbnails(self) -> None:
+        """Repaint the thumbnails of the visible fill and outline layers."""
+        for layer in (self.fill_layer, self.contour_layer):
+            if self.alive(layer) and layer.visible:
+                layer.refresh(data_displayed=False, highlight=False, extent=False)
+
+    def update_legend(self, t: float | None = None) -> None:
+        """The canvas' one line of legend next to the colour bar: what the outline (or surface) shows."""
+        overlay = self.viewer.text_overlay
+        mode = self.shown_mode
+        if self.source is None or mode == "none":
+            if overlay.visible and overlay.text.startswith(LEGEND_PREFIX):
+                overlay.visible = False
+            return
+        t = self.threshold if t is None else t
+        shape = "surface" if mode == "surface" else "outline"
+        bands = "  ·  " + bands_legend() if self.bands and mode != "surface" else ""
+        heat = "" if mode == "surface" else "  ·  heat: probability p"
+        overlay.text = f"{LEGEND_PREFIX}{shape}: p ≥ {format_threshold(t)}{bands}{heat}"
+        if not overlay.visible:
+            overlay.position = "top_left"
+            overlay.font_size = 11
+            overlay.color = OUTLINE_COLOR
+            overlay.visible = True
+
+    # -- the layers ------------------------------------------------------------------------------------
+    def _transform(self) -> dict:
+        source = self.source
+        return dict(affine=source.affine.affine_matrix, scale=source.scale, translate=source.translate,
+                    rotate=source.rotate, shear=source.shear)
+
+    def _fine_transform(self, factor: int) -> dict:
+        """Placement of a ``factor``-times finer outline grid on the soft map (same world position)."""
+        source = self.source
+        data_to_physical = Affine(scale=source.scale, translate=source.translate, rotate=source.rotate,
+                                  shear=source.shear).affine_matrix
+        full = np.asarray(source.affine.affine_matrix) @ data_to_physical @ upsampled_affine(factor, source.ndim)
+        return dict(affine=full)
+
+    def ensure(self) -> None:
+        """Add the layers the current mode needs (once) and show only those; keeps the user's selection."""
+        mode = self.shown_mode
+        source = self.source
+        if source is None:
+            self.set_visibility()
+            return
+        active = self.viewer.layers.selection.active
+        transform = self._transform()
+        factor = outline_factor(source.data.shape)
+        if self.bands and not self.alive(self.bands_layer):
+            self.bands_view = BandsView(source.data, BAND_LEVELS, outline_volumes=False, upsample=factor)
+            self.bands_layer = self.viewer.add_image(
+                self.bands_view, name=f"{source.name} bands " + "/".join(f"{b:g}" for b in BAND_LEVELS),
+                colormap=solid_colormap("softseg bands", BAND_COLOR), contrast_limits=(0.0, 1.0),
+                interpolation2d="nearest", opacity=0.6, blending="translucent",
+                metadata={HELPER_KEY: "confidence bands"}, **self._fine_transform(factor),
+            )
+        if mode in FILL_OPACITY and not self.alive(self.fill_layer):
+            lo, hi = overlay_contrast_limits(self.threshold)
+            self.fill_layer = self.viewer.add_image(
+                source.data, name=f"{source.name} p ≥ t fill", colormap=step_colormap("softseg threshold", FILL_COLOR),
+                contrast_limits=(lo, hi), opacity=FILL_OPACITY[mode], blending="translucent",
+                metadata={HELPER_KEY: "threshold fill"}, **transform,
+            )
+            self.fill_layer.contrast_limits_range = (-1.0, 2.0)
+        if self.alive(self.fill_layer) and mode in FILL_OPACITY:
+            self.fill_layer.opacity = FILL_OPACITY[mode]
+        if mode.startswith("outline") and not self.alive(self.contour_layer):
+            self.contour_view = ContourView(source.data, self.threshold, outline_volumes=False, upsample=factor)
+            self.contour_layer = self.viewer.add_image(
+                self.contour_view, name=f"{source.name} p ≥ t outline",
+                colormap=solid_colormap("softseg outline", OUTLINE_COLOR), contrast_limits=(0.0, 1.0),
+                interpolation2d="nearest", opacity=1.0, blending="translucent",
+                metadata={HELPER_KEY: "threshold outline"}, **self._fine_transform(factor),
+            )
+        if mode == "surface" and not self.alive(self.surface_layer):
+            self.surface_layer = self.viewer.add_image(
+                source.data, name=f"{source.name} p ≥ t surface", rendering="iso", iso_threshold=self.threshold,
+                colormap=solid_colormap("softseg surface", SURFACE_COLOR), contrast_limits=(0.0, 1.0),
+                blending="translucent", metadata={HELPER_KEY: "threshold surface"}, **transform,
+            )
+        if active is not None and self.alive(active):
+            self.viewer.layers.selection.active = active    # keep the user's selection
+        self.set_visibility()
+
+    def set_visibility(self) -> None:
+        """Show the overlay layers of the current mode, hide the others."""
+        mode = self.shown_mode
+        two_d = self.viewer.dims.ndisplay == 2
+        for layer, shown in ((self.fill_layer, mode in FILL_OPACITY), (self.contour_layer, mode.startswith("outline")),
+                             (self.bands_layer, two_d and self.bands),
+                             (self.surface_layer, mode == "surface")):
+            if self.alive(layer) and layer.visible != shown:
+                layer.visible = shown
+
+    def remove(self) -> None:
+        """Remove the overlay layers from the viewer."""
+        for layer in (self.fill_layer, self.contour_layer, self.bands_layer, self.surface_layer):
+            if self.alive(layer):
+                self.viewer.layers.remove(layer)
+        self.fill_layer = self.contour_layer = self.bands_layer = self.surface_layer = None
+        self.contour_view = self.bands_view = None
+
+    def forget(self, layer) -> None:
+        """``layer`` was removed from the viewer (by the user or the dock): stop referring to it."""
+        if same_layer(layer, self.fill_layer):
+            self.fill_layer = None
+        elif same_layer(layer, self.contour_layer):
+            self.contour_layer = self.contour_view = None
+        elif same_layer(layer, self.bands_layer):
+            self.bands_layer = self.bands_view = None
+        elif same_layer(layer, self.surface_layer):
+            self.surface_layer = None
+
+    def show_colorbar(self) -> None:
+        """One colour bar: the drawn soft map's (the legend of its heat colours), in 2D."""
+        for layer in soft_map_candidates(self.viewer):
+            shown = same_layer(layer, self.source) and self.viewer.dims.ndisplay == 2 and layer.visible
+            try:
+                if layer.colorbar.visible != shown:
+                    layer.colorbar.visible = shown
+            except AttributeError:       # napari without layer colour bars
+                return
+
+    # -- 2D / 3D ---------------------------------------------------------------------------------------
+    def on_ndisplay(self) -> None:
+        """2D ↔ 3D: in 3D p ≥ t is an iso-surface, the scan a faint volume, raters and heat map off."""
+        if self.viewer.dims.ndisplay == 3:
+            self._enter_3d()
+        else:
+            self._leave_3d()
+        self.ensure()
+        self.show_colorbar()
+        self.update(self.threshold)
+        self.update_legend()
+
+    def _enter_3d(self) -> None:
+        if self._saved_3d or self.source is None:
+            return
+        for layer in list(self.viewer.layers):
+            if is_helper(layer):
+                continue
+            kind = softseg_layers.kind_of(layer)
+            if layer_type(layer) == "labels" or same_layer(layer, self.source) or kind == "soft_label":
+                self._saved_3d.append((layer, "visible", layer.visible))
+                layer.visible = False
+            elif layer_type(layer) == "image" and layer.visible:
+                self._saved_3d.append((layer, "opacity", layer.opacity))
+                self._saved_3d.append((layer, "rendering", layer.rendering))
+                layer.rendering = "mip"
+                layer.opacity = min(layer.opacity, SCAN_OPACITY_3D)
+
+    def _leave_3d(self) -> None:
+        for layer, attribute, value in reversed(self._saved_3d):
+            if self.alive(layer):
+                setattr(layer, attribute, value)
+        self._saved_3d = []
