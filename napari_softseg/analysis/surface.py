@@ -53,7 +53,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_softseg.errors import SoftsegError
-from napari_softseg.io.geometry import reverse_matrix
+from napari_softseg.io.geometry import check_spacing, reverse_matrix
 
 MAX_FACES = 500_000
 """Face budget of ``step=None``: the coarsest mesh napari still rotates smoothly under software GL."""
@@ -156,17 +156,7 @@ def _to_world(affine: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
     affine = np.asarray(affine, dtype=np.float64)
     if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
         raise SoftsegError(f"invalid affine (expected a finite 4x4 matrix, got shape {affine.shape})")
-    return affine @ np.diag([*(1.0 / np.asarray(_check_spacing(spacing))), 1.0])
-
-
-def _check_spacing(spacing: Sequence[float]) -> tuple[float, float, float]:
-    try:
-        values = tuple(float(s) for s in spacing)
-    except (TypeError, ValueError):
-        raise SoftsegError(f"spacing must be three voxel sizes in mm, got {spacing!r}") from None
-    if len(values) != 3 or not all(math.isfinite(s) and s > 0 for s in values):
-        raise SoftsegError(f"spacing must be three positive voxel sizes in mm, got {spacing!r}")
-    return values
+    return affine @ np.diag([*(1.0 / np.asarray(check_spacing(spacing))), 1.0])
 
 
 def _check_soft(soft: np.ndarray) -> np.ndarray:
@@ -233,7 +223,7 @@ def iso_surface(
     from skimage.measure import marching_cubes
 
     soft = _check_soft(soft)
-    spacing = _check_spacing(spacing)
+    spacing = check_spacing(spacing)
     level = float(level)
     if not math.isfinite(level):
         raise SoftsegError(f"the surface level must be a finite number, got {level}")

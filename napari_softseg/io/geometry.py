@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -185,3 +186,16 @@ class Geometry:
         return header
 
 
+def check_spacing(values, name: str = "spacing") -> tuple[float, float, float]:
+    """``values`` as three finite, positive voxel sizes in mm (the one check of a spacing argument).
+
+    Raises:
+        SoftsegError: Not three numbers, or a size that is zero, negative, NaN or infinite.
+    """
+    try:
+        out = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise SoftsegError(f"{name} must be three numbers (mm), got {values!r}") from None
+    if len(out) != 3 or not all(math.isfinite(v) and v > 0 for v in out):
+        raise SoftsegError(f"{name} must be three positive voxel sizes in mm, got {values!r}")
+    return out

@@ -68,6 +68,7 @@ import math
 import numpy as np
 
 from napari_softseg.errors import SoftsegError
+from napari_softseg.io.geometry import check_spacing
 
 #: Spacings equal within this relative difference are treated as equal (no resampling).
 SPACING_RTOL = 1e-3
@@ -86,16 +87,6 @@ LAST_AXIS_BLOCK = 64
 CUBIC_A = -0.5
 
 _RADIUS = {0: 0.5, 1: 1.0, 3: 2.0}
-
-
-def _triple(values, name: str) -> tuple[float, float, float]:
-    try:
-        out = tuple(float(v) for v in values)
-    except (TypeError, ValueError):
-        raise SoftsegError(f"{name} must be three numbers (mm), got {values!r}") from None
-    if len(out) != 3 or not all(math.isfinite(v) and v > 0 for v in out):
-        raise SoftsegError(f"{name} must be three positive voxel sizes in mm, got {values!r}")
-    return out
 
 
 def _axes(axes) -> tuple[int, ...]:
@@ -164,7 +155,7 @@ def target_spacing(spacings, shapes, *, dim: int, slice_axis: int | None = None)
         ...                [(256, 256, 30), (256, 256, 30), (256, 256, 100)], dim=2, slice_axis=2)
         (1.0, 1.0, 5.0)
     """
-    spacing_rows = [_triple(s, "spacing") for s in spacings]
+    spacing_rows = [check_spacing(s, "spacing") for s in spacings]
     shape_rows = [tuple(int(v) for v in s) for s in shapes]
     if not spacing_rows:
         raise SoftsegError("no cases to take a target spacing from")
@@ -202,7 +193,7 @@ def resampled_shape(shape, spacing, target, axes=(0, 1, 2)) -> tuple[int, int, i
     shape = tuple(int(n) for n in shape)
     if len(shape) != 3 or min(shape) < 1:
         raise SoftsegError(f"expected a spatial shape (X, Y, Z), got {shape!r}")
-    spacing, target = _triple(spacing, "spacing"), _triple(target, "target spacing")
+    spacing, target = check_spacing(spacing, "spacing"), check_spacing(target, "target spacing")
     out = list(shape)
     for a in _axes(axes):
         if _differs(spacing[a], target[a]):
@@ -371,7 +362,7 @@ def _zooms(shape, new_shape, spacing) -> tuple[float, float, float]:
 
 def _stack(array: np.ndarray, spacing, target, axes, order: int, antialias: bool):
     """Resample each ``(X, Y, Z)`` item of a ``(N, X, Y, Z)`` stack; ``(same object, spacing)`` when nothing changes."""
-    spacing = _triple(spacing, "spacing")
+    spacing = check_spacing(spacing, "spacing")
     new_shape = resampled_shape(array.shape[1:], spacing, target, axes)
     if new_shape == tuple(array.shape[1:]):
         return array, spacing
@@ -412,7 +403,7 @@ def resample_soft_map(soft: np.ndarray, spacing, target, *, axes=(0, 1, 2), anti
         ``(float32 (X', Y', Z') in [0, 1], zooms)``; ``soft`` itself when no axis changes.
     """
     soft = _check_volume(soft, 3, "soft map")
-    spacing = _triple(spacing, "spacing")
+    spacing = check_spacing(spacing, "spacing")
     new_shape = resampled_shape(soft.shape, spacing, target, axes)
     if new_shape == soft.shape:
         return soft, spacing
@@ -438,7 +429,7 @@ def resample_masks(masks: np.ndarray, spacing, target, *, axes=(0, 1, 2), binary
         ``(masks, zooms)``; ``masks`` itself when no axis changes.
     """
     masks = _check_volume(masks, 4, "masks")
-    spacing = _triple(spacing, "spacing")
+    spacing = check_spacing(spacing, "spacing")
     new_shape = resampled_shape(masks.shape[1:], spacing, target, axes)
     if new_shape == tuple(masks.shape[1:]):
         return masks, spacing
