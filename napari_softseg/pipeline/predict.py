@@ -129,7 +129,8 @@ def predict_path(
     dataset_mode = not is_nifti_path(output)
     if dataset_mode:
         _refuse_output_inside(input_path, output)
-    record = _run_record(model) if dataset_mode else None
+    checksums = model_checksums(model)  # once: the run record and every sidecar name the same model
+    record = _run_record(model, checksums) if dataset_mode else None
     skipped: list[Path] = []  # every rank checks every case: all refuse, or all resume the same way
     for image_path, out_path in jobs:
         if out_path.resolve() == image_path.resolve():
@@ -167,8 +168,8 @@ def predict_path(
         if skipped:
             yield Progress("device", 0, None, f"resuming: {len(skipped)} of {len(jobs)} case(s) already predicted in "
                            f"{output} are kept")
-        written = yield from _predict_jobs(model, [jobs[i] for i in todo], choice, tile, batch_size, overwrite,
-                                           failures if dataset_mode else None)
+        written = yield from _predict_jobs(model, checksums, [jobs[i] for i in todo], choice, tile, batch_size,
+                                           overwrite, failures if dataset_mode else None)
         if not dist.enabled:
             if failures:
                 raise PartialFailure(written, failures)
@@ -206,7 +207,7 @@ PREDICT_TIMEOUT_MINUTES = 24 * 60
 """How long a rank that finished its share waits for the others (shares differ by about one case's time)."""
 
 
-def _predict_jobs(model, jobs, choice, tile, batch_size, overwrite,
+def _predict_jobs(model, checksums, jobs, choice, tile, batch_size, overwrite,
                   failures: list | None = None) -> Generator[Progress, None, list[Path]]:
     """Predict and write each ``(image, output)`` job with its sidecar; the written maps.
 
@@ -216,7 +217,7 @@ def _predict_jobs(model, jobs, choice, tile, batch_size, overwrite,
     written = []
     for number, (image_path, out_path) in enumerate(jobs, start=1):
         try:
-            written.append((yield from _predict_one(model, image_path, out_path, choice, tile, batch_size,
+            written.append((yield from _predict_one(model, checksums, image_path, out_path, choice, tile, batch_size,
                                                      overwrite)))
         except SoftsegError as exc:
             if failures is None:
@@ -228,7 +229,8 @@ def _predict_jobs(model, jobs, choice, tile, batch_size, overwrite,
     return written
 
 
-def _predict_one(model, image_path, out_path, choice, tile, batch_size, overwrite) -> Generator[Progress, None, Path]:
+def _predict_one(model, checksums, image_path, out_path, choice, tile, batch_size,
+                 overwrite) -> Generator[Progress, None, Path]:
     """Predict one image and commit its map, then its sidecar (the provenance of what ran)."""
     image, volume = load_image(image_path, n_channels=model.config.image_channels)
     ran = DeviceTracker(choice.device)
@@ -241,7 +243,8 @@ def _predict_one(model, image_path, out_path, choice, tile, batch_size, overwrit
     description = f"softseg p(task{model.config.task}) T={model.config.temperature:.3g}"
     path = save_volume(out_path, probabilities, volume, overwrite=overwrite, description=description,
                        dtype=np.float32)
-    write_sidecar(out_path, "prediction", prediction_provenance(model, image_path, ran.device))
+    write_sidecar(out_path, "prediction", prediction_provenance(model, image_path, ran.device,
+                                                                   checksums=checksums))
     return path
 
 
@@ -259,9 +262,8 @@ def _refuse_output_inside(input_path: Path, output: Path) -> None:
                            output)
 
 
-def _run_record(model: LoadedModel) -> dict | None:
+def _run_record(model: LoadedModel, sums: dict[str, str] | None) -> dict | None:
     """What identifies the model of a dataset run: checksums of its two files (``None`` if in memory)."""
-    sums = model_checksums(model)
     if sums is None:
         return None
     return {"software": "napari-softseg predict", "model": str(model.path), "task": model.config.task,

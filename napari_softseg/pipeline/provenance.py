@@ -63,15 +63,16 @@ def model_checksums(model: LoadedModel) -> dict[str, str] | None:
         return None
 
 
-def prediction_provenance(model: LoadedModel, source: str | os.PathLike | None, device: str,
-                          **extra: Any) -> dict:
+def prediction_provenance(model: LoadedModel, source: str | os.PathLike | None, device: str, *,
+                          checksums: dict[str, str] | None = None, **extra: Any) -> dict:
     """What a prediction's sidecar records: model (folder, weights checksum, task, temperature, soft-label
     method), the input, the device that ran, and ``extra`` (e.g. the threshold of a mask, spacings).
 
-    ``None`` values are left out.
+    ``checksums`` are the model's :func:`model_checksums` when the caller already has them (a dataset run
+    hashes the model once, not once per case). ``None`` values are left out.
     """
     config = model.config
-    sums = model_checksums(model)
+    sums = checksums if checksums is not None else model_checksums(model)
     provenance = {
         "model": str(model.path) if model.path is not None else None,
         "model_sha256": sums.get(WEIGHTS_FILE) if sums else None,
