@@ -120,10 +120,22 @@ def test_nan_mask_and_nan_image(make_case):
     m[1, 1, 0] = np.nan
     with pytest.raises(SoftsegError, match="seg01.nii.gz: mask is not binary: it contains NaN"):
         load_case(make_case(np.zeros((8, 9, 1)), [m]))
-    img = np.zeros((8, 9, 1), np.float32)
-    img[0, 0, 0] = np.inf
-    with pytest.raises(SoftsegError, match="image.nii.gz: image contains 1 NaN or infinite"):
-        load_case(make_case(img, _masks(1), name="c2"))
+
+
+
+def test_nan_image_voxels_become_background_with_a_warning(make_case, caplog):
+    img = np.full((8, 9, 1), 5.0, np.float32)
+    img[2, 2, 0] = 2.0
+    img[0, 0, 0], img[1, 0, 0], img[0, 1, 0] = np.inf, -np.inf, np.nan
+    folder = make_case(img, _masks(1), name="c2")
+    with caplog.at_level("WARNING"):
+        case = load_case(folder)
+    assert np.isfinite(case.image).all()
+    assert case.image[0, 0, 0, 0] == case.image[0, 1, 0, 0] == case.image[0, 0, 1, 0] == 2.0  # the minimum
+    assert case.image[0, 3, 3, 0] == 5.0
+    assert "image.nii.gz: image has 3 NaN or infinite voxel(s) of 72; treated as background (2)" in caplog.text
+    image, _ = load_image(folder / "image.nii.gz")
+    assert image.dtype == np.float32 and np.isfinite(image).all() and image.min() == 2.0
 
 
 def test_shape_mismatch(make_case):

@@ -25,7 +25,7 @@ def test_missing_file(tmp_path):
 
 def test_not_nifti_and_garbage(tmp_path):
     (tmp_path / "x.txt").write_text("hello")
-    with pytest.raises(SoftsegError, match="not a NIfTI file name"):
+    with pytest.raises(SoftsegError, match=r"x.txt: not an image file name \(expected NIfTI .nii/.nii.gz, Analyze"):
         load_volume(tmp_path / "x.txt")
     (tmp_path / "bad.nii.gz").write_bytes(b"this is not gzip")
     with pytest.raises(SoftsegError, match="bad.nii.gz: cannot read NIfTI"):

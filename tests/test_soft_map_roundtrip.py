@@ -34,7 +34,7 @@ def test_predict_writes_the_viewers_sidecar_and_opens_as_soft_map(predicted):
     (data, kwargs, kind), = get_reader(str(predicted))(str(predicted))
     assert kind == "image"
     assert kwargs["metadata"]["softseg"]["kind"] == "prediction"
-    assert _style(kwargs) == ("softseg heat", "translucent", (0.0, 1.0))
+    assert _style(kwargs) == ("softseg heat band", "translucent", (0.0, 1.0))
     assert 0.0 <= data.min() and data.max() <= 1.0
 
 
@@ -45,7 +45,7 @@ def test_header_alone_is_enough(predicted, tmp_path):
     meta = kwargs["metadata"]["softseg"]
     assert meta["kind"] == "prediction" and meta["provenance"]["task"] == 1
     assert meta["provenance"]["header_description"].startswith("softseg p(task1) T=")
-    assert _style(kwargs) == ("softseg heat", "translucent", (0.0, 1.0))
+    assert _style(kwargs) == ("softseg heat band", "translucent", (0.0, 1.0))
 
 
 def test_writer_and_cli_sidecars_have_the_same_fields(predicted, tmp_path):

@@ -12,7 +12,8 @@ import numpy as np
 
 from napari_softseg._napari import layers as L
 from napari_softseg.analysis.softlabels import make_soft_label
-from napari_softseg.io.dicom import read_series, scan_folder
+from napari_softseg.errors import SoftsegError
+from napari_softseg.io.dicom import choose_series, read_series, scan_folder
 from napari_softseg.io.dicom_seg import case_segs, load_dicom_case, read_seg, series_for_layer, write_seg
 from napari_softseg.io.sidecar import check_sidecar_writable, read_sidecar, write_sidecar
 
@@ -31,7 +32,11 @@ def dicom_layers(path: str | os.PathLike) -> list:
     logger = logging.getLogger(__name__)
     path = Path(path)
     listing = scan_folder(path)
-    images = [s for s in listing if not s.is_seg]
+    images = [s for s in listing if s.is_image]
+    if not images and any(s.is_seg for s in listing):
+        raise SoftsegError("DICOM SEG only, without the image series it segments: open the folder holding both", path)
+    if not images:
+        choose_series(listing, None, path)  # raises: no image series (what the folder holds instead)
     out = []
     for n, info in enumerate(images):
         case = load_dicom_case(path, series=info.uid, allow_no_masks=True)

@@ -17,11 +17,13 @@ from napari_softseg.errors import SoftsegError
 from napari_softseg.io.case import check_same_geometry
 from napari_softseg.io.dataset import discover
 from napari_softseg.io.files import OutputGroup, check_writable
+from napari_softseg.io.formats import is_image_path
 from napari_softseg.io.jsonio import json_bytes, write_json
 from napari_softseg.io.memory import check_memory
 from napari_softseg.io.nifti import (
     check_finite,
     is_nifti_path,
+    load_volume,
     nifti_image,
     read_header,
     strip_nifti_suffix,
@@ -102,7 +104,7 @@ def describe_dataset(path: str, **patterns) -> dict:
     for case in ds.cases:
         entry = {"name": case.name, "split": case.split, "path": str(case.path)}
         try:
-            if not is_nifti_path(case.image_path):  # a DICOM series: listed without a NIfTI header
+            if not is_image_path(case.image_path):  # a DICOM series: listed without an image header
                 raise LookupError
             info = read_header(case.image_path)
             entry["shape"] = [int(s) for s in info.shape]
@@ -123,6 +125,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     if is_dicom(args.path):
         return inspect_dicom(args)
+    if Path(args.path).is_file():
+        return inspect_image(args)
     info = describe_dataset(args.path, **_patterns(args))
     splits: dict[str, int] = {}
     for c in info["cases"]:
@@ -139,6 +143,48 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for problem in info["problems"]:
         print(f"problem: {problem}")
     if args.json:
+        write_json(args.json, info, args.overwrite)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def describe_image(path: str) -> dict:
+    """What ``inspect FILE`` reports for one image: format, shape, spacing, orientation, dtype, range, NaN count.
+
+    Raises:
+        SoftsegError: The file cannot be read as an image (the message names it and says why).
+    """
+    from nibabel.affines import voxel_sizes
+    from nibabel.orientations import aff2axcodes
+
+    info = read_header(path)
+    check_memory(info.read_bytes, f"reading this {'x'.join(map(str, info.shape))} {info.dtype} file", info.path)
+    data = np.asarray(load_volume(info.path, info, memory_check=False).data)
+    finite = np.isfinite(data) if data.dtype.kind == "f" else None
+    bad = int(data.size - np.count_nonzero(finite)) if finite is not None else 0
+    values = data[finite] if bad else data
+    fmt = type(info.image).__name__.removesuffix("Image").lstrip("_") or "?"
+    return {
+        "path": str(info.path), "format": "NRRD" if fmt == "Nrrd" else fmt, "shape": [int(s) for s in info.shape],
+        "spacing_mm": [round(float(z), 4) for z in voxel_sizes(info.affine)[:3]],
+        "orientation": "".join(aff2axcodes(info.affine)), "dtype": info.dtype.name,
+        "min": float(values.min()) if values.size else None, "max": float(values.max()) if values.size else None,
+        "non_finite_voxels": bad, "warnings": list(info.warnings),
+    }
+
+
+def inspect_image(args: argparse.Namespace) -> int:
+    """``softseg inspect FILE``: one image's header and values (any format ``read_header`` accepts)."""
+    info = describe_image(args.path)
+    shape = "x".join(map(str, info["shape"]))
+    spacing = "x".join(f"{s:g}" for s in info["spacing_mm"])
+    shown = "empty" if info["min"] is None else f"{info['min']:g} … {info['max']:g}"
+    print(f"{info['path']}: {info['format']} image {shape} {info['dtype']}, spacing {spacing} mm, "
+          f"orientation {info['orientation']}, values {shown}")
+    if info["non_finite_voxels"]:
+        print(f"warning: {info['non_finite_voxels']} NaN or infinite voxel(s): treated as background by predict "
+              "and train")
+    if args.json:  # the header's own warnings were logged when it was read ("warning: FILE: ...")
         write_json(args.json, info, args.overwrite)
         print(f"wrote {args.json}")
     return 0

@@ -78,7 +78,7 @@ def predict_dicom(args: argparse.Namespace) -> int:
         run(args.model, args.input, args.out, series=args.series, fmt=fmt, threshold=args.threshold,
             device=args.device, tile_size=args.tile_size, batch_size=args.batch_size, overwrite=args.overwrite,
             task=args.task),
-        disable=args.quiet, announce=("device",),
+        disable=args.quiet, announce=("device", "domain"),
     )
     for path in written + [sidecar_path(path) for path in written]:
         print(path)

@@ -30,13 +30,17 @@ from napari_softseg.errors import SoftsegError
 from napari_softseg.io.case import Case, CaseData, Dataset, binarize_mask, check_same_geometry, natural_key
 from napari_softseg.io.dicom import is_dicom_folder, is_dicom_source, load_dicom_image
 from napari_softseg.io.dicom_seg import find_dicom_case, load_dicom_case
+from napari_softseg.io.formats import is_data_file, is_image_path, strip_image_suffix
 from napari_softseg.io.memory import check_memory
-from napari_softseg.io.nifti import HeaderInfo, Volume, check_finite, is_nifti_path, load_volume, read_header
+from napari_softseg.io.nifti import HeaderInfo, Volume, load_volume, read_header, replace_non_finite
 from napari_softseg.io.packed_masks import MAX_PACKED_RATERS, PackedMasks
 
-#: ``task01_seg03.nii.gz`` (task 1, rater 3) or ``case01_seg03.nii.gz`` / ``seg03.nii.gz`` (task 1).
-MASK_RE = re.compile(r"^(?:.*?task0*(?P<task>\d+)_)?(?:.*?_)?seg0*(?P<rater>\d+)\.nii(?:\.gz)?$", re.I)
-IMAGE_NAMES = ("image.nii.gz", "image.nii")
+#: ``task01_seg03.nii.gz`` (task 1, rater 3) or ``case01_seg03.nii.gz`` / ``seg03.nrrd`` (task 1); any
+#: image format of :mod:`napari_softseg.io.formats` (the data file of a pair is not listed).
+MASK_RE = re.compile(r"^(?:.*?task0*(?P<task>\d+)_)?(?:.*?_)?seg0*(?P<rater>\d+)"
+                     r"\.(?:nii|nii\.gz|hdr|mgh|mgz|mnc|par|head|nrrd|nhdr)$", re.I)
+#: The image of a case folder: ``image`` with any supported ending (``image.mgz``, ``image.nrrd`` ...).
+IMAGE_STEM = "image"
 SPLIT_NAMES = {"training": "Training", "validation": "Validation", "test": "Test", "testing": "Test"}
 MAX_DEPTH = 4
 
@@ -64,8 +68,8 @@ def _scan_folder(folder: Path, image_pattern: str | None, mask_pattern: str | No
     image_path = None
     tasks: dict[int, list[tuple[int, Path]]] = {}
     for p in files:
-        if not is_nifti_path(p) or p.name.startswith("."):  # skip macOS "._" files and hidden temporaries
-            continue
+        if not is_image_path(p) or is_data_file(p) or p.name.startswith("."):  # skip macOS "._" files,
+            continue  # hidden temporaries and the .img/.REC/.BRIK halves of pairs
         name = p.name
         if image_pattern is not None:
             if fnmatch.fnmatch(name, image_pattern):
@@ -73,7 +77,7 @@ def _scan_folder(folder: Path, image_pattern: str | None, mask_pattern: str | No
                     raise SoftsegError(f"image pattern {image_pattern!r} matches several files", folder)
                 image_path = p
                 continue
-        elif name.lower() in IMAGE_NAMES:
+        elif strip_image_suffix(name).lower() == IMAGE_STEM:
             if image_path is not None:
                 raise SoftsegError(f"two images: {image_path.name} and {name}; keep one", folder)
             image_path = p
@@ -243,12 +247,15 @@ def load_image(path: str | os.PathLike, n_channels: int | None = None) -> tuple[
     """Read an image alone (for prediction) as ``float32 (C, X, Y, Z)``.
 
     Args:
-        path: NIfTI file.
+        path: An image file (any format of :func:`~napari_softseg.io.nifti.read_header`) or DICOM source.
         n_channels: Channels the consumer expects; a 3D file ``(X, Y, C)`` with ``C == n_channels > 1`` is
             read as a 2D multi-channel image.
 
+    NaN and infinite voxels are set to background with a warning
+    (:func:`~napari_softseg.io.nifti.replace_non_finite`).
+
     Raises:
-        SoftsegError: Unreadable file or NaN/inf values.
+        SoftsegError: Unreadable file.
     """
     if _is_dicom(path):
 
@@ -258,7 +265,7 @@ def load_image(path: str | os.PathLike, n_channels: int | None = None) -> tuple[
     channels = _channels_first_shape(tuple(info.shape), None, n_channels)
     check_memory(info.read_bytes + 4 * _prod(channels), "reading this image", info.path)
     vol = load_volume(info.path, info, memory_check=False)
-    check_finite(vol.data, vol.path, "image")
+    vol.data = replace_non_finite(np.asarray(vol.data), vol.path, "image")
     image = _to_channels_first(np.asarray(vol.data), None, n_channels).astype(np.float32, copy=False)
     return image, vol
 
@@ -349,8 +356,9 @@ def load_case(
             Ignored past :data:`~napari_softseg.io.packed_masks.MAX_PACKED_RATERS` raters and for DICOM.
 
     Raises:
-        SoftsegError: Missing task or masks, unreadable files, NaN/inf in the image, shape or affine
-            mismatch between image and a mask, or a mask that is not binary. The message names the file.
+        SoftsegError: Missing task or masks, unreadable files, shape or affine mismatch between image and
+            a mask, or a mask that is not binary (NaN included). The message names the file. NaN/inf image
+            voxels are set to background with a logged warning.
     """
     dicom_source = case_or_path.image_path if isinstance(case_or_path, Case) else case_or_path
     if dicom_source is not None and _is_dicom(dicom_source):
@@ -384,7 +392,7 @@ def load_case(
                  case.path)
 
     image_vol = load_volume(case.image_path, image_info, memory_check=False)
-    check_finite(image_vol.data, case.image_path, "image")
+    image_vol.data = replace_non_finite(np.asarray(image_vol.data), case.image_path, "image")
     mask_array: np.ndarray | PackedMasks | None = None  # filled in place: no per-rater copies, no stacking
     empty_raters: list[int] = []
     if packed:
@@ -409,7 +417,7 @@ def load_case(
     rater_ids = case.rater_ids.get(task, list(range(1, len(mask_paths) + 1)))
     rater_names = [f"rater {r}" for r in rater_ids]
 
-    warnings: list[str] = []
+    warnings: list[str] = list(image_vol.warnings)
     if image_vol.data.ndim == 3 and image.shape[0] > 1:
         warnings.append(f"image {tuple(image_vol.data.shape)} read as {image.shape[0]} channels of a 2D slice "
                         "(its last axis is longer than the masks')")

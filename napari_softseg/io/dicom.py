@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_softseg.errors import SoftsegError
+from napari_softseg.io.dicom_frames import Frame, dicom_int, n_frames, series_frames
 from napari_softseg.io.geometry import Geometry
 from napari_softseg.io.nifti import Volume
 
@@ -171,6 +172,11 @@ class SeriesInfo:
         return self.modality == "SEG" or any(str(h.get("SOPClassUID", "")) == SEG_SOP_CLASS for h in self.headers)
 
     @property
+    def is_image(self) -> bool:
+        """An image series: not a SEG, and its files have a size (Rows/Columns; SR, RT plans, ECGs have none)."""
+        return not self.is_seg and any((dicom_int(h, "Rows", 0) or 0) > 0 for h in self.headers)
+
+    @property
     def label(self) -> str:
         """``UID "description" MODALITY, N slices`` (what ``softseg inspect`` prints)."""
         what = "object(s)" if self.is_seg else ("frames" if len(self.files) < self.n_frames else "slices")
@@ -200,27 +206,38 @@ def scan_folder(path: str | os.PathLike) -> list[SeriesInfo]:
         raise SoftsegError("not found", path)
     files = [path] if path.is_file() else list(_walk_files(path))
     by_uid: dict[str, SeriesInfo] = {}
+    no_uid: dict[tuple, str] = {}
     for f in files:
         try:
             ds = pydicom.dcmread(f, stop_before_pixels=True)
         except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, AttributeError, KeyError):
             continue
-        if "SeriesInstanceUID" not in ds:
-            continue
-        uid = str(ds.SeriesInstanceUID)
+        uid = _series_uid(ds, no_uid)
         info = by_uid.get(uid)
         if info is None:
-            number = ds.get("SeriesNumber")
             info = by_uid[uid] = SeriesInfo(
                 uid=uid, description=str(ds.get("SeriesDescription", "") or ""),
-                modality=str(ds.get("Modality", "") or ""), number=int(number) if number not in (None, "") else None,
+                modality=str(ds.get("Modality", "") or ""), number=dicom_int(ds, "SeriesNumber"),
             )
         info.files.append(f)
         info.headers.append(ds)
-        info.n_frames += int(ds.get("NumberOfFrames", 1) or 1)
+        info.n_frames += n_frames(ds)
     if not by_uid:
         raise SoftsegError("no DICOM files found", path)
     return sorted(by_uid.values(), key=lambda s: (s.number is None, s.number or 0, s.description, s.uid))
+
+
+def _series_uid(ds, no_uid: dict[tuple, str]) -> str:
+    """SeriesInstanceUID, or for files without one a stand-in shared by files of the same study, number and size."""
+    try:
+        uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
+    except Exception:  # noqa: BLE001 - a malformed UI value
+        uid = ""
+    if uid:
+        return uid
+    key = tuple(str(ds.get(k, "") or "") for k in ("StudyInstanceUID", "SeriesNumber", "Modality", "SeriesDescription",
+                                                  "Rows", "Columns"))
+    return no_uid.setdefault(key, f"no-SeriesInstanceUID-{len(no_uid) + 1}")
 
 
 def choose_series(series: list[SeriesInfo], choice: str | None, folder: str | os.PathLike) -> SeriesInfo:
@@ -230,9 +247,12 @@ def choose_series(series: list[SeriesInfo], choice: str | None, folder: str | os
         SoftsegError: No image series; several and no choice (the message lists them); no match; or a
             description shared by several series (choose by UID).
     """
-    images = [s for s in series if not s.is_seg]
+    images = [s for s in series if s.is_image]
     if not images:
-        raise SoftsegError("no image series (only DICOM SEG objects)", folder)
+        others = sorted({s.modality or "?" for s in series if not s.is_seg})
+        what = "only DICOM SEG objects" if not others else f"only non-image objects ({', '.join(others)})" + (
+            " and SEG objects" if any(s.is_seg for s in series) else "")
+        raise SoftsegError(f"no image series ({what})", folder)
     listing = "; ".join(s.label for s in images)
     if choice is None:
         if len(images) == 1:
@@ -255,20 +275,6 @@ def choose_series(series: list[SeriesInfo], choice: str | None, folder: str | os
 # --------------------------------------------------------------------------------------------------
 # Reading one series
 # --------------------------------------------------------------------------------------------------
-@dataclass
-class _Frame:
-    """One 2D slice: a single-frame file, or one frame of a multi-frame file."""
-
-    position: np.ndarray
-    orientation: np.ndarray
-    spacing: tuple[float, float]  # PixelSpacing: (between rows, between columns)
-    slope: float
-    intercept: float
-    file_index: int
-    frame_index: int | None  # 0-based frame of a multi-frame file, None for single-frame
-    sop_uid: str
-
-
 @dataclass
 class DicomSeries:
     """One image series read into memory.
@@ -314,61 +320,6 @@ class DicomSeries:
         return Volume(data=self.data, affine=self.affine, header=header, path=self.folder)
 
 
-def _floats(value, n: int, what: str, path) -> np.ndarray:
-    try:
-        arr = np.asarray([float(v) for v in value], dtype=np.float64)
-    except (TypeError, ValueError):
-        arr = np.empty(0)
-    if arr.shape != (n,) or not np.isfinite(arr).all():
-        raise SoftsegError(f"{what} missing or malformed ({value!r})", path)
-    return arr
-
-
-def _group_item(fg, shared, seq: str):
-    for group in (fg, shared):
-        if group is not None and seq in group and len(group[seq].value):
-            return group[seq].value[0]
-    return None
-
-
-def _frames_of(ds, file_index: int, path: Path) -> list[_Frame]:
-    """The slices one file contributes, with their geometry and rescale."""
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if "PerFrameFunctionalGroupsSequence" in ds:  # enhanced multi-frame
-        shared = ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in ds else None
-        per_frame = ds.PerFrameFunctionalGroupsSequence
-        if len(per_frame) != n_frames:
-            raise SoftsegError(f"{len(per_frame)} per-frame groups for {n_frames} frames", path)
-        frames = []
-        for i, fg in enumerate(per_frame):
-            pos = _group_item(fg, shared, "PlanePositionSequence")
-            ori = _group_item(fg, shared, "PlaneOrientationSequence")
-            meas = _group_item(fg, shared, "PixelMeasuresSequence")
-            if pos is None or ori is None or meas is None:
-                raise SoftsegError(f"frame {i + 1} has no plane position, orientation or pixel spacing", path)
-            pvt = _group_item(fg, shared, "PixelValueTransformationSequence")
-            slope = float(pvt.get("RescaleSlope", 1) if pvt is not None else ds.get("RescaleSlope", 1) or 1)
-            intercept = float(pvt.get("RescaleIntercept", 0) if pvt is not None else ds.get("RescaleIntercept", 0) or 0)
-            frames.append(_Frame(
-                _floats(pos.get("ImagePositionPatient"), 3, f"frame {i + 1} ImagePositionPatient", path),
-                _floats(ori.get("ImageOrientationPatient"), 6, f"frame {i + 1} ImageOrientationPatient", path),
-                tuple(_floats(meas.get("PixelSpacing"), 2, f"frame {i + 1} PixelSpacing", path)),
-                slope, intercept, file_index, i, str(ds.SOPInstanceUID),
-            ))
-        return frames
-    if n_frames > 1:
-        raise SoftsegError(f"multi-frame file with {n_frames} frames but no per-frame geometry "
-                           "(PerFrameFunctionalGroupsSequence); only enhanced CT/MR multi-frame is supported", path)
-    spacing = ds.get("PixelSpacing", ds.get("ImagerPixelSpacing"))
-    return [_Frame(
-        _floats(ds.get("ImagePositionPatient"), 3, "ImagePositionPatient", path),
-        _floats(ds.get("ImageOrientationPatient"), 6, "ImageOrientationPatient", path),
-        tuple(_floats(spacing, 2, "PixelSpacing", path)),
-        float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0),
-        file_index, None, str(ds.get("SOPInstanceUID", "")),
-    )]
-
-
 def check_decoder(ds, path) -> None:
     """Raise one line naming the package to install when the pixel data's compression cannot be decoded."""
     meta = getattr(ds, "file_meta", None)
@@ -389,15 +340,23 @@ def check_decoder(ds, path) -> None:
                            f"pip install {package}", path)
 
 
+def check_greyscale(ds, path) -> None:
+    """Refuse colour (RGB, YBR, PALETTE COLOR) images with one line: checked from the header, before geometry."""
+    photometric = str(ds.get("PhotometricInterpretation", "") or "").upper()
+    if (dicom_int(ds, "SamplesPerPixel", 1) or 1) != 1 or photometric.startswith(("PALETTE", "RGB", "YBR")):
+        raise SoftsegError(f"colour images ({photometric or 'SamplesPerPixel > 1'}) are not supported; "
+                           "expected a greyscale image series", path)
+
+
 def _pixels(path: Path):
     """Full dataset of ``path`` and its pixel array, with decoder problems as one line."""
     import pydicom
 
     ds = pydicom.dcmread(path)
+    check_greyscale(ds, path)
     check_decoder(ds, path)
-    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
-        raise SoftsegError(f"colour images ({ds.get('PhotometricInterpretation')}) are not supported; "
-                           "expected a greyscale CT/MR series", path)
+    if "NumberOfFrames" in ds and dicom_int(ds, "NumberOfFrames") is None:  # malformed IS ('1A'): one frame
+        ds.NumberOfFrames = n_frames(ds)
     try:
         return ds, ds.pixel_array
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types for damaged pixel data
@@ -410,7 +369,7 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / norm if norm > 0 else v
 
 
-def _slice_geometry(frames: list[_Frame], folder: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _slice_geometry(frames: list[Frame], folder: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Sort the slices along the normal; return (order, LPS affine, warnings). Refuses gaps and uneven spacing."""
     o0 = frames[0].orientation
     for f in frames:
@@ -507,13 +466,16 @@ def read_series(path: str | os.PathLike, series: str | None = None, *, with_pixe
     """
     path = Path(path)
     info = choose_series(scan_folder(path), series, path)
-    frames: list[_Frame] = []
-    for i, (f, ds) in enumerate(zip(info.files, info.headers)):
-        frames.extend(_frames_of(ds, i, f))
-    rows = {(int(h.Rows), int(h.Columns)) for h in info.headers}
+    for f, h in zip(info.files, info.headers):
+        check_greyscale(h, f)
+    frames, notes = series_frames(info.headers, info.files, path)
+    rows = {(dicom_int(h, "Rows", 0), dicom_int(h, "Columns", 0)) for h in info.headers}
+    if any(min(r) < 1 for r in rows):
+        raise SoftsegError("no image size (Rows / Columns missing or zero): not an image", path)
     if len(rows) != 1:
         raise SoftsegError(f"slices have different sizes (rows x columns: {sorted(rows)})", path)
     order, affine_lps, warnings = _slice_geometry(frames, path)
+    warnings = notes + warnings
     n_rows, n_cols = rows.pop()
     sources = [(frames[i].file_index, None if frames[i].frame_index is None else frames[i].frame_index + 1) for i in order]
     if not with_pixels:
@@ -521,6 +483,8 @@ def read_series(path: str | os.PathLike, series: str | None = None, *, with_pixe
         return DicomSeries(data=None, affine=LPS_TO_RAS @ affine_lps, info=info, headers=info.headers,
                            slice_sources=sources, folder=path, resampled=tilted, warnings=warnings,
                            shape=(n_cols, n_rows, len(frames)))
+    for note in notes:  # once, when the pixels are read
+        logging.getLogger(__name__).warning("warning: %s: %s", path, note)
     data = np.empty((n_cols, n_rows, len(frames)), dtype=np.float32)  # (X = column, Y = row, Z)
     cache: dict[int, np.ndarray] = {}
     for k, idx in enumerate(order):
@@ -577,8 +541,11 @@ def describe_folder(path: str | os.PathLike) -> list[dict]:
                                        for h in s.headers for seg in h.get("SegmentSequence", [])]
         else:
             h = s.headers[0]
-            entry["rows_columns"] = [int(h.get("Rows", 0)), int(h.get("Columns", 0))]
+            entry["rows_columns"] = [dicom_int(h, "Rows", 0), dicom_int(h, "Columns", 0)]
             sp = h.get("PixelSpacing")
-            entry["pixel_spacing_mm"] = [float(v) for v in sp] if sp is not None else None
+            try:
+                entry["pixel_spacing_mm"] = [float(v) for v in sp] if sp is not None else None
+            except (TypeError, ValueError):  # malformed DS values: listed as unknown
+                entry["pixel_spacing_mm"] = None
         out.append(entry)
     return out

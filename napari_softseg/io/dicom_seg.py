@@ -37,7 +37,7 @@ from napari_softseg.io.dicom import (
     scan_folder,
 )
 from napari_softseg.io.files import atomic_destination, check_writable
-from napari_softseg.io.nifti import check_finite
+from napari_softseg.io.nifti import replace_non_finite
 
 POSITION_ATOL_MM = 0.01
 RATER_ALGORITHMS = ("MANUAL", "SEMIAUTOMATIC")
@@ -214,7 +214,7 @@ def load_dicom_case(path: str | os.PathLike, task: int = 1, *, series: str | Non
     listing = scan_folder(path)
     image_info = choose_series(listing, series, path)
     s = read_series(path, image_info.uid)  # the image's problems first
-    check_finite(s.data, path, "image")
+    s.data = replace_non_finite(s.data, path, "image")
     raters, _, notes = case_segs(listing, image_info, path)
     if task != 1 and raters:
         raise SoftsegError(f"DICOM SEG raters are task 1; there is no task {task}", path)

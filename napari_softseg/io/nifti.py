@@ -11,17 +11,27 @@ stored as ``(X, Y)`` is given a trailing axis of length 1.
 
 from __future__ import annotations
 
+import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from napari_softseg.errors import SoftsegError
 from napari_softseg.io.files import atomic_destination, check_writable, os_error
+from napari_softseg.io.formats import (
+    FORMATS_HINT,
+    NIFTI_SUFFIXES,
+    is_image_path,
+    open_image,
+    raw_nifti_header,
+    repair_affine,
+)
+from napari_softseg.io.geometry import Geometry
 from napari_softseg.io.memory import check_memory
 
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
+logger = logging.getLogger(__name__)
 
 
 def is_nifti_path(path: str | os.PathLike) -> bool:
@@ -47,12 +57,14 @@ class Volume:
         affine: 4×4 voxel-to-world (mm) matrix.
         header: The nibabel header, reused when writing results for this volume.
         path: Where it was read from (``None`` for in-memory volumes).
+        warnings: Valid-but-notable facts found while reading (geometry repaired, axes dropped, ...).
     """
 
     data: np.ndarray
     affine: np.ndarray
     header: object
     path: Path | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -75,7 +87,7 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 @dataclass
 class HeaderInfo:
-    """What a NIfTI header says, checked before any voxel is read (see :func:`read_header`).
+    """What an image header says, checked before any voxel is read (see :func:`read_header`).
 
     Attributes:
         path: The file.
@@ -83,7 +95,8 @@ class HeaderInfo:
         dtype: Stored voxel type.
         affine: 4×4 voxel-to-world matrix (finite, invertible).
         scaled: Whether ``scl_slope`` / ``scl_inter`` turn the stored values into floats.
-        image: The lazy nibabel image (header parsed, data not read).
+        image: The lazy image (header parsed, data not read): ``dataobj`` and ``header``.
+        warnings: Valid-but-notable facts (geometry repaired, trailing axes dropped); shown once read.
     """
 
     path: Path
@@ -92,6 +105,7 @@ class HeaderInfo:
     affine: np.ndarray
     scaled: bool
     image: object
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def n_voxels(self) -> int:
@@ -118,13 +132,15 @@ def _first_line(exc: BaseException) -> str:
 
 
 def read_header(path: str | os.PathLike) -> HeaderInfo:
-    """Read and check a NIfTI file's header only: no voxel data is read.
+    """Read and check an image file's header only: no voxel data is read.
 
-    Refused, with a :class:`SoftsegError` naming the file: a missing file, a folder, a name that is
-    not ``.nii``/``.nii.gz``, an unparsable header, a non-NIfTI image, fewer than 2 or more than 4
-    dimensions, a zero or absurd size, complex, RGB or other non-numeric voxels, an infinite or NaN
-    ``scl_slope``/``scl_inter``, a NaN/infinite or singular (zero pixdim) affine, and an uncompressed
-    file shorter than its header promises.
+    Every format of :mod:`napari_softseg.io.formats` is accepted (NIfTI, Analyze, MGH/MGZ, MINC1, PAR/REC,
+    AFNI, NRRD). Refused, with a :class:`SoftsegError` naming the file: a missing file (or the data file
+    of a pair), a folder, a name of no supported format, an unparsable header, fewer than 2 or more than
+    4 dimensions (trailing axes of length 1 are dropped first, with a note), a zero or absurd size,
+    complex, RGB or other non-numeric voxels, an infinite ``scl_slope``/``scl_inter``, and an uncompressed
+    file shorter than its header promises. A zero/NaN voxel size or a singular or non-finite affine is
+    opened axis-aligned (1 mm where the size is unusable) with a warning in :attr:`HeaderInfo.warnings`.
 
     Example:
         >>> info = read_header("case01/image.nii.gz")  # doctest: +SKIP
@@ -133,38 +149,35 @@ def read_header(path: str | os.PathLike) -> HeaderInfo:
     """
     import warnings
 
-    import nibabel as nib
-
     path = Path(path)
     try:
         if not path.exists():
             raise SoftsegError("file not found", path)
         if path.is_dir():
-            raise SoftsegError("is a folder, expected a NIfTI file (.nii or .nii.gz)", path)
+            raise SoftsegError(f"is a folder, expected an image file ({FORMATS_HINT})", path)
     except OSError as exc:
         raise SoftsegError(f"cannot open: {exc.strerror or exc}", path) from None
-    if not is_nifti_path(path):
-        raise SoftsegError("not a NIfTI file name (expected .nii or .nii.gz)", path)
+    if not is_image_path(path):
+        raise SoftsegError(f"not an image file name (expected {FORMATS_HINT})", path)
     from nibabel.imageglobals import LoggingOutputSuppressor
 
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"), LoggingOutputSuppressor():
             warnings.simplefilter("ignore")
-            raw = _raw_header(path)
-            for name in ("scl_slope", "scl_inter"):
-                if np.isinf(float(raw[name])):
-                    raise SoftsegError(f"header {name} is {float(raw[name])}; the stored values cannot be scaled",
-                                       path)
-            img = nib.load(str(path))
-            if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
-                raise SoftsegError(f"not a NIfTI image (nibabel read it as {type(img).__name__})", path)
-            header = img.header
-            shape = tuple(int(s) for s in header.get_data_shape())
-            dtype = np.dtype(header.get_data_dtype())
-            slope, inter = raw["scl_slope"], raw["scl_inter"]  # as stored: nibabel would quietly drop an inf
-            affine = np.asarray(img.affine, dtype=np.float64)
-            uses_pixdim = int(raw["qform_code"]) > 0 or int(raw["sform_code"]) <= 0
-            pixdim = np.asarray(raw["pixdim"], dtype=np.float64)[1 : 1 + min(3, len(shape))]
+            if is_nifti_path(path):  # as stored, before nibabel parses (and repairs) it
+                _check_scaling(raw_nifti_header(path), path)
+            opened = open_image(path)
+            raw = opened.raw_nifti
+            if raw is not None:
+                _check_scaling(raw, path)
+                uses_pixdim = int(raw["qform_code"]) > 0 or int(raw["sform_code"]) <= 0
+                pixdim = np.asarray(raw["pixdim"], dtype=np.float64)[1:4]
+                if not uses_pixdim and not (np.all(np.isfinite(pixdim)) and np.all(pixdim != 0)):
+                    pixdim = np.linalg.norm(opened.affine[:3, :3], axis=0)  # the sform places the voxels
+                slope, inter = float(raw["scl_slope"]), float(raw["scl_inter"])  # nibabel drops an inf quietly
+                opened.scaled = bool(np.isfinite(slope) and slope != 0
+                                     and (slope != 1 or (np.isfinite(inter) and inter != 0)))
+                opened.zooms = pixdim
     except SoftsegError:
         raise
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types for damaged headers
@@ -172,12 +185,10 @@ def read_header(path: str | os.PathLike) -> HeaderInfo:
         if isinstance(exc, EOFError) or "compressed file ended" in reason.lower():
             reason = "file is truncated (" + reason + ")"
         elif "cannot work out file type" in reason.lower():
-            reason = "nibabel does not recognise it as NIfTI (damaged or truncated?)"
-        raise SoftsegError(f"cannot read NIfTI header: {reason}", path) from None
-    while len(shape) > 4 and shape[-1] == 1:
-        shape = shape[:-1]
-    if len(shape) < 2 or len(shape) > 4:
-        raise SoftsegError(f"unsupported number of dimensions {len(shape)} (shape {shape}); expected 2, 3 or 4", path)
+            reason = "nibabel does not recognise it (damaged or truncated?)"
+        raise SoftsegError(f"cannot read {_format_name(path)} header: {reason}", path) from None
+    shape, notes = squeeze_shape(opened.shape, path)
+    notes = opened.notes + notes
     if min(shape) < 1:
         raise SoftsegError(f"header declares an empty or negative size {shape}", path)
     n = 1
@@ -186,6 +197,7 @@ def read_header(path: str | os.PathLike) -> HeaderInfo:
     if n > MAX_VOXELS:
         raise SoftsegError(f"header declares {n:,} voxels ({'x'.join(map(str, shape))}), more than this tool "
                            f"handles ({MAX_VOXELS:,})", path)
+    dtype = opened.dtype
     if dtype.fields is not None:
         names = "".join(dtype.names or ())
         kind = "RGB" if names in ("RGB", "RGBA") else "structured"
@@ -195,53 +207,71 @@ def read_header(path: str | os.PathLike) -> HeaderInfo:
         raise SoftsegError(f"complex-valued voxels ({dtype}) are not supported; save the magnitude or real part", path)
     if dtype.kind not in "biuf" or dtype.itemsize > 8:
         raise SoftsegError(f"unsupported voxel type {dtype}", path)
-    slope, inter = float(slope), float(inter)
-    for name, value in (("scl_slope", slope), ("scl_inter", inter)):
-        if np.isinf(value):
-            raise SoftsegError(f"header {name} is {value}; the stored values cannot be scaled", path)
-    scaled = np.isfinite(slope) and slope != 0 and (slope != 1 or (np.isfinite(inter) and inter != 0))
-    if uses_pixdim and (not np.all(np.isfinite(pixdim)) or np.any(pixdim == 0)):
-        raise SoftsegError(f"header voxel size (pixdim) {pixdim.tolist()} holds zero, NaN or infinite values; "
-                           "the voxel grid cannot be placed in space", path)
-    if not np.all(np.isfinite(affine)):
-        raise SoftsegError("header affine (sform/qform/pixdim) holds NaN or infinite values", path)
-    try:
-        det = float(np.linalg.det(affine[:3, :3]))
-    except np.linalg.LinAlgError:
-        det = 0.0
-    if not np.isfinite(det) or abs(det) < 1e-12:
-        raise SoftsegError("header affine is singular (a voxel size is zero); the voxel grid cannot be placed in "
-                           "space", path)
-    if not str(path).lower().endswith(".gz"):
+    affine, note = repair_affine(opened.affine, opened.zooms[: min(3, len(shape))])
+    if note:
+        notes.append(note)
+    if not opened.compressed and opened.offset >= 0:
         try:
-            size = path.stat().st_size
-            needed = int(header.get_data_offset()) + n * dtype.itemsize
+            size = opened.data_file.stat().st_size
+            needed = opened.offset + n * dtype.itemsize
         except (OSError, AttributeError, TypeError, ValueError):
             size, needed = 0, 0
         if size < needed:
-            raise SoftsegError(f"file is truncated: {size:,} bytes but its header needs {needed:,}", path)
-    return HeaderInfo(path=path, shape=shape, dtype=dtype, affine=affine, scaled=bool(scaled), image=img)
+            where = "" if opened.data_file == path else f" (data file {opened.data_file.name})"
+            raise SoftsegError(f"file is truncated{where}: {size:,} bytes but its header needs {needed:,}", path)
+    return HeaderInfo(path=path, shape=shape, dtype=dtype, affine=affine, scaled=opened.scaled,
+                      image=opened.image, warnings=notes)
 
 
-def _raw_header(path: Path):
-    """The header exactly as stored (nibabel's loader silently repairs some fields)."""
-    import nibabel as nib
-    from nibabel.openers import ImageOpener
+def _format_name(path: Path) -> str:
+    return "NIfTI" if is_nifti_path(path) else "image"
 
-    with ImageOpener(str(path)) as fobj:
-        block = fobj.read(540)
-    if len(block) < 348:
-        raise SoftsegError(f"file is truncated: {len(block)} bytes, shorter than a NIfTI header", path)
-    size_le, size_be = int.from_bytes(block[:4], "little"), int.from_bytes(block[:4], "big")
-    klass = nib.Nifti2Header if 540 in (size_le, size_be) else nib.Nifti1Header
-    return klass(block[: klass.template_dtype.itemsize], check=False)
+
+def _check_scaling(raw, path: Path) -> None:
+    for name in ("scl_slope", "scl_inter"):
+        if np.isinf(float(raw[name])):
+            raise SoftsegError(f"header {name} is {float(raw[name])}; the stored values cannot be scaled", path)
+
+
+def squeeze_shape(shape: tuple[int, ...], path) -> tuple[tuple[int, ...], list[str]]:
+    """The shape the core works with: trailing axes of length 1 beyond the fourth dropped (with a note).
+
+    Raises:
+        SoftsegError: Fewer than 2 dimensions, or more than 4 left (real 5D data: the line says what
+            the extra axes hold, and that MONAI's ``(X, Y, Z, 1, C)`` class probabilities open as soft maps).
+    """
+    shape = tuple(int(s) for s in shape)
+    squeezed = shape
+    while len(squeezed) > 4 and squeezed[-1] == 1:
+        squeezed = squeezed[:-1]
+    if len(squeezed) == 4 and len(shape) > 4 and squeezed[-1] == 1:
+        squeezed = squeezed[:3]
+    notes = []
+    if len(squeezed) < len(shape):
+        notes.append(f"stored as {len(shape)}D {shape}: the trailing axes of length 1 are dropped, read as "
+                     f"{len(squeezed)}D {squeezed}")
+    if len(squeezed) < 2:
+        raise SoftsegError(f"unsupported number of dimensions {len(shape)} (shape {shape}); expected 2, 3 or 4",
+                           path)
+    if len(squeezed) > 4:
+        extra = " x ".join(map(str, squeezed[3:]))
+        hint = (" (MONAI class probabilities (X, Y, Z, 1, C) open in the viewer as soft maps)"
+                if len(squeezed) == 5 and squeezed[3] == 1 else "")
+        raise SoftsegError(f"{len(squeezed)}D data {squeezed} is not supported: {extra} values per voxel "
+                           f"(time points, echoes or vectors?); save one 3D volume, or channels as a 4D file{hint}",
+                           path)
+    return squeezed, notes
 
 
 def load_volume(path: str | os.PathLike, header: HeaderInfo | None = None, *, memory_check: bool = True) -> Volume:
-    """Read a NIfTI file fully into memory, after checking its header (:func:`read_header`).
+    """Read an image file fully into memory, after checking its header (:func:`read_header`).
+
+    Its :attr:`HeaderInfo.warnings` are logged (``warning: FILE: ...``, shown by the CLI and napari) and
+    kept in :attr:`Volume.warnings`. A file of another format than NIfTI gets a fresh NIfTI header carrying
+    its geometry, so results written for it are NIfTI.
 
     Args:
-        path: A ``.nii`` or ``.nii.gz`` file.
+        path: An image file (see :func:`read_header`).
         header: Its already-checked header (read here when not given).
         memory_check: Refuse a file whose data would not fit in memory (the caller may have checked a
             whole case at once).
@@ -264,23 +294,29 @@ def load_volume(path: str | os.PathLike, header: HeaderInfo | None = None, *, me
     path = info.path
     if memory_check:
         check_memory(info.read_bytes, f"reading this {'x'.join(map(str, info.shape))} {info.dtype} file", path)
+    from nibabel.imageglobals import LoggingOutputSuppressor
+
     try:
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
+        with warnings.catch_warnings(), np.errstate(all="ignore"), LoggingOutputSuppressor():
             warnings.simplefilter("ignore")
             data = np.asanyarray(info.image.dataobj)
+            header = info.image.header
     except MemoryError:
         raise SoftsegError(f"not enough memory to read {info.n_voxels:,} voxels", path) from None
     except Exception as exc:  # noqa: BLE001 - nibabel/zlib raise many types for damaged files
         reason = _first_line(exc)
         if isinstance(exc, EOFError) or "compressed file ended" in reason.lower() or "truncat" in reason.lower():
             reason = "file is truncated (" + reason + ")"
-        raise SoftsegError(f"cannot read NIfTI: {reason}", path) from None
+        raise SoftsegError(f"cannot read {_format_name(path)}: {reason}", path) from None
     data = data.reshape(info.shape)
     check_value_range(data, path)
     if data.ndim == 2:
         data = data[:, :, np.newaxis]
-    img = info.image
-    return Volume(data=data, affine=info.affine, header=img.header, path=path)
+    if not is_nifti_path(path) or info.warnings:  # geometry as repaired / other formats: a clean NIfTI header
+        header = Geometry(info.affine, data.shape[:3]).nifti_header()
+    for note in info.warnings:
+        logger.warning("warning: %s: %s", path, note)
+    return Volume(data=data, affine=info.affine, header=header, path=path, warnings=list(info.warnings))
 
 
 def check_value_range(array: np.ndarray, path: str | os.PathLike | None, what: str = "data") -> None:
@@ -310,6 +346,32 @@ def check_finite(array: np.ndarray, path: str | os.PathLike | None, what: str = 
         bad = int(np.count_nonzero(~np.isfinite(array)))
         if bad:
             raise SoftsegError(f"{what} contains {bad} NaN or infinite value(s)", path)
+
+
+def replace_non_finite(array: np.ndarray, path: str | os.PathLike | None, what: str = "image") -> np.ndarray:
+    """NaN and infinite voxels set to background (the smallest finite value, 0 if none), with a warning.
+
+    Common in registration outputs (NaN outside the field of view); nnU-Net and MONAI treat such voxels
+    the same way. The warning (``warning: FILE: image has N NaN or infinite voxel(s) ...``) is logged once
+    per call. Arrays without non-finite values are returned unchanged (no copy).
+
+    Example:
+        >>> replace_non_finite(np.array([1.0, np.nan, 3.0], np.float32), None).tolist()
+        [1.0, 1.0, 3.0]
+    """
+    if not np.issubdtype(array.dtype, np.floating):
+        return array
+    bad = ~np.isfinite(array)
+    count = int(np.count_nonzero(bad))
+    if not count:
+        return array
+    finite = array[~bad]
+    fill = float(finite.min()) if finite.size else 0.0
+    out = np.array(array, copy=True)
+    out[bad] = fill
+    logger.warning("warning: %s: %s has %d NaN or infinite voxel(s) of %d; treated as background (%g)",
+                   path, what, count, array.size, fill)
+    return out
 
 
 def save_volume(
