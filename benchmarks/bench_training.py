@@ -57,7 +57,7 @@ def run_softseg(dataset: Path, out: Path, budget_s: float, val_cases) -> dict:
         result = drive(train(dataset, out, max_minutes=budget_s / 60, device="cpu", overwrite=True))
     seconds = time.monotonic() - started
     model = load_model(out)
-    probs = [drive(predict_array(model, c.image, device="cpu")) for c in val_cases]
+    probs = [drive(predict_array(model, c.image, device="cpu", spacing=c.spacing)) for c in val_cases]
     q, e = held_out_scores(probs, [c.masks for c in val_cases])
     return {"qubiq": q, "ece": e, "seconds": seconds, "steps": result.steps, "temperature": model.config.temperature}
 

@@ -95,7 +95,8 @@ def evaluate_spacing(model, templates, head, spacing: float, *, seed: int = EVAL
 
     image = case.image.astype(np.float32)[None]  # as load_case gives it: (C, X, Y, Z) float32
     start = time.perf_counter()
-    prediction = drive(predict_array(model, image, device=device, source=f"whole head at {spacing} mm"))
+    prediction = drive(predict_array(model, image, device=device, source=f"whole head at {spacing} mm",
+                                     spacing=(spacing,) * 3))
     predict_seconds = time.perf_counter() - start
     del image
 

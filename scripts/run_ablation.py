@@ -60,7 +60,7 @@ def evaluate_model(model_dir: Path, cases) -> dict:
     per_case, pooled_p, pooled_raw, pooled_t = [], [], [], []
     for case in cases:
         data = load_case(case, task=model.config.task)
-        logits = drive(predict_logits(model.network, model.config, data.image, device="cpu"))
+        logits = drive(predict_logits(model.network, model.config, data.image, device="cpu", spacing=data.spacing))
         raw, scaled = sigmoid(logits), sigmoid(logits, temperature)
         mean = data.masks.mean(axis=0, dtype=np.float32)
         report = evaluate_case(scaled, data.masks, data.rater_names, data.spacing)

@@ -32,12 +32,13 @@ from napari_softseg.io.memory import check_memory
 from napari_softseg.io.sidecar import sidecar_path
 from napari_softseg.model.distributed import Distributed
 from napari_softseg.model.training import STATE_FILE, read_training_state, train
+from napari_softseg.pipeline.point_store import get_operating_point
 from napari_softseg.pipeline.predict import predict_path
 from napari_softseg.progress import run_with_progress_bar
 
 EXIT_INTERRUPTED = 130
 #: Stages whose messages are printed as lines rather than shown as bars.
-ANNOUNCED_STAGES = ("device", "plan")
+ANNOUNCED_STAGES = ("device", "plan", "domain")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -82,6 +83,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--slice-axis", type=int, choices=(0, 1, 2), help="axis cut into 2D slices (planned)")
     p.add_argument("--normalization", choices=("zscore", "ct"), help="intensity normalisation (planned)")
     p.add_argument("--ct-window", type=float, nargs=2, metavar=("LOW", "HIGH"), help="window for --normalization ct")
+    p.add_argument("--target-spacing", nargs="+", metavar="MM",
+                   help="voxel size the network trains and predicts at: one value (every resampled axis), three, or "
+                        "'native' for no resampling (planned: the median spacing, nnU-Net's rule)")
     val = p.add_mutually_exclusive_group()
     val.add_argument("--val-fraction", type=float, help="share of cases held out for validation (default 0.2)")
     val.add_argument("--val", metavar="DATASET2", help="validation cases from another folder (e.g. QUBIQ Validation/)")
@@ -123,6 +127,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="dicom-seg (DICOM input): OUT.dcm = probability SEG, OUT_mask.dcm = binary SEG at --threshold")
     p.add_argument("--threshold", type=float_in("--threshold", 0, 1), default=0.5,
                    help="operating point of the binary SEG (default 0.5)")
+    p.add_argument("--operating-point", metavar="NAME",
+                   help="also write the mask at this named point stored with the model (OUT_mask.nii.gz, or the "
+                        "binary SEG's threshold); see softseg operating-points MODEL_DIR")
 
     add_series_option(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -133,7 +140,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 _OPTION_NAMES = (
     "task", "softlabel", "sigma_mm", "loss", "epochs", "max_minutes", "batch_size", "learning_rate", "patch_size",
     "base_channels", "depth", "norm", "context_slices", "slice_axis", "normalization", "ct_window", "val_fraction",
-    "seed", "device", "calibrate", "augment", "weights_dtype", "dim", "steps_per_epoch", "early_stop",
+    "seed", "device", "calibrate", "augment", "weights_dtype", "dim", "steps_per_epoch", "early_stop", "target_spacing",
 )
 
 
@@ -214,6 +221,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     dist = Distributed.from_environment()
     if wants_dicom_output(args):  # DICOM folders with NIfTI output go through predict_path (io/dataset.py hook)
+        if args.operating_point:
+            args.threshold = get_operating_point(args.model, args.operating_point)["threshold"]
         # one series, one SEG pair: under torchrun rank 0 writes it, the other ranks have no share
         return predict_dicom(args) if dist.is_main else 0
 
@@ -222,7 +231,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         try:
             written = run_with_progress_bar(
                 predict_path(args.model, args.input, args.out, device=args.device, tile_size=args.tile_size,
-                             batch_size=args.batch_size, overwrite=args.overwrite, task=args.task, dist=dist),
+                             batch_size=args.batch_size, overwrite=args.overwrite, task=args.task, dist=dist,
+                             operating_point=args.operating_point),
                 disable=args.quiet or not dist.is_main,
                 announce=ANNOUNCED_STAGES if dist.is_main else (),
             )

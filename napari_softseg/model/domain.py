@@ -288,3 +288,35 @@ def check_domain(fingerprint, image: np.ndarray, spacing, *, target_spacing=None
         if note is not None:
             notes.append(note)
     return notes
+
+
+def model_domain_notes(config, image: np.ndarray, spacing) -> list[DomainNote]:
+    """:func:`check_domain` for a loaded model's ``config`` (a :class:`~napari_softseg.model.model_io.ModelConfig`):
+    its fingerprint, target spacing, normalisation and (2D) slice axis."""
+    plan = config.plan if isinstance(config.plan, dict) else {}
+    return check_domain(plan.get("fingerprint"), image, spacing, target_spacing=config.target_spacing,
+                        normalization=config.normalization, slice_axis=config.slice_axis if config.dim == 2 else None)
+
+
+def spacing_record(config, spacing, notes=()) -> dict:
+    """What a prediction's sidecar records about voxel sizes and the domain notes.
+
+    Returns:
+        ``input_spacing_mm`` (the scan's), ``model_spacing_mm`` (the network's grid: the model's target
+        spacing on the axes it resamples, else the scan's; ``None`` without a spacing), ``resampled`` and,
+        when there are any, ``domain_notes`` (their messages).
+    """
+    spacing = _spacing(spacing)
+    record: dict = {"input_spacing_mm": None if spacing is None else [round(v, 6) for v in spacing]}
+    target = _spacing(config.target_spacing) if config.target_spacing is not None else None
+    if spacing is not None and target is not None:
+        axes = (0, 1, 2) if config.dim == 3 else tuple(a for a in range(3) if a != config.slice_axis)
+        grid = [target[a] if a in axes else spacing[a] for a in range(3)]
+        record["model_spacing_mm"] = [round(v, 6) for v in grid]
+        record["resampled"] = any(abs(spacing[a] - target[a]) > 1e-3 * target[a] for a in axes)
+    else:
+        record["model_spacing_mm"] = record["input_spacing_mm"]
+        record["resampled"] = False
+    if notes:
+        record["domain_notes"] = [str(n) for n in notes]
+    return record

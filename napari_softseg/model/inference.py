@@ -36,6 +36,7 @@ from napari_softseg.model.architecture import normalize_architecture
 from napari_softseg.model.device import DeviceChoice, resolve_device
 from napari_softseg.model.model_io import LoadedModel, ModelConfig
 from napari_softseg.model.normalization import Normalization
+from napari_softseg.model.resampling import resample_axes, resample_image, resample_probabilities_back
 from napari_softseg.progress import Progress
 
 DEFAULT_TILE_SIZE = 1024
@@ -317,6 +318,35 @@ def _predict_3d(network, config: ModelConfig, image: np.ndarray, *, norm, device
     return result
 
 
+def _on_model_grid(config: ModelConfig, image: np.ndarray, spacing, source
+                   ) -> tuple[np.ndarray, tuple[int, ...] | None, tuple[int, ...]]:
+    """``(image on the model's grid, input shape to resample back to or None, axes)``."""
+    if config.target_spacing is None or spacing is None:
+        return image, None, ()
+    axes = resample_axes(config.dim, config.slice_axis)
+    try:
+        resampled, _ = resample_image(image, spacing, config.target_spacing, axes=axes)
+    except SoftsegError as exc:
+        raise SoftsegError(exc.message, source) from None
+    if resampled is image:
+        return image, None, axes
+    return resampled, tuple(image.shape[1:]), axes
+
+
+def _spaced(network, config, image, *, spacing, device, tile_size, batch_size, source, temperature
+            ) -> Generator[Progress, None, np.ndarray]:
+    """:func:`_predict` on the model's grid: resample the input to ``config.target_spacing`` and the result
+    back (linear: a region ``p >= t`` of the result is the region of the model's grid, interpolated)."""
+    _check_image(config, image, source)
+    grid, shape, axes = _on_model_grid(config, image, spacing, source)
+    out = yield from _predict(network, config, grid, device=device, tile_size=tile_size, batch_size=batch_size,
+                              source=source, temperature=temperature)
+    if shape is None:
+        return out
+    del grid
+    return resample_probabilities_back(out, shape, axes=axes)
+
+
 def predict_logits(
     network,
     config: ModelConfig,
@@ -326,10 +356,14 @@ def predict_logits(
     tile_size: int | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     source: str | os.PathLike | None = None,
+    spacing=None,
 ) -> Generator[Progress, None, np.ndarray]:
     """Logits of the network for every voxel of ``image`` (no temperature applied).
 
     The image is normalised, cut into slices and predicted on ``device``; only the result comes back.
+    When the model has a ``target_spacing`` and ``spacing`` is given, the image is first resampled to the
+    model's voxel size (cubic, anti-aliased when shrinking) and the logits are resampled back (linear)
+    onto the image's grid; without ``spacing`` the image is taken to be at the model's voxel size.
 
     Args:
         network: The network (moved to ``device`` and put in eval mode here).
@@ -339,18 +373,19 @@ def predict_logits(
         tile_size: Longest slice side done in one piece (default 1024).
         batch_size: Slices per forward pass.
         source: File the image came from, for error messages.
+        spacing: The image's voxel size ``(sx, sy, sz)`` in mm.
 
     Yields:
         ``Progress("slices", done, total)`` after each batch.
 
     Returns:
-        ``float32 (X, Y, Z)`` logits.
+        ``float32 (X, Y, Z)`` logits on the image's grid.
 
     Raises:
         SoftsegError: Channel mismatch, NaN/inf in the image, or out of memory on the CPU.
     """
-    return (yield from _predict(network, config, image, device=device, tile_size=tile_size, batch_size=batch_size,
-                                source=source, temperature=None))
+    return (yield from _spaced(network, config, image, spacing=spacing, device=device, tile_size=tile_size,
+                               batch_size=batch_size, source=source, temperature=None))
 
 
 def predict_array(
@@ -361,13 +396,16 @@ def predict_array(
     tile_size: int | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     source: str | os.PathLike | None = None,
+    spacing=None,
 ) -> Generator[Progress, None, np.ndarray]:
     """Calibrated soft map ``float32 (X, Y, Z)`` in ``[0, 1]`` for a ``(C, X, Y, Z)`` image.
 
-    ``sigmoid(logit / temperature)`` with the model's temperature, computed on the device. See
-    :func:`predict_logits` for the arguments.
+    ``sigmoid(logit / temperature)`` with the model's temperature, computed on the device, at the model's
+    voxel size when it has one and ``spacing`` is given (probabilities resampled back linearly onto the
+    image's grid). See :func:`predict_logits` for the arguments.
     """
-    return (yield from _predict(model.network, model.config, image, device=device, tile_size=tile_size,
-                                batch_size=batch_size, source=source, temperature=model.config.temperature))
+    return (yield from _spaced(model.network, model.config, image, spacing=spacing, device=device,
+                               tile_size=tile_size, batch_size=batch_size, source=source,
+                               temperature=model.config.temperature))
 
 

@@ -96,6 +96,9 @@ class ModelConfig:
         patch_size: Training patch (2 sides for a 2D model, 3 for a 3D one); prediction then slides a window
             of this size with Gaussian blending. ``None`` (older models): whole slices in one pass.
         plan: The training plan (dataset fingerprint and the choices made from it), for the record.
+        target_spacing: Voxel size ``(sx, sy, sz)`` in mm the network was trained at; prediction resamples
+            each input to it and the probabilities back (a 2D model only in-plane). ``None`` (models before
+            v0.3, or trained with ``--target-spacing native``): the network runs on the input's own grid.
     """
 
     architecture: dict = field(default_factory=dict)
@@ -114,6 +117,7 @@ class ModelConfig:
     weights_dtype: str = "float16"
     patch_size: list | None = None
     plan: dict = field(default_factory=dict)
+    target_spacing: list | None = None
 
     def __post_init__(self):
 
@@ -172,6 +176,13 @@ class ModelConfig:
             self.patch_size = [int(v) for v in self.patch_size]
         if self.dim == 3 and self.context_slices:
             raise SoftsegError("a 3D model has no 2.5D context slices")
+        if self.target_spacing is not None:
+            values = self.target_spacing
+            if (not isinstance(values, (list, tuple)) or len(values) != 3
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+                               for v in values)):
+                raise SoftsegError(f"target_spacing must be 3 positive sizes in mm, got {values!r}")
+            self.target_spacing = [float(v) for v in values]
 
     @property
     def dim(self) -> int:

@@ -3,8 +3,14 @@
 Two modes:
 
 - ``"zscore"`` (MR, the default): per image and per channel, subtract the mean and divide by the
-  standard deviation of all voxels of the whole volume (not per slice, so every slice of a volume is
-  scaled the same way).
+  standard deviation of the volume (not per slice, so every slice of a volume is scaled the same way).
+  ``region`` says over which voxels the mean and deviation are taken: ``"all"`` (every voxel; models
+  before v0.3) or ``"body"`` (the voxels brighter than :data:`BODY_LEVEL` × the channel's 99.5th
+  percentile — the head or body, not the air around it). With ``"body"`` the air's share of the field of
+  view no longer drives the scaling: a whole head with much air around it and a tight slab of the same
+  brain are scaled alike, as nnU-Net's z-score on the nonzero region does for skull-stripped MR (with a
+  level instead of ``!= 0``, because air in a real scan is noise, not zero). It is meant for
+  non-negative intensities (MR); the planner picks it when the training images have no negative values.
 - ``"ct"``: clip Hounsfield units to a window ``(low, high)`` and map it linearly to ``[0, 1]``; the
   same for every image, as CT intensities are absolute.
 
@@ -26,6 +32,14 @@ import numpy as np
 from napari_softseg.errors import SoftsegError
 
 MODES = ("zscore", "ct", "none")
+REGIONS = ("all", "body")
+#: ``"body"`` region: voxels above this fraction of the channel's 99.5th percentile (T1 air/noise is a few
+#: percent of it, CSF and muscle 15-40 %).
+BODY_LEVEL = 0.1
+#: Voxels sampled (on a regular stride) to estimate the 99.5th percentile.
+PERCENTILE_SAMPLE = 2**20
+#: Voxels per slab when summing over the body region (bounds the temporary arrays).
+SLAB_VOXELS = 2**22
 DEFAULT_CT_WINDOW = (-160.0, 240.0)  # soft-tissue abdomen window (level 40, width 400)
 
 
@@ -36,10 +50,12 @@ class Normalization:
     Attributes:
         mode: ``"zscore"``, ``"ct"`` or ``"none"``.
         window: ``(low, high)`` in the image's units, used by ``"ct"``.
+        region: ``"all"`` or ``"body"``: the voxels a z-score's mean and deviation come from.
     """
 
     mode: str = "zscore"
     window: tuple[float, float] = DEFAULT_CT_WINDOW
+    region: str = "all"
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -48,6 +64,8 @@ class Normalization:
         if not high > low:
             raise SoftsegError(f"CT window must have low < high, got ({low}, {high})")
         object.__setattr__(self, "window", (low, high))
+        if self.region not in REGIONS:
+            raise SoftsegError(f"unknown normalisation region {self.region!r}; choose one of {', '.join(REGIONS)}")
 
     def apply(self, image: np.ndarray) -> np.ndarray:
         """Normalise a ``(C, X, Y, Z)`` numpy image (each channel on its own); returns float32 numpy."""
@@ -70,9 +88,12 @@ class Normalization:
             return [(low, high - low)] * image.shape[0]
         stats = []
         for c in range(image.shape[0]):
-            var, mean = torch.var_mean(image[c].to(torch.float32), correction=0)
-            std = float(var) ** 0.5
-            stats.append((float(mean), std if std > 1e-8 else 1.0))
+            if self.region == "body":
+                mean, std = _body_mean_std(image[c])
+            else:
+                var, mean = torch.var_mean(image[c].to(torch.float32), correction=0)
+                mean, std = float(mean), float(var) ** 0.5
+            stats.append((mean, std if std > 1e-8 else 1.0))
         return stats
 
     def apply_batch_(self, batch, stats: list[tuple[float, float]], group: int = 1):
@@ -95,9 +116,52 @@ class Normalization:
 
     def to_dict(self) -> dict:
         """JSON-ready form stored in ``config.json``."""
-        return {"mode": self.mode, "window": list(self.window)}
+        return {"mode": self.mode, "window": list(self.window), "region": self.region}
 
     @classmethod
     def from_dict(cls, data: dict) -> Normalization:
-        """Inverse of :meth:`to_dict`."""
-        return cls(mode=data.get("mode", "zscore"), window=tuple(data.get("window", DEFAULT_CT_WINDOW)))
+        """Inverse of :meth:`to_dict` (``region`` defaults to ``"all"``: models written before it existed)."""
+        return cls(mode=data.get("mode", "zscore"), window=tuple(data.get("window", DEFAULT_CT_WINDOW)),
+                   region=data.get("region", "all"))
+
+
+def body_level(channel) -> float:
+    """The intensity above which a voxel counts as body: :data:`BODY_LEVEL` × the 99.5th percentile.
+
+    The percentile is estimated on a regular-stride sample of at most about :data:`PERCENTILE_SAMPLE`
+    voxels (no copy of the volume). ``channel`` is a torch tensor or numpy array of any shape.
+    """
+    import torch
+
+    x = torch.as_tensor(channel)
+    step = max(1, round((x.numel() / PERCENTILE_SAMPLE) ** (1 / max(x.ndim, 1))))
+    sample = x[(slice(None, None, step),) * x.ndim].reshape(-1).to(torch.float32)
+    sample = sample[torch.isfinite(sample)]
+    if sample.numel() == 0:
+        return 0.0
+    k = max(1, min(sample.numel(), round(0.995 * sample.numel())))
+    return BODY_LEVEL * float(sample.kthvalue(k).values)
+
+
+def _body_mean_std(channel) -> tuple[float, float]:
+    """Mean and standard deviation of the voxels above :func:`body_level` (all voxels when none are).
+
+    Summed slab by slab in float64, so a 512 × 512 × 300 volume needs no volume-sized temporary.
+    """
+    import torch
+
+    x = torch.as_tensor(channel)
+    level = body_level(x)
+    rows = max(1, SLAB_VOXELS // max(1, x[0].numel())) if x.ndim > 1 else x.numel()
+    n = s1 = s2 = 0.0
+    for start in range(0, x.shape[0], rows):
+        slab = x[start:start + rows].to(torch.float64)
+        keep = slab[slab > level]
+        n += keep.numel()
+        s1 += float(keep.sum())
+        s2 += float((keep * keep).sum())
+    if n == 0:
+        var, mean = torch.var_mean(x.to(torch.float32), correction=0)
+        return float(mean), float(var) ** 0.5
+    mean = s1 / n
+    return mean, max(s2 / n - mean * mean, 0.0) ** 0.5

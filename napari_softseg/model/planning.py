@@ -15,8 +15,16 @@ spacings, intensity statistics under the raters' foreground, and how much of eac
 - **Width and depth.** Downsample until the bottleneck is about 5-10 voxels wide (at most 5 levels);
   width 16 on the CPU, 32 on a GPU (nnU-Net's). (Width 8 was tried on the CPU for more steps per minute:
   it learned far slower per step — validation QUBIQ 0.50 vs 0.89 after 100 steps on a single-slice MRI set.)
-- **Normalisation.** Per-image z-score for MR-like intensities; a CT window (the 0.5-99.5 percentiles of
-  the foreground, as nnU-Net) when the intensities look like Hounsfield units.
+- **Target spacing.** The voxel size the network learns and predicts at
+  (:func:`~napari_softseg.model.resampling.target_spacing`, nnU-Net's rule: the median spacing, the
+  low-resolution axis of anisotropic data at a lower percentile; a 2D plan resamples in-plane only).
+  Training cases are resampled to it once, and prediction resamples every input to it and the
+  probabilities back, so a 0.5 mm and a 2 mm scan of the same anatomy look alike to the network. Patch
+  sizes are planned on the resampled shapes. ``--target-spacing native`` turns resampling off.
+- **Normalisation.** Per-image z-score for MR-like intensities — over the body region (voxels above a
+  tenth of the 99.5th percentile: not the air around a head) when the images have no negative values, over
+  every voxel otherwise; a CT window (the 0.5-99.5 percentiles of the foreground, as nnU-Net) when the
+  intensities look like Hounsfield units.
 - **Schedule.** An epoch is a fixed number of optimizer steps (:data:`STEPS_PER_EPOCH_CPU` on the CPU,
   250 on a GPU) whatever the dataset size; a third of the patches are centred on a voxel that some rater
   marked. The learning rate decays (poly 0.9) to zero at the end of the time budget (``--max-minutes``, or
@@ -44,6 +52,7 @@ import numpy as np
 
 from napari_softseg.errors import SoftsegError
 from napari_softseg.model.normalization import DEFAULT_CT_WINDOW
+from napari_softseg.model.resampling import resampled_shape, target_spacing
 
 MIN_SLICES_3D = 32
 MAX_ANISOTROPY_3D = 3.0
@@ -76,7 +85,7 @@ class Fingerprint:
         spacings: Voxel size in mm of each case.
         intensity: Per channel, statistics of the voxels some rater marked: ``mean``, ``std``, ``p00_5``,
             ``p99_5`` and whether all values are whole numbers (``integer``), plus the image-wide
-            ``p00_5_all``.
+            ``p00_5_all``, ``p50_all`` and ``p99_5_all``.
         foreground_fraction: Mean share of voxels marked by at least one rater.
         soft_fraction: Mean share of the foreground where the raters disagree (0 < mean < 1).
     """
@@ -100,9 +109,15 @@ class Fingerprint:
         """Median voxel size over the cases."""
         return [float(v) for v in np.median(np.asarray(self.spacings, dtype=float), axis=0)]
 
+    @property
+    def extents_mm(self) -> np.ndarray:
+        """Physical extent ``shape × spacing`` (mm) of each case, ``(n_cases, 3)``."""
+        return np.asarray(self.shapes, dtype=float) * np.asarray(self.spacings, dtype=float)
+
     def to_dict(self) -> dict:
-        """JSON-ready form (shapes and spacings summarised by their medians and ranges)."""
+        """JSON-ready form (shapes, spacings and extents summarised by their medians and ranges)."""
         shapes = np.asarray(self.shapes)
+        extents = self.extents_mm
         return {
             "n_cases": self.n_cases,
             "raters": [int(min(self.rater_counts)), int(max(self.rater_counts))],
@@ -111,6 +126,11 @@ class Fingerprint:
             "min_shape": [int(v) for v in shapes.min(axis=0)],
             "max_shape": [int(v) for v in shapes.max(axis=0)],
             "median_spacing": [round(v, 4) for v in self.median_spacing],
+            "min_spacing": [round(float(v), 4) for v in np.min(np.asarray(self.spacings, float), axis=0)],
+            "max_spacing": [round(float(v), 4) for v in np.max(np.asarray(self.spacings, float), axis=0)],
+            "extent_mm_min": [round(float(v), 2) for v in extents.min(axis=0)],
+            "extent_mm_max": [round(float(v), 2) for v in extents.max(axis=0)],
+            "extent_mm_median": [round(float(v), 2) for v in np.median(extents, axis=0)],
             "intensity": self.intensity,
             "foreground_fraction": round(self.foreground_fraction, 5),
             "soft_fraction": round(self.soft_fraction, 5),
@@ -171,6 +191,8 @@ def fingerprint(images, masks, spacings) -> Fingerprint:
             "mean": float(v.mean()), "std": float(v.std()),
             "p00_5": float(np.percentile(v, 0.5)), "p99_5": float(np.percentile(v, 99.5)),
             "p00_5_all": float(np.percentile(a, 0.5)),
+            "p50_all": float(np.percentile(a, 50)),
+            "p99_5_all": float(np.percentile(a, 99.5)),
             "integer": bool(np.all(np.equal(np.mod(a, 1), 0))),
         })
     return Fingerprint(
@@ -200,6 +222,9 @@ class Plan:
         norm: Normalisation layers.
         normalization: ``"zscore"`` or ``"ct"``.
         ct_window: CT window (``"ct"``).
+        normalization_region: ``"all"`` or ``"body"``: the voxels a z-score is taken over.
+        target_spacing: Voxel size ``(sx, sy, sz)`` in mm the network trains and predicts at (a 2D plan
+            keeps the slice axis's median; it is never resampled); ``None``: the data's own grid.
         steps_per_epoch: Optimizer steps between validations/checkpoints.
         learning_rate: Peak AdamW learning rate.
         max_minutes: Time budget; ``None`` only when ``epochs`` fixes the schedule.
@@ -228,6 +253,8 @@ class Plan:
     amp: bool
     device: str
     sources: dict = field(default_factory=dict)
+    normalization_region: str = "all"
+    target_spacing: list[float] | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready form."""
@@ -259,6 +286,12 @@ class Plan:
             schedule = f"{self.steps_per_epoch} steps per epoch until {self.max_minutes:g} min ({budget}){cap}"
         norm = self.normalization if self.normalization != "ct" else (
             f"ct window {self.ct_window[0]:g}..{self.ct_window[1]:g}")
+        if self.normalization == "zscore" and self.normalization_region == "body":
+            norm += " over the body (not the air)"
+        if self.target_spacing is None:
+            grid = "the data's own voxel grid (no resampling)"
+        else:
+            grid = "x".join(f"{v:g}" for v in self.target_spacing) + " mm (cases and inputs resampled to it)"
         return [
             f"plan: {shape}{tag('dim')}" + (f" [{why}]" if why and not tag("dim") else ""),
             f"plan: batch {self.batch_size}{tag('batch_size')}, width {self.base_channels}{tag('base_channels')}, "
@@ -266,6 +299,7 @@ class Plan:
             f"{round(100 * self.foreground_oversampling)}% foreground-centred patches"
             + (", mixed precision" if self.amp else ""),
             f"plan: {schedule}; AdamW lr {self.learning_rate:g}{tag('learning_rate')}, poly decay to 0 at the end",
+            f"plan: voxel size {grid}{tag('target_spacing')}",
         ]
 
 
@@ -351,7 +385,12 @@ def make_plan(fp: Fingerprint, *, cuda: bool = False, device: str | None = None,
     if o.get("normalization") not in (None, "ct") and "ct_window" in o:
         raise SoftsegError(f"--ct-window conflicts with --normalization {o['normalization']} (it is for ct only)")
 
+    target = _plan_target_spacing(fp, o.get("target_spacing"), dim, slice_axis)
     shape, spacing = fp.median_shape, fp.median_spacing
+    if target is not None:  # patches are cut from the resampled cases
+        shape = [int(v) for v in np.median([resampled_shape(s, sp, target) for s, sp in zip(fp.shapes, fp.spacings)],
+                                           axis=0)]
+        spacing = list(target)
     if dim == 2:
         axes = [a for a in range(3) if a != slice_axis]
         shape, spacing = [shape[a] for a in axes], [spacing[a] for a in axes]
@@ -395,6 +434,10 @@ def make_plan(fp: Fingerprint, *, cuda: bool = False, device: str | None = None,
 
         window = list(DEFAULT_CT_WINDOW)
 
+    region = o.get("normalization_region")
+    if region is None:
+        region = "body" if normalization == "zscore" and bool(info) and info.get("p00_5_all", -1.0) >= 0 else "all"
+
     epochs = o.get("epochs")
     if epochs is not None and epochs < 1:
         raise SoftsegError(f"--epochs must be at least 1, got {epochs}")
@@ -414,5 +457,25 @@ def make_plan(fp: Fingerprint, *, cuda: bool = False, device: str | None = None,
         norm=o.get("norm", "instance"), normalization=normalization, ct_window=window, steps_per_epoch=steps,
         learning_rate=float(o.get("learning_rate", LEARNING_RATE)), max_minutes=max_minutes, epochs=epochs,
         foreground_oversampling=float(o.get("foreground_oversampling", FOREGROUND_OVERSAMPLING)), amp=bool(cuda),
-        device=device or ("cuda" if cuda else "cpu"), sources=sources,
+        device=device or ("cuda" if cuda else "cpu"), sources=sources, normalization_region=region,
+        target_spacing=None if target is None else [round(float(v), 6) for v in target],
     )
+
+
+def _plan_target_spacing(fp: Fingerprint, given, dim: int, slice_axis: int) -> tuple[float, float, float] | None:
+    """The plan's target spacing: nnU-Net's rule, or the user's (one value: every resampled axis; ``"native"``:
+    none). A 2D plan's slice axis always keeps the data's median."""
+    if isinstance(given, str):
+        if given.lower() != "native":
+            raise SoftsegError(f"--target-spacing must be 'native' or 1 or 3 positive numbers in mm, got {given!r}")
+        return None
+    planned = target_spacing(fp.spacings, fp.shapes, dim=dim, slice_axis=slice_axis if dim == 2 else None)
+    if given is None:
+        return planned
+    values = [float(v) for v in (given if isinstance(given, (list, tuple)) else [given])]
+    if len(values) not in (1, 3) or not all(math.isfinite(v) and v > 0 for v in values):
+        raise SoftsegError(f"--target-spacing must be 'native' or 1 or 3 positive numbers in mm, got {given!r}")
+    values = values * 3 if len(values) == 1 else values
+    if dim == 2:
+        values[slice_axis] = planned[slice_axis]
+    return tuple(values)

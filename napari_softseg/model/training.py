@@ -172,6 +172,7 @@ class TrainingRun:
         self.previous_seconds = 0.0
         self.stopped, self.stop_reason = "", ""
         self.calibration: dict | None = None
+        self.nothing_to_do = False  # set by fit() when a resumed run had already finished
         # torchrun: a world of one outside it (see distributed_soft_loss and the fit loop's rank-0 decisions)
         self.dist = Distributed.from_environment() if self.memory_cases is None else Distributed()
 
@@ -230,7 +231,7 @@ class TrainingRun:
         yield Progress("plan", 0, None, self.fingerprint_.summary())
         for line in plan.lines():
             yield Progress("plan", 0, None, line)
-        self.norm = Normalization(plan.normalization, tuple(plan.ct_window))
+        self.norm = Normalization(plan.normalization, tuple(plan.ct_window), plan.normalization_region)
         self.train_data = [prepare_case(c, self.norm, plan, o, foreground=True) for c in self.raw_train]
         self.val_data = [prepare_case(c, self.norm, plan, o, foreground=False) for c in self.raw_val]
         if self.val_data and o.calibrate is None:
@@ -252,7 +253,7 @@ class TrainingRun:
             context_slices=plan.context_slices, slice_axis=plan.slice_axis, normalization=self.norm.to_dict(),
             softlabel={"method": o.softlabel, "sigma_mm": o.sigma_mm if o.softlabel == "smoothed" else None},
             loss=o.loss, weights_dtype=o.weights_dtype, patch_size=list(plan.patch_size),
-            plan={"fingerprint": self.fingerprint_.to_dict(), **plan.to_dict()},
+            plan={"fingerprint": self.fingerprint_.to_dict(), **plan.to_dict()}, target_spacing=plan.target_spacing,
         )
         torch.manual_seed(o.seed)
         device = self.device_choice.device
@@ -392,6 +393,13 @@ class TrainingRun:
         """The epochs: steps, validation, checkpoint; stops on schedule, budget or plateau (and says why)."""
         plan = self.plan_
         budget = StepBudget(plan, self.started)
+        if budget.fixed_cap is not None and self.steps_done >= budget.fixed_cap:  # resumed a finished run
+            self.nothing_to_do = True
+            self.stopped = "epochs done"
+            self.stop_reason = (f"this run is already complete ({self.epoch} of {plan.epochs} epochs); nothing to "
+                                f"do: pass --epochs N (more than {plan.epochs}) with --resume to train longer")
+            yield Progress("plan", 0, None, self.stop_reason)
+            return
         stale = 0
         while True:
             self.epoch += 1
@@ -488,7 +496,7 @@ class TrainingRun:
             self.dist.stop(wait=False)
             raise
         self.dist.stop()  # the ranks part here; rank 0 alone calibrates and writes the final model
-        if self.dist.is_main:
+        if self.dist.is_main and not self.nothing_to_do:
             yield from self.calibrate()
         return TrainResult(
             model_dir=self.out_dir, epochs_done=self.epoch, best_epoch=self.best_epoch, best_score=self.best_score,

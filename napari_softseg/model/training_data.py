@@ -28,6 +28,7 @@ from napari_softseg.io.dataset import discover, load_case
 from napari_softseg.model.inference import slice_stack
 from napari_softseg.model.normalization import Normalization
 from napari_softseg.model.planning import Plan, choose_dim, fingerprint
+from napari_softseg.model.resampling import resample_axes, resample_image, resample_soft_map
 from napari_softseg.model.training_options import TrainOptions
 from napari_softseg.progress import Progress
 
@@ -74,6 +75,7 @@ class PreparedCase:
             for validation cases.
         image: Raw image ``(C, X, Y, Z)``, for validation (predicted whole, as ``softseg predict`` does).
         masks: ``(R, X, Y, Z)`` rater masks, for validation.
+        spacing: The raw image's voxel size in mm (validation resamples it as ``softseg predict`` does).
     """
 
     name: str
@@ -82,6 +84,7 @@ class PreparedCase:
     foreground: np.ndarray
     image: np.ndarray
     masks: np.ndarray
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
 
 def record_warning(message: str, collected: list[str]) -> None:
@@ -256,24 +259,38 @@ def prepare_case(case: TrainingCase, norm: Normalization, plan: Plan, options: T
                  foreground: bool) -> PreparedCase:
     """Soft label, normalised image and (for training cases) foreground voxels, laid out for the plan.
 
+    The soft label is made on the case's own grid (where the raters drew); with a ``plan.target_spacing``
+    the image (cubic) and the soft label (linear, so it stays a mean of the raters' fractions) are then
+    resampled to it (a 2D plan only in-plane), and patches are cut from the resampled volumes. Validation
+    cases (``foreground=False``) are not resampled here: they are predicted whole as ``softseg predict``
+    does, resampling included, and scored on their own grid.
+
     Args:
         case: The case.
         norm: The planned normalisation.
-        plan: ``dim`` and ``slice_axis`` are used (a 2D plan moves the slicing axis first).
+        plan: ``dim``, ``slice_axis`` and ``target_spacing`` are used (a 2D plan moves the slicing axis first).
         options: ``softlabel`` and ``sigma_mm`` are used.
         foreground: Collect the voxels some rater marked (training cases; validation cases need none).
     """
     soft = make_soft_label(case.masks, options.softlabel, spacing=case.spacing, sigma_mm=options.sigma_mm).data
-    volume = norm.apply(case.image)
+    image = case.image
+    marked = case.masks.max(axis=0) if foreground else None
+    if foreground and plan.target_spacing is not None:
+        axes = resample_axes(plan.dim, plan.slice_axis)
+        image, _ = resample_image(image, case.spacing, plan.target_spacing, axes=axes)
+        soft, _ = resample_soft_map(soft, case.spacing, plan.target_spacing, axes=axes)
+        marked = resample_soft_map(marked.astype(np.float32), case.spacing, plan.target_spacing, axes=axes)[0] > 0
+    volume = norm.apply(image)
     if plan.dim == 2:
         volume = np.moveaxis(volume, 1 + plan.slice_axis, 1)
         soft = np.moveaxis(soft, plan.slice_axis, 0)
-    marked = np.moveaxis(case.masks.max(axis=0), plan.slice_axis, 0) if plan.dim == 2 else case.masks.max(axis=0)
+        marked = None if marked is None else np.moveaxis(marked, plan.slice_axis, 0)
     coords = np.argwhere(marked > 0) if foreground else np.zeros((0, 3), dtype=np.int64)
     if len(coords) > MAX_FOREGROUND_POINTS:
         coords = coords[np.random.default_rng(0).choice(len(coords), MAX_FOREGROUND_POINTS, replace=False)]
     return PreparedCase(case.name, np.ascontiguousarray(volume, dtype=np.float32),
-                        np.ascontiguousarray(soft, dtype=np.float32), coords, case.image, case.masks)
+                        np.ascontiguousarray(soft, dtype=np.float32), coords, case.image, case.masks,
+                        tuple(case.spacing))
 
 
 def crop_patch(image: np.ndarray, target: np.ndarray, patch: Sequence[int], centre, rng

@@ -21,14 +21,14 @@ from napari_softseg.model.normalization import Normalization
 #: Options that define what the model is; a resumed run must keep them.
 IDENTITY_OPTIONS = (
     "task", "softlabel", "sigma_mm", "loss", "base_channels", "depth", "norm", "context_slices", "slice_axis",
-    "normalization", "ct_window", "dim", "patch_size",
+    "normalization", "ct_window", "dim", "patch_size", "target_spacing",
 )
 #: Options a resumed run may change.
 ADJUSTABLE_OPTIONS = ("epochs", "max_minutes", "device", "calibrate", "batch_size", "early_stop")
 #: Planner-chosen options (``None`` in :class:`TrainOptions` means "let the plan decide").
 PLANNED_OPTIONS = (
     "dim", "slice_axis", "context_slices", "patch_size", "batch_size", "base_channels", "depth", "norm",
-    "normalization", "ct_window", "steps_per_epoch", "learning_rate", "max_minutes", "epochs",
+    "normalization", "ct_window", "steps_per_epoch", "learning_rate", "max_minutes", "epochs", "target_spacing",
 )
 
 
@@ -69,6 +69,8 @@ class TrainOptions:
         augment: Use data augmentation.
         early_stop: Stop when the validation score has reached a plateau.
         weights_dtype: Storage of the saved weights, ``"float16"`` (small) or ``"float32"``.
+        target_spacing: Voxel size in mm to train and predict at (one value for every resampled axis, or
+            three); ``"native"``: no resampling; ``None``: planned (nnU-Net's median rule).
     """
 
     task: int = 1
@@ -97,6 +99,7 @@ class TrainOptions:
     augment: bool = True
     early_stop: bool = True
     weights_dtype: str = "float16"
+    target_spacing: float | list[float] | str | None = None
 
     def __post_init__(self):
 
@@ -129,6 +132,26 @@ class TrainOptions:
                 raise SoftsegError(f"--ct-window conflicts with --normalization {self.normalization} (it is for ct)")
         if self.normalization is not None:
             Normalization(self.normalization, self.ct_window or (-160.0, 240.0))  # validates
+        if isinstance(self.target_spacing, (list, tuple)):
+            if len(self.target_spacing) == 1:
+                self.target_spacing = self.target_spacing[0]
+            else:
+                try:
+                    self.target_spacing = [float(v) for v in self.target_spacing]
+                except (TypeError, ValueError):
+                    raise SoftsegError(f"--target-spacing must be 'native' or 1 or 3 sizes in mm, got "
+                                       f"{self.target_spacing!r}") from None
+        if isinstance(self.target_spacing, str) and self.target_spacing.lower() != "native":
+            try:
+                self.target_spacing = float(self.target_spacing)
+            except ValueError:
+                raise SoftsegError(f"--target-spacing must be 'native' or a voxel size in mm, got "
+                                   f"{self.target_spacing!r}") from None
+        values = self.target_spacing if isinstance(self.target_spacing, list) else [self.target_spacing]
+        if not isinstance(self.target_spacing, str) and self.target_spacing is not None and (
+                len(values) not in (1, 3) or not all(v > 0 and v < float("inf") for v in values)):
+            raise SoftsegError(f"--target-spacing must be 'native' or 1 or 3 positive sizes in mm, got "
+                               f"{self.target_spacing!r}")
 
     def to_dict(self) -> dict:
         """JSON-ready form."""

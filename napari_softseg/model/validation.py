@@ -29,7 +29,7 @@ EPOCH_FIT_SAMPLES = 400_000
 
 def validation_logits(network, config: ModelConfig, cases: list[PreparedCase], device: str) -> list[np.ndarray]:
     """Logits of the network on each validation case (whole volumes, as ``softseg predict`` does)."""
-    return [drive(predict_logits(network, config, case.image, device=device)) for case in cases]
+    return [drive(predict_logits(network, config, case.image, device=device, spacing=case.spacing)) for case in cases]
 
 
 def scores_at(logits_per_case: list[np.ndarray], cases: list[PreparedCase], temperature: float

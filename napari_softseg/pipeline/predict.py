@@ -21,14 +21,17 @@ import numpy as np
 
 from napari_softseg.errors import PartialFailure, SoftsegError
 from napari_softseg.io.dataset import discover, load_image
+from napari_softseg.io.dicom import is_dicom_source
 from napari_softseg.io.jsonio import read_json_object, write_json
 from napari_softseg.io.memory import check_memory
 from napari_softseg.io.nifti import is_nifti_path, read_header, save_volume
 from napari_softseg.io.sidecar import check_sidecar_writable, write_sidecar
 from napari_softseg.model.device import DeviceChoice, resolve_device
 from napari_softseg.model.distributed import Distributed
+from napari_softseg.model.domain import model_domain_notes, spacing_record
 from napari_softseg.model.inference import DEFAULT_BATCH_SIZE, DEFAULT_TILE_SIZE, predict_array
 from napari_softseg.model.model_io import LoadedModel, load_model
+from napari_softseg.pipeline.point_store import get_operating_point, mask_path_for, point_summary, write_point_mask
 from napari_softseg.pipeline.provenance import DeviceTracker, model_checksums, prediction_provenance
 from napari_softseg.progress import Progress
 
@@ -78,6 +81,7 @@ def predict_path(
     overwrite: bool = False,
     task: int | None = None,
     dist: Distributed | None = None,
+    operating_point: str | None = None,
 ) -> Generator[Progress, None, list[Path]]:
     """Predict an image file, a case folder or every case of a dataset, and write the soft maps.
 
@@ -103,6 +107,8 @@ def predict_path(
         task: If given, must match the model's task.
         dist: This process's place in a ``torchrun`` run (default: a world of one). The process group is
             started here when it is not yet, and left at the end.
+        operating_point: Name of a point stored with the model (``softseg operating-point``): each map also
+            gets its mask ``p >= t`` at that point, ``<out>_mask.nii.gz``, and both sidecars name the point.
 
     Yields:
         ``Progress("device", ...)`` once with the chosen device and why, then ``"slices"`` and ``"case"``.
@@ -116,6 +122,11 @@ def predict_path(
     if not isinstance(model, LoadedModel):
         model = load_model(model)
     input_path, output = Path(input_path), Path(output)
+    point = None
+    if operating_point is not None:
+        if model.path is None:
+            raise SoftsegError("--operating-point needs a model folder (its points are stored there)")
+        point = (operating_point, get_operating_point(model.path, operating_point))
     if not input_path.exists():
         raise SoftsegError("input not found", input_path)
     tile = int(tile_size or DEFAULT_TILE_SIZE)
@@ -140,6 +151,8 @@ def predict_path(
                 skipped.append(out_path)  # committed atomically, so complete: resume after it
                 continue
             raise SoftsegError("already exists; choose another name or pass --overwrite", out_path)
+        if point is not None and mask_path_for(out_path).exists() and not overwrite:
+            raise SoftsegError("already exists; choose another name or pass --overwrite", mask_path_for(out_path))
         check_sidecar_writable(out_path)  # a sidecar we may not replace: refuse before any work
     # this rank's share of the full, sorted case list (the same at every rerun), less the cases already done
     mine = dist.shard(range(len(jobs)))
@@ -169,7 +182,7 @@ def predict_path(
             yield Progress("device", 0, None, f"resuming: {len(skipped)} of {len(jobs)} case(s) already predicted in "
                            f"{output} are kept")
         written = yield from _predict_jobs(model, checksums, [jobs[i] for i in todo], choice, tile, batch_size,
-                                           overwrite, failures if dataset_mode else None)
+                                           overwrite, failures if dataset_mode else None, point)
         if not dist.enabled:
             if failures:
                 raise PartialFailure(written, failures)
@@ -193,7 +206,7 @@ def predict_path(
 
 def _check_job(model: LoadedModel, image_path: Path, tile: int, batch_size: int) -> None:
     """Read one image's header and check it fits in memory (DICOM series are checked by their reader)."""
-    if not is_nifti_path(image_path):
+    if is_dicom_source(image_path):
         return
     info = read_header(image_path)
     voxels = int(np.prod(info.spatial_shape, dtype=np.int64))
@@ -208,7 +221,7 @@ PREDICT_TIMEOUT_MINUTES = 24 * 60
 
 
 def _predict_jobs(model, checksums, jobs, choice, tile, batch_size, overwrite,
-                  failures: list | None = None) -> Generator[Progress, None, list[Path]]:
+                  failures: list | None = None, point=None) -> Generator[Progress, None, list[Path]]:
     """Predict and write each ``(image, output)`` job with its sidecar; the written maps.
 
     With a ``failures`` list (dataset runs) a case that fails with a user error is recorded there and the
@@ -218,7 +231,7 @@ def _predict_jobs(model, checksums, jobs, choice, tile, batch_size, overwrite,
     for number, (image_path, out_path) in enumerate(jobs, start=1):
         try:
             written.append((yield from _predict_one(model, checksums, image_path, out_path, choice, tile, batch_size,
-                                                     overwrite)))
+                                                     overwrite, point)))
         except SoftsegError as exc:
             if failures is None:
                 raise
@@ -230,21 +243,29 @@ def _predict_jobs(model, checksums, jobs, choice, tile, batch_size, overwrite,
 
 
 def _predict_one(model, checksums, image_path, out_path, choice, tile, batch_size,
-                 overwrite) -> Generator[Progress, None, Path]:
+                 overwrite, point=None) -> Generator[Progress, None, Path]:
     """Predict one image and commit its map, then its sidecar (the provenance of what ran)."""
     image, volume = load_image(image_path, n_channels=model.config.image_channels)
+    notes = model_domain_notes(model.config, image, volume.spacing)
+    for note in notes:
+        yield Progress("domain", 0, None, f"{Path(image_path).name}: {note}")
     ran = DeviceTracker(choice.device)
     probabilities = yield from ran.follow(predict_array(
-        model, image, device=choice, tile_size=tile, batch_size=batch_size, source=image_path
+        model, image, device=choice, tile_size=tile, batch_size=batch_size, source=image_path,
+        spacing=volume.spacing,
     ))
     if not np.isfinite(probabilities).all():
         raise SoftsegError("the model produced NaN or infinite probabilities for this image (damaged weights?)",
                            image_path)
     description = f"softseg p(task{model.config.task}) T={model.config.temperature:.3g}"
+    provenance = prediction_provenance(model, image_path, ran.device, checksums=checksums,
+                                       **spacing_record(model.config, volume.spacing, notes),
+                                       operating_point=point_summary(*point) if point else None)
+    if point is not None:  # the mask first: a case counts as done (resume) once its soft map is committed
+        write_point_mask(probabilities, volume, out_path, *point, provenance=provenance, overwrite=overwrite)
     path = save_volume(out_path, probabilities, volume, overwrite=overwrite, description=description,
                        dtype=np.float32)
-    write_sidecar(out_path, "prediction", prediction_provenance(model, image_path, ran.device,
-                                                                   checksums=checksums))
+    write_sidecar(out_path, "prediction", provenance)
     return path
 
 

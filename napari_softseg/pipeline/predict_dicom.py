@@ -22,6 +22,7 @@ from napari_softseg.io.files import check_writable
 from napari_softseg.io.nifti import is_nifti_path, save_volume
 from napari_softseg.io.sidecar import check_sidecar_writable, write_sidecar
 from napari_softseg.model.device import resolve_device
+from napari_softseg.model.domain import model_domain_notes, spacing_record
 from napari_softseg.model.inference import predict_array
 from napari_softseg.model.model_io import LoadedModel, load_model
 from napari_softseg.pipeline.provenance import DeviceTracker, prediction_provenance
@@ -88,9 +89,12 @@ def predict_dicom(
     choice = resolve_device(device)
     yield Progress("device", 0, None, f"device: {choice.device} ({choice.reason})", {"device": choice.device})
     image = s.data[np.newaxis]
+    notes = model_domain_notes(model.config, image, s.volume.spacing)
+    for note in notes:
+        yield Progress("domain", 0, None, str(note))
     ran = DeviceTracker(choice.device)
     soft = yield from ran.follow(predict_array(model, image, device=choice, tile_size=tile_size,
-                                               batch_size=batch_size, source=input_path))
+                                               batch_size=batch_size, source=input_path, spacing=s.volume.spacing))
     model_name = model.path.name if model.path is not None else "model"
     written: list[Path] = []
     sidecars: list[Path] = []
@@ -104,7 +108,8 @@ def predict_dicom(
                                      model=model_name, overwrite=overwrite))
         # the sidecar of NIfTI predictions (and of the viewer's SEG writers): a SEG's segment description
         # holds only a short line; the reader restores the full provenance from the sidecar
-        provenance = prediction_provenance(model, input_path, ran.device)
+        provenance = prediction_provenance(model, input_path, ran.device,
+                                           **spacing_record(model.config, s.volume.spacing, notes))
         sidecars.append(write_sidecar(written[0], "prediction", provenance))
         if fmt == "dicom-seg":
             sidecars.append(write_sidecar(written[1], "mask", {**provenance, "threshold": threshold}))
