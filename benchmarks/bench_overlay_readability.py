@@ -7,15 +7,19 @@ shows it, on the slices where the region ``p >= 0.9`` is largest. For each slice
 1. the scan alone is drawn (soft map hidden);
 2. a binary layer of ``p >= 0.9`` alone is drawn (white on black, nearest neighbour): the canvas pixels of
    the region, eroded by one pixel so the edge's interpolation does not count;
-3. scan + soft map in **today's** style (``_napari.layers.soft_map_style``) and
-4. scan + soft map in the **band** style (``analysis.overlay_colors.uncertainty_style``, set on the same layer).
+3. scan + soft map in the **v0.2 heat** style (``analysis.overlay_colors.previous_heat_style``: alpha rising
+   with p, a pale-yellow wash over the sure region) — "before";
+4. scan + soft map in the **current** style (``_napari.layers.soft_map_style``: heat only in the uncertain
+   band 0.05 < p < 0.95, ``analysis.overlay_colors.uncertainty_colormap``) — "after"; both set on the same
+   layer, in the same process.
 
 The readability of the scan inside the region is the Pearson correlation of the canvas luminance (Rec. 709)
 of 3 or 4 with that of 1, over the region's pixels of all slices together (per-slice values are printed
 too). Pearson's r does not see a uniform translucent wash (canvas = a + b * scan keeps r = 1), so the
 fraction of the scan's contrast kept (the slope ``b``) is reported beside it as ``contrast_before`` /
-``contrast_after``. The last line printed is JSON ``{"before": r, "after": r, ...}``; ``--out DIR`` also
-writes the screenshots of the largest slice as PNGs.
+``contrast_after``. The last line printed is JSON ``{"before": r, "after": r, "target": 0.8, "passes": ...}``;
+the exit code is 1 when "after" misses the target. ``--out DIR`` also writes the screenshots of the largest
+slice as PNGs.
 
     xvfb-run -a .venv/bin/python benchmarks/bench_overlay_readability.py [--out DIR] [--slices 3]
 """
@@ -31,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 REGION = 0.9
+TARGET = 0.8             # issue 15 item 5: r >= 0.8 inside p >= 0.9
 WINDOW = (1366, 768)
 LUMA = np.array([0.2126, 0.7152, 0.0722])
 
@@ -102,13 +107,13 @@ def open_viewer():
 
 def measure(out: Path | None, n_slices: int) -> dict:
     from napari_softseg._napari import layers as L
-    from napari_softseg.analysis.overlay_colors import uncertainty_style
+    from napari_softseg.analysis.overlay_colors import previous_heat_style
 
     viewer, scan, soft, region = open_viewer()
     data = np.asarray(soft.data)
     counts = (data >= REGION).reshape(data.shape[0], -1).sum(axis=1)
     slices = [int(i) for i in np.argsort(counts)[::-1][:n_slices] if counts[i] > 0]
-    styles = {"before": L.soft_map_style(), "after": uncertainty_style()}
+    styles = {"before": previous_heat_style(), "after": L.soft_map_style()}
     pooled = {name: ([], []) for name in styles}
     per_slice = []
     for rank, index in enumerate(slices):
@@ -142,7 +147,8 @@ def measure(out: Path | None, n_slices: int) -> dict:
     result = {name: float(np.corrcoef(np.concatenate(a), np.concatenate(b))[0, 1]) for name, (a, b) in pooled.items()}
     result.update({f"contrast_{name}": contrast_kept(np.concatenate(a), np.concatenate(b))
                    for name, (a, b) in pooled.items()})
-    result.update({"region": f"p >= {REGION}", "window": list(WINDOW), "slices": per_slice})
+    result.update({"target": TARGET, "passes": bool(result["after"] >= TARGET), "region": f"p >= {REGION}",
+                   "window": list(WINDOW), "slices": per_slice})
     return result
 
 
@@ -166,8 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slices", type=int, default=3, help="slices measured (largest region first)")
     args = parser.parse_args(argv)
     result = measure(args.out, args.slices)
+    print(f"r inside p >= {REGION}: before (v0.2 heat) {result['before']:.3f}, after (band) {result['after']:.3f} "
+          f"(target >= {TARGET}); contrast kept {result['contrast_before']:.2f} -> {result['contrast_after']:.2f}")
     print(json.dumps(result))
-    return 0
+    return 0 if result["passes"] else 1
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import pytest
 from napari_softseg.analysis.overlay_colors import (
     BAND,
     heat_rgb,
+    previous_heat_style,
     sample,
     uncertainty_colormap,
     uncertainty_style,
@@ -237,12 +238,22 @@ def test_napari_draws_the_spec_as_sampled():
     np.testing.assert_allclose(colormap.map(p), sample(spec, p), atol=1e-5)
 
 
-def test_style_has_the_keys_of_todays_soft_map_style():
-    from napari_softseg._napari.layers import soft_map_style
+def test_soft_maps_are_drawn_in_the_band_style():
+    """The soft-map layer style is the band encoding: no colour where p >= 0.95, unlike v0.2's heat."""
+    from napari.utils.colormaps import ensure_colormap
 
-    style = uncertainty_style()
-    assert set(style) == set(soft_map_style())
-    assert style["contrast_limits"] == (0.0, 1.0) and 0.0 < style["opacity"] <= 1.0
+    from napari_softseg._napari.layers import SOFT_MAP_COLORMAP, soft_map_style
+
+    style = soft_map_style()
+    band = uncertainty_style()
+    assert set(style) == set(band) and style["colormap"].name == SOFT_MAP_COLORMAP == band["colormap"]["name"]
+    assert style["contrast_limits"] == band["contrast_limits"] == (0.0, 1.0) and style["opacity"] == band["opacity"]
+    p = np.array([0.0, 0.03, 0.3, 0.5, 0.9, 0.96, 1.0])
+    np.testing.assert_allclose(style["colormap"].map(p), sample(band["colormap"], p), atol=1e-5)
+    alpha = style["colormap"].map(p)[:, 3]
+    assert alpha[[0, 1, 5, 6]].max() == 0.0 and alpha[3] == pytest.approx(0.6, abs=0.01)
+    old = ensure_colormap(previous_heat_style()["colormap"]).map(p)[:, 3]
+    assert old[-1] == pytest.approx(0.58) and old[5] > 0.5        # v0.2 washed the sure region
 
 
 @pytest.mark.parametrize("kwargs", [{"low": 0.0}, {"low": 0.6, "high": 0.4}, {"high": 1.0}, {"peak_alpha": 0.0},

@@ -484,7 +484,7 @@ def test_a_plain_float_image_can_be_marked_as_soft_map(make_napari_viewer, qtbot
     widget.as_soft_button.click()
     wait_ready(qtbot, widget)
     assert image.metadata["softseg"]["kind"] == "prediction" and image.blending == "translucent"
-    assert image.colormap.name == "softseg heat" and image.colorbar.visible
+    assert image.colormap.name == "softseg heat band" and image.colorbar.visible
     assert same_layer(widget.inputs.soft_layer(), image) and widget.operating_point() is not None
 
 

@@ -31,6 +31,7 @@ from napari_softseg import SOFTWARE
 from napari_softseg._napari import layers as softseg_layers
 from napari_softseg.analysis.session import AnalysisSession, unwrapped
 from napari_softseg.errors import SoftsegError
+from napari_softseg.io.packed_masks import LazyArray
 
 #: Metadata key marking layers made by the analysis docks (value: what the layer is).
 HELPER_KEY = "softseg_helper"
@@ -265,18 +266,43 @@ def read_inputs(soft_layer, rater_layers: list) -> Inputs:
     )
 
 
+def _memory_of(data):
+    """The bytes behind ``data`` without a copy: the array itself or, for a view (the display-order
+    transpose/flips of a volume), the contiguous array it views; ``None`` when there is none."""
+    if not isinstance(data, np.ndarray):
+        return None
+    a = data
+    if not (a.flags.c_contiguous or a.flags.f_contiguous):
+        a = a.base if isinstance(a.base, np.ndarray) else None
+        if a is None or a.size != data.size or not (a.flags.c_contiguous or a.flags.f_contiguous):
+            return None
+    return memoryview(a.reshape(-1, order="A")).cast("B")
+
+
 def data_print(layers) -> tuple:
-    """What ``layers`` hold: each array's identity and CRC-32 (an in-place edit changes it; ``None`` skipped)."""
+    """What ``layers`` hold: each array's identity and CRC-32 (an in-place edit changes it; ``None`` skipped).
+
+    Read-only lazy arrays (:class:`~napari_softseg.io.packed_masks.LazyArray`: raters and soft labels
+    computed from the files; writing raises) count by identity; a numpy view is hashed through the
+    contiguous array it views, with no copy (a 300 MB volume: ~0.2 s instead of a copy and ~1 s). Other
+    array-likes are copied once.
+    """
     out = []
     for layer in layers:
         if layer is None:
             continue
         data = layer.data
-        try:
-            a = np.ascontiguousarray(data)
-            out.append((id(data), zlib.crc32(memoryview(a).cast("B")) if a.size else 0))
-        except (TypeError, ValueError):   # not an in-memory array: identity only
+        if isinstance(data, LazyArray):
             out.append((id(data), None))
+            continue
+        buffer = _memory_of(data)
+        if buffer is None:
+            try:
+                buffer = memoryview(np.ascontiguousarray(data)).cast("B")
+            except (TypeError, ValueError):   # not an in-memory array: identity only
+                out.append((id(data), None))
+                continue
+        out.append((id(data), zlib.crc32(buffer) if buffer.nbytes else 0))
     return tuple(out)
 
 

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from napari_softseg import SOFTWARE
+from napari_softseg.analysis.overlay_colors import LAYER_OPACITY, UNCERTAINTY_COLORMAP, uncertainty_colormap
 from napari_softseg.errors import SoftsegError
 from napari_softseg.io.case import CaseData
 from napari_softseg.io.geometry import Geometry, reverse_matrix
@@ -61,10 +62,10 @@ KINDS = ("image", "rater", "soft_label", "prediction", "mask", "annotation")
 RATER_COLORS = ("#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#ff7f0e", "#17becf", "#e377c2", "#bcbd22")
 """Outline colour of rater 1, 2, ... (cycled)."""
 
-SOFT_MAP_COLORMAP = "softseg heat"
+SOFT_MAP_COLORMAP = UNCERTAINTY_COLORMAP
 """Name of the soft maps' colormap (soft labels and predictions): see :func:`soft_map_style`."""
 
-SOFT_MAP_OPACITY = 0.7
+SOFT_MAP_OPACITY = LAYER_OPACITY
 """Layer opacity of a soft map (on top of the colormap's own transparency ramp)."""
 
 LayerData = tuple[np.ndarray, dict, str]
@@ -275,27 +276,20 @@ def rater_layers(
 
 
 def heat_colormap():
-    """The soft maps' translucent heat colormap: transparent at p = 0, opaque-ish and bright at p = 1.
+    """The soft maps' colormap: heat only in the uncertain band ``0.05 < p < 0.95``, nothing outside it.
 
-    Colours are matplotlib's *inferno* from its dark red on (so no black shadow darkens the scan) with an
-    alpha that rises with p, so the scan stays visible under low probabilities and the heat shows where
-    the model is confident. A napari ``Colormap`` (made here, so this module stays importable without it).
+    :func:`napari_softseg.analysis.overlay_colors.uncertainty_colormap` (inferno hues from dark red to pale
+    yellow, an alpha that rises and falls inside the band): where the model is sure (``p >= 0.95`` or
+    ``p <= 0.05``) the scan's texture is drawn untouched, and the region ``p >= t`` is shown by the Threshold
+    explorer's cyan outline. A napari ``Colormap`` (made here, so this module stays importable without it).
     """
     from napari.utils.colormaps import Colormap
 
-    p = np.linspace(0.0, 1.0, 11)
-    inferno = np.array([  # matplotlib's inferno at 0.25, 0.325, ..., 1.0 (no matplotlib import needed)
-        [0.342, 0.062, 0.429], [0.460, 0.106, 0.430], [0.578, 0.148, 0.404], [0.695, 0.195, 0.354],
-        [0.802, 0.259, 0.283], [0.894, 0.353, 0.194], [0.955, 0.469, 0.100], [0.985, 0.601, 0.024],
-        [0.983, 0.744, 0.138], [0.953, 0.889, 0.351], [0.988, 0.998, 0.645],
-    ])
-    alpha = np.clip(0.08 + 0.5 * p, 0.0, 1.0)   # at most 0.58 (× the layer's opacity): the scan shows through
-    alpha[0] = 0.0
-    return Colormap(colors=np.column_stack([inferno, alpha]), controls=p, name=SOFT_MAP_COLORMAP)
+    return Colormap(**uncertainty_colormap())
 
 
 def soft_map_style() -> dict:
-    """Layer keyword arguments of a soft map: heat colormap, contrast 0–1, translucent."""
+    """Layer keyword arguments of a soft map: band heat colormap, contrast 0–1, translucent."""
     return {"colormap": heat_colormap(), "contrast_limits": (0.0, 1.0), "blending": "translucent",
             "opacity": SOFT_MAP_OPACITY}
 

@@ -12,8 +12,14 @@ widgets set :attr:`ThresholdOverlay.mode`, :attr:`~ThresholdOverlay.bands` and t
   two-colour colormap whose switch point is the threshold, so the renderer applies it;
 * optional thin white **confidence bands** (iso-lines at :data:`BAND_LEVELS`,
   :class:`~napari_softseg.analysis.display.BandsView`);
-* in **3D**, p ≥ t as an iso-surface (``rendering="iso"``, ``iso_threshold = t``: the slider moves a
-  shader uniform), the scan as a faint MIP volume, raters and heat map off (restored in 2D);
+* in **3D**, p ≥ t as a **smooth shaded surface** of ``p = t``: a napari ``Surface`` layer (``shading="smooth"``,
+  napari's light follows the camera) of the sub-voxel marching-cubes mesh
+  (:func:`~napari_softseg.analysis.surface.iso_surface`), built off the GUI thread by the dock
+  (:meth:`ThresholdOverlay.mesh_source` → :func:`build_mesh` → :meth:`ThresholdOverlay.show_mesh`) once the
+  slider rests. While the slider moves, the fast GPU iso-surface (``rendering="iso"``, ``iso_threshold = t``:
+  a shader uniform) follows the hand and the mesh of the previous ``t`` is hidden, so the picture never shows
+  a surface of another threshold. The scan is a faint MIP volume drawn without depth (context that never
+  hides the surface), raters and soft maps are off (all restored in 2D, where the mesh is removed);
 * one line of **canvas legend** (napari's text overlay) naming what the outline shows, and the chosen soft
   map's colour bar as the only colour bar.
 
@@ -22,6 +28,8 @@ coloured one-voxel outlines).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 from napari.utils.colormaps import Colormap
@@ -37,6 +45,8 @@ from napari_softseg.analysis.display import (
     threshold_colormap_controls,
     upsampled_affine,
 )
+from napari_softseg.analysis.overlay_colors import BAND as HEAT_BAND
+from napari_softseg.analysis.surface import Mesh, iso_surface
 
 OVERLAY_MODES = ("outline", "outline + light fill", "filled", "none")
 DEFAULT_OVERLAY = "outline"
@@ -46,6 +56,7 @@ FILL_OPACITY = {"outline + light fill": 0.22, "filled": 0.5}
 BAND_LEVELS = (0.1, 0.5, 0.9)       # optional iso-lines of the soft map (confidence bands)
 BAND_COLOR = (1.0, 1.0, 1.0)
 SURFACE_COLOR = (0.0, 0.9, 1.0)
+MESH_COLOR = (0.25, 0.85, 1.0)      # the shaded mesh: a light cyan that keeps its shading readable
 SCAN_OPACITY_3D = 0.25              # the scan as a faint volume behind the 3D surface
 #: The outline is drawn on a grid this many times finer than the soft map (in-plane), at most
 #: :data:`OUTLINE_MAX_SIDE` pixels a side: a line of 1/f voxel, thin and crisp at any zoom.
@@ -74,6 +85,50 @@ def solid_colormap(name: str, rgb: tuple[float, float, float]) -> Colormap:
     """One colour from the middle of the range on, transparent below (0/1 outline layers, 3D surface)."""
     return Colormap(colors=[[0.0, 0.0, 0.0, 0.0], [*rgb, 1.0]], controls=[0.0, 0.5, 1.0], interpolation="zero",
                     name=name)
+
+
+class MeshSource(NamedTuple):
+    """What :func:`build_mesh` needs to mesh a soft-map layer, taken on the GUI thread.
+
+    Attributes:
+        data: The layer's array in its display order (not copied; read in the worker).
+        spacing: Size in world mm of one step along each display axis.
+        affine: ``4 x 4`` napari ``affine`` of the Surface layer: mesh mm (display order) -> world.
+    """
+
+    data: object
+    spacing: tuple[float, float, float]
+    affine: np.ndarray
+
+
+def mesh_source_of(layer) -> MeshSource | None:
+    """How to mesh ``layer`` (a 3D Image layer): its data, the world size of a step per axis, the mesh affine.
+
+    The layer's whole placement (``affine`` and ``scale``/``translate``/``rotate``/``shear``) is the matrix
+    ``M`` from data index to world. Marching cubes runs on the data with ``spacing`` the lengths of ``M``'s
+    columns, so vertices are in mm (normals and smooth shading right for anisotropic voxels), and the
+    Surface's affine is ``M @ diag(1 / spacing)``: vertices land where the layer shows the data. For this
+    package's layers that is :func:`~napari_softseg.analysis.surface.surface_affine` of the NIfTI affine.
+    Returns None for a layer that is not 3D.
+    """
+    if layer is None or layer.ndim != 3:
+        return None
+    placement = Affine(scale=layer.scale, translate=layer.translate, rotate=layer.rotate,
+                       shear=layer.shear).affine_matrix
+    matrix = np.asarray(layer.affine.affine_matrix, dtype=np.float64) @ placement
+    spacing = np.linalg.norm(matrix[:3, :3], axis=0)
+    if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+        return None
+    return MeshSource(layer.data, tuple(float(s) for s in spacing), matrix @ np.diag([*(1.0 / spacing), 1.0]))
+
+
+def build_mesh(source: MeshSource, level: float) -> Mesh:
+    """The smooth surface ``p = level`` of ``source`` (display order, mm); call it off the GUI thread.
+
+    The grid step is chosen to keep the mesh under
+    :data:`~napari_softseg.analysis.surface.MAX_FACES` triangles (0.2–0.3 s on a whole head, one thread).
+    """
+    return iso_surface(np.asarray(source.data), level, spacing=source.spacing, step=None)
 
 
 def bands_legend() -> str:
@@ -117,9 +172,12 @@ class ThresholdOverlay:
         self.contour_layer = None
         self.bands_layer = None
         self.surface_layer = None
+        self.mesh_layer = None             # the shaded Surface of p = mesh_level (3D)
+        self.mesh_level: float | None = None
         self.contour_view: ContourView | None = None
         self.bands_view: BandsView | None = None
         self._saved_3d: list = []          # (layer, attribute, value) to restore when leaving 3D
+        self._saved_orientation = None     # the camera orientation before a mirrored 3D view was unmirrored
 
     # -- what is drawn -------------------------------------------------------------------------------
     @property
@@ -162,6 +220,7 @@ class ThresholdOverlay:
         if mode == "surface":
             if self.alive(self.surface_layer):
                 self.surface_layer.iso_threshold = t
+            self._swap_mesh()
             return False
         if mode in FILL_OPACITY and self.alive(self.fill_layer):
             with self.fill_layer.events.thumbnail.blocker():
@@ -188,7 +247,7 @@ class ThresholdOverlay:
         t = self.threshold if t is None else t
         shape = "surface" if mode == "surface" else "outline"
         bands = "  ·  " + bands_legend() if self.bands and mode != "surface" else ""
-        heat = "" if mode == "surface" else "  ·  heat: probability p"
+        heat = "" if mode == "surface" else "  ·  heat: uncertain {:g} < p < {:g}".format(*HEAT_BAND)
         overlay.text = f"{LEGEND_PREFIX}{shape}: p ≥ {format_threshold(t)}{bands}{heat}"
         if not overlay.visible:
             overlay.position = "top_left"
@@ -217,6 +276,8 @@ class ThresholdOverlay:
         if source is None:
             self.set_visibility()
             return
+        if self.viewer.dims.ndisplay == 3:
+            self._enter_3d()             # a soft map chosen (or read) while the view is 3D: the 3D layout too
         active = self.viewer.layers.selection.active
         transform = self._transform()
         factor = outline_factor(source.data.shape)
@@ -250,11 +311,78 @@ class ThresholdOverlay:
             self.surface_layer = self.viewer.add_image(
                 source.data, name=f"{source.name} p ≥ t surface", rendering="iso", iso_threshold=self.threshold,
                 colormap=solid_colormap("softseg surface", SURFACE_COLOR), contrast_limits=(0.0, 1.0),
-                blending="translucent", metadata={HELPER_KEY: "threshold surface"}, **transform,
+                # no depth: the iso volume (opacity 0 under a current mesh) must not hide the mesh it lies on
+                blending="translucent_no_depth", metadata={HELPER_KEY: "threshold surface"}, **transform,
             )
         if active is not None and self.alive(active):
             self.viewer.layers.selection.active = active    # keep the user's selection
         self.set_visibility()
+
+    # -- the shaded mesh (3D) ------------------------------------------------------------------------------
+    @property
+    def needs_mesh(self) -> bool:
+        """Whether the 3D view waits for a mesh of the current threshold (build it with :func:`build_mesh`)."""
+        return self.shown_mode == "surface" and self.source is not None and self.mesh_level != self.threshold
+
+    @property
+    def shows_mesh(self) -> bool:
+        """Whether the shaded mesh of the current threshold is what the 3D view shows."""
+        return (self.shown_mode == "surface" and self.alive(self.mesh_layer) and self.mesh_layer.visible
+                and self.mesh_level == self.threshold)
+
+    def mesh_source(self) -> MeshSource | None:
+        """What to mesh for the current soft map (None: no soft map, not 3D data, or not in 3D)."""
+        return mesh_source_of(self.source) if self.shown_mode == "surface" else None
+
+    def show_mesh(self, mesh: Mesh, source: MeshSource) -> bool:
+        """Swap in ``mesh`` (from :func:`build_mesh` of ``source``) if it is still wanted; returns whether it is.
+
+        A mesh of another threshold or soft map, or one arriving after leaving 3D, is dropped. An empty mesh
+        (nothing at or above ``t``) hides the surface.
+        """
+        if (self.shown_mode != "surface" or mesh.level != self.threshold or self.source is None
+                or source.data is not self.source.data):
+            return False
+        self.mesh_level = mesh.level
+        if mesh.is_empty:
+            if self.alive(self.mesh_layer):
+                self.mesh_layer.visible = False
+            self._swap_mesh()
+            return True
+        data = (mesh.vertices, mesh.faces, mesh.values())
+        if self.alive(self.mesh_layer):
+            self.mesh_layer.data = data
+            self.mesh_layer.affine = source.affine
+            self.mesh_layer.visible = True
+        else:
+            active = self.viewer.layers.selection.active
+            self.mesh_layer = self.viewer.add_surface(
+                data, name=f"{self.source.name} p = t surface", affine=source.affine, shading="smooth",
+                colormap=Colormap(colors=[[*MESH_COLOR, 1.0], [*MESH_COLOR, 1.0]], name="softseg mesh"),
+                contrast_limits=(0.0, 1.0), blending="translucent", metadata={HELPER_KEY: "threshold surface mesh"},
+            )
+            if active is not None and self.alive(active):
+                self.viewer.layers.selection.active = active
+        self._swap_mesh()
+        return True
+
+    def _swap_mesh(self) -> None:
+        """The mesh when it is of the current threshold, else the fast iso volume (the mesh hidden)."""
+        current = self.mesh_level == self.threshold
+        if self.alive(self.mesh_layer) and self.mesh_layer.visible and not current:
+            self.mesh_layer.visible = False
+        if self.alive(self.surface_layer):
+            # opacity, not visibility: showing a hidden volume would upload the whole volume again
+            opacity = 0.0 if current and self.alive(self.mesh_layer) and self.mesh_layer.visible else 1.0
+            if self.surface_layer.opacity != opacity:
+                self.surface_layer.opacity = opacity
+
+    def remove_mesh(self) -> None:
+        """Remove the shaded mesh (leaving 3D, or a new soft map)."""
+        if self.alive(self.mesh_layer):
+            self.viewer.layers.remove(self.mesh_layer)
+        self.mesh_layer = None
+        self.mesh_level = None
 
     def set_visibility(self) -> None:
         """Show the overlay layers of the current mode, hide the others."""
@@ -265,9 +393,14 @@ class ThresholdOverlay:
                              (self.surface_layer, mode == "surface")):
             if self.alive(layer) and layer.visible != shown:
                 layer.visible = shown
+        if mode == "surface":
+            self._swap_mesh()
+        else:
+            self.remove_mesh()
 
     def remove(self) -> None:
         """Remove the overlay layers from the viewer."""
+        self.remove_mesh()
         for layer in (self.fill_layer, self.contour_layer, self.bands_layer, self.surface_layer):
             if self.alive(layer):
                 self.viewer.layers.remove(layer)
@@ -284,6 +417,8 @@ class ThresholdOverlay:
             self.bands_layer = self.bands_view = None
         elif same_layer(layer, self.surface_layer):
             self.surface_layer = None
+        elif same_layer(layer, self.mesh_layer):
+            self.mesh_layer = self.mesh_level = None
 
     def show_colorbar(self) -> None:
         """One colour bar: the drawn soft map's (the legend of its heat colours), in 2D."""
@@ -310,20 +445,45 @@ class ThresholdOverlay:
     def _enter_3d(self) -> None:
         if self._saved_3d or self.source is None:
             return
+        self._unmirror()
         for layer in list(self.viewer.layers):
             if is_helper(layer):
                 continue
             kind = softseg_layers.kind_of(layer)
-            if layer_type(layer) == "labels" or same_layer(layer, self.source) or kind == "soft_label":
+            if layer_type(layer) == "labels" or same_layer(layer, self.source) or kind in ("soft_label", "prediction"):
                 self._saved_3d.append((layer, "visible", layer.visible))
                 layer.visible = False
             elif layer_type(layer) == "image" and layer.visible:
-                self._saved_3d.append((layer, "opacity", layer.opacity))
-                self._saved_3d.append((layer, "rendering", layer.rendering))
+                for attribute in ("opacity", "rendering", "blending", "contrast_limits_range", "contrast_limits"):
+                    self._saved_3d.append((layer, attribute, getattr(layer, attribute)))
                 layer.rendering = "mip"
                 layer.opacity = min(layer.opacity, SCAN_OPACITY_3D)
+                # context only: a MIP writes the depth of its brightest voxel (skin, fat) and would hide the
+                # surface; without depth it is drawn behind it. Without depth napari draws a volume at full
+                # strength whatever its opacity, so the scan is dimmed through its contrast limits too.
+                layer.blending = "translucent_no_depth"
+                lo, hi = (float(v) for v in layer.contrast_limits)
+                layer.contrast_limits = (lo, lo + (hi - lo) / SCAN_OPACITY_3D)
+
+    def _unmirror(self) -> None:
+        """Make the 3D view right-handed (a radiologist's 3D is never mirrored).
+
+        Flipping one 2D axis (e.g. ``orientation2d = ("up", "right")``, anterior up in axial slices) makes
+        napari's 3D camera left-handed: the head is drawn mirrored and the surface's light comes from behind
+        it. The depth axis is flipped to undo that; the 2D orientation is kept and all is restored in 2D.
+        """
+        camera = self.viewer.camera
+        if getattr(camera, "handedness", "right") != "left":
+            return
+        self._saved_orientation = tuple(camera.orientation)
+        depth, vertical, horizontal = (str(getattr(a, "value", a)) for a in camera.orientation)
+        camera.orientation = ("away" if depth == "towards" else "towards", vertical, horizontal)
 
     def _leave_3d(self) -> None:
+        self.remove_mesh()
+        if self._saved_orientation is not None:
+            self.viewer.camera.orientation = self._saved_orientation
+            self._saved_orientation = None
         for layer, attribute, value in reversed(self._saved_3d):
             if self.alive(layer):
                 setattr(layer, attribute, value)

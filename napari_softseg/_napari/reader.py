@@ -19,9 +19,11 @@ What a path becomes:
 * a float NIfTI of probabilities from another tool (MONAI, nnU-Net: 4D class probabilities, or a 3D map in
   [0, 1] whose name says prob/softmax/pred/seg): soft map layer(s) for the Threshold explorer;
 * nnU-Net's ``--save_probabilities`` ``.npz`` (read without its pickle): soft map layer(s);
-* a **DICOM folder**: per image series the image, its rater SEGs and their soft label, and model-output SEGs
+* a **DICOM file or folder**: per image series the image, its rater SEGs and their soft label, and model-output SEGs
   (:func:`napari_softseg._napari.dicom_layers.dicom_layers`);
-* any other NIfTI file: an Image layer (4D files: one layer with a channel axis).
+* any other image file (NIfTI, Analyze/NIfTI pairs, MGH/MGZ, MINC1, PAR/REC, AFNI, NRRD; see
+  docs/formats.md): an Image layer (4D files: one layer with a channel axis). 5D files are read after
+  dropping trailing axes of length 1, or refused with a line; NaN voxels are shown as background.
 """
 
 from __future__ import annotations
@@ -33,13 +35,15 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_softseg._napari import background_open
 from napari_softseg._napari import layers as L
 from napari_softseg._napari.dicom_layers import dicom_layers
 from napari_softseg.analysis.softlabels import SoftLabel, make_soft_label, soft_label_provenance
 from napari_softseg.errors import SoftsegError
 from napari_softseg.io.dataset import MASK_RE, find_case, load_case, load_image
-from napari_softseg.io.dicom import is_dicom_folder
-from napari_softseg.io.nifti import check_finite, is_nifti_path, load_volume, strip_nifti_suffix
+from napari_softseg.io.dicom import is_dicom_source
+from napari_softseg.io.formats import is_image_path, open_image, strip_image_suffix
+from napari_softseg.io.nifti import load_volume, replace_non_finite, strip_nifti_suffix
 from napari_softseg.io.packed_masks import PackedMasks
 from napari_softseg.io.probability_maps import is_nnunet_npz, looks_like_probability_nifti, n_classes, read_soft_map
 from napari_softseg.io.sidecar import read_sidecar
@@ -62,16 +66,20 @@ def get_reader(path: PathLike | Sequence[PathLike]) -> ReaderFunction | None:
         paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
         if not paths or not all(_readable(Path(p)) for p in paths):
             return None
-        return read
+        return read_or_open_in_background
     except Exception:  # noqa: BLE001 - napari's contract: never raise from get_reader
         logger.debug("get_reader(%r) failed", path, exc_info=True)
         return None
 
 
 def _readable(path: Path) -> bool:
-    """Cheap check: a NIfTI file whose header parses, or a folder holding a case image."""
+    """Cheap check: an image file whose header parses, a DICOM file or folder, or a folder holding a case image.
 
-    if path.is_dir() and is_dicom_folder(path):  # DICOM series (+ SEG); problems are reported when reading
+    A file whose header parses is claimed even when its content cannot be used (5D, damaged data): the
+    reader then says why in one line instead of napari's "no reader".
+    """
+
+    if is_dicom_source(path):  # a DICOM file or folder (series + SEG); problems are reported when reading
         return True
     if is_nnunet_npz(path):
         return True
@@ -81,16 +89,34 @@ def _readable(path: Path) -> bool:
         except SoftsegError:
             return False
         return True
-    if not (path.is_file() and is_nifti_path(path)):
+    if not (path.is_file() and is_image_path(path)):
         return False
-    import nibabel as nib
-
     try:
-        img = nib.load(str(path))
-    except Exception:  # noqa: BLE001 - not a NIfTI file after all
+        open_image(path)  # the header only (NIfTI, Analyze, MGH, MINC1, PAR/REC, AFNI, NRRD)
+    except SoftsegError:  # recognised, but a data file or a package is missing: read() says which
+        return True
+    except Exception:  # noqa: BLE001 - not such an image after all
         return False
-    five_d_classes = len(img.shape) == 5 and img.shape[3] == 1  # MONAI (X, Y, Z, 1, C) probabilities
-    return isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)) and (2 <= len(img.shape) <= 4 or five_d_classes)
+    return True
+
+
+def _class_probabilities(path: Path) -> bool:
+    """MONAI's 5D class probabilities ``(X, Y, Z, 1, C)``, C > 1, float: opened as soft maps."""
+    opened = open_image(path)
+    shape = opened.shape
+    return (len(shape) == 5 and shape[3] == 1 and shape[4] > 1 and opened.dtype.kind == "f"
+            and path.name.lower().endswith((".nii", ".nii.gz")))
+
+
+def read_or_open_in_background(path: PathLike | Sequence[PathLike]) -> list:
+    """The reader napari calls: :func:`read`, or — for a large path opened in a napari window — a read in
+    a worker thread whose layers are added when ready (:mod:`napari_softseg._napari.background_open`;
+    napari gets its "nothing to add now" sentinel ``[(None,)]``).
+    """
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    if background_open.wants_background(paths):
+        return background_open.open_in_background(paths, read)
+    return read(path)
 
 
 def read(path: PathLike | Sequence[PathLike]) -> list[L.LayerData]:
@@ -104,7 +130,7 @@ def read(path: PathLike | Sequence[PathLike]) -> list[L.LayerData]:
 
     for p in map(Path, paths):
         try:
-            if p.is_dir() and is_dicom_folder(p):
+            if is_dicom_source(p):
 
                 out += dicom_layers(p)
             elif p.name.lower().endswith(".npz"):
@@ -174,20 +200,18 @@ def read_nifti(path: PathLike) -> list[L.LayerData]:
     """Layers of one NIfTI file (see the module docstring for what becomes what)."""
 
     path = Path(path)
-    name = strip_nifti_suffix(path.name)
+    name = strip_image_suffix(path.name)
     info = _read_sidecar(path)
 
-    import nibabel as nib
-
-    if len(nib.load(str(path)).shape) == 5:  # only class probabilities pass get_reader in 5D
+    if _class_probabilities(path):  # other 5D files: load_volume drops unit axes or refuses with a line
         return soft_map_layers(path)
     vol = load_volume(path)
     if not info:
         info = _info_from_description(vol.header)
     kind = info.get("kind")
     data = np.asarray(vol.data)
-    check_finite(data, path)
     if kind in ("prediction", "soft_label") and data.ndim == 3:
+        data = replace_non_finite(data, path, "soft map")
         geometry = L.Geometry(vol.affine, data.shape)
         prov = {k: v for k, v in info.items() if k not in ("kind", "software")}
         prov["source"] = str(path)

@@ -1,8 +1,8 @@
-"""napari sample data: the real-MRI demo case and a synthetic 3D case.
+"""napari sample data: the real-MRI demo case, the full-size whole-head case and a synthetic 3D case.
 
-Both return the same layers as opening a case folder: the image, one Labels layer per rater and the
-soft label (mean of the raters). Nothing is downloaded: the demo case ships with the package
-(``napari_softseg/data``) and the synthetic case is generated (deterministically) on the fly.
+Each returns the same layers as opening a case folder: the image, one Labels layer per rater and the
+soft label (mean of the raters). Nothing is downloaded: the demo slab and the whole head ship with the
+package (``napari_softseg/data``) and the synthetic case is generated (deterministically) on the fly.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 from napari_softseg._napari import layers as L
 from napari_softseg._napari.reader import read_case_folder
 from napari_softseg.analysis.softlabels import make_soft_label
-from napari_softseg.datasets.bundled import demo_case_path
+from napari_softseg.datasets.bundled import demo_case_path, full_case_path
 from napari_softseg.datasets.synthetic import make_phantom
 from napari_softseg.io.case import CaseData
 
@@ -24,6 +24,15 @@ def demo_case() -> list[L.LayerData]:
     """The bundled MNI ICBM152-derived demo case with its simulated raters."""
 
     return read_case_folder(demo_case_path())
+
+
+def full_case() -> list[L.LayerData]:
+    """The bundled whole head at full size (131 × 155 × 126 at 1.5 mm) with its five simulated raters.
+
+    The brain is the MNI ICBM152 2009a template; the head around it is simulated (see the sample's README).
+    """
+
+    return read_case_folder(full_case_path())
 
 
 def synthetic_case_data(shape=SYNTHETIC_SHAPE, n_raters: int = SYNTHETIC_RATERS, seed: int = 0):

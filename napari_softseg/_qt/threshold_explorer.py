@@ -11,8 +11,10 @@ The dock (a view of the viewer's shared :class:`~napari_softseg.analysis.session
 
 What the canvas shows is drawn by :class:`~napari_softseg._napari.overlay.ThresholdOverlay` (Qt-free),
 which the dock drives: the scan; the soft map as a translucent heat layer with a colour bar; ``p ≥ t``
-as a crisp cyan outline (optionally a light fill, confidence bands); in 3D an iso-surface; raters hidden
-in the clinician layout, coloured outlines in the annotator layout.
+as a crisp cyan outline (optionally a light fill, confidence bands); in 3D a smooth shaded surface of
+``p = t`` built off the GUI thread when the slider rests (:mod:`napari_softseg._qt.surface_worker`), the
+fast iso volume while it moves; raters hidden in the clinician layout, coloured outlines in the annotator
+layout.
 
 A slider move costs (see ``benchmarks/bench_slider.py`` and docs/benchmarks.md):
 
@@ -33,8 +35,6 @@ Keyboard: with the slider focused, arrows step 0.001 and Page Up/Down 0.05; anyw
 """
 
 from __future__ import annotations
-
-import weakref
 
 import numpy as np
 from qtpy.QtCore import Qt
@@ -59,11 +59,13 @@ from napari_softseg._napari.overlay import BAND_LEVELS, OVERLAY_MODES, Threshold
 from napari_softseg._qt.background import ComputeStatus, LatestJob
 from napari_softseg._qt.dock_column import join_column_when_docked
 from napari_softseg._qt.dock_layout import dock_sections
+from napari_softseg._qt.key_steps import bind_step_keys
 from napari_softseg._qt.notifications import notify_exception, show_warning
 from napari_softseg._qt.plots import PRCurvePlot
 from napari_softseg._qt.qt_helpers import connect_while_alive, relax_combos, signals_blocked
 from napari_softseg._qt.selection import LayerInputs, ReferencePicker
 from napari_softseg._qt.statistics_panel import EMPTY, PENDING, StatisticsPanel
+from napari_softseg._qt.surface_worker import SurfaceBuilder
 from napari_softseg.analysis.operating_point import GRID, Reference, ThresholdSession, snap
 from napari_softseg.analysis.presets import preset_report
 from napari_softseg.analysis.session import ROLES
@@ -160,6 +162,7 @@ class ThresholdExplorer(QWidget):
         self.plot = PRCurvePlot(napari_viewer)
         self.status = ComputeStatus()
         self.job = LatestJob(self, TITLE, self.status)
+        self.surfaces = SurfaceBuilder(self, self.overlay, f"{TITLE}: 3D surface")
         self._build_layout()
         self._thumbnail_later = qdebounced(self.overlay.refresh_thumbnails, timeout=250)
         self._legend_later = qdebounced(self._update_canvas_legend, timeout=120)
@@ -280,8 +283,13 @@ class ThresholdExplorer(QWidget):
 
     @property
     def surface_layer(self):
-        """The 3D iso-surface helper layer (None until the view is 3D)."""
+        """The 3D iso-volume helper layer (the fast surface while the slider moves; None until 3D)."""
         return self.overlay.surface_layer
+
+    @property
+    def mesh_layer(self):
+        """The 3D shaded Surface layer of ``p = t`` (None until built; removed in 2D)."""
+        return self.overlay.mesh_layer
 
     def set_overlay_mode(self, mode: str) -> None:
         """One of :data:`OVERLAY_MODES`."""
@@ -527,6 +535,7 @@ class ThresholdExplorer(QWidget):
         """Show ``p >= t`` in the current overlay mode (no full-volume work); thumbnails once the slider rests."""
         if self.overlay.update(t):
             self._thumbnail_later()
+        self.surfaces.threshold_moved()
 
     def operating_point(self):
         """Statistics at the current threshold (None without a soft map or while its curve is built)."""
@@ -545,8 +554,9 @@ class ThresholdExplorer(QWidget):
         self._update_canvas_legend()     # the legend names the bands while they are shown
 
     def _on_ndisplay(self, event=None) -> None:
-        """2D ↔ 3D: in 3D p ≥ t is an iso-surface, the scan a faint volume, raters and heat map off."""
+        """2D ↔ 3D: in 3D p ≥ t is a shaded surface, the scan a faint volume, raters and heat map off."""
         self.overlay.on_ndisplay()
+        self.surfaces.on_ndisplay()
 
     def _on_role(self, role: str) -> None:
         with signals_blocked(self.role_combo):
@@ -574,27 +584,4 @@ class ThresholdExplorer(QWidget):
 
     # -- keyboard ----------------------------------------------------------------------------------
     def _bind_keys(self) -> None:
-        ref = weakref.ref(self)
-
-        def make(delta):
-            def step(viewer):
-                widget = ref()
-                if widget is not None:
-                    widget.step(delta)
-            return step
-
-        self.viewer.bind_key(KEYS[0], make(-KEY_STEP), overwrite=True)
-        self.viewer.bind_key(KEYS[1], make(KEY_STEP), overwrite=True)
-        viewer_ref = weakref.ref(self.viewer)
-
-        def unbind(*args):
-            viewer = viewer_ref()
-            if viewer is None:
-                return
-            for key in KEYS:
-                try:
-                    viewer.bind_key(key, None)
-                except (KeyError, ValueError):   # already unbound (e.g. by another explorer)
-                    pass
-
-        self.destroyed.connect(unbind)
+        bind_step_keys(self, self.viewer, KEYS, (-KEY_STEP, KEY_STEP), ThresholdExplorer.step)

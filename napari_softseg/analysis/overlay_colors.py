@@ -1,19 +1,24 @@
 """The soft map's colour encoding that leaves the anatomy readable where the model is sure (Qt-free).
 
-Today's heat colormap (``napari_softseg._napari.layers.heat_colormap``) is most opaque where ``p`` is highest, so the pale-yellow
-wash covers the white-matter texture exactly inside the structure a clinician wants to read. This encoding
-colours only the **uncertain band**: the alpha is 0 for ``p <= low`` and ``p >= high`` (defaults 0.05 and
-0.95) and rises smoothly to ``peak_alpha`` in between (``sin(pi u)``, ``u`` the position in the band), so
+The heat colormap of v0.2 (:func:`previous_heat_colormap`) was most opaque where ``p`` is highest, so its
+pale-yellow wash covered the white-matter texture exactly inside the structure a clinician wants to read.
+The encoding soft maps use now (``napari_softseg._napari.layers.soft_map_style``) colours only the
+**uncertain band**: the alpha is 0 for ``p <= low`` and ``p >= high`` (defaults 0.05 and 0.95) and rises
+smoothly to ``peak_alpha`` in between (``sin(pi u)``, ``u`` the position in the band), so
 
 * inside the confident region the scan is drawn untouched (the chosen region is shown by the threshold
   explorer's cyan outline, not by a fill);
 * the band where raters and model hesitate is tinted, warmer for higher ``p``, with the same inferno hues
-  as today's colormap (dark red → orange → yellow), so the colour bar reads the same way and the cyan
-  outline stands out on it.
+  as before (dark red → orange → yellow), so the colour bar reads the same way and the cyan outline
+  stands out on it.
 
-The colormap is a plain ``dict`` napari accepts anywhere a colormap goes (``layer.colormap = spec`` or
+``benchmarks/bench_overlay_readability.py`` measures both on the demo case: the correlation of the canvas
+luminance with the scan alone inside ``p >= 0.9`` (target ≥ 0.8) and the fraction of the scan's contrast
+kept there.
+
+The colormaps are plain ``dict`` specs napari accepts anywhere a colormap goes (``layer.colormap = spec`` or
 ``add_image(..., colormap=spec)``; napari builds ``Colormap(**spec)``), so this module imports neither napari
-nor Qt. :func:`uncertainty_style` has the keys of ``napari_softseg._napari.layers.soft_map_style()`` and can replace it.
+nor Qt. :func:`uncertainty_style` has the keys of ``soft_map_style()``.
 
 Example:
     >>> spec = uncertainty_colormap()
@@ -29,8 +34,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-UNCERTAINTY_COLORMAP = "softseg uncertainty band"
-"""Name of the band colormap (napari registers colormaps by name)."""
+UNCERTAINTY_COLORMAP = "softseg heat band"
+"""Name of the band colormap (napari registers colormaps by name; short: it fits the layer controls)."""
 
 BAND = (0.05, 0.95)
 """Default band: outside it the soft map adds no colour."""
@@ -39,9 +44,9 @@ PEAK_ALPHA = 0.6
 """Default colormap alpha in the middle of the band (times the layer's opacity)."""
 
 LAYER_OPACITY = 0.7
-"""Layer opacity of :func:`uncertainty_style` (the same as today's soft maps)."""
+"""Layer opacity of a soft map (:func:`uncertainty_style`, :func:`previous_heat_style`)."""
 
-# matplotlib's inferno at 0.25, 0.325, ..., 1.0 (the hues of today's heat colormap, from its dark red on so
+# matplotlib's inferno at 0.25, 0.325, ..., 1.0 (the soft maps' heat hues, from its dark red on so
 # no black shadow darkens the scan); p = 0, 0.1, ..., 1 are mapped to these.
 _INFERNO_TAIL = np.array([
     [0.342, 0.062, 0.429], [0.460, 0.106, 0.430], [0.578, 0.148, 0.404], [0.695, 0.195, 0.354],
@@ -50,8 +55,31 @@ _INFERNO_TAIL = np.array([
 ])
 
 
+PREVIOUS_HEAT_COLORMAP = "softseg heat (v0.2)"
+"""Name of :func:`previous_heat_colormap`."""
+
+
+def previous_heat_colormap() -> dict:
+    """The v0.2 soft-map colormap, kept to measure against: inferno hues with an alpha rising with ``p``.
+
+    Transparent at ``p = 0``, alpha ``0.08 + 0.5 p`` above (0.58 at ``p = 1``, times the layer opacity): a
+    pale-yellow wash over the most probable voxels. Same spec format as :func:`uncertainty_colormap`.
+    """
+    controls = np.linspace(0.0, 1.0, len(_INFERNO_TAIL))
+    alpha = np.clip(0.08 + 0.5 * controls, 0.0, 1.0)
+    alpha[0] = 0.0
+    return {"name": PREVIOUS_HEAT_COLORMAP, "colors": np.column_stack([_INFERNO_TAIL, alpha]).astype(np.float32),
+            "controls": controls.astype(np.float32), "interpolation": "linear"}
+
+
+def previous_heat_style() -> dict:
+    """Layer keyword arguments of a soft map as v0.2 drew it (:func:`previous_heat_colormap`)."""
+    return {"colormap": previous_heat_colormap(), "contrast_limits": (0.0, 1.0), "blending": "translucent",
+            "opacity": LAYER_OPACITY}
+
+
 def heat_rgb(p: np.ndarray | Sequence[float] | float) -> np.ndarray:
-    """Today's heat hues at probabilities ``p``: ``float (..., 3)`` in ``[0, 1]`` (linear in the table)."""
+    """The heat hues at probabilities ``p``: ``float (..., 3)`` in ``[0, 1]`` (linear in the table)."""
     p = np.clip(np.asarray(p, dtype=np.float64), 0.0, 1.0)
     grid = np.linspace(0.0, 1.0, len(_INFERNO_TAIL))
     return np.stack([np.interp(p, grid, _INFERNO_TAIL[:, c]) for c in range(3)], axis=-1)
@@ -96,7 +124,7 @@ def uncertainty_colormap(low: float = BAND[0], high: float = BAND[1], peak_alpha
 
 
 def uncertainty_style(**colormap_options: float) -> dict:
-    """Layer keyword arguments of a soft map in the band encoding (the keys of ``soft_map_style()``).
+    """Layer keyword arguments of a soft map in the band encoding (what ``soft_map_style()`` gives, as a spec).
 
     Args:
         **colormap_options: Passed to :func:`uncertainty_colormap` (``low``, ``high``, ``peak_alpha``, ``n``).

@@ -16,7 +16,7 @@ from napari_softseg import SOFTWARE
 from napari_softseg.errors import SoftsegCancelled, SoftsegError
 
 #: Modules under ``napari_softseg.cli`` that add subcommands, in ``--help`` order.
-COMMAND_MODULES = ("data_commands", "model_commands", "demo_command")
+COMMAND_MODULES = ("data_commands", "model_commands", "operating_point_command", "demo_command")
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130

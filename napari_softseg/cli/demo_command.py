@@ -11,6 +11,10 @@ The window fits the screen it opens on (at most 1920×1080), and the demo change
 napari settings: napari reads the user's settings file as usual but writes what it would save (window
 geometry, recent files) to a throw-away copy (:func:`isolate_settings`).
 
+``--sample full`` opens the bundled whole head at full size (131 × 155 × 126 voxels at 1.5 mm: the MNI
+template's brain inside a simulated head, five simulated raters) instead of the 80 × 96 × 16 demo slab,
+to show scale and the 3D view; ``--case`` opens any case folder.
+
 ``--screenshot out.png`` renders the whole window to a PNG and exits — also on a machine without a
 display, under Xvfb::
 
@@ -30,7 +34,7 @@ from napari_softseg._napari.layer_roles import analysis_session
 from napari_softseg._napari.reader import read_case_folder
 from napari_softseg._qt.dock_column import arrange_column
 from napari_softseg._qt.segmentation_widget import PREDICTION_NAME
-from napari_softseg.datasets.bundled import demo_case_path, demo_model_path
+from napari_softseg.datasets.bundled import demo_case_path, demo_model_path, full_case_path
 from napari_softseg.errors import SoftsegError
 from napari_softseg.io.dataset import load_case
 from napari_softseg.model.device import resolve_device
@@ -48,6 +52,8 @@ ROLE_TITLES = {
     "Calibration": "Model: calibration",
 }
 PLUGIN = "napari-softseg"
+#: ``--sample`` choices: the bundled case each opens.
+SAMPLES = {"demo": demo_case_path, "full": full_case_path}
 WINDOW_SIZE = (1920, 1080)
 
 
@@ -98,13 +104,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo",
         help="open napari with the demo case, the bundled model's prediction and all docks",
         description=(
-            "Open napari with a case (default: the bundled MNI demo case), its raters, the model's soft "
+            "Open napari with a case (default: the bundled MNI demo slab; --sample full: the bundled whole head), "
+            "its raters, the model's soft "
             "prediction (default: the bundled demo model) and the four napari-softseg docks at threshold 0.5. "
             "With --screenshot, render the whole window to a PNG and exit (works under `xvfb-run -a`)."
         ),
     )
     p.add_argument("--screenshot", metavar="PATH", type=Path, help="write a PNG of the whole window and exit")
-    p.add_argument("--case", metavar="PATH", type=Path, help="case folder to open (default: the bundled demo case)")
+    p.add_argument("--sample", choices=sorted(SAMPLES),
+                   help="bundled case: demo (the default: 80x96x16 slab, 2 mm) or full (whole head, 131x155x126 "
+                        "at 1.5 mm)")
+    p.add_argument("--case", metavar="PATH", type=Path, help="case folder to open (instead of a bundled --sample)")
     p.add_argument("--model", metavar="DIR", type=Path, help="model folder (default: the bundled demo model)")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     p.add_argument("--threshold", type=float, default=0.5, help="initial threshold of the docks (default 0.5)")
@@ -143,7 +153,8 @@ def predict_case_layers(case_path: Path, model_dir: Path, device: str = "auto", 
     if not quiet:
         print(f"device: {choice.device} ({choice.reason})")
     model = load_model(model_dir)
-    soft = run_with_progress_bar(predict_array(model, case.image, device=choice, source=case.image_path), disable=quiet)
+    soft = run_with_progress_bar(predict_array(model, case.image, device=choice, source=case.image_path,
+                                                     spacing=case.spacing), disable=quiet)
     layers.append(
         L.soft_map_layer(
             soft, L.geometry_of_case(case), name=PREDICTION_NAME, kind="prediction", source=case.image_path,
@@ -277,7 +288,9 @@ def run(args: argparse.Namespace) -> int:
         raise SoftsegError("already exists; choose another name or pass --overwrite", args.screenshot)
     if not 0.0 <= args.threshold <= 1.0:
         raise SoftsegError(f"--threshold must be between 0 and 1, got {args.threshold}")
-    case_path = args.case if args.case is not None else demo_case_path()
+    if args.case is not None and args.sample is not None:
+        raise SoftsegError("--case and --sample are alternatives: give one of them")
+    case_path = args.case if args.case is not None else SAMPLES[args.sample or "demo"]()
     model_dir = args.model if args.model is not None else demo_model_path()
     check_display()
     isolate_settings()

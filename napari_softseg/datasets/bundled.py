@@ -1,8 +1,9 @@
 """Where the bundled sample data live, and a synthetic case on demand (Qt-free).
 
 The package ships a small real-MRI demo dataset (``napari_softseg/data/mni_demo/``, derived from the MNI
-ICBM152 2009a template with *simulated* raters; see ``docs/data.md``) and, next to it, the default demo
-model (``napari_softseg/data/models/mni_demo/``). The paths are resolved relative to this file, so they
+ICBM152 2009a template with *simulated* raters; see ``docs/data.md``), a full-size whole-head case
+(``napari_softseg/data/mni_head/``: the template's brain inside a simulated head, five simulated raters)
+and the default demo model (``napari_softseg/data/models/mni_demo/``). The paths are resolved relative to this file, so they
 work from a source checkout, an editable install and an installed wheel alike.
 
 Example:
@@ -27,6 +28,10 @@ DEMO_DATASET = "mni_demo"
 DEMO_CASE = "Validation/case13"
 #: The demo model's folder, relative to :data:`DATA_DIR`.
 DEMO_MODEL = "models/mni_demo"
+#: Folder name of the bundled whole-head sample under :data:`DATA_DIR` (``scripts/make_full_sample.py``).
+FULL_DATASET = "mni_head"
+#: The whole-head sample's one case, relative to its dataset folder.
+FULL_CASE = "Training/case01"
 
 _REBUILD_HINT = "the bundled sample data are missing; reinstall napari-softseg or run scripts/make_mni_demo.py"
 
@@ -52,6 +57,25 @@ def demo_case_path() -> Path:
     path = demo_dataset_path() / DEMO_CASE
     if not (path / "image.nii.gz").is_file():
         raise SoftsegError(_REBUILD_HINT, path)
+    return path
+
+
+def full_case_path() -> Path:
+    """The bundled whole-head case (131 × 155 × 126 voxels at 1.5 mm, five simulated raters).
+
+    The brain is the real MNI ICBM152 2009a template; the head around it and the raters are simulated
+    (see ``napari_softseg/data/mni_head/README.md``). It shows the tools at the size of a real scan, in 3D.
+
+    Raises:
+        SoftsegError: The case folder or its image is missing (a broken install).
+    """
+    path = DATA_DIR / FULL_DATASET / FULL_CASE
+    if not (path / "image.nii.gz").is_file():
+        raise SoftsegError(
+            "the bundled whole-head sample is missing; reinstall napari-softseg or run "
+            "scripts/make_full_sample.py --overwrite",
+            path,
+        )
     return path
 
 

@@ -1,0 +1,224 @@
+"""Open large files from the viewer without freezing it: read in a worker thread, add the layers when ready.
+
+napari calls a reader on its GUI thread and waits for the layer data. A 512 × 512 × 300 float32
+``.nii.gz`` case takes seconds to decompress (tens of seconds on a busy machine), and the window would
+not repaint or answer meanwhile. So when a file or case folder holds more than
+:data:`BACKGROUND_MIN_BYTES` of voxels and a napari window is open, :func:`open_in_background` returns
+napari's "nothing to add now" sentinel ``[(None,)]`` at once and
+
+1. reads the path in a worker thread with the same :func:`~napari_softseg._napari.reader.read` as
+   always (so the layers are exactly those of a synchronous open), with a napari progress bar
+   ("Opening case01: reading …", then "adding layer 3 of 7") in the activity dock;
+2. makes each layer's model in the worker too (napari's ``Layer.create``: thumbnail, contrast limits,
+   transforms and napari's first-use imports, all Qt-free) and inserts the layers into the viewer the
+   open came from **one per turn of the event loop**, so no single step blocks the window for long;
+3. shows a read error as a napari notification naming the file, as a synchronous open would.
+
+Smaller paths, scripts without a window, and ``NAPARI_SOFTSEG_SYNC=1`` read synchronously: the
+reader returns the layer data as usual. :func:`pending` lists the reads still running (tests and
+scripts wait on ``read.done``).
+
+This module uses napari's public thread helper (``napari.qt.threading``), imported only when a read
+goes to the background, i.e. only inside a running napari window; the rest of the adapter stays Qt-free.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_softseg.errors import SoftsegError
+from napari_softseg.io.nifti import is_nifti_path
+
+logger = logging.getLogger(__name__)
+
+#: Paths whose voxels take at least this much memory (float32 for images, one byte per mask voxel) are
+#: read in the background when a napari window is open (the 197 × 233 × 189 whole head is 33 MiB).
+BACKGROUND_MIN_BYTES = 24 * 2**20
+
+#: How long the worker waits for the GUI thread to insert one layer before it gives up (seconds).
+ACK_TIMEOUT_S = 600.0
+
+#: Environment switch shared with the docks' background jobs: read synchronously.
+SYNC_ENV = "NAPARI_SOFTSEG_SYNC"
+
+_PENDING: list[BackgroundRead] = []
+
+
+def synchronous() -> bool:
+    """Whether :data:`SYNC_ENV` asks for synchronous work."""
+    return os.environ.get(SYNC_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def pending() -> list[BackgroundRead]:
+    """The background reads not finished yet (oldest first)."""
+    return [r for r in _PENDING if not r.done.is_set()]
+
+
+def voxel_bytes(paths: Sequence[str | os.PathLike]) -> int:
+    """About how much memory the voxels of ``paths`` take once read, from NIfTI headers only (float32).
+
+    A folder counts the NIfTI files directly inside it (a case's image and masks; masks are counted as
+    float32 too, an over-estimate that only matters near :data:`BACKGROUND_MIN_BYTES`). DICOM folders and
+    ``.npz`` files count 0, so they are read synchronously. Never raises.
+    """
+    import nibabel as nib
+
+    def nbytes(path: Path) -> int:
+        try:
+            return 4 * int(np.prod(nib.load(str(path)).shape, dtype=np.int64))
+        except Exception:  # noqa: BLE001 - unreadable headers are reported by the reader itself
+            return 0
+
+    total = 0
+    for p in map(Path, paths):
+        try:
+            files = sorted(f for f in p.iterdir() if f.is_file()) if p.is_dir() else [p]
+        except OSError:
+            continue
+        total += sum(nbytes(f) for f in files if is_nifti_path(f))
+    return total
+
+
+def _current_viewer():
+    """The napari viewer with a window that is calling the reader, or None (scripts, headless reads)."""
+    import sys
+
+    if "napari._qt" not in sys.modules:          # no Qt window was ever made: a script or a plain read
+        return None
+    import napari
+
+    return napari.current_viewer()
+
+
+def wants_background(paths: Sequence[str | os.PathLike]) -> bool:
+    """Whether to read ``paths`` in the background: a napari window is open and they are large."""
+    if synchronous():
+        return False
+    try:
+        if _current_viewer() is None:
+            return False
+        return voxel_bytes(paths) >= BACKGROUND_MIN_BYTES
+    except Exception:  # noqa: BLE001 - when in doubt, read as always
+        logger.debug("background check for %r failed", paths, exc_info=True)
+        return False
+
+
+def open_in_background(paths: Sequence[str | os.PathLike], read: Callable[[Any], list]) -> list:
+    """Start reading ``paths`` with ``read`` in a worker thread; returns napari's sentinel ``[(None,)]``.
+
+    The layers are added to the current viewer when they are ready (see the module docstring).
+    """
+    BackgroundRead(_current_viewer(), [Path(p) for p in paths], read).start()
+    return [(None,)]
+
+
+class BackgroundRead:
+    """One path (or list of paths) being read in a worker thread for ``viewer``.
+
+    Attributes:
+        paths: What is read.
+        layers: The layers added so far.
+        error: The exception the read raised, if any.
+        reading: True while the worker thread reads the files.
+        done: Set once every layer was added (or the read failed).
+    """
+
+    def __init__(self, viewer, paths: list[Path], read: Callable[[Any], list]):
+        self.viewer = viewer
+        self.paths = paths
+        self.layers: list = []
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+        self.reading = False
+        self._read = read
+        self._added = threading.Event()     # the GUI thread added the last layer handed to it
+        self._bar = None
+        self._worker = None
+        self.name = paths[0].name if len(paths) == 1 else f"{len(paths)} files"
+
+    def start(self) -> BackgroundRead:
+        """Start the worker thread and the progress bar."""
+        from napari.qt.threading import create_worker
+        from napari.utils import progress
+
+        _PENDING.append(self)
+        self._bar = progress(total=0, desc=f"Opening {self.name}: reading …")
+        self._worker = create_worker(self._work, _start_thread=False, _ignore_errors=True)
+        self._worker.yielded.connect(self._add_one)
+        self._worker.errored.connect(self._failed)
+        self._worker.finished.connect(self._finish)
+        self._worker.start()
+        return self
+
+    # -- worker thread -------------------------------------------------------------------------------
+    def _work(self):
+        """Read, then hand the layers to the GUI thread one at a time (each waits for the previous)."""
+        from napari.layers import Layer
+
+        self.reading = True
+        try:
+            tuples = self._read(self.paths[0] if len(self.paths) == 1 else self.paths)
+        finally:
+            self.reading = False
+        for i, (data, kwargs, layer_type) in enumerate(tuples):
+            # the layer model (Qt-free: thumbnail, contrast limits, transforms, first-use imports) is made
+            # here; the GUI thread only inserts it, which builds its canvas visual and controls
+            with _layer_source(self.paths[0]):
+                layer = Layer.create(data, kwargs, layer_type)
+            self._added.clear()
+            yield i, len(tuples), layer
+            # the GUI thread sets the event once the layer is in; stop if it failed or never answers (the
+            # application is quitting), so the thread cannot outlive the interpreter
+            if not self._added.wait(ACK_TIMEOUT_S) or self.done.is_set():
+                return
+
+    # -- GUI thread ----------------------------------------------------------------------------------
+    def _add_one(self, value) -> None:
+        i, n, layer = value
+        try:
+            if self._bar is not None:
+                self._bar.total = n
+                self._bar.set_description(f"Opening {self.name}: adding layer {i + 1} of {n}")
+                self._bar.update(1)
+            self.layers.append(self.viewer.add_layer(layer))
+        except Exception as exc:  # noqa: BLE001 - a closed viewer or a refused layer: report, stop adding
+            logger.debug("adding a layer of %s failed", self.name, exc_info=True)
+            self._failed(exc)
+        finally:
+            self._added.set()
+
+    def _failed(self, exc: BaseException) -> None:
+        from napari.utils.notifications import show_error
+
+        self.error = exc
+        self.done.set()
+        message = str(exc) if isinstance(exc, SoftsegError) else f"{self.name}: cannot open ({type(exc).__name__}: {exc})"
+        try:
+            show_error(message)
+        except Exception:  # noqa: BLE001 - no viewer left to show it
+            logger.warning("%s", message)
+
+    def _finish(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        self.done.set()
+        if self in _PENDING:
+            _PENDING.remove(self)
+
+
+def _layer_source(path: Path):
+    """napari's record of where a layer came from (shown in its tooltip), as a synchronous open sets it."""
+    try:
+        from napari.layers._source import layer_source
+    except ImportError:  # pragma: no cover - a napari without it
+        return nullcontext()
+    return layer_source(path=str(path), reader_plugin="napari-softseg")

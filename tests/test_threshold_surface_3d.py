@@ -1,0 +1,178 @@
+"""Threshold explorer in 3D (issue 15 item 4): a smooth shaded mesh of p = t, built off the GUI thread.
+
+Through the real dock (opened from the manifest the way the Plugins menu does): switch to 3D, move the
+slider, wait for the Surface layer and check where its vertices are in world mm; a move shows the fast iso
+volume until the new mesh is in; going back to 2D removes the mesh.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from _analysis_case import open_dock, wait_ready
+
+from napari_softseg._napari import overlay as overlay_module
+from napari_softseg._napari.layers import Geometry, add_layer_tuples, image_layer, soft_map_layer
+from napari_softseg._qt import surface_worker
+
+DOCK = "Threshold explorer"
+SHAPE = (36, 30, 14)                       # core (X, Y, Z)
+SPACING = (0.9, 1.1, 2.5)
+CENTRE = (17, 14, 7)                       # a voxel centre (core index)
+RADIUS = 9.0                               # mm: p = 0.5 there
+WIDTH = 2.0                                # mm: the logistic fall-off
+
+
+def sphere_case():
+    """A soft ball in world mm on an anisotropic, flipped grid: ``p = 1 / (1 + exp((r - RADIUS) / WIDTH))``.
+
+    Returns ``(soft, image, geometry)`` in core order; the surface ``p = t`` is the sphere of radius
+    ``RADIUS + WIDTH * ln((1 - t) / t)`` around :data:`CENTRE`'s world position.
+    """
+    affine = np.diag([-SPACING[0], SPACING[1], SPACING[2], 1.0])
+    affine[:3, 3] = (20.0, -15.0, 4.0)
+    index = np.indices(SHAPE).reshape(3, -1).T
+    world = index @ affine[:3, :3].T
+    centre = np.asarray(CENTRE) @ affine[:3, :3].T
+    r = np.linalg.norm(world - centre, axis=1).reshape(SHAPE)
+    soft = (1.0 / (1.0 + np.exp((r - RADIUS) / WIDTH))).astype(np.float32)
+    image = (100.0 + 50.0 * soft)[None].astype(np.float32)
+    return soft, image, Geometry(affine, SHAPE)
+
+
+def expected_radius(t: float) -> float:
+    return RADIUS + WIDTH * np.log((1.0 - t) / t)
+
+
+@pytest.fixture
+def sphere_dock(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    soft, image, geometry = sphere_case()
+    add_layer_tuples(viewer, [image_layer(image, geometry, name="scan")])
+    (soft_layer,) = add_layer_tuples(viewer, [soft_map_layer(soft, geometry, name="prediction")])
+    widget = open_dock(viewer, DOCK)
+    wait_ready(qtbot, widget)
+    return widget, viewer, soft_layer
+
+
+def world_vertices(layer) -> np.ndarray:
+    """The Surface layer's vertices in napari world coordinates (its affine applied; no scale/translate set)."""
+    vertices = np.asarray(layer.data[0], dtype=np.float64)
+    matrix = np.asarray(layer.affine.affine_matrix) @ np.diag([*layer.scale, 1.0])
+    return vertices @ matrix[:3, :3].T + matrix[:3, 3]
+
+
+def centre_world(soft_layer) -> np.ndarray:
+    """World position (napari order) of the ball's centre: the soft map's maximum, through the image layer."""
+    data = np.asarray(soft_layer.data)
+    index = np.unravel_index(int(np.argmax(data)), data.shape)
+    return np.asarray(soft_layer.data_to_world(index), dtype=np.float64)
+
+
+def mesh_of(widget, t: float) -> bool:
+    """The dock shows the finished mesh of ``t``."""
+    layer = widget.mesh_layer
+    return (not widget.surfaces.busy and layer is not None and layer.visible
+            and widget.overlay.mesh_level == pytest.approx(t))
+
+
+def test_3d_shows_a_smooth_mesh_at_the_right_place_and_rebuilds_it_when_the_slider_rests(sphere_dock, qtbot):
+    widget, viewer, soft_layer = sphere_dock
+    viewer.camera.orientation2d = ("up", "right")                   # anterior up in 2D: a mirrored 3D camera
+    assert viewer.camera.handedness == "left"
+    widget.slider.setValue(500)
+    viewer.dims.ndisplay = 3
+    assert widget.shown_overlay_mode == "surface"
+    assert viewer.camera.handedness == "right"                      # 3D is never mirrored (light in front)
+    assert tuple(str(a.value) for a in viewer.camera.orientation2d) == ("up", "right")
+    qtbot.waitUntil(lambda: mesh_of(widget, 0.5), timeout=20000)
+    mesh = widget.mesh_layer
+    assert type(mesh).__name__ != "Image" and mesh.shading == "smooth"
+    assert [layer for layer in viewer.layers if layer.name == mesh.name][0]._type_string == "surface"
+    centre = centre_world(soft_layer)
+    radii = np.linalg.norm(world_vertices(mesh) - centre, axis=1)
+    assert radii.mean() == pytest.approx(expected_radius(0.5), abs=0.1)
+    assert np.abs(radii - expected_radius(0.5)).max() < 0.5        # sub-voxel, on a 0.9 x 1.1 x 2.5 mm grid
+    assert widget.surface_layer.opacity == 0.0                      # the iso volume gives way to the mesh
+    assert not soft_layer.visible and viewer.layers["scan"].opacity <= 0.25
+
+    widget.slider.setValue(270)                                     # drag: the iso volume follows at once
+    assert not mesh.visible and widget.surface_layer.opacity == 1.0
+    assert widget.surface_layer.iso_threshold == pytest.approx(0.27)
+    qtbot.waitUntil(lambda: mesh_of(widget, 0.27), timeout=20000)    # rested: the new mesh swapped in
+    assert widget.mesh_layer is mesh or widget.mesh_layer.name == mesh.name   # the same layer, new data
+    radii = np.linalg.norm(world_vertices(widget.mesh_layer) - centre, axis=1)
+    assert radii.mean() == pytest.approx(expected_radius(0.27), abs=0.1)
+    assert widget.surface_layer.opacity == 0.0
+
+    viewer.dims.ndisplay = 2                                        # back to 2D: the mesh is removed
+    assert widget.mesh_layer is None and viewer.camera.handedness == "left"   # the user's 2D orientation
+    assert not [layer for layer in viewer.layers if layer._type_string == "surface"]
+    assert widget.contour_layer.visible and soft_layer.visible and viewer.layers["scan"].opacity == 1.0
+
+
+def test_a_drag_builds_one_mesh_off_the_gui_thread(sphere_dock, qtbot, monkeypatch):
+    widget, viewer, soft_layer = sphere_dock
+    threads = []
+    real_build = surface_worker.build_mesh
+
+    def build(source, level):
+        threads.append((threading.current_thread() is threading.main_thread(), level))
+        return real_build(source, level)
+
+    monkeypatch.setattr(surface_worker, "build_mesh", build)
+    viewer.dims.ndisplay = 3
+    qtbot.waitUntil(lambda: mesh_of(widget, widget.threshold), timeout=20000)
+    built = widget.surfaces.built
+    for value in range(300, 420, 10):                               # one drag, no pause in between
+        widget.slider.setValue(value)
+    assert widget.surfaces.busy and not widget.mesh_layer.visible
+    qtbot.waitUntil(lambda: mesh_of(widget, 0.41), timeout=20000)
+    assert widget.surfaces.built == built + 1                       # only the resting value was meshed
+    assert threads and not any(on_main for on_main, _ in threads)   # never on the GUI thread
+    assert threads[-1][1] == pytest.approx(0.41)
+
+
+def test_overlay_mode_none_in_3d_removes_the_mesh_and_a_stale_mesh_is_dropped(sphere_dock, qtbot):
+    widget, viewer, soft_layer = sphere_dock
+    viewer.dims.ndisplay = 3
+    qtbot.waitUntil(lambda: mesh_of(widget, widget.threshold), timeout=20000)
+    source = widget.overlay.mesh_source()
+    stale = overlay_module.build_mesh(source, 0.8)                  # a mesh of a threshold not shown
+    assert not widget.overlay.show_mesh(stale, source)
+    assert widget.overlay.mesh_level == pytest.approx(widget.threshold)
+    empty = overlay_module.build_mesh(source, widget.threshold)
+    assert widget.overlay.show_mesh(empty, source)
+    widget.set_overlay_mode("none")
+    assert widget.mesh_layer is None and not widget.surfaces.busy
+    widget.set_overlay_mode("outline")                              # back: built again
+    qtbot.waitUntil(lambda: mesh_of(widget, widget.threshold), timeout=20000)
+
+
+def test_a_threshold_above_the_map_hides_the_mesh(sphere_dock, qtbot):
+    widget, viewer, soft_layer = sphere_dock
+    viewer.dims.ndisplay = 3
+    qtbot.waitUntil(lambda: mesh_of(widget, widget.threshold), timeout=20000)
+    top = float(np.asarray(soft_layer.data).max())
+    widget.set_threshold(min(1.0, top + 0.01))
+    qtbot.waitUntil(lambda: not widget.surfaces.busy and widget.overlay.mesh_level == widget.threshold,
+                    timeout=20000)
+    assert not widget.mesh_layer.visible and widget.surface_layer.opacity == 1.0
+
+
+def test_a_soft_map_opened_while_in_3d_gets_the_3d_view(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    soft, image, geometry = sphere_case()
+    (scan,) = add_layer_tuples(viewer, [image_layer(image, geometry, name="scan")])
+    widget = open_dock(viewer, DOCK)
+    viewer.dims.ndisplay = 3
+    assert widget.mesh_layer is None and scan.opacity == 1.0
+    limits, blending = tuple(scan.contrast_limits), scan.blending
+    (soft_layer,) = add_layer_tuples(viewer, [soft_map_layer(soft, geometry, name="prediction")])
+    qtbot.waitUntil(lambda: mesh_of(widget, widget.threshold), timeout=20000)
+    assert not soft_layer.visible and scan.opacity <= 0.25 and scan.blending == "translucent_no_depth"
+    assert scan.contrast_limits[1] > limits[1]                     # dimmed: faint context behind the surface
+    viewer.dims.ndisplay = 2
+    assert scan.opacity == 1.0 and scan.blending == blending and tuple(scan.contrast_limits) == limits
