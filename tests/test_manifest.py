@@ -40,9 +40,9 @@ def test_napari_lists_the_plugin_and_its_contributions():
     manifest = pm.get_manifest("napari-softseg")
     contributions = manifest.contributions
     assert {w.display_name for w in contributions.widgets} == {
-        "Soft segmentation", "Threshold explorer", "Rater comparison", "Calibration"
+        "Soft segmentation", "Threshold explorer", "Rater comparison", "Calibration", "Dataset review"
     }
-    assert {s.key for s in contributions.sample_data} == {"demo_case", "synthetic_case"}
+    assert {s.key for s in contributions.sample_data} == {"demo_case", "full_case", "synthetic_case"}
     assert {tuple(w.layer_types) for w in contributions.writers} == {("image",), ("labels",)}
     assert "napari/layers/segment" in contributions.menus
     # every python_name resolves to a callable

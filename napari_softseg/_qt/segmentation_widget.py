@@ -63,6 +63,7 @@ from napari_softseg.datasets.bundled import demo_model_path
 from napari_softseg.errors import SoftsegError
 from napari_softseg.model.calibration import calibration_state
 from napari_softseg.model.device import available_devices, resolve_device
+from napari_softseg.model.domain import model_domain_notes, spacing_record
 from napari_softseg.model.inference import predict_array
 from napari_softseg.model.model_io import load_model, read_config
 from napari_softseg.model.training import TrainingCase, train_cases
@@ -74,18 +75,23 @@ FOLDER = "model folder…"
 PREDICTION_NAME = "soft prediction"
 
 
-def _predict_job(model_path: Path, image: np.ndarray, device: str, source: str | None
+def _predict_job(model_path: Path, image: np.ndarray, device: str, source: str | None, spacing=None
                  ) -> Generator[Progress, None, tuple[np.ndarray, dict]]:
-    """Load the model and predict; returns the soft map and facts for the provenance."""
+    """Load the model and predict (at the model's voxel size); returns the soft map and facts for the
+    provenance, including the voxel sizes and the domain notes (how the scan differs from training)."""
 
     yield Progress("load", 0, None, "loading model")
     model = load_model(model_path)
-    soft = yield from predict_array(model, image, device=device, source=source)
+    notes = model_domain_notes(model.config, image, spacing) if spacing is not None else []
+    for note in notes:
+        yield Progress("domain", 0, None, str(note))
+    soft = yield from predict_array(model, image, device=device, source=source, spacing=spacing)
     info = {
         "model": str(model_path),
         "method": (model.config.softlabel or {}).get("method"),
         "temperature": model.config.temperature,
         "task": model.config.task,
+        **spacing_record(model.config, spacing, notes),
     }
     return soft, info
 
@@ -424,9 +430,11 @@ class SegmentationWidget(QWidget):
                 case=L.provenance_of(image_layer).get("case"), **info,
             )
             layer = self._put_layer(data, kwargs)
-            self._report(f"{layer.name}: predicted on {device.device} with {Path(info['model']).name}")
+            notes = "; ".join(info.get("domain_notes", []))
+            self._report(f"{layer.name}: predicted on {device.device} with {Path(info['model']).name}"
+                         + (f" — {notes}" if notes else ""))
 
-        return self._start(_predict_job(model_path, image, device.device, source), "Predict", done)
+        return self._start(_predict_job(model_path, image, device.device, source, geometry.spacing), "Predict", done)
 
     def training_cases(self) -> tuple[list, list[str]]:
         """The cases Train learns from: the selected image with its ticked raters, then every other open case.
