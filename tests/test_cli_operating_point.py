@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from napari_softseg.analysis.cohort_curves import CohortCurve
 from napari_softseg.cli import main
 from napari_softseg.errors import SoftsegError
 from napari_softseg.io.nifti import load_volume
@@ -62,6 +63,8 @@ def test_choose_store_and_list_a_point(tiny_model, synthetic_2d_dataset, tmp_pat
     assert point["cohort"]["cases"][0] == "Training/case01" and point["n_bootstrap"] == 200
     assert point["model_sha256"]["model.safetensors"] == sha256_file(tiny_model / "model.safetensors")
     assert point["software"].startswith("napari-softseg") and point["created"].startswith("20")
+    # the pooled curve and the per-case band are stored for the viewer's cohort mode
+    assert CohortCurve.from_dict(point["cohort_curve"]).n_cases == 6
     # the points file is under the manifest's checksums and the model still loads (its checksums verified)
     manifest = json.loads((tiny_model / MANIFEST_FILE).read_text())
     assert manifest["files"][POINTS_FILE] == sha256_file(tiny_model / POINTS_FILE)

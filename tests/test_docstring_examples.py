@@ -8,7 +8,8 @@ import pytest
 CORE = ["errors", "io.nifti", "io.files", "io.jsonio", "io.geometry", "io.dataset", "analysis.softlabels",
         "analysis.metrics", "model.normalization", "analysis.operating_point", "analysis.display", "analysis.presets",
         "analysis.rater_comparison", "analysis.disagreement",
-        "analysis.surface", "analysis.overlay_colors", "model.resampling", "model.domain", "pipeline.provenance", "progress"]
+        "analysis.surface", "analysis.overlay_colors", "model.resampling", "model.domain", "pipeline.provenance", "progress",
+        "analysis.cohort_curves", "pipeline.named_points"]
 
 
 @pytest.mark.parametrize("name", CORE)

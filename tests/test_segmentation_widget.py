@@ -75,11 +75,12 @@ def test_auto_detects_image_and_raters(viewer_with_case):
     assert widget.rater_list.count() == 5
 
 
-def test_device_auto_says_what_and_why(viewer_with_case):
+def test_device_auto_says_what_and_why(viewer_with_case, qtbot):
     from napari_softseg.model.device import resolve_device
 
     _, widget = viewer_with_case
     assert widget.device_options.device.value == "auto"
+    qtbot.waitUntil(lambda: not widget.devices.pending, timeout=TIMEOUT_MS)    # torch may load in a worker
     choice = resolve_device("auto")
     assert choice.device in widget.device_label.text() and choice.reason in widget.device_label.text()
 
@@ -164,6 +165,10 @@ def test_predict_adds_soft_map_equal_to_engine(qtbot, viewer_with_case, tiny_mod
     assert np.allclose(layer.affine.affine_matrix, viewer.layers["synthetic image"].affine.affine_matrix)
     prov = L.provenance_of(layer)
     assert prov["model"] == str(tiny_model) and prov["device"] == "cpu" and prov["image_layer"] == "synthetic image"
+    # the weights' checksum, as a CLI prediction's sidecar records it (named points check it)
+    from napari_softseg.model.model_io import sha256_file
+
+    assert prov["model_sha256"] == sha256_file(tiny_model / "model.safetensors")
     assert L.kind_of(layer) == "prediction"
     # Predicting again updates the same layer instead of piling up copies.
     widget.predict_button.click()

@@ -466,6 +466,29 @@ def test_in_place_edit_and_refresh_are_picked_up(explorer, qtbot):
     assert widget.operating_point().n_positive == soft.size
 
 
+def test_scrolling_slices_does_not_checksum_the_data_again(explorer, qtbot, monkeypatch):
+    """Re-slicing fires napari's ``set_data``; only an edit may cost a checksum of the whole map."""
+    widget, viewer, soft_layer, soft, masks = explorer
+    widget.set_threshold(0.5)
+    calls = []
+    original = widget.inputs._data_print
+    monkeypatch.setattr(widget.inputs, "_data_print", lambda: calls.append(1) or original())
+    edited = []
+    widget.inputs.edited.connect(lambda: edited.append(1))
+    axis = viewer.dims.not_displayed[0]
+    for step in range(soft.shape[axis]):
+        viewer.dims.set_current_step(axis, step)
+    qtbot.waitUntil(lambda: viewer.dims.current_step[axis] == soft.shape[axis] - 1, timeout=5000)
+    qtbot.wait(400)                       # past the edit debounce: nothing may be pending
+    assert calls == [] and edited == []
+    # an in-place edit + refresh after the scroll is still an edit
+    soft_layer.data[soft_layer.data >= 0.5] = 0.0
+    soft_layer.refresh()
+    qtbot.waitUntil(lambda: bool(edited) and widget.ready and widget.operating_point().n_positive == 0,
+                    timeout=20000)
+    assert calls
+
+
 def test_roles_hide_or_outline_raters(explorer):
     widget, viewer, *_ = explorer
     raters = [viewer.layers[f"rater {i}"] for i in range(1, 5)]

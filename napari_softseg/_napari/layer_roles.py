@@ -8,7 +8,8 @@ Qt-free (napari layers only); the pickers in ``_qt/`` show what these functions 
   ``annotation``, ``image``), else by layer type, dtype and shape; :func:`default_rater_checks` says which
   raters are ticked when the user has not chosen.
 * :func:`read_inputs` — the chosen layers' arrays, checked (:func:`check_soft_map`, :func:`read_masks`),
-  as :class:`Inputs`; :func:`inputs_key` and :func:`data_print` identify them (an in-place edit changes
+  as :class:`Inputs` (:func:`read_inputs_work`: the same as a Progress generator, which the docks run in a
+  worker for volumes of :data:`BACKGROUND_READ_VOXELS` or more, :func:`reads_in_background`); :func:`inputs_key` and :func:`data_print` identify them (an in-place edit changes
   the print), so a shared session is rebuilt only when the data really changed.
 * :func:`analysis_session` — the one :class:`~napari_softseg.analysis.session.AnalysisSession` per viewer
   that every dock is a view of, whether napari handed the dock the viewer or its ``PublicOnlyProxy``
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import weakref
 import zlib
+from collections.abc import Generator
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,9 +34,13 @@ from napari_softseg._napari import layers as softseg_layers
 from napari_softseg.analysis.session import AnalysisSession, unwrapped
 from napari_softseg.errors import SoftsegError
 from napari_softseg.io.packed_masks import LazyArray
+from napari_softseg.progress import Progress
 
 #: Metadata key marking layers made by the analysis docks (value: what the layer is).
 HELPER_KEY = "softseg_helper"
+#: Soft maps of this many voxels or more are read and checked in a worker (a 512 × 512 × 300 volume with
+#: five raters: ~1–3 s of range checks and mask stacking); smaller ones inline (a few ms).
+BACKGROUND_READ_VOXELS = 4_000_000
 
 _SOFT_KINDS = ("prediction", "soft_label")
 _NOT_RATERS = ("annotation", "mask")
@@ -42,7 +48,7 @@ _NOT_RATERS = ("annotation", "mask")
 __all__ = [
     "HELPER_KEY", "Inputs", "analysis_session", "annotation_candidates", "check_soft_map", "data_print",
     "default_rater_checks", "inputs_key", "is_helper", "label_candidates", "layer_spacing", "mark_as_soft_map",
-    "other_open_cases", "rater_candidates", "read_inputs", "read_masks", "same_layer", "scan_candidates", "soft_map_candidates",
+    "other_open_cases", "rater_candidates", "read_inputs", "read_inputs_work", "read_masks", "reads_in_background", "same_layer", "scan_candidates", "soft_map_candidates",
     "unwrapped",
 ]
 
@@ -249,7 +255,10 @@ def read_masks(rater_layers: list, shape: tuple[int, ...]) -> np.ndarray | None:
             raise SoftsegError(
                 f"rater layer {layer.name!r} has shape {tuple(layer.data.shape)}, the soft map {tuple(shape)}"
             )
-    return np.stack([np.asarray(layer.data) > 0 for layer in rater_layers]).view(np.uint8)
+    out = np.empty((len(rater_layers), *shape), dtype=np.bool_)     # filled in place: no per-rater copies
+    for mask, layer in zip(out, rater_layers):
+        np.greater(np.asarray(layer.data), 0, out=mask)
+    return out.view(np.uint8)
 
 
 def read_inputs(soft_layer, rater_layers: list) -> Inputs:
@@ -264,6 +273,18 @@ def read_inputs(soft_layer, rater_layers: list) -> Inputs:
         soft_layer=soft_layer, prediction=prediction, rater_layers=list(rater_layers), masks=masks,
         rater_names=[r.name for r in rater_layers], spacing=layer_spacing(soft_layer),
     )
+
+
+def reads_in_background(layer) -> bool:
+    """Whether the docks read ``layer`` (a soft-map candidate) in a worker: :data:`BACKGROUND_READ_VOXELS`."""
+    shape = getattr(getattr(layer, "data", None), "shape", None)
+    return shape is not None and int(np.prod(shape)) >= BACKGROUND_READ_VOXELS
+
+
+def read_inputs_work(soft_layer, rater_layers: list) -> Generator[Progress, None, Inputs]:
+    """:func:`read_inputs` as a Progress generator, for a worker thread (it only reads the layers' arrays)."""
+    yield Progress("read", 0, 1, f"reading {getattr(soft_layer, 'name', 'the soft map')!r} and its raters")
+    return read_inputs(soft_layer, list(rater_layers))
 
 
 def _memory_of(data):

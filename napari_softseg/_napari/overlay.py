@@ -19,7 +19,11 @@ widgets set :attr:`ThresholdOverlay.mode`, :attr:`~ThresholdOverlay.bands` and t
   slider rests. While the slider moves, the fast GPU iso-surface (``rendering="iso"``, ``iso_threshold = t``:
   a shader uniform) follows the hand and the mesh of the previous ``t`` is hidden, so the picture never shows
   a surface of another threshold. The scan is a faint MIP volume drawn without depth (context that never
-  hides the surface), raters and soft maps are off (all restored in 2D, where the mesh is removed);
+  hides the surface), raters and soft maps are off (all restored in 2D, where the mesh is removed). A big
+  volume (more than :data:`MAX_3D_VOXELS`) is drawn in 3D from a strided copy (:func:`display_stride`): the
+  iso volume and the scan's context, not the mesh, which is always of the full-resolution soft map. Under
+  software OpenGL uploading a 300 MB volume texture blocks the GUI thread for ~10 s; a 2 M-voxel copy for
+  a fraction of a second;
 * one line of **canvas legend** (napari's text overlay) naming what the outline shows, and the chosen soft
   map's colour bar as the only colour bar.
 
@@ -63,6 +67,25 @@ SCAN_OPACITY_3D = 0.25              # the scan as a faint volume behind the 3D s
 OUTLINE_UPSAMPLE = 4
 OUTLINE_MAX_SIDE = 800
 LEGEND_PREFIX = "cyan "            # the canvas legend line starts so (and is recognised by it)
+#: Volumes shown in 3D as volume textures (the fast iso surface, the scan's context) are strided down to at
+#: most about this many voxels (:func:`display_stride`).
+MAX_3D_VOXELS = 2_000_000
+
+
+def display_stride(shape) -> int:
+    """The step that keeps a 3D volume of ``shape`` under :data:`MAX_3D_VOXELS` voxels (1: shown as is)."""
+    n = float(np.prod(shape)) if len(shape) == 3 else 0.0
+    stride = 1
+    while n / stride**3 > MAX_3D_VOXELS:
+        stride += 1
+    return stride
+
+
+def strided(data, stride: int):
+    """``data`` itself (stride 1) or a contiguous copy of every ``stride``-th voxel along each axis."""
+    if stride == 1:
+        return data
+    return np.ascontiguousarray(np.asarray(data[(slice(None, None, stride),) * 3]))
 
 
 def outline_factor(shape) -> int:
@@ -177,6 +200,7 @@ class ThresholdOverlay:
         self.contour_view: ContourView | None = None
         self.bands_view: BandsView | None = None
         self._saved_3d: list = []          # (layer, attribute, value) to restore when leaving 3D
+        self._context_layers: list = []    # strided stand-ins of big scans in 3D (removed in 2D)
         self._saved_orientation = None     # the camera orientation before a mirrored 3D view was unmirrored
 
     # -- what is drawn -------------------------------------------------------------------------------
@@ -308,11 +332,14 @@ class ThresholdOverlay:
                 metadata={HELPER_KEY: "threshold outline"}, **self._fine_transform(factor),
             )
         if mode == "surface" and not self.alive(self.surface_layer):
+            stride = display_stride(source.data.shape)
             self.surface_layer = self.viewer.add_image(
-                source.data, name=f"{source.name} p ≥ t surface", rendering="iso", iso_threshold=self.threshold,
+                strided(source.data, stride), name=f"{source.name} p ≥ t surface", rendering="iso",
+                iso_threshold=self.threshold,
                 colormap=solid_colormap("softseg surface", SURFACE_COLOR), contrast_limits=(0.0, 1.0),
                 # no depth: the iso volume (opacity 0 under a current mesh) must not hide the mesh it lies on
-                blending="translucent_no_depth", metadata={HELPER_KEY: "threshold surface"}, **transform,
+                blending="translucent_no_depth", metadata={HELPER_KEY: "threshold surface"},
+                **{**transform, "scale": np.asarray(source.scale) * stride},
             )
         if active is not None and self.alive(active):
             self.viewer.layers.selection.active = active    # keep the user's selection
@@ -453,6 +480,9 @@ class ThresholdOverlay:
             if layer_type(layer) == "labels" or same_layer(layer, self.source) or kind in ("soft_label", "prediction"):
                 self._saved_3d.append((layer, "visible", layer.visible))
                 layer.visible = False
+            elif layer_type(layer) == "image" and layer.visible and self._add_context(layer):
+                self._saved_3d.append((layer, "visible", True))
+                layer.visible = False            # its strided stand-in is drawn instead
             elif layer_type(layer) == "image" and layer.visible:
                 for attribute in ("opacity", "rendering", "blending", "contrast_limits_range", "contrast_limits"):
                     self._saved_3d.append((layer, attribute, getattr(layer, attribute)))
@@ -464,6 +494,23 @@ class ThresholdOverlay:
                 layer.blending = "translucent_no_depth"
                 lo, hi = (float(v) for v in layer.contrast_limits)
                 layer.contrast_limits = (lo, lo + (hi - lo) / SCAN_OPACITY_3D)
+
+    def _add_context(self, layer) -> bool:
+        """A big scan in 3D: add a strided copy of it as faint context (see :meth:`_enter_3d`); False if small."""
+        if layer.ndim != 3 or layer.rgb or layer.multiscale or display_stride(layer.data.shape) == 1:
+            return False
+        stride = display_stride(layer.data.shape)
+        lo, hi = (float(v) for v in layer.contrast_limits)
+        context = self.viewer.add_image(
+            strided(layer.data, stride), name=f"{layer.name} (3D context)", rendering="mip",
+            colormap=layer.colormap, contrast_limits=(lo, lo + (hi - lo) / SCAN_OPACITY_3D),
+            opacity=min(layer.opacity, SCAN_OPACITY_3D), blending="translucent_no_depth",
+            metadata={HELPER_KEY: "3D context"}, affine=layer.affine.affine_matrix,
+            scale=np.asarray(layer.scale) * stride, translate=layer.translate, rotate=layer.rotate, shear=layer.shear,
+        )
+        self.viewer.layers.move(len(self.viewer.layers) - 1, 0)      # drawn first, behind the rest
+        self._context_layers.append(context)
+        return True
 
     def _unmirror(self) -> None:
         """Make the 3D view right-handed (a radiologist's 3D is never mirrored).
@@ -481,6 +528,10 @@ class ThresholdOverlay:
 
     def _leave_3d(self) -> None:
         self.remove_mesh()
+        for layer in self._context_layers:
+            if self.alive(layer):
+                self.viewer.layers.remove(layer)
+        self._context_layers = []
         if self._saved_orientation is not None:
             self.viewer.camera.orientation = self._saved_orientation
             self._saved_orientation = None

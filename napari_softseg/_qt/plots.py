@@ -5,7 +5,9 @@
 * :class:`PRCurvePlot` — precision against recall; the curve is drawn once per reference, and the
   current operating point is a marker moved by **blitting** (restore the cached background, draw one
   artist, mark that rectangle for the next paint), at most once per ``marker_interval_ms``. A slider move
-  never redraws the figure.
+  never redraws the figure. A model's named operating points are marked and labelled on the curve
+  (:meth:`PRCurvePlot.set_named_marks`), and a cohort's pooled curve with its per-case band can be drawn
+  behind it (:meth:`PRCurvePlot.set_cohort`).
 * :class:`ReliabilityPlot` — the reliability diagram of the calibration widget.
 """
 
@@ -33,13 +35,15 @@ class PlotColors:
     marker: str
     point: str
     series: tuple[str, ...]
+    named: str = "#7bed9f"
+    cohort: str = "#c8d6e5"
 
 
 # Data colours chosen for contrast on each background (light lines on dark, dark lines on light).
 _DATA = {
-    "dark": dict(curve="#6cb4ff", marker="#ffd23f", point="#ff6b9a",
+    "dark": dict(curve="#6cb4ff", marker="#ffd23f", point="#ff6b9a", named="#7bed9f", cohort="#c8d6e5",
                  series=("#ff9f43", "#7bed9f", "#a29bfe", "#ff6b6b", "#48dbfb", "#feca57", "#c8d6e5")),
-    "light": dict(curve="#1f5fbf", marker="#d9480f", point="#c2185b",
+    "light": dict(curve="#1f5fbf", marker="#d9480f", point="#c2185b", named="#2b8a3e", cohort="#495057",
                   series=("#e67700", "#2b8a3e", "#5f3dc4", "#c92a2a", "#0b7285", "#a61e4d", "#495057")),
 }
 
@@ -173,12 +177,21 @@ class PRCurvePlot(ThemedCanvas):
         ax = self.axes
         ax.set_xlim(-0.02, 1.02)
         ax.set_ylim(-0.02, 1.02)
+        # fixed ticks: the constrained layout measured on one draw holds on the next (auto ticks outside the
+        # view, e.g. "−0.2", change width between draws and pushed the axis label off the figure's edge)
+        ax.set_xticks(np.linspace(0, 1, 6))
+        ax.set_yticks(np.linspace(0, 1, 6))
         ax.set_xlabel("sensitivity (recall)", fontsize=8)
         ax.set_ylabel("PPV (precision)", fontsize=8)
         (self.curve_line,) = ax.plot([], [], lw=1.5)
         (self.ticks,) = ax.plot([], [], ls="none", marker="|", ms=6, mew=1.2)
         self.tick_labels: list = []
         (self.points,) = ax.plot([], [], ls="none", marker="*", ms=12, label="you")
+        # the cohort's pooled curve and per-case band (behind the case's curve) and the named points
+        (self.cohort_line,) = ax.plot([], [], ls="--", lw=1.1, zorder=1.5, label="cohort (pooled)")
+        self.cohort_band = None          # a Polygon patch while shown
+        (self.named_marks,) = ax.plot([], [], ls="none", marker="D", ms=6, zorder=3, label="named points")
+        self.named_labels: list = []
         (self.marker,) = ax.plot([], [], ls="none", marker="o", ms=8, mec="black", animated=True)
         # on a small box of the background colour: readable where it crosses the curve or the grid
         self.marker_label = ax.annotate("", (0, 0), xytext=(6, 6), textcoords="offset points", fontsize=8,
@@ -199,13 +212,69 @@ class PRCurvePlot(ThemedCanvas):
         self.points.set_color(c.point)
         self.points.set_markeredgecolor(c.text)
         self.ticks.set_color(c.text)
+        self.cohort_line.set_color(c.cohort)
+        if self.cohort_band is not None:
+            self.cohort_band.set_facecolor(c.cohort)
+        self.named_marks.set_color(c.named)
+        self.named_marks.set_markeredgecolor(c.text)
+        for text in self.named_labels:
+            text.set_color(c.named)
+            text.get_bbox_patch().set_facecolor(c.background)
+            text.arrow_patch.set_color(c.named)
         self.marker_label.set_color(c.text)
         self.marker_label.get_bbox_patch().set_facecolor(c.background)
         for text in self.tick_labels:
             text.set_color(c.text)
 
     def legend_handles(self) -> list:
-        return [self.points] if len(self.points.get_xdata()) else []
+        handles = [self.points, self.named_marks, self.cohort_line]
+        out = [h for h in handles if len(h.get_xdata())]
+        return out + ([self.cohort_band] if self.cohort_band is not None else [])
+
+    def set_named_marks(self, marks) -> None:
+        """Mark named operating points: ``(name, recall, precision)`` each, labelled with the name; ``[]`` clears.
+
+        Points chosen on one cohort often lie close together on a case's curve, so the labels are not put
+        next to their marks: they are stacked in a column inside the curve (down and to the left of the
+        marks, where a PR curve leaves the axes empty), the highest mark's label on top, each joined to its
+        mark by a thin line. Drawn with the curve (a full redraw; never per slider move).
+        """
+        for text in self.named_labels:
+            text.remove()
+        self.named_labels = []
+        marks = [(str(n), float(x), float(y)) for n, x, y in marks if np.isfinite(x) and np.isfinite(y)]
+        self.named_marks.set_data([m[1] for m in marks], [m[2] for m in marks])
+        if marks:
+            column = max(0.3, min(m[1] for m in marks) - 0.12)
+            top = min(0.95, max(m[2] for m in marks) - 0.08)
+            step = 0.075
+            if top - step * (len(marks) - 1) < 0.3:          # no room below: stack from the top
+                top = 0.95
+            for i, (name, x, y) in enumerate(sorted(marks, key=lambda m: -m[2])):
+                self.named_labels.append(self.axes.annotate(
+                    name, (x, y), xytext=(column, top - step * i), textcoords="data", fontsize=7, ha="right",
+                    va="center", color=self.colors.named, annotation_clip=False,
+                    bbox=dict(boxstyle="round,pad=0.1", linewidth=0, alpha=0.8, facecolor=self.colors.background),
+                    arrowprops=dict(arrowstyle="-", linewidth=0.6, color=self.colors.named, shrinkA=1, shrinkB=3),
+                ))
+        self.update_legend()
+        self.draw_idle()
+
+    def set_cohort(self, recall=(), precision=(), band=None, band_label: str = "") -> None:
+        """Draw a cohort's pooled curve (dashed) and its per-case band (``(n, 2)`` polygon vertices) behind the
+        case's curve; no arguments clear them."""
+        from matplotlib.patches import Polygon
+
+        self.cohort_line.set_data(np.asarray(recall, float), np.asarray(precision, float))
+        if self.cohort_band is not None:
+            self.cohort_band.remove()
+            self.cohort_band = None
+        if band is not None and len(band) >= 3:
+            self.cohort_band = Polygon(np.asarray(band, float), closed=True, alpha=0.22, linewidth=0, zorder=1,
+                                       facecolor=self.colors.cohort, label=band_label or "per-case band")
+            self.axes.add_patch(self.cohort_band)
+        self.update_legend()
+        self.draw_idle()
 
     def set_axis_labels(self, x: str, y: str) -> None:
         """Name the axes (e.g. "expected sensitivity" for the annotation-free reference)."""
@@ -325,7 +394,8 @@ class PRCurvePlot(ThemedCanvas):
         self._background = self.copy_from_bbox(self.figure.bbox)
         renderer = self.get_renderer()
         # what the marker's label must not cover: the threshold tick labels and the tick marks
-        self._tick_boxes = [tuple(text.get_window_extent(renderer).extents) for text in self.tick_labels]
+        self._tick_boxes = [tuple(text.get_window_extent(renderer).extents)
+                            for text in self.tick_labels + self.named_labels]
         xs, ys = self.ticks.get_data()
         for x, y in self.axes.transData.transform(np.column_stack([xs, ys])) if len(xs) else []:
             self._tick_boxes.append((x - 4, y - 5, x + 4, y + 5))

@@ -53,8 +53,10 @@ from qtpy.QtWidgets import (
 
 from napari_softseg._napari import layers as L
 from napari_softseg._napari.layer_roles import label_candidates, other_open_cases, scan_candidates
+from napari_softseg._qt.device_detection import PROVISIONAL, DeviceDetector
 from napari_softseg._qt.dock_column import join_column_when_docked
 from napari_softseg._qt.dock_layout import dock_sections
+from napari_softseg._qt.fine_tune_panel import FineTunePanel
 from napari_softseg._qt.notifications import describe_exception, notify_exception, show_info
 from napari_softseg._qt.qt_helpers import relax_combos, signals_blocked
 from napari_softseg._qt.workers import ProgressTask, is_alive, run_progress
@@ -62,11 +64,12 @@ from napari_softseg.analysis.softlabels import METHODS, make_soft_label
 from napari_softseg.datasets.bundled import demo_model_path
 from napari_softseg.errors import SoftsegError
 from napari_softseg.model.calibration import calibration_state
-from napari_softseg.model.device import available_devices, resolve_device
+from napari_softseg.model.device import resolve_device
 from napari_softseg.model.domain import model_domain_notes, spacing_record
 from napari_softseg.model.inference import predict_array
-from napari_softseg.model.model_io import load_model, read_config
+from napari_softseg.model.model_io import WEIGHTS_FILE, load_model, read_config
 from napari_softseg.model.training import TrainingCase, train_cases
+from napari_softseg.pipeline.provenance import model_checksums
 from napari_softseg.progress import Progress
 
 TITLE = "Soft segmentation"
@@ -86,8 +89,10 @@ def _predict_job(model_path: Path, image: np.ndarray, device: str, source: str |
     for note in notes:
         yield Progress("domain", 0, None, str(note))
     soft = yield from predict_array(model, image, device=device, source=source, spacing=spacing)
+    sums = model_checksums(model)   # in the worker: named points check the weights against it
     info = {
         "model": str(model_path),
+        "model_sha256": sums.get(WEIGHTS_FILE) if sums else None,
         "method": (model.config.softlabel or {}).get("method"),
         "temperature": model.config.temperature,
         "task": model.config.task,
@@ -110,6 +115,7 @@ class SegmentationWidget(QWidget):
         self._user_checked: dict[str, bool] = {}
         self._models: dict[str, Path] = {}
         self._device_choice = None
+        self.devices = DeviceDetector(self, self._on_devices_detected)   # torch is imported off the GUI thread
         #: Extra :class:`~napari_softseg.model.training.TrainOptions` fields for Train (e.g. ``{"depth": 2}``).
         self.train_overrides: dict[str, Any] = {}
         self._build_ui()
@@ -194,6 +200,8 @@ class SegmentationWidget(QWidget):
         ])
         train_layout.addWidget(_flat(self.train_options))
         layout.addWidget(train_box)
+        self.fine_tune_panel = FineTunePanel(self)  # "Fine-tune on open cases" (learning from corrections)
+        layout.addWidget(self.fine_tune_panel)
 
         buttons = QHBoxLayout()
         self.predict_button = QPushButton("Predict")
@@ -216,7 +224,7 @@ class SegmentationWidget(QWidget):
         self._inputs = [
             self.image_combo, self.rater_list, self.soft_options.native, self.soft_button,
             self.model_combo, self.browse_button, self.device_options.native, self.train_options.native,
-            self.predict_button, self.train_button,
+            self.predict_button, self.train_button, *self.fine_tune_panel.inputs(),
         ]
         self._update_sigma_enabled()
 
@@ -349,15 +357,27 @@ class SegmentationWidget(QWidget):
         )
 
     def _fill_devices(self) -> None:
-
         combo = self.device_options.device
         with combo.changed.blocked():
-            combo.choices = available_devices()
+            combo.choices = PROVISIONAL
             combo.value = combo.choices[0]
+        self._on_device_changed(combo.value)
+        self.devices.start()
+
+    def _on_devices_detected(self) -> None:
+        combo = self.device_options.device
+        current = combo.value
+        with combo.changed.blocked():
+            combo.choices = self.devices.names
+            combo.value = current if current in self.devices.names else combo.choices[0]
         self._on_device_changed(combo.value)
 
     def _on_device_changed(self, name: str) -> None:
-
+        if name == "auto":               # known once the devices are detected (torch: in a worker)
+            self._device_choice = self.devices.auto
+            auto = self._device_choice
+            self.device_label.setText("→ detecting devices …" if auto is None else f"→ {auto.device}: {auto.reason}")
+            return
         try:
             self._device_choice = resolve_device(name)
         except SoftsegError as exc:
@@ -412,18 +432,24 @@ class SegmentationWidget(QWidget):
             model_path = self.model_path()
             if model_path is None:
                 raise SoftsegError("no model chosen: pick the bundled model or Browse… for a model folder")
-            if self._device_choice is None:
+            if self._device_choice is None and not self.devices.pending:
                 raise SoftsegError(f"device {self.device_options.device.value!r} is not available")
             image, geometry = L.image_from_layer(image_layer)
         except SoftsegError as exc:
             self._fail(exc, "Predict")
             return None
-        device = self._device_choice
+        chosen = {"device": self._device_choice}
         source = L.provenance_of(image_layer).get("source")
         image_name = image_layer.name
 
+        def job():
+            if chosen["device"] is None:             # "auto" while the devices are being detected
+                chosen["device"] = resolve_device("auto")
+            return (yield from _predict_job(model_path, image, chosen["device"].device, source, geometry.spacing))
+
         def done(result: tuple[np.ndarray, dict]) -> None:
             soft, info = result
+            device = chosen["device"]
             data, kwargs, _ = L.soft_map_layer(
                 soft, geometry, name=PREDICTION_NAME, kind="prediction", source=source, image_layer=image_name,
                 device=device.device, device_reason=device.reason,
@@ -434,7 +460,7 @@ class SegmentationWidget(QWidget):
             self._report(f"{layer.name}: predicted on {device.device} with {Path(info['model']).name}"
                          + (f" — {notes}" if notes else ""))
 
-        return self._start(_predict_job(model_path, image, device.device, source, geometry.spacing), "Predict", done)
+        return self._start(job(), "Predict", done)
 
     def training_cases(self) -> tuple[list, list[str]]:
         """The cases Train learns from: the selected image with its ticked raters, then every other open case.
@@ -462,7 +488,7 @@ class SegmentationWidget(QWidget):
         try:
             cases, skipped = self.training_cases()
             case = cases[0]
-            if self._device_choice is None:
+            if self._device_choice is None and not self.devices.pending:
                 raise SoftsegError(f"device {self.device_options.device.value!r} is not available")
         except SoftsegError as exc:
             self._fail(exc, "Train")
@@ -474,7 +500,7 @@ class SegmentationWidget(QWidget):
         options = {
             "softlabel": self.soft_options.method.value, "sigma_mm": self.soft_options.sigma.value,
             **self.train_options.asdict(),
-            "device": self._device_choice.device, **self.train_overrides,
+            "device": "auto" if self._device_choice is None else self._device_choice.device, **self.train_overrides,
         }
         job = _train_job(cases, out_dir, **options)
         learned = (f"{len(cases)} case(s) in memory ({', '.join(c.name for c in cases)})"

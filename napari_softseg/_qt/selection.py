@@ -85,6 +85,7 @@ class LayerInputs(QWidget):
         self._updating = False
         self._watched: list = []       # layers whose edits are reported by ``edited``
         self._print: tuple = ()        # their data's identity and checksum when last reported
+        self._view: tuple = ()         # the view (slice, 2D/3D, axis order) when the layers last re-sliced
         self._edited_later = qdebounced(self._emit_edited, timeout=EDIT_DEBOUNCE_MS)
         self.soft_combo.currentIndexChanged.connect(self._on_soft_changed)
         self.rater_list.itemChanged.connect(self._on_rater_item)
@@ -225,6 +226,7 @@ class LayerInputs(QWidget):
         """Follow edits of the chosen layers only: the soft map's data, the checked raters' paint and data."""
         self._unwatch()
         self._print = self._data_print()
+        self._view = self._view_key()
         soft = self.soft_layer()
         # ``set_data`` also fires after an in-place edit + ``layer.refresh()`` (and on re-slicing: the docks
         # compare a checksum of the data before recomputing anything)
@@ -247,7 +249,22 @@ class LayerInputs(QWidget):
         self._watched = []
 
     def _on_layer_edited(self, event=None) -> None:
+        # napari fires ``set_data`` both on re-slicing (a scroll, the 3D switch) and after an in-place edit +
+        # ``refresh()``: a new view is re-slicing, so the data are not checksummed again (a 300 MB map takes
+        # ~0.2 s per check, on every scroll step). ``data`` and ``paint`` are edits and always checked.
+        if getattr(event, "type", None) == "set_data":
+            view = self._view_key()
+            if view != self._view:
+                self._view = view
+                return
         self._edited_later()
+
+    def _view_key(self) -> tuple:
+        try:
+            dims = self.viewer.dims
+            return tuple(dims.current_step), dims.ndisplay, tuple(dims.order)
+        except (AttributeError, RuntimeError):
+            return ()
 
     @property
     def data_print(self) -> tuple:

@@ -5,7 +5,8 @@ The dock (a view of the viewer's shared :class:`~napari_softseg.analysis.session
 * on top, never scrolled away: the **threshold slider**, its exact value, and the clinical numbers at
   that threshold — **sensitivity**, **PPV**, Dice and the predicted volume;
 * below, in a scroll area: the presets ("sensitivity ≥ 0.95", "PPV ≥ 0.90", with a warning when the
-  operating point is degenerate or the mask more than twice the reference volume), the layer choice (the
+  operating point is degenerate or the mask more than twice the reference volume), the model's named
+  cohort operating points (:mod:`napari_softseg._qt.named_points`), the layer choice (the
   rater list folds to one line), the reference, the overlay mode and layout, the remaining numbers and
   the PR curve.
 
@@ -26,7 +27,9 @@ A slider move costs (see ``benchmarks/bench_slider.py`` and docs/benchmarks.md):
 
 Building a PR curve (one pass over the volume, 0.2–0.5 s at 256³) happens off the GUI thread
 (:class:`~napari_softseg._qt.background.LatestJob`) when the layers, the reference or a rater's mask
-change; a curve another dock built for the same inputs is reused. Edits are picked up when the user
+change; a curve another dock built for the same inputs is reused. A big soft map (4 M voxels or more) is
+read and checked in the same worker first (range check, rater masks: seconds at 512 × 512 × 300), so the
+dock never waits on it. Edits are picked up when the user
 pauses — also in-place edits followed by ``layer.refresh()`` (the data's CRC changes) — and **Refresh**
 re-reads the layers on demand. :attr:`ThresholdExplorer.ready` is False while a curve is being built.
 
@@ -53,13 +56,20 @@ from qtpy.QtWidgets import (
 from superqt.utils import qdebounced
 
 from napari_softseg._napari import layers as softseg_layers
-from napari_softseg._napari.layer_roles import check_soft_map, inputs_key, mark_as_soft_map
+from napari_softseg._napari.layer_roles import (
+    check_soft_map,
+    inputs_key,
+    mark_as_soft_map,
+    read_inputs_work,
+    reads_in_background,
+)
 from napari_softseg._napari.layers import format_threshold, layer_type, mask_layer_from_soft
 from napari_softseg._napari.overlay import BAND_LEVELS, OVERLAY_MODES, ThresholdOverlay, apply_role
 from napari_softseg._qt.background import ComputeStatus, LatestJob
 from napari_softseg._qt.dock_column import join_column_when_docked
 from napari_softseg._qt.dock_layout import dock_sections
 from napari_softseg._qt.key_steps import bind_step_keys
+from napari_softseg._qt.named_points import NamedPointsPanel
 from napari_softseg._qt.notifications import notify_exception, show_warning
 from napari_softseg._qt.plots import PRCurvePlot
 from napari_softseg._qt.qt_helpers import connect_while_alive, relax_combos, signals_blocked
@@ -92,6 +102,7 @@ class ThresholdExplorer(QWidget):
         self.viewer = napari_viewer
         self.session: ThresholdSession | None = None
         self._stats_ready = False          # the session's current reference is the one chosen, curve built
+        self._reading = False              # a big soft map's layers are being read in the background
         self.overlay = ThresholdOverlay(napari_viewer)
 
         self.inputs = LayerInputs(napari_viewer, raters_expanded=False)
@@ -160,6 +171,7 @@ class ThresholdExplorer(QWidget):
         self.stat_labels: dict[str, QLabel] = self.statistics.labels
         self.stat_names: dict[str, QLabel] = self.statistics.names
         self.plot = PRCurvePlot(napari_viewer)
+        self.named_points = NamedPointsPanel(self)   # the model's cohort points: presets, marks
         self.status = ComputeStatus()
         self.job = LatestJob(self, TITLE, self.status)
         self.surfaces = SurfaceBuilder(self, self.overlay, f"{TITLE}: 3D surface")
@@ -182,7 +194,8 @@ class ThresholdExplorer(QWidget):
         connect_while_alive(self, self.analysis.threshold_changed, self._on_shared_threshold)
         connect_while_alive(self, self.analysis.curve_added, self._on_curve_added)
         connect_while_alive(self, self.analysis.role_changed, self._on_role)
-        napari_viewer.dims.events.ndisplay.connect(self._on_ndisplay)
+        # first: the layers 3D hides are hidden before napari slices them as whole volumes
+        napari_viewer.dims.events.ndisplay.connect(self._on_ndisplay, position="first")
         napari_viewer.layers.events.removed.connect(self._on_layer_removed)
         napari_viewer.layers.events.inserted.connect(self._on_layer_inserted)
         relax_combos(self)
@@ -210,6 +223,7 @@ class ThresholdExplorer(QWidget):
         presets.addWidget(self.precision_target, 1, 1)
         layout.addLayout(presets)
         layout.addWidget(self.preset_label)
+        layout.addWidget(self.named_points)
         layout.addWidget(self.status)
         layout.addWidget(self.inputs)
         row = QHBoxLayout()
@@ -400,7 +414,11 @@ class ThresholdExplorer(QWidget):
 
     # -- building ----------------------------------------------------------------------------------
     def rebuild(self, force: bool = False) -> None:
-        """Re-read the chosen layers, build (or reuse) the shared session, the reference list and overlays."""
+        """Re-read the chosen layers, build (or reuse) the shared session, the reference list and overlays.
+
+        A big soft map (:func:`~napari_softseg._napari.layer_roles.reads_in_background`) is read and checked
+        in the background (:attr:`ready` is False meanwhile); the rest follows when it arrives.
+        """
         layer = self.inputs.soft_layer()
         mismatched = self.inputs.mismatched_raters()
         if mismatched:
@@ -409,17 +427,33 @@ class ThresholdExplorer(QWidget):
                 + ", ".join(repr(m.name) for m in mismatched)
                 + " do not match the soft map's shape and are left out"
             )
+        data_print = self.inputs.data_print
+        if reads_in_background(layer):
+            self._reading = True
+            self.job.start(read_inputs_work(layer, self.inputs.rater_layers()),
+                           lambda inputs: self._use_inputs(inputs, data_print, force),
+                           message=f"reading {layer.name!r} …", on_error=self._read_failed)
+            return
         try:
             inputs = self.inputs.read()
         except SoftsegError as exc:
-            self._clear(str(exc) if layer is not None else "")
-            if layer is not None:
-                notify_exception(exc, action="Threshold explorer")
+            self._read_failed(exc)
             return
+        self._use_inputs(inputs, data_print, force)
+
+    def _read_failed(self, exc: BaseException) -> None:
+        layer = self.inputs.soft_layer()
+        self._clear(str(exc) if layer is not None else "")
+        if layer is not None:
+            notify_exception(exc, action="Threshold explorer")
+
+    def _use_inputs(self, inputs, data_print: tuple, force: bool = False) -> None:
+        """The chosen layers' arrays are read: the shared session, the references, the overlays, the curve."""
+        self._reading = False
         previous = (self._current_reference(), None if self.session is None else self.session.n_raters)
         self.session = self.analysis.set_inputs(
             inputs.prediction, inputs.masks, spacing=inputs.spacing, rater_names=inputs.rater_names,
-            key=inputs_key(inputs, self.inputs.data_print),
+            key=inputs_key(inputs, data_print),
         )
         self._stats_ready = False
         self.overlay.set_source(inputs.soft_layer, inputs.prediction, force=force)
@@ -439,7 +473,7 @@ class ThresholdExplorer(QWidget):
     def _on_reference_changed(self, *args) -> None:
         """Show the statistics against the chosen reference; build its PR curve in the background."""
         ref = self._current_reference()
-        if ref is None:
+        if ref is None or self._reading:     # a read under way ends by choosing the reference itself
             return
         session = self.session
         self._update_enabled()
@@ -468,7 +502,7 @@ class ThresholdExplorer(QWidget):
 
     def _on_curve_added(self, ref) -> None:
         """Another dock built a curve for the shared inputs: use it if it is the one being waited for."""
-        if self.session is not None and self.job.busy and ref == self._current_reference() \
+        if self.session is not None and self.job.busy and not self._reading and ref == self._current_reference() \
                 and self.session is self.analysis.points:
             self.job.cancel()
             self._show_reference(self.session, ref)
@@ -483,6 +517,7 @@ class ThresholdExplorer(QWidget):
                             f"{'expected ' if expected else ''}PR vs {session.describe_reference()}")
         self.plot.set_axis_labels(*(("expected sensitivity", "expected PPV") if expected else ("sensitivity", "PPV")))
         self.statistics.set_expected(expected)
+        self.named_points.curve_shown()
         self.overlay.ensure()
         self.set_threshold(self._threshold)
 
@@ -495,6 +530,7 @@ class ThresholdExplorer(QWidget):
 
     def _clear(self, message: str) -> None:
         self.job.cancel()
+        self._reading = False
         self.session = None
         self._stats_ready = False
         self.overlay.clear()

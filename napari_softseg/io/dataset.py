@@ -395,15 +395,21 @@ def load_case(
     image_vol.data = replace_non_finite(np.asarray(image_vol.data), case.image_path, "image")
     mask_array: np.ndarray | PackedMasks | None = None  # filled in place: no per-rater copies, no stacking
     empty_raters: list[int] = []
-    if packed:
-        mask_array = PackedMasks.empty(len(mask_paths), mask_shape)
-        one = np.empty(mask_shape, dtype=np.uint8)
-    elif mask_shape is not None:
+    if mask_shape is not None and not packed:
         mask_array = np.empty((len(mask_paths), *mask_shape), dtype=np.uint8)
     for i, (mpath, info) in enumerate(zip(mask_paths, mask_infos)):
         mvol = load_volume(mpath, info, memory_check=False)
+        data = np.asarray(mvol.data).reshape(mask_shape)
+        if packed and mask_array is None:
+            # the bits and the per-rater buffer in the file's memory order (NIfTI: Fortran), so that
+            # binarizing and packing stream through memory (~40× faster than across orders at 512² × 300)
+            order = "F" if data.flags.f_contiguous and not data.flags.c_contiguous else "C"
+            mask_array = PackedMasks(np.zeros(mask_shape, dtype=PackedMasks.empty(len(mask_paths), ()).bits.dtype,
+                                              order=order), len(mask_paths))
+            one = np.empty(mask_shape, dtype=np.uint8, order=order)
         target = one if packed else mask_array[i]
-        binarize_mask(np.asarray(mvol.data).reshape(mask_shape), mpath, out=target)
+        binarize_mask(data, mpath, out=target)
+        del data
         del mvol
         if not target.any():
             empty_raters.append(i)

@@ -137,7 +137,8 @@ def _count_nonfinite(channel: np.ndarray) -> int:
 
 
 def _spacing_note(fp, spacing, target, axes, two_d) -> DomainNote | None:
-    trained = _vector(fp, "median_spacing") or target
+    median = _vector(fp, "median_spacing")
+    trained = target or median  # the grid the network sees: the target spacing when the model has one
     if trained is None:
         return None
     ratios = [spacing[a] / trained[a] for a in axes]
@@ -147,8 +148,14 @@ def _spacing_note(fp, spacing, target, axes, two_d) -> DomainNote | None:
     scan, model = _mm(spacing if not two_d else [spacing[a] for a in axes]), _mm([trained[a] for a in axes])
     where = " in-plane" if two_d else ""
     if target is not None:
-        return DomainNote("spacing", f"{scan} mm scan, model trained at {model} mm: resampled to "
-                                     f"{_mm([target[a] for a in axes])} mm{where}")
+        lo, hi = _vector(fp, "min_spacing"), _vector(fp, "max_spacing")
+        if median is not None and lo is not None and hi is not None and lo != hi \
+                and any(abs(median[a] - target[a]) > 1e-6 for a in axes):
+            # trained on several voxel sizes, all resampled to the target: say so, not "trained at" the median
+            span = f"{min(lo[a] for a in axes):.3g}-{max(hi[a] for a in axes):.3g}"
+            return DomainNote("spacing", f"{scan} mm scan, model trained on {span} mm scans at {model} mm: "
+                                         f"resampled to {model} mm{where}")
+        return DomainNote("spacing", f"{scan} mm scan, model trained at {model} mm: resampled to {model} mm{where}")
     factor = max(worst, 1 / worst)
     size = "larger" if worst < 1 else "smaller"
     return DomainNote("spacing", f"{scan} mm scan, model trained at {model} mm{where} and not resampled: "

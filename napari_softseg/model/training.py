@@ -72,6 +72,7 @@ from napari_softseg.model.checkpoint import (
 )
 from napari_softseg.model.device import resolve_device
 from napari_softseg.model.distributed import Distributed
+from napari_softseg.model.fine_tune import InitSource, check_new_folder
 from napari_softseg.model.losses import distributed_soft_loss, soft_loss
 from napari_softseg.model.model_io import ModelConfig, new_network, save_model
 from napari_softseg.model.normalization import Normalization
@@ -114,6 +115,8 @@ class TrainResult:
         plan: The plan the run followed.
         stop_reason: The sentence printed about why it stopped.
         steps: Optimizer steps taken in total.
+        before_after: Fine-tuning (``init``): the source and the new model on the validation cases
+            (:func:`~napari_softseg.model.fine_tune.before_after`).
     """
 
     model_dir: Path
@@ -127,6 +130,7 @@ class TrainResult:
     plan: dict | None = None
     stop_reason: str = ""
     steps: int = 0
+    before_after: dict | None = None
 
 
 class TrainingRun:
@@ -147,12 +151,14 @@ class TrainingRun:
             ``epochs``, ``max_minutes``, ``device``, ``calibrate``, ``batch_size`` and ``early_stop``.
         overwrite: Start over in an ``out_dir`` that already holds a model.
         requested: The options the user gave (checked against the stored ones when resuming).
+        init: Fine-tune from this model folder (:mod:`~napari_softseg.model.fine_tune`).
     """
 
     def __init__(self, out_dir, options: TrainOptions | None = None, *, dataset=None, val_dataset=None,
                  cases: Sequence[TrainingCase] | None = None, val_cases: Sequence[TrainingCase] | None = None,
-                 resume: bool = False, overwrite: bool = False, requested: dict | None = None):
+                 resume: bool = False, overwrite: bool = False, requested: dict | None = None, init=None):
         self.out_dir = Path(out_dir)
+        self.init_dir, self.init = init, None
         self.dataset, self.val_dataset = dataset, val_dataset
         self.memory_cases = list(cases) if cases is not None else None
         self.memory_val = list(val_cases) if val_cases is not None else None
@@ -179,9 +185,12 @@ class TrainingRun:
     # -- step 1 ---------------------------------------------------------------------------------------
     def prepare(self) -> Generator[Progress, None, None]:
         """Device, cases, validation split, soft labels (yields ``"device"`` and ``"setup"`` progress)."""
+        check_new_folder(self.init_dir, self.out_dir)
         check_out_dir(self.out_dir, self.resume, self.overwrite)
         if self.resume:
             self.state_meta = read_training_state(self.out_dir)
+            if self.state_meta.get("init"):  # a fine-tuning run: its weights are in the checkpoint
+                self.init = InitSource.from_record(self.state_meta["init"], self.out_dir / STATE_FILE, self.init_dir)
             self.options = resumed_options(self.state_meta["options"], self.requested, self.out_dir,
                                            self.out_dir / STATE_FILE)
             if self.dataset is None and self.memory_cases is None:
@@ -195,6 +204,11 @@ class TrainingRun:
             self.dist.start(self.device_choice.device)
         device = self.device_choice.device
         yield Progress("device", 0, None, f"device: {device} ({self.device_choice.reason})", {"device": device})
+        if self.init_dir is not None and self.init is None:
+            if self.resume:
+                raise SoftsegError("this run was not fine-tuned from a model; resume it without --init", self.out_dir)
+            self.init = InitSource.open(self.init_dir)
+            self.options = options = self.init.resolve_options(options, self.requested, self.device_choice.is_cuda)
 
         if self.memory_cases is not None:
             train_cases, val_cases, note = split_memory_cases(self.memory_cases, self.memory_val, options)
@@ -208,6 +222,8 @@ class TrainingRun:
             train_cases, val_cases = yield from load_dataset_cases(self.dataset, options, self.val_dataset,
                                                                    self.warnings)
         check_cases(train_cases, val_cases, options, self.warnings, self.dataset)
+        if self.init is not None:
+            self.init.check_channels(train_cases + val_cases)
         self.raw_train, self.raw_val = train_cases, val_cases
 
     # -- step 2 ---------------------------------------------------------------------------------------
@@ -223,6 +239,9 @@ class TrainingRun:
             plan.epochs = o.epochs
             if o.batch_size is not None:
                 plan.batch_size = o.batch_size
+        elif self.init is not None:
+            plan, line = self.init.plan(self.fingerprint_, o, self.device_choice)
+            yield Progress("plan", 0, None, line)
         else:
             overrides = {k: getattr(o, k) for k in PLANNED_OPTIONS}
             plan = make_plan(self.fingerprint_, cuda=self.device_choice.is_cuda, device=self.device_choice.device,
@@ -258,6 +277,8 @@ class TrainingRun:
         torch.manual_seed(o.seed)
         device = self.device_choice.device
         self.network = new_network(self.config)
+        if self.init is not None and not self.resume:
+            self.init.load_weights(self.network, self.config)
         self.network.to(device)
         self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=plan.learning_rate,
                                            weight_decay=o.weight_decay)
@@ -365,7 +386,8 @@ class TrainingRun:
                 "numpy_rng": self.rng.bit_generator.state, "seconds": seconds,
                 "dataset": None if self.memory_cases is not None else self.dataset_label,
                 "val_dataset": self._val_dataset_label(), "plan": self.plan_.to_dict(),
-                "steps_done": self.steps_done, "progress": self.progress}
+                "steps_done": self.steps_done, "progress": self.progress,
+                "init": self.init.record if self.init is not None else None}
         save_checkpoint(self.out_dir, self.epoch, network=self.network, optimizer=self.optimizer,
                         aug_gen=self.aug_gen, meta=meta,
                         best_config=self.config if improved or not self.val_data else None)
@@ -387,6 +409,7 @@ class TrainingRun:
             "software": f"{SOFTWARE} / torch {torch.__version__}",
             "device": self.device_choice.device,
             "processes": self.dist.world_size,
+            "init": self.init.record if self.init is not None else None,
         }
 
     def fit(self) -> Generator[Progress, None, None]:
@@ -496,12 +519,16 @@ class TrainingRun:
             self.dist.stop(wait=False)
             raise
         self.dist.stop()  # the ranks part here; rank 0 alone calibrates and writes the final model
+        before_after = None
         if self.dist.is_main and not self.nothing_to_do:
             yield from self.calibrate()
+            if self.init is not None:
+                before_after = yield from self.init.finish(self)
         return TrainResult(
             model_dir=self.out_dir, epochs_done=self.epoch, best_epoch=self.best_epoch, best_score=self.best_score,
             stopped=self.stopped, seconds=time.monotonic() - self.started, calibration=self.calibration,
             warnings=self.warnings, plan=self.plan_.to_dict(), stop_reason=self.stop_reason, steps=self.steps_done,
+            before_after=before_after,
         )
 
 
@@ -514,6 +541,7 @@ def train(
     val_dataset=None,
     resume: bool = False,
     overwrite: bool = False,
+    init: str | os.PathLike | None = None,
     **option_values,
 ) -> Generator[Progress, None, TrainResult]:
     """Train a model on a multi-rater dataset folder; a generator yielding progress, returning a :class:`TrainResult`.
@@ -528,6 +556,9 @@ def train(
             training cases.
         resume: Continue the run saved in ``out_dir``.
         overwrite: Start over in an ``out_dir`` that already holds a model.
+        init: Fine-tune from this model folder (its weights, architecture, normalisation, voxel size and
+            patch; a lower learning rate and a shorter budget by default; see
+            :mod:`~napari_softseg.model.fine_tune`). Never written: ``out_dir`` must be another folder.
 
     Yields:
         ``Progress("device")``, ``("setup")`` while loading, ``("plan")`` lines (fingerprint, plan, timing,
@@ -548,7 +579,7 @@ def train(
     if not resume:
         options = options or TrainOptions(**option_values)
     run = TrainingRun(out_dir, options, dataset=dataset, val_dataset=val_dataset, resume=resume,
-                      overwrite=overwrite, requested=requested)
+                      overwrite=overwrite, requested=requested, init=init)
     return (yield from run.run())
 
 
@@ -560,16 +591,19 @@ def train_cases(
     *,
     val_cases: Sequence[TrainingCase] | None = None,
     overwrite: bool = False,
+    init: str | os.PathLike | None = None,
     **option_values,
 ) -> Generator[Progress, None, TrainResult]:
     """Train on in-memory cases (the viewer's layers): no files but the model folder are written.
 
     Without ``val_cases``, ``options.val_fraction`` of the cases is held out; a single volume is cut
     into a training slab and a validation slab (see :func:`split_by_slices`), so validation and
-    calibration still happen.
+    calibration still happen. ``init``: fine-tune from that model folder, as :func:`train`.
     """
     if options is not None and option_values:
         raise TypeError("give either options or keyword options, not both")
+    requested = options.to_dict() if options is not None else dict(option_values)
     options = options or TrainOptions(**option_values)
-    run = TrainingRun(out_dir, options, cases=cases, val_cases=val_cases, overwrite=overwrite)
+    run = TrainingRun(out_dir, options, cases=cases, val_cases=val_cases, overwrite=overwrite, requested=requested,
+                      init=init)
     return (yield from run.run())

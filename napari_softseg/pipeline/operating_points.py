@@ -40,6 +40,7 @@ from napari_softseg.analysis.cohort import (
     choose_point,
     parse_requirement,
 )
+from napari_softseg.analysis.cohort_curves import curve_summary
 from napari_softseg.analysis.consensus import RULE, consensus_k
 from napari_softseg.analysis.operating_point import GRID
 from napari_softseg.errors import PartialFailure, SoftsegError
@@ -181,7 +182,8 @@ def cohort_histograms(model: LoadedModel | str | os.PathLike, dataset: str | os.
 
 
 def point_record(point: CohortPoint, data: CohortData, model: LoadedModel, name: str) -> dict:
-    """What is stored for a named point: the choice, the intervals, the cohort and the model it was chosen for."""
+    """What is stored for a named point: the choice, the intervals, the cohort (with its pooled curve and per-case
+    band, :func:`~napari_softseg.analysis.cohort_curves.curve_summary`) and the model it was chosen for."""
     record = point.as_dict()
     warnings = list(record.pop("warnings"))
     if data.training_overlap:
@@ -202,6 +204,8 @@ def point_record(point: CohortPoint, data: CohortData, model: LoadedModel, name:
             "skipped": [list(s) for s in data.skipped],
             "training_overlap": data.training_overlap,
         },
+        # the pooled curve and the per-case band at 101 thresholds, for the viewer's cohort mode (~8 kB)
+        "cohort_curve": curve_summary(data.cohort),
         "model_sha256": model_checksums(model),
         "task": model.config.task,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

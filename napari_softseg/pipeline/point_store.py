@@ -93,15 +93,28 @@ def get_operating_point(model_dir: str | os.PathLike, name: str, *, check_model:
                            "operating-point", _points_path(model_dir))
     point = points[name]
     if check_model:
-        stored = point.get("model_sha256") or {}
-        current = _current_sums(Path(model_dir))
-        changed = [f for f in (WEIGHTS_FILE, CONFIG_FILE) if stored.get(f) != current.get(f)]
+        changed = stale_files(point, current_checksums(model_dir))
         if changed:
             raise SoftsegError(f"operating point {name!r} was chosen on {point.get('created', '?')} for other "
                                f"{' and '.join(changed)} (the model was retrained or recalibrated since): its threshold "
                                "no longer means the same; choose it again with softseg operating-point --replace",
                                _points_path(model_dir))
     return point
+
+
+def stale_files(point: dict, current: dict[str, str]) -> list[str]:
+    """The model files (weights, config) whose ``current`` checksum differs from the one ``point`` was chosen for."""
+    stored = point.get("model_sha256") or {}
+    return [f for f in (WEIGHTS_FILE, CONFIG_FILE) if stored.get(f) != current.get(f)]
+
+
+def current_checksums(model_dir: str | os.PathLike) -> dict[str, str]:
+    """SHA-256 of the model folder's weights and config now.
+
+    Raises:
+        SoftsegError: A file cannot be read.
+    """
+    return _current_sums(Path(model_dir))
 
 
 def _current_sums(model_dir: Path) -> dict[str, str]:

@@ -1,0 +1,72 @@
+"""The compute devices the Soft segmentation dock offers, found without freezing the viewer.
+
+Listing the devices (``available_devices``) and resolving ``auto`` need torch, whose first import takes
+1–4 s. :class:`DeviceDetector` does that once per dock in a worker thread (a
+:class:`~napari_softseg._qt.background.LatestJob`), so the dock opens at once: until the answer arrives the
+device box offers ``auto`` and ``cpu`` (``cpu`` needs no torch) and the dock says "detecting …"; a Predict
+started meanwhile with ``auto`` resolves the device in its own worker. When torch is already imported the
+detection is cheap and runs inline. With ``NAPARI_SOFTSEG_SYNC=1`` it runs inline too.
+
+Tests wait with ``qtbot.waitUntil(lambda: not detector.pending)``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Generator
+
+from qtpy.QtCore import QObject
+from qtpy.QtWidgets import QWidget
+
+from napari_softseg._qt.background import LatestJob
+from napari_softseg.model.device import DeviceChoice, available_devices, resolve_device
+from napari_softseg.progress import Progress, drive
+
+#: What the device box offers before the detection has answered (neither needs torch).
+PROVISIONAL = ["auto", "cpu"]
+
+
+def torch_imported() -> bool:
+    """Whether torch is imported already (then the detection is cheap and runs inline)."""
+    return "torch" in sys.modules
+
+
+def detect_devices() -> Generator[Progress, None, tuple[list[str], DeviceChoice]]:
+    """The device names for the dropdown and what ``auto`` resolves to (imports torch)."""
+    yield Progress("devices", 0, 1, "detecting compute devices")
+    return available_devices(), resolve_device("auto")
+
+
+class DeviceDetector(QObject):
+    """Finds the devices once, off the GUI thread unless torch is already imported.
+
+    Args:
+        owner: The dock (the result is dropped once it is deleted).
+        on_detected: Called on the GUI thread once :attr:`names` and :attr:`auto` are known.
+    """
+
+    def __init__(self, owner: QWidget, on_detected: Callable[[], None]):
+        super().__init__(owner)
+        self.job = LatestJob(owner, "Soft segmentation: devices")
+        self.on_detected = on_detected
+        self.names: list[str] | None = None
+        self.auto: DeviceChoice | None = None
+
+    @property
+    def pending(self) -> bool:
+        """True until the device list is known."""
+        return self.names is None
+
+    def start(self) -> None:
+        """Detect the devices (inline when torch is imported already, else in a worker)."""
+        if torch_imported():
+            self._done(drive(detect_devices()))
+        else:
+            self.job.start(detect_devices(), self._done, message="detecting devices …", on_error=self._failed)
+
+    def _done(self, result: tuple[list[str], DeviceChoice]) -> None:
+        self.names, self.auto = list(result[0]), result[1]
+        self.on_detected()
+
+    def _failed(self, exc: BaseException) -> None:
+        self._done((list(PROVISIONAL), DeviceChoice("cpu", f"device detection failed ({exc}); using CPU")))

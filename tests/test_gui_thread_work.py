@@ -1,0 +1,136 @@
+"""Heavy work of big volumes stays off the GUI thread (issue 15 §2): reading a soft map's layers, detecting
+the compute devices (torch), volumes drawn in 3D, rater masks packed in the file's memory order.
+
+The behaviour is asserted (the work runs in another thread, the result arrives, the 3D view draws a
+strided copy); the timings are ``benchmarks/bench_scale.py``'s job.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import nibabel as nib
+import numpy as np
+import pytest
+from _analysis_case import counts, open_case, open_dock, wait_ready
+
+from napari_softseg._napari import layer_roles, overlay
+from napari_softseg.analysis.operating_point import Reference
+
+
+def test_a_big_soft_map_is_read_in_a_worker_and_the_numbers_arrive(make_napari_viewer, qtbot, monkeypatch):
+    monkeypatch.setattr(layer_roles, "BACKGROUND_READ_VOXELS", 1)      # every soft map counts as big
+    threads = []
+    real_read = layer_roles.read_inputs
+    monkeypatch.setattr(layer_roles, "read_inputs",
+                        lambda *a, **k: threads.append(threading.current_thread()) or real_read(*a, **k))
+    viewer = make_napari_viewer()
+    soft_layer, _, soft, masks = open_case(viewer)
+    widget = open_dock(viewer, "Threshold explorer")
+    assert not widget.ready                       # reading: the dock is up, the numbers say they are coming
+    wait_ready(qtbot, widget)
+    assert threads and all(t is not threading.main_thread() for t in threads)
+    assert widget.reference == Reference("consensus", k=2)
+    widget.set_threshold(0.5)
+    consensus = (masks > 0).sum(0) >= 2
+    tp, fp, fn, tn = counts(soft >= 0.5, consensus)
+    op = widget.operating_point()
+    assert (op.tp, op.fp, op.fn, op.tn) == (tp, fp, fn, tn)
+    # an in-place edit + refresh is read in the worker too, and picked up
+    n_reads = len(threads)
+    soft_layer.data[:] = 0.9
+    widget.refresh_button.click()
+    wait_ready(qtbot, widget)
+    assert len(threads) > n_reads and widget.operating_point().n_positive == soft.size
+
+
+def test_a_failed_background_read_clears_the_numbers_and_says_why(make_napari_viewer, qtbot, monkeypatch):
+    monkeypatch.setattr(layer_roles, "BACKGROUND_READ_VOXELS", 1)
+    viewer = make_napari_viewer()
+    soft_layer, *_ = open_case(viewer)
+    widget = open_dock(viewer, "Threshold explorer")
+    wait_ready(qtbot, widget)
+    soft_layer.data[0, 0, 0] = 7.0                # no longer a soft map
+    widget.refresh_button.click()
+    wait_ready(qtbot, widget)
+    assert widget.session is None and widget.operating_point() is None
+
+
+def test_devices_are_detected_in_a_worker_and_predict_need_not_wait(make_napari_viewer, qtbot, monkeypatch):
+    from napari_softseg._napari.layers import add_layer_tuples
+    from napari_softseg._napari.sample_data import synthetic_case
+    from napari_softseg._qt import device_detection
+    from napari_softseg.model.device import resolve_device
+
+    threads = []
+    real_detect = device_detection.available_devices
+    monkeypatch.setattr(device_detection, "available_devices",
+                        lambda: threads.append(threading.current_thread()) or real_detect())
+    # as in a fresh viewer, where torch is not imported yet (it stays in sys.modules: importing it a second
+    # time in one process breaks every later test)
+    monkeypatch.setattr(device_detection, "torch_imported", lambda: False)
+    viewer = make_napari_viewer()
+    add_layer_tuples(viewer, synthetic_case())
+    widget = open_dock(viewer, "Soft segmentation")
+    assert widget.device_options.device.choices[:2] == ("auto", "cpu")     # offered before the answer
+    qtbot.waitUntil(lambda: not widget.devices.pending, timeout=60_000)
+    assert threads and threads[0] is not threading.main_thread()
+    choice = resolve_device("auto")
+    assert choice.device in widget.device_label.text() and choice.reason in widget.device_label.text()
+    assert widget.device_options.device.value == "auto"
+
+
+def test_big_volumes_are_drawn_in_3d_from_a_strided_copy(make_napari_viewer, qtbot, monkeypatch):
+    viewer = make_napari_viewer()
+    soft_layer, _, soft, _ = open_case(viewer)
+    scan = viewer.add_image(np.random.default_rng(0).random(soft.shape).astype(np.float32) * 100, name="scan",
+                            affine=soft_layer.affine, metadata={"softseg": {"kind": "image"}})
+    widget = open_dock(viewer, "Threshold explorer")
+    wait_ready(qtbot, widget)
+    monkeypatch.setattr(overlay, "MAX_3D_VOXELS", soft.size // 20)      # this small case counts as big
+    stride = overlay.display_stride(soft.shape)
+    assert stride == 3
+    viewer.dims.ndisplay = 3
+    surface = widget.surface_layer
+    assert surface.data.shape == soft[::3, ::3, ::3].shape
+    np.testing.assert_array_equal(surface.data, soft[::3, ::3, ::3])
+    np.testing.assert_allclose(surface.scale, np.asarray(soft_layer.scale) * 3)
+    context = viewer.layers["scan (3D context)"]
+    assert not scan.visible and context.visible and context.rendering == "mip" and context.opacity <= 0.25
+    assert layer_roles.is_helper(context) and context.data.shape == surface.data.shape
+    # the same world place: voxel (3, 3, 3) of the copy is voxel (9, 9, 9) of the scan
+    np.testing.assert_allclose(context.data_to_world((1, 1, 1)), scan.data_to_world((3, 3, 3)))
+    # the mesh is of the full-resolution soft map (built in the worker)
+    qtbot.waitUntil(lambda: not widget.surfaces.busy and widget.mesh_layer is not None, timeout=20_000)
+    viewer.dims.ndisplay = 2
+    assert scan.visible and scan.opacity == 1.0 and "scan (3D context)" not in viewer.layers
+
+
+@pytest.mark.parametrize("order", ["F", "C"])
+def test_rater_masks_are_packed_in_the_files_memory_order(tmp_path, monkeypatch, order):
+    from napari_softseg.io.dataset import discover, load_case
+
+    shape = (20, 18, 7)
+    rng = np.random.default_rng(0)
+    case = tmp_path / "data" / "Training" / "case01"
+    case.mkdir(parents=True)
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    nib.Nifti1Image(rng.random(shape, dtype=np.float32), affine).to_filename(str(case / "image.nii.gz"))
+    masks = (rng.random((3, *shape)) > 0.6).astype(np.uint8)
+    for r, mask in enumerate(masks, 1):
+        nib.Nifti1Image(mask, affine).to_filename(str(case / f"task01_seg0{r}.nii.gz"))
+    if order == "C":                              # a loader that hands C-ordered arrays works the same
+        import napari_softseg.io.dataset as dataset
+
+        real_load = dataset.load_volume
+
+        def c_load(*args, **kwargs):
+            volume = real_load(*args, **kwargs)
+            volume.data = np.ascontiguousarray(volume.data)
+            return volume
+
+        monkeypatch.setattr(dataset, "load_volume", c_load)
+    loaded = load_case(discover(tmp_path / "data").cases[0], packed=True)
+    bits = loaded.masks.bits
+    assert bits.flags.f_contiguous if order == "F" else bits.flags.c_contiguous
+    np.testing.assert_array_equal(np.asarray(loaded.masks), masks)
