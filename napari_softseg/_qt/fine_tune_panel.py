@@ -149,16 +149,13 @@ class FineTunePanel(QGroupBox):
             source = dock.model_path()
             if source is None:
                 raise SoftsegError("no model chosen: pick the model to fine-tune (the bundled one or Browse…)")
-            detecting = getattr(getattr(dock, "devices", None), "pending", False)  # "auto" known later
-            if dock._device_choice is None and not detecting:
-                raise SoftsegError(f"device {dock.device_options.device.value!r} is not available")
+            dock.check_device()
             cases, skipped = self.cases()
         except SoftsegError as exc:
             dock._fail(exc, ACTION)
             return None
         out_dir = Path(out_dir) if out_dir is not None else new_model_folder(source)
-        device = "auto" if dock._device_choice is None else dock._device_choice.device
-        options = {"device": device, **self.options.asdict(), **self.overrides}
+        options = {"device": dock.device_name(), **self.options.asdict(), **self.overrides}
         learned = (f"{len(cases)} case(s) ({', '.join(c.name for c in cases)})"
                    + "".join(f"; left out {line}" for line in skipped))
 

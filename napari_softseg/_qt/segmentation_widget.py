@@ -421,6 +421,15 @@ class SegmentationWidget(QWidget):
         self._report(f"{layer.name}: from {len(case.rater_names)} raters ({', '.join(case.rater_names)})")
         return layer
 
+    def check_device(self) -> None:
+        """Raise when the chosen device is not available (``auto`` while the devices are being detected is)."""
+        if self._device_choice is None and not self.devices.pending:
+            raise SoftsegError(f"device {self.device_options.device.value!r} is not available")
+
+    def device_name(self) -> str:
+        """The chosen device for a job: its name, or ``auto`` while the devices are being detected."""
+        return "auto" if self._device_choice is None else self._device_choice.device
+
     def predict(self) -> ProgressTask | None:
         """Start predicting the selected image with the chosen model; returns the running task."""
         if self.task is not None:
@@ -432,8 +441,7 @@ class SegmentationWidget(QWidget):
             model_path = self.model_path()
             if model_path is None:
                 raise SoftsegError("no model chosen: pick the bundled model or Browse… for a model folder")
-            if self._device_choice is None and not self.devices.pending:
-                raise SoftsegError(f"device {self.device_options.device.value!r} is not available")
+            self.check_device()
             image, geometry = L.image_from_layer(image_layer)
         except SoftsegError as exc:
             self._fail(exc, "Predict")
@@ -488,8 +496,7 @@ class SegmentationWidget(QWidget):
         try:
             cases, skipped = self.training_cases()
             case = cases[0]
-            if self._device_choice is None and not self.devices.pending:
-                raise SoftsegError(f"device {self.device_options.device.value!r} is not available")
+            self.check_device()
         except SoftsegError as exc:
             self._fail(exc, "Train")
             return None
@@ -500,7 +507,7 @@ class SegmentationWidget(QWidget):
         options = {
             "softlabel": self.soft_options.method.value, "sigma_mm": self.soft_options.sigma.value,
             **self.train_options.asdict(),
-            "device": "auto" if self._device_choice is None else self._device_choice.device, **self.train_overrides,
+            "device": self.device_name(), **self.train_overrides,
         }
         job = _train_job(cases, out_dir, **options)
         learned = (f"{len(cases)} case(s) in memory ({', '.join(c.name for c in cases)})"
