@@ -1,6 +1,6 @@
 """Domain notes before prediction: spacing, field of view, intensities and NaN, against the bundled demo model's
-training data (its fingerprint recomputed from the bundled training cases, and the model's own config, whose
-older format has no fingerprint)."""
+training data (a fingerprint recomputed from the bundled demo slabs, the shipped model's own stored
+fingerprint, and a v0.2-style config without one)."""
 
 from __future__ import annotations
 
@@ -96,13 +96,26 @@ def test_z_score_model_ignores_a_change_of_scale(demo):
     assert _check(demo, case.image * 12.0 + 300.0, case.spacing) == []
 
 
-def test_old_model_config_without_fingerprint(demo):
-    """The bundled config may predate stored fingerprints: every check that has its data still runs."""
-    fp = demo["config"].get("plan", {}).get("fingerprint", {})
+def test_the_shipped_models_own_fingerprint(demo):
+    """The bundled model's stored fingerprint (whole heads 0.6-2.5 mm and the demo slabs, predicted at 1 mm
+    in-plane): the held-out slab and a 0.45 mm version of it are in its domain; the only note says how the
+    scan reaches the network's grid."""
+    fp = demo["config"]["plan"]["fingerprint"]
+    target = demo["config"]["target_spacing"]
     case = demo["case"]
-    assert _check(demo, case.image, case.spacing, fp=fp) == []
+    notes = _check(demo, case.image, case.spacing, fp=fp, target_spacing=target)
+    assert [n.message for n in notes] == ["2 mm scan, model trained on 0.6-2.5 mm scans at 1 mm: resampled to 1 mm in-plane"]
     image, spacing = _at(demo, 0.45)
-    assert [n.kind for n in _check(demo, image, spacing, fp=fp)] == ["spacing"]
+    notes = _check(demo, image, spacing, fp=fp, target_spacing=target)
+    assert [n.message for n in notes] == ["0.45 mm scan, model trained on 0.6-2.5 mm scans at 1 mm: resampled to 1 mm in-plane"]
+
+
+def test_old_model_config_without_fingerprint(demo):
+    """A v0.2 config has no stored fingerprint: every check that has its data still runs."""
+    case = demo["case"]
+    assert _check(demo, case.image, case.spacing, fp={}) == []
+    image, spacing = _at(demo, 0.45)
+    assert [n.kind for n in _check(demo, image, spacing, fp={})] == ["spacing"]
     ct = np.full(case.image.shape, -1000.0, np.float32)
     ct[:, 20:60, 20:70] = 40.0
     (note,) = _check(demo, ct, case.spacing, fp={})
