@@ -44,6 +44,7 @@ from napari_softseg._qt.background import ComputeStatus, LatestJob
 from napari_softseg._qt.dock_column import join_column_when_docked
 from napari_softseg._qt.dock_layout import dock_sections
 from napari_softseg._qt.notifications import notify_exception
+from napari_softseg._qt.plot_preload import preload_plots
 from napari_softseg.analysis.review import disputed_mask, uncertain_mask
 from napari_softseg.errors import SoftsegError
 from napari_softseg.pipeline.dataset_review import DatasetReview
@@ -120,6 +121,7 @@ class DatasetReviewDock(QWidget):
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
+        preload_plots()  # matplotlib off the GUI thread, before a plot dock needs it
         self.review: DatasetReview | None = None
         self.current: str | None = None
         self.case_layers: list = []

@@ -58,6 +58,7 @@ from napari_softseg._qt.dock_column import join_column_when_docked
 from napari_softseg._qt.dock_layout import dock_sections
 from napari_softseg._qt.fine_tune_panel import FineTunePanel
 from napari_softseg._qt.notifications import describe_exception, notify_exception, show_info
+from napari_softseg._qt.plot_preload import preload_plots
 from napari_softseg._qt.qt_helpers import relax_combos, signals_blocked
 from napari_softseg._qt.workers import ProgressTask, is_alive, run_progress
 from napari_softseg.analysis.softlabels import METHODS, make_soft_label
@@ -116,6 +117,7 @@ class SegmentationWidget(QWidget):
         self._models: dict[str, Path] = {}
         self._device_choice = None
         self.devices = DeviceDetector(self, self._on_devices_detected)   # torch is imported off the GUI thread
+        preload_plots()  # and matplotlib, before a plot dock needs it
         #: Extra :class:`~napari_softseg.model.training.TrainOptions` fields for Train (e.g. ``{"depth": 2}``).
         self.train_overrides: dict[str, Any] = {}
         self._build_ui()

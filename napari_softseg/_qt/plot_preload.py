@@ -1,0 +1,49 @@
+"""Import matplotlib off the GUI thread before a dock with a plot opens.
+
+The Threshold explorer, Rater comparison and calibration docks draw with matplotlib, whose first import
+(``matplotlib.figure`` and the Qt canvas) costs 0.4–0.7 s. napari imports a dock's module on the GUI thread
+when the dock is opened, so that import froze the viewer each time the first plot dock opened.
+:func:`preload_plots` starts the import in a daemon thread as soon as one of our plot-free docks opens (the
+Soft segmentation and Dataset review docks, usually the first ones a user opens); by the time a plot dock is
+asked for, the modules are in ``sys.modules`` and its import is cheap. Python's per-module import locks make
+a plot dock opened during the preload wait for it rather than import twice. Failures are left for the real
+import to report.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+#: What the plot docks import (``napari_softseg._qt.plots``).
+PLOT_MODULES = ("matplotlib.figure", "matplotlib.backends.backend_qtagg")
+
+_lock = threading.Lock()
+_thread: threading.Thread | None = None
+
+
+def plots_imported() -> bool:
+    """Whether every plot module is imported already."""
+    return all(name in sys.modules for name in PLOT_MODULES)
+
+
+def preload_plots() -> threading.Thread | None:
+    """Start importing the plot modules in a daemon thread (once per process); the thread, or ``None`` when
+    there is nothing to do."""
+    global _thread
+    with _lock:
+        if _thread is not None or plots_imported():
+            return None
+        _thread = threading.Thread(target=_import, name="softseg-preload-plots", daemon=True)
+        _thread.start()
+        return _thread
+
+
+def _import() -> None:
+    import importlib
+
+    for name in PLOT_MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - the dock's own import reports it, with its traceback
+            return
