@@ -112,6 +112,14 @@ def scenario(name: str, case: Path, model: Path | None) -> dict:
         from napari_softseg._qt.segmentation_widget import PREDICTION_NAME, SegmentationWidget
 
         viewer.open(str(case), plugin="napari-softseg")
+        # a big case is read in a worker (napari_softseg._napari.background_open): wait for all its layers
+        from napari_softseg._napari.background_open import pending
+
+        deadline = time.monotonic() + 600
+        while (pending() or len(viewer.layers) < 2) and time.monotonic() < deadline:
+            _settle(0.05)
+        if pending():
+            raise RuntimeError("the case did not finish opening in 10 minutes")
         _settle()
         out["after_open_mb"] = peak_mb()
         widget = SegmentationWidget(viewer)
@@ -173,7 +181,7 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--scenario", name, "--case", str(case)]
             if model_dir is not None:
                 cmd += ["--model", str(model_dir)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(), timeout=3600)
             if proc.returncode != 0:
                 sys.exit(f"scenario {key} failed:\n{proc.stderr[-3000:]}")
             results[key] = json.loads(proc.stdout.strip().splitlines()[-1])

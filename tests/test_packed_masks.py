@@ -128,3 +128,38 @@ def test_lazy_layers_refuse_writes_with_a_clear_message():
     with pytest.raises(TypeError, match="read-only: draw in a new Labels layer"):
         lazy[0, 0, 0] = 0
     np.testing.assert_array_equal(np.asarray(lazy), np.ones((3, 3, 3), np.uint8))
+
+
+def test_every_analysis_of_rater_masks_takes_them_packed_and_gives_the_stacks_answer():
+    """The docks hold the raters packed (one byte a voxel); each analysis they run on them must give exactly
+    what it gives for the ``(R, ...)`` stack, without unpacking the whole stack."""
+    from napari_softseg._qt.calibration_widget import calibration_work
+    from napari_softseg.analysis.consensus import agreement_count, consensus_mask
+    from napari_softseg.analysis.disagreement import disagreement_map
+    from napari_softseg.analysis.metrics import leave_one_rater_out
+    from napari_softseg.analysis.operating_point import Reference, ThresholdSession, others_consensus
+    from napari_softseg.progress import drive
+
+    rng = np.random.default_rng(7)
+    stack = (rng.random((5, 12, 10, 6)) < np.linspace(0.2, 0.8, 5)[:, None, None, None]).astype(np.uint8)
+    packed = PackedMasks.from_stack(stack)
+    pred = rng.random((12, 10, 6)).astype(np.float32)
+    annotation = rng.random((12, 10, 6)) < 0.5
+
+    np.testing.assert_array_equal(agreement_count(packed), agreement_count(stack))
+    for k in range(1, 6):
+        np.testing.assert_array_equal(consensus_mask(packed, k), consensus_mask(stack, k))
+        np.testing.assert_array_equal(disagreement_map(annotation, packed, k), disagreement_map(annotation, stack, k))
+    np.testing.assert_array_equal(weighted_mean(packed), weighted_mean(stack))
+    np.testing.assert_allclose(weighted_mean(packed, [1, 2, 3, 4, 5]), weighted_mean(stack, [1, 2, 3, 4, 5]))
+    for r in range(5):
+        np.testing.assert_array_equal(others_consensus(packed, r), others_consensus(stack, r))
+    assert leave_one_rater_out(packed, pred, 0.5) == leave_one_rater_out(stack, pred, 0.5)
+
+    a, b = ThresholdSession(pred, packed, spacing=(1, 1, 2)), ThresholdSession(pred, stack, spacing=(1, 1, 2))
+    for ref in (Reference("consensus", k=2), Reference("rater", rater=3), Reference("soft")):
+        np.testing.assert_array_equal(a.reference_mask(ref), b.reference_mask(ref))
+        assert drive(a.build_curve(ref)).at(0.4).as_dict() == drive(b.build_curve(ref)).at(0.4).as_dict()
+    names = [f"rater {i + 1}" for i in range(5)]
+    got, want = drive(calibration_work(pred, packed, names)), drive(calibration_work(pred, stack, names))
+    assert [(n, e) for n, _, e in got] == [(n, e) for n, _, e in want] and len(got) == 6

@@ -20,6 +20,7 @@ from napari_softseg._napari.layer_roles import analysis_session, same_layer
 from napari_softseg._qt.statistics_panel import format_volume
 from napari_softseg.analysis.display import overlay_contrast_limits
 from napari_softseg.analysis.operating_point import Reference
+from napari_softseg.io.packed_masks import PackedMasks
 
 DOCK = "Threshold explorer"
 
@@ -335,7 +336,11 @@ def test_layer_checks_name_the_problem():
     with pytest.raises(SoftsegError, match=r"'r' has shape \(4, 5\), the soft map \(4, 4\)"):
         read_masks([Labels(np.zeros((4, 5), np.uint8), name="r")], (4, 4))
     masks = read_masks([Labels(np.array([[0, 2], [1, 0]], np.uint8), name="r")], (2, 2))
-    assert masks.dtype == np.uint8 and masks.tolist() == [[[0, 1], [1, 0]]]
+    assert isinstance(masks, PackedMasks) and masks.bits.nbytes == 4      # packed: one byte a voxel
+    assert np.asarray(masks).dtype == np.uint8 and np.asarray(masks).tolist() == [[[0, 1], [1, 0]]]
+    # above 16 raters they no longer fit the bits: a plain stack
+    many = read_masks([Labels(np.array([[0, 2], [1, 0]], np.uint8), name=f"r{i}") for i in range(17)], (2, 2))
+    assert isinstance(many, np.ndarray) and many.shape == (17, 2, 2) and many[16].tolist() == [[0, 1], [1, 0]]
 
 
 def test_closing_the_dock_unbinds_its_keys(make_napari_viewer, qtbot):

@@ -33,7 +33,7 @@ from napari_softseg import SOFTWARE
 from napari_softseg._napari import layers as softseg_layers
 from napari_softseg.analysis.session import AnalysisSession, unwrapped
 from napari_softseg.errors import SoftsegError
-from napari_softseg.io.packed_masks import LazyArray
+from napari_softseg.io.packed_masks import MAX_PACKED_RATERS, LazyArray, PackedMasks
 from napari_softseg.progress import Progress
 
 #: Metadata key marking layers made by the analysis docks (value: what the layer is).
@@ -212,7 +212,7 @@ class Inputs:
     soft_layer: Image
     prediction: np.ndarray
     rater_layers: list[Labels]
-    masks: np.ndarray | None          # uint8 (R, *prediction.shape) or None
+    masks: PackedMasks | np.ndarray | None   # packed raters (or a uint8 (R, ...) stack above 16), or None
     rater_names: list[str]
     spacing: tuple[float, float, float] | None
 
@@ -240,8 +240,12 @@ def check_soft_map(layer) -> np.ndarray:
     return data
 
 
-def read_masks(rater_layers: list, shape: tuple[int, ...]) -> np.ndarray | None:
-    """Stack rater Labels layers as ``uint8 (R, *shape)`` masks (any label > 0 is 1); None if no layers.
+def read_masks(rater_layers: list, shape: tuple[int, ...]) -> PackedMasks | np.ndarray | None:
+    """Rater Labels layers as masks (any label > 0 is 1); None if no layers.
+
+    Up to 16 raters are packed as bits (:class:`~napari_softseg.io.packed_masks.PackedMasks`: one byte a
+    voxel for ≤ 8 raters, which every analysis function takes as it is); more are stacked as
+    ``uint8 (R, *shape)``. Five raters of a 512 × 512 × 300 volume: 75 MB instead of 375 MB.
 
     Raises:
         SoftsegError: A layer is not a Labels layer or its shape differs from ``shape``.
@@ -255,6 +259,11 @@ def read_masks(rater_layers: list, shape: tuple[int, ...]) -> np.ndarray | None:
             raise SoftsegError(
                 f"rater layer {layer.name!r} has shape {tuple(layer.data.shape)}, the soft map {tuple(shape)}"
             )
+    if len(rater_layers) <= MAX_PACKED_RATERS:
+        packed = PackedMasks.empty(len(rater_layers), shape)
+        for r, layer in enumerate(rater_layers):      # one rater's temporary at a time
+            packed.set_rater(r, np.asarray(layer.data) > 0)
+        return packed
     out = np.empty((len(rater_layers), *shape), dtype=np.bool_)     # filled in place: no per-rater copies
     for mask, layer in zip(out, rater_layers):
         np.greater(np.asarray(layer.data), 0, out=mask)

@@ -42,15 +42,17 @@ def calibration_work(prediction, masks, rater_names: list[str], n_bins: int = N_
     """
     n = len(masks) + 1
     yield Progress("calibration", 0, n, SOFT_LABEL)
-    targets = [(SOFT_LABEL, weighted_mean(masks))]
-    targets += list(zip(rater_names, masks))
+    names = [SOFT_LABEL, *rater_names]
     results = []
-    for i, (name, target) in enumerate(targets):
+    for i, name in enumerate(names):
         if i:
             yield Progress("calibration", i, n, name)
+        # one target at a time (packed raters are unpacked one by one, never as a stack)
+        target = weighted_mean(masks) if i == 0 else masks[i - 1]
         results.append(
             (name, reliability(prediction, target, n_bins), expected_calibration_error(prediction, target, n_bins))
         )
+        del target
     return results
 
 

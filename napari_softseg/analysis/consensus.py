@@ -39,6 +39,7 @@ import math
 import numpy as np
 
 from napari_softseg.errors import SoftsegError
+from napari_softseg.io.packed_masks import PackedMasks
 
 RULE = "at least half of the raters"
 """The rule in words (shown wherever a consensus is used)."""
@@ -63,8 +64,13 @@ def agreement_count(masks: np.ndarray) -> np.ndarray:
     """How many raters marked each voxel (``uint8`` for up to 255 raters, else ``int32``).
 
     Args:
-        masks: Rater masks ``(R, ...)``; any non-zero value counts as marked.
+        masks: Rater masks ``(R, ...)``; any non-zero value counts as marked; or
+            :class:`~napari_softseg.io.packed_masks.PackedMasks` (counted from the bits, no stack).
     """
+    if isinstance(masks, PackedMasks):
+        if len(masks) < 1:
+            raise SoftsegError(f"expected rater masks shaped (R, ...), got shape {masks.shape}")
+        return masks.counts()
     masks = np.asarray(masks)
     if masks.ndim < 2 or masks.shape[0] < 1:
         raise SoftsegError(f"expected rater masks shaped (R, ...), got shape {masks.shape}")
@@ -85,7 +91,8 @@ def consensus_mask(masks: np.ndarray, k: int | None = None) -> np.ndarray:
     Raises:
         SoftsegError: ``k`` outside ``1 … R``.
     """
-    masks = np.asarray(masks)
+    if not isinstance(masks, PackedMasks):
+        masks = np.asarray(masks)
     r = masks.shape[0] if masks.ndim >= 2 else 0
     k = consensus_k(r) if k is None else int(k)
     if not 1 <= k <= r:

@@ -23,6 +23,7 @@ import numpy as np
 
 from napari_softseg.analysis.consensus import agreement_count
 from napari_softseg.analysis.softlabels import consensus
+from napari_softseg.io.packed_masks import PackedMasks
 
 
 def disagreement_map(annotation: np.ndarray, masks: np.ndarray, k: int) -> np.ndarray:
@@ -42,7 +43,8 @@ def disagreement_map(annotation: np.ndarray, masks: np.ndarray, k: int) -> np.nd
         ValueError: Shapes do not match, no raters, or ``k`` out of range.
     """
     annotation = np.asarray(annotation) != 0
-    masks = np.asarray(masks)
+    if not isinstance(masks, PackedMasks):
+        masks = np.asarray(masks)
     if masks.ndim < 1 or len(masks) == 0:
         raise ValueError("the disagreement map needs at least one rater mask")
     if tuple(masks.shape[1:]) != annotation.shape:

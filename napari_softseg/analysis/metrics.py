@@ -26,9 +26,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from napari_softseg.analysis.consensus import consensus_mask, describe, leave_one_out_k
+from napari_softseg.analysis.consensus import agreement_count, consensus_mask, describe, leave_one_out_k
 from napari_softseg.analysis.softlabels import weighted_mean
 from napari_softseg.errors import SoftsegError
+from napari_softseg.io.packed_masks import PackedMasks
 
 QUBIQ_THRESHOLDS: tuple[float, ...] = tuple(k / 10 for k in range(1, 10))
 _CHUNK = 1 << 18  # voxels per chunk: keeps temporaries in cache
@@ -330,24 +331,26 @@ def leave_one_rater_out(
     Returns:
         One :class:`RaterAgreement` per rater; empty with fewer than 2 raters.
     """
-    masks = np.asarray(masks, dtype=bool)
+    if not isinstance(masks, PackedMasks):
+        masks = np.asarray(masks, dtype=bool)
     r = masks.shape[0]
     names = list(rater_names) if rater_names is not None else [f"rater {i + 1}" for i in range(r)]
     if r < 2:
         return []
     model = None if prediction is None else np.asarray(prediction) >= threshold
-    if model is not None and model.shape != masks.shape[1:]:
+    if model is not None and model.shape != tuple(masks.shape[1:]):
         raise SoftsegError(f"prediction shape {model.shape} does not match masks {masks.shape[1:]}")
-    total = masks.sum(axis=0, dtype=np.int32)
+    total = agreement_count(masks)
 
     k = leave_one_out_k(r)
     rows = []
     for i in range(r):
-        others = (total - masks[i]) >= k
+        mine = np.asarray(masks[i]) != 0
+        others = (total - mine.view(np.uint8)) >= k
         rows.append(
             RaterAgreement(
                 rater=names[i],
-                dice_vs_others=dice(masks[i], others),
+                dice_vs_others=dice(mine, others),
                 model_dice_vs_same=None if model is None else dice(model, others),
             )
         )

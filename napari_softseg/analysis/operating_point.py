@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from napari_softseg.analysis.consensus import consensus_k, describe, leave_one_out_k
+from napari_softseg.analysis.consensus import agreement_count, consensus_k, describe, leave_one_out_k
 from napari_softseg.analysis.metrics import OperatingPoint, PRCurve, volume_ml
 from napari_softseg.analysis.softlabels import consensus, weighted_mean
 from napari_softseg.progress import Progress, drive
@@ -301,9 +301,9 @@ def others_consensus(masks: np.ndarray, rater: int) -> np.ndarray:
         raise ValueError("leave-one-rater-out needs at least 2 raters")
     if not 0 <= rater < n:
         raise ValueError(f"there is no rater {rater + 1} (the case has {n})")
-    others = np.delete(np.asarray(masks), rater, axis=0)
-
-    return consensus(others, leave_one_out_k(n))
+    # the others' count is everyone's minus this rater's: no copy of the other R - 1 masks
+    others = agreement_count(masks) - (np.asarray(masks[rater]) != 0).view(np.uint8)
+    return others >= leave_one_out_k(n)
 
 
 def leave_one_out_curves(

@@ -33,6 +33,7 @@ import numpy as np
 from napari_softseg import SOFTWARE
 from napari_softseg.analysis.consensus import agreement_count, consensus_mask
 from napari_softseg.errors import SoftsegError
+from napari_softseg.io.packed_masks import PackedMasks
 
 METHODS = ("mean", "smoothed", "majority", "staple")
 ALIASES = {"smoothed-mean": "smoothed", "smoothed-raters": "smoothed", "svls": "smoothed"}
@@ -54,6 +55,10 @@ class SoftLabel:
 
 
 def _check_masks(masks: np.ndarray) -> np.ndarray:
+    if isinstance(masks, PackedMasks):   # {0, 1} by construction; kept packed
+        if len(masks) == 0:
+            raise SoftsegError("no rater masks: a soft label needs at least one rater")
+        return masks
     masks = np.asarray(masks)
     if masks.ndim < 2:
         raise SoftsegError(f"expected stacked rater masks (R, X, Y, Z), got shape {masks.shape}")

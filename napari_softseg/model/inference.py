@@ -36,7 +36,14 @@ from napari_softseg.model.architecture import normalize_architecture
 from napari_softseg.model.device import DeviceChoice, resolve_device
 from napari_softseg.model.model_io import LoadedModel, ModelConfig
 from napari_softseg.model.normalization import Normalization
-from napari_softseg.model.resampling import resample_axes, resample_image, resample_probabilities_back
+from napari_softseg.model.resampling import (
+    resample_axes,
+    resample_image,
+    resample_planes,
+    resample_probabilities_back,
+    resampled_shape,
+    value_range,
+)
 from napari_softseg.progress import Progress
 
 DEFAULT_TILE_SIZE = 1024
@@ -210,8 +217,9 @@ def _check_image(config: ModelConfig, image: np.ndarray, source) -> None:
 
 
 def _predict(network, config: ModelConfig, image: np.ndarray, *, device, tile_size, batch_size, source,
-             temperature: float | None) -> Generator[Progress, None, np.ndarray]:
-    """Shared core of :func:`predict_logits` and :func:`predict_array` (see there)."""
+             temperature: float | None, planes: _PlaneGrid | None = None) -> Generator[Progress, None, np.ndarray]:
+    """Shared core of :func:`predict_logits` and :func:`predict_array` (see there); a 2D model with ``planes``
+    predicts on the model's in-plane grid, batch by batch (:class:`_PlaneGrid`)."""
     import torch
 
     _check_image(config, image, source)
@@ -242,13 +250,18 @@ def _predict(network, config: ModelConfig, image: np.ndarray, *, device, tile_si
 
     # the map is written batch by batch straight into its final (X, Y, Z) layout on the host: no
     # whole-volume copy at the end, and a GPU run keeps only the input volume on the device
+    if planes is not None:       # batches are gathered and resampled on the host, whatever the device
+        stats = planes.stats
+        on = (lambda target: np.moveaxis(np.asarray(image, dtype=np.float32), 1 + axis, 1))  # noqa: E731
+    volume = on(device)
+    if planes is None:
+        stats = norm.statistics(_as_tensor_view(volume))
     output = np.empty(image.shape[1:], dtype=np.float32)
     result = np.moveaxis(output, axis, 0)  # (S, H, W) view
-    volume = on(device)
-    stats = norm.statistics(_as_tensor_view(volume))
     n_slices = volume.shape[1]
     if device == "cpu":  # host memory is the user's RAM: keep the network's activations to a bounded size
-        batch_size = min(batch_size, cpu_batch_size(config, volume.shape[2:], tile))
+        batch_size = min(batch_size, cpu_batch_size(config, volume.shape[2:] if planes is None else planes.grid,
+                                                    tile))
     start = 0
     while start < n_slices:
         stop = min(start + batch_size, n_slices)
@@ -256,12 +269,15 @@ def _predict(network, config: ModelConfig, image: np.ndarray, *, device, tile_si
             # slice_stack gathers (numpy fancy index or an index tensor), i.e. a copy: normalising it in place
             # is safe
             batch = slice_stack(volume, range(start, stop), config.context_slices)
+            if planes is not None:
+                batch = planes.to_grid(batch)
             if isinstance(batch, np.ndarray):
                 batch = torch.from_numpy(batch)
             batch = norm.apply_batch_(batch, stats, group)
             out = forward_logits(network, batch, device, tile, roi=roi) if roi else \
                 forward_logits(network, batch, device, tile)
-            result[start:stop] = (out if temperature is None else torch.sigmoid(out / temperature)).cpu().numpy()
+            out = (out if temperature is None else torch.sigmoid(out / temperature)).cpu().numpy()
+            result[start:stop] = out if planes is None else planes.back(out, probabilities=temperature is not None)
         except Exception as exc:
             _after_out_of_memory(exc, device, "out of memory on the CPU; try a smaller --tile-size or --batch-size 1",
                                  source)
@@ -333,11 +349,63 @@ def _on_model_grid(config: ModelConfig, image: np.ndarray, spacing, source
     return resampled, tuple(image.shape[1:]), axes
 
 
+class _PlaneGrid:
+    """A 2D model's in-plane grid, reached a batch of slices at a time.
+
+    Resampling the whole scan to the model's grid, predicting there and resampling the map back held two
+    grid-sized volumes beside the output (about one more scan of memory at 0.7 mm); here each batch of
+    slices is resampled in-plane on its way in (cubic, clipped to each channel's range over the whole scan)
+    and its map on its way back (linear), the same taps as the whole-volume resampling (equal up to float32
+    rounding). Only the normalisation statistics need the whole scan on the grid: it is resampled once for
+    them, before the output exists, and dropped.
+    """
+
+    def __init__(self, config: ModelConfig, image: np.ndarray, spacing, source):
+        axis = config.slice_axis
+        in_plane = [a for a in range(3) if a != axis]
+        grid_shape = resampled_shape(image.shape[1:], spacing, config.target_spacing, resample_axes(2, axis))
+        self.inputs = tuple(int(image.shape[1 + a]) for a in in_plane)
+        self.grid = tuple(int(grid_shape[a]) for a in in_plane)
+        self.group = 2 * config.context_slices + 1
+        self.clips, self.stats = [], None
+        if not self.resampled:
+            return
+        self.clips = [value_range(np.asarray(image[c])) for c in range(image.shape[0])]
+        grid, _, _ = _on_model_grid(config, image, spacing, source)
+        norm = Normalization.from_dict(config.normalization)
+        self.stats = norm.statistics(_as_tensor_view(np.moveaxis(np.asarray(grid, dtype=np.float32), 1 + axis, 1)))
+
+    @property
+    def resampled(self) -> bool:
+        """Whether the grid differs from the scan's."""
+        return self.grid != self.inputs
+
+    def to_grid(self, batch: np.ndarray) -> np.ndarray:
+        """``(N, C * group, H, W)`` slices of the scan on the model's grid ``(N, C * group, H', W')``."""
+        n, k = batch.shape[:2]
+        out = np.empty((n, k, *self.grid), np.float32)
+        g = self.group
+        for c, clip in enumerate(self.clips):
+            planes = batch[:, c * g:(c + 1) * g].reshape(n * g, *self.inputs)
+            out[:, c * g:(c + 1) * g] = resample_planes(planes, self.grid, order=3, clip=clip).reshape(n, g, *self.grid)
+        return out
+
+    def back(self, out: np.ndarray, *, probabilities: bool) -> np.ndarray:
+        """``(N, H', W')`` network output back on the scan's grid (probabilities stay in ``[0, 1]``)."""
+        return resample_planes(out, self.inputs, order=1, clip=(0.0, 1.0) if probabilities else None)
+
+
 def _spaced(network, config, image, *, spacing, device, tile_size, batch_size, source, temperature
             ) -> Generator[Progress, None, np.ndarray]:
     """:func:`_predict` on the model's grid: resample the input to ``config.target_spacing`` and the result
-    back (linear: a region ``p >= t`` of the result is the region of the model's grid, interpolated)."""
+    back (linear: a region ``p >= t`` of the result is the region of the model's grid, interpolated); a 2D
+    model a few slices at a time (:class:`_PlaneGrid`)."""
     _check_image(config, image, source)
+    if config.dim == 2 and config.target_spacing is not None and spacing is not None:
+        planes = _PlaneGrid(config, image, spacing, source)
+        return (yield from _predict(network, config, image, device=device, tile_size=tile_size,
+                                    batch_size=batch_size, source=source, temperature=temperature,
+                                    planes=planes if planes.resampled else None))
     grid, shape, axes = _on_model_grid(config, image, spacing, source)
     out = yield from _predict(network, config, grid, device=device, tile_size=tile_size, batch_size=batch_size,
                               source=source, temperature=temperature)

@@ -309,8 +309,11 @@ def _resample_axis(x: np.ndarray, axis: int, n_out: int, order: int, antialias: 
     return _pass(x, axis, index, weights, out, clip)
 
 
+_RANGE = object()  # _resample_volume's default clip: the input's own range
+
+
 def _resample_volume(x: np.ndarray, shape: tuple[int, int, int], order: int, antialias: bool,
-                     out: np.ndarray | None = None) -> np.ndarray:
+                     out: np.ndarray | None = None, clip=_RANGE) -> np.ndarray:
     """A 3D array to ``shape`` (float32), axis by axis.
 
     The result is clipped to the input's range: exact for linear weights (a convex combination, up to the
@@ -319,6 +322,8 @@ def _resample_volume(x: np.ndarray, shape: tuple[int, int, int], order: int, ant
     the few input rows it needs, resampled along Y and Z on the spot — so besides the output only one slab's
     intermediate exists (the rows shared by neighbouring slabs are resampled twice, a few percent more work).
     Otherwise the axes go one after the other, shrinking ones first, so intermediates stay small.
+    ``clip``: ``(lo, hi)`` to clip to instead of the input's range (a part of a volume resampled with the
+    whole volume's range), or ``None``.
     """
     todo = [a for a in range(3) if shape[a] != x.shape[a]]
     todo.sort(key=lambda a: shape[a] / x.shape[a])
@@ -327,8 +332,8 @@ def _resample_volume(x: np.ndarray, shape: tuple[int, int, int], order: int, ant
     if not todo:
         out[...] = x
         return out
-    lo, hi = x.min(), x.max()
-    clip = (lo, hi) if order and not (np.isnan(lo) or np.isnan(hi)) else None  # NaN: not clipped
+    if clip is _RANGE:
+        clip = value_range(x) if order else None
     if 0 in todo and len(todo) > 1:
         rest = [a for a in todo if a != 0]
         index, weights = axis_weights(x.shape[0], shape[0], order, antialias)
@@ -346,6 +351,38 @@ def _resample_volume(x: np.ndarray, shape: tuple[int, int, int], order: int, ant
         x = _resample_axis(x, axis, shape[axis], order, antialias, out=out if final else None,
                            clip=clip if final else None)
     return x
+
+
+def value_range(x: np.ndarray) -> tuple[float, float] | None:
+    """``(min, max)`` of ``x``, the range a cubic resampling is clipped to; ``None`` with NaN (not clipped)."""
+    lo, hi = x.min(), x.max()
+    return None if np.isnan(lo) or np.isnan(hi) else (lo, hi)
+
+
+def resample_planes(planes: np.ndarray, shape, *, order: int, antialias: bool = True, clip=None) -> np.ndarray:
+    """``(N, H, W)`` planes resampled in-plane to ``(N, *shape)`` float32, plane by plane.
+
+    The taps of a volume's in-plane resampling (:func:`resample_image` of a 2D model's two axes, and
+    :func:`resample_probabilities_back`), for work done a few slices at a time: with ``clip`` set to the
+    whole volume's range (:func:`value_range`) the planes equal the volume's, up to float32 rounding.
+
+    Args:
+        planes: ``(N, H, W)`` values (any real dtype and strides).
+        shape: ``(H', W')``.
+        order: 3 (cubic), 1 (linear) or 0 (nearest).
+        antialias: Low-pass when shrinking (tent stretched when growing back, as in
+            :func:`resample_probabilities_back`).
+        clip: ``(lo, hi)`` to clip the result to, or ``None``.
+    """
+    planes = np.asarray(planes)
+    if planes.ndim != 3:
+        raise SoftsegError(f"expected planes (N, H, W), got shape {planes.shape}")
+    n = planes.shape[0]
+    h, w = (int(v) for v in shape)
+    if planes.shape[1:] == (h, w):
+        return np.asarray(planes, dtype=np.float32)
+    out = _resample_volume(np.moveaxis(planes, 0, 2), (h, w, n), order, antialias, clip=clip)
+    return np.ascontiguousarray(np.moveaxis(out, 2, 0))
 
 
 def _check_volume(array: np.ndarray, ndim: int, what: str) -> np.ndarray:
