@@ -9,14 +9,14 @@ comparison, Calibration: they join one tabbed column), press *Predict* (the bund
 at the Threshold explorer. Writes to ``OUT_DIR`` (default ``docs/img``):
 
 * ``full_plain_napari_1366x768.png``, ``full_plain_napari_1920x1080.png`` — the whole window, all four docks,
-  the Threshold explorer's tab in front showing the raters' soft label (``--soft prediction``: the model's
-  prediction) at t = 0.4 on the axial slice where p ≥ 0.4 is largest;
+  the Threshold explorer's tab in front showing the bundled model's prediction (``--soft soft_label``: the
+  raters' soft label) at t = 0.4 on the axial slice where p ≥ 0.4 is largest;
 * ``full_3d_{front,side,top}.png`` — the canvas in 3D (1920 × 1080 window) from three directions: the smooth
   shaded surface of p = 0.4 of the same soft map, the scan as a faint volume.
 
-The raters' soft label is the default because the bundled model was trained on 2 mm brain slabs; its
-prediction on the whole head (skull, fat, air) is not yet a fair picture (issue 16). Rerun with
-``--soft prediction`` once the bundled model handles whole heads.
+The model's prediction is the default since v0.3's bundled model, trained on whole heads at 1 mm, segments
+the whole head (skull, fat, air) without marking the air (docs/results.md §1b); v0.2's could not, and these
+pictures then showed the raters' soft label.
 
 Deterministic inputs (the bundled files, the bundled model); waits on conditions (docks ready, the mesh
 swapped in, two identical renders), never on fixed sleeps. The user's napari settings are not touched (a
@@ -175,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", nargs="?", type=Path, default=Path("docs/img"), help="output folder")
-    parser.add_argument("--soft", choices=("soft_label", "prediction"), default="soft_label",
-                        help="the soft map shown (default: the raters' soft label)")
+    parser.add_argument("--soft", choices=("soft_label", "prediction"), default="prediction",
+                        help="the soft map shown (default: the bundled model's prediction)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     isolate_settings()

@@ -228,6 +228,7 @@ def test_training_resamples_cases_to_the_target_and_records_it(tmp_path):
     assert config.target_spacing == expected and config.plan["target_spacing"] == expected
     assert config.plan["patch_size"] == [48, 48]  # planned on the resampled 48 x 48 shapes, not 96 x 96
     assert config.normalization["region"] == "body"
+    assert config.background_margin_mm == 5.0        # body-region MR: p = 0 far from the body at prediction
     model = load_model(result.model_dir)
     image = np.asarray(nib.load(str(case / "image.nii.gz")).dataobj, np.float32)[None]
     assert drive(predict_array(model, image, spacing=half, device="cpu")).shape == image.shape[1:]

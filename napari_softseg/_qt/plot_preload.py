@@ -3,8 +3,9 @@
 The Threshold explorer, Rater comparison and calibration docks draw with matplotlib, whose first import
 (``matplotlib.figure`` and the Qt canvas) costs 0.4–0.7 s. napari imports a dock's module on the GUI thread
 when the dock is opened, so that import froze the viewer each time the first plot dock opened.
-:func:`preload_plots` starts the import in a daemon thread as soon as one of our plot-free docks opens (the
-Soft segmentation and Dataset review docks, usually the first ones a user opens); by the time a plot dock is
+:func:`preload_plots` starts the import in a daemon thread once one of our plot-free docks is up (the Soft
+segmentation dock when its device detection — torch's import, also in a worker — has finished, and the
+Dataset review dock), usually the first ones a user opens; by the time a plot dock is
 asked for, the modules are in ``sys.modules`` and its import is cheap. Python's per-module import locks make
 a plot dock opened during the preload wait for it rather than import twice. Failures are left for the real
 import to report.

@@ -117,7 +117,6 @@ class SegmentationWidget(QWidget):
         self._models: dict[str, Path] = {}
         self._device_choice = None
         self.devices = DeviceDetector(self, self._on_devices_detected)   # torch is imported off the GUI thread
-        preload_plots()  # and matplotlib, before a plot dock needs it
         #: Extra :class:`~napari_softseg.model.training.TrainOptions` fields for Train (e.g. ``{"depth": 2}``).
         self.train_overrides: dict[str, Any] = {}
         self._build_ui()
@@ -367,6 +366,7 @@ class SegmentationWidget(QWidget):
         self.devices.start()
 
     def _on_devices_detected(self) -> None:
+        preload_plots()  # matplotlib off the GUI thread too, once torch's import no longer competes with it
         combo = self.device_options.device
         current = combo.value
         with combo.changed.blocked():

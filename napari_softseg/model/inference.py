@@ -33,9 +33,10 @@ import numpy as np
 
 from napari_softseg.errors import SoftsegError
 from napari_softseg.model.architecture import normalize_architecture
+from napari_softseg.model.background import zero_far_from_body
 from napari_softseg.model.device import DeviceChoice, resolve_device
 from napari_softseg.model.model_io import LoadedModel, ModelConfig
-from napari_softseg.model.normalization import Normalization
+from napari_softseg.model.normalization import Normalization, body_level
 from napari_softseg.model.resampling import (
     resample_axes,
     resample_image,
@@ -470,10 +471,18 @@ def predict_array(
 
     ``sigmoid(logit / temperature)`` with the model's temperature, computed on the device, at the model's
     voxel size when it has one and ``spacing`` is given (probabilities resampled back linearly onto the
-    image's grid). See :func:`predict_logits` for the arguments.
+    image's grid). A model with ``background_margin_mm`` (body-region MR models) then gives p = 0 farther
+    than that from the body (:mod:`~napari_softseg.model.background`). See :func:`predict_logits` for the
+    arguments.
     """
-    return (yield from _spaced(model.network, model.config, image, spacing=spacing, device=device,
-                               tile_size=tile_size, batch_size=batch_size, source=source,
-                               temperature=model.config.temperature))
+    prob = yield from _spaced(model.network, model.config, image, spacing=spacing, device=device,
+                              tile_size=tile_size, batch_size=batch_size, source=source,
+                              temperature=model.config.temperature)
+    margin = model.config.background_margin_mm
+    if margin is not None:
+        channel = np.asarray(image)[0]
+        grid = spacing if spacing is not None else (model.config.target_spacing or (1.0, 1.0, 1.0))
+        zero_far_from_body(prob, channel, grid, level=body_level(channel), margin_mm=margin)
+    return prob
 
 

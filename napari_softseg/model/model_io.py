@@ -99,6 +99,9 @@ class ModelConfig:
         target_spacing: Voxel size ``(sx, sy, sz)`` in mm the network was trained at; prediction resamples
             each input to it and the probabilities back (a 2D model only in-plane). ``None`` (models before
             v0.3, or trained with ``--target-spacing native``): the network runs on the input's own grid.
+        background_margin_mm: Prediction sets p = 0 farther than this from the body (the scan above its body
+            level, :mod:`~napari_softseg.model.background`); set by training for body-region z-scored MR,
+            ``None`` otherwise (and in models before v0.3).
     """
 
     architecture: dict = field(default_factory=dict)
@@ -118,6 +121,7 @@ class ModelConfig:
     patch_size: list | None = None
     plan: dict = field(default_factory=dict)
     target_spacing: list | None = None
+    background_margin_mm: float | None = None
 
     def __post_init__(self):
 
@@ -183,6 +187,11 @@ class ModelConfig:
                                for v in values)):
                 raise SoftsegError(f"target_spacing must be 3 positive sizes in mm, got {values!r}")
             self.target_spacing = [float(v) for v in values]
+        margin = self.background_margin_mm
+        if margin is not None:
+            if not isinstance(margin, (int, float)) or isinstance(margin, bool) or not (math.isfinite(margin) and margin > 0):
+                raise SoftsegError(f"background_margin_mm must be a positive number of mm, got {margin!r}")
+            self.background_margin_mm = float(margin)
 
     @property
     def dim(self) -> int:

@@ -60,6 +60,7 @@ import numpy as np
 from napari_softseg import SOFTWARE
 from napari_softseg.errors import SoftsegError
 from napari_softseg.model.augmentation import AugmentationSettings, augment_batch, augment_batch_3d
+from napari_softseg.model.background import DEFAULT_MARGIN_MM
 from napari_softseg.model.budget import StepBudget, advance, learning_rate, patience, plateau_reason
 from napari_softseg.model.checkpoint import (
     STATE_FILE,
@@ -273,6 +274,8 @@ class TrainingRun:
             softlabel={"method": o.softlabel, "sigma_mm": o.sigma_mm if o.softlabel == "smoothed" else None},
             loss=o.loss, weights_dtype=o.weights_dtype, patch_size=list(plan.patch_size),
             plan={"fingerprint": self.fingerprint_.to_dict(), **plan.to_dict()}, target_spacing=plan.target_spacing,
+            # body-region MR: p = 0 far from the body at prediction (model/background.py)
+            background_margin_mm=DEFAULT_MARGIN_MM if self.norm.region == "body" else None,
         )
         torch.manual_seed(o.seed)
         device = self.device_choice.device
