@@ -9,8 +9,8 @@ normalisation's body level (:func:`~napari_softseg.model.normalization.body_leve
 statistics already use), with the spaces it encloses filled (ventricles, bladder, sinuses: in 3D and slice by
 slice), and a voxel farther than ``margin_mm`` from it cannot be foreground.
 
-The distance is measured on a coarse grid (cells of about :data:`CELL_MM`; a cell is body if any of its
-voxels is), so a 512 × 512 × 300 scan costs a fraction of a second and no volume-sized float temporary;
+The distance is measured on a coarse grid (cells of about :data:`CELL_MM`; a cell is body when at least
+half of its voxels are, so lone noise spikes above the level in the air are not body), so a 512 × 512 × 300 scan costs a fraction of a second and no volume-sized float temporary;
 the margin is therefore exact to about one cell. Structures inside air-filled organs (lung parenchyma)
 would be cut by this rule: it is applied only to models whose config sets ``background_margin_mm``, which
 training sets for body-region z-scored MR (``normalization.region == "body"``) and nothing else.
@@ -37,11 +37,22 @@ DEFAULT_MARGIN_MM = 5.0
 CELL_MM = 3.0
 
 
-def _block_max(x: np.ndarray, axis: int, size: int) -> np.ndarray:
-    if size <= 1:
-        return x
-    starts = np.arange(0, x.shape[axis], size)
-    return np.maximum.reduceat(x, starts, axis=axis)
+#: Share of a coarse cell's voxels that must be above the body level for the cell to count as body (lone
+#: noise spikes in the air above the level do not make body).
+CELL_SHARE = 0.5
+
+
+def _body_cells(body: np.ndarray, cells: Sequence[int]) -> np.ndarray:
+    """Coarse cells (``cells`` voxels a side) in which at least :data:`CELL_SHARE` of the voxels are body."""
+    counts = body
+    sizes = np.ones((1, 1, 1))
+    for axis, size in enumerate(cells):
+        starts = np.arange(0, body.shape[axis], size)
+        counts = np.add.reduceat(counts, starts, axis=axis, dtype=np.uint32)
+        shape = [1, 1, 1]
+        shape[axis] = len(starts)
+        sizes = sizes * np.diff(np.append(starts, body.shape[axis])).reshape(shape)
+    return counts >= CELL_SHARE * sizes
 
 
 def _fill(body: np.ndarray) -> np.ndarray:
@@ -76,9 +87,7 @@ def near_body(image: np.ndarray, spacing: Sequence[float], *, level: float, marg
     image = np.asarray(image)
     spacing = [float(s) for s in spacing]
     cells = [max(1, int(round(CELL_MM / s))) for s in spacing]
-    coarse = image > level                    # one byte a voxel
-    for axis, size in enumerate(cells):
-        coarse = _block_max(coarse, axis, size)
+    coarse = _body_cells(image > level, cells)   # one byte a voxel, then the coarse counts
     if not coarse.any():
         return np.ones(image.shape, dtype=bool)
     coarse = _fill(coarse)
