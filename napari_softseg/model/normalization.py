@@ -133,9 +133,14 @@ def body_level(channel) -> float:
     """
     import torch
 
-    x = torch.as_tensor(channel)
-    step = max(1, round((x.numel() / PERCENTILE_SAMPLE) ** (1 / max(x.ndim, 1))))
-    sample = x[(slice(None, None, step),) * x.ndim].reshape(-1).to(torch.float32)
+    if isinstance(channel, np.ndarray):   # any strides (a layer's display-order view may be flipped)
+        step = max(1, round((channel.size / PERCENTILE_SAMPLE) ** (1 / max(channel.ndim, 1))))
+        picked = np.ascontiguousarray(channel[(slice(None, None, step),) * channel.ndim], dtype=np.float32)
+        sample = torch.from_numpy(picked.reshape(-1))
+    else:
+        x = torch.as_tensor(channel)
+        step = max(1, round((x.numel() / PERCENTILE_SAMPLE) ** (1 / max(x.ndim, 1))))
+        sample = x[(slice(None, None, step),) * x.ndim].reshape(-1).to(torch.float32)
     sample = sample[torch.isfinite(sample)]
     if sample.numel() == 0:
         return 0.0
