@@ -39,7 +39,7 @@ import math
 import numpy as np
 
 from napari_softseg.errors import SoftsegError
-from napari_softseg.io.packed_masks import PackedMasks
+from napari_softseg.io.packed_masks import PackedMasks, as_masks
 
 RULE = "at least half of the raters"
 """The rule in words (shown wherever a consensus is used)."""
@@ -91,8 +91,7 @@ def consensus_mask(masks: np.ndarray, k: int | None = None) -> np.ndarray:
     Raises:
         SoftsegError: ``k`` outside ``1 … R``.
     """
-    if not isinstance(masks, PackedMasks):
-        masks = np.asarray(masks)
+    masks = as_masks(masks)
     r = masks.shape[0] if masks.ndim >= 2 else 0
     k = consensus_k(r) if k is None else int(k)
     if not 1 <= k <= r:

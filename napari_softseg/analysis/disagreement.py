@@ -23,7 +23,7 @@ import numpy as np
 
 from napari_softseg.analysis.consensus import agreement_count
 from napari_softseg.analysis.softlabels import consensus
-from napari_softseg.io.packed_masks import PackedMasks
+from napari_softseg.io.packed_masks import as_masks
 
 
 def disagreement_map(annotation: np.ndarray, masks: np.ndarray, k: int) -> np.ndarray:
@@ -43,8 +43,7 @@ def disagreement_map(annotation: np.ndarray, masks: np.ndarray, k: int) -> np.nd
         ValueError: Shapes do not match, no raters, or ``k`` out of range.
     """
     annotation = np.asarray(annotation) != 0
-    if not isinstance(masks, PackedMasks):
-        masks = np.asarray(masks)
+    masks = as_masks(masks)
     if masks.ndim < 1 or len(masks) == 0:
         raise ValueError("the disagreement map needs at least one rater mask")
     if tuple(masks.shape[1:]) != annotation.shape:

@@ -29,7 +29,7 @@ import numpy as np
 from napari_softseg.analysis.consensus import agreement_count, consensus_mask, describe, leave_one_out_k
 from napari_softseg.analysis.softlabels import weighted_mean
 from napari_softseg.errors import SoftsegError
-from napari_softseg.io.packed_masks import PackedMasks
+from napari_softseg.io.packed_masks import as_masks
 
 QUBIQ_THRESHOLDS: tuple[float, ...] = tuple(k / 10 for k in range(1, 10))
 _CHUNK = 1 << 18  # voxels per chunk: keeps temporaries in cache
@@ -331,8 +331,7 @@ def leave_one_rater_out(
     Returns:
         One :class:`RaterAgreement` per rater; empty with fewer than 2 raters.
     """
-    if not isinstance(masks, PackedMasks):
-        masks = np.asarray(masks, dtype=bool)
+    masks = as_masks(masks)
     r = masks.shape[0]
     names = list(rater_names) if rater_names is not None else [f"rater {i + 1}" for i in range(r)]
     if r < 2:

@@ -142,6 +142,12 @@ class PackedMasks:
                          np.float32)
 
 
+def as_masks(masks) -> PackedMasks | np.ndarray:
+    """Rater masks as the analysis functions take them: :class:`PackedMasks` as they are (never unpacked as a
+    stack), anything else as a numpy array."""
+    return masks if isinstance(masks, PackedMasks) else np.asarray(masks)
+
+
 class LazyArray:
     """A read-only array computed element-wise from another array only where it is indexed.
 

@@ -251,12 +251,9 @@ def _predict(network, config: ModelConfig, image: np.ndarray, *, device, tile_si
 
     # the map is written batch by batch straight into its final (X, Y, Z) layout on the host: no
     # whole-volume copy at the end, and a GPU run keeps only the input volume on the device
-    if planes is not None:       # batches are gathered and resampled on the host, whatever the device
-        stats = planes.stats
-        on = (lambda target: np.moveaxis(np.asarray(image, dtype=np.float32), 1 + axis, 1))  # noqa: E731
-    volume = on(device)
-    if planes is None:
-        stats = norm.statistics(_as_tensor_view(volume))
+    # with ``planes`` the batches are gathered and resampled on the host, whatever the device
+    volume = on(device if planes is None else "cpu")
+    stats = norm.statistics(_as_tensor_view(volume)) if planes is None else planes.stats
     output = np.empty(image.shape[1:], dtype=np.float32)
     result = np.moveaxis(output, axis, 0)  # (S, H, W) view
     n_slices = volume.shape[1]
@@ -481,8 +478,8 @@ def predict_array(
     margin = model.config.background_margin_mm
     if margin is not None:
         channel = np.asarray(image)[0]
-        grid = spacing if spacing is not None else (model.config.target_spacing or (1.0, 1.0, 1.0))
-        zero_far_from_body(prob, channel, grid, level=body_level(channel), margin_mm=margin)
+        mm = spacing if spacing is not None else (model.config.target_spacing or (1.0, 1.0, 1.0))
+        zero_far_from_body(prob, channel, mm, level=body_level(channel), margin_mm=margin)
     return prob
 
 

@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -133,14 +134,12 @@ def body_level(channel) -> float:
     """
     import torch
 
-    if isinstance(channel, np.ndarray):   # any strides (a layer's display-order view may be flipped)
-        step = max(1, round((channel.size / PERCENTILE_SAMPLE) ** (1 / max(channel.ndim, 1))))
-        picked = np.ascontiguousarray(channel[(slice(None, None, step),) * channel.ndim], dtype=np.float32)
-        sample = torch.from_numpy(picked.reshape(-1))
-    else:
-        x = torch.as_tensor(channel)
-        step = max(1, round((x.numel() / PERCENTILE_SAMPLE) ** (1 / max(x.ndim, 1))))
-        sample = x[(slice(None, None, step),) * x.ndim].reshape(-1).to(torch.float32)
+    ndim = len(channel.shape)
+    step = max(1, round((math.prod(channel.shape) / PERCENTILE_SAMPLE) ** (1 / max(ndim, 1))))
+    picked = channel[(slice(None, None, step),) * ndim]
+    if isinstance(picked, np.ndarray):   # any strides (a layer's display-order view may be flipped): copy the sample
+        picked = np.ascontiguousarray(picked, dtype=np.float32)
+    sample = torch.as_tensor(picked).reshape(-1).to(torch.float32)
     sample = sample[torch.isfinite(sample)]
     if sample.numel() == 0:
         return 0.0
