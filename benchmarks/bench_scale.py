@@ -25,6 +25,9 @@ scrolling, the switch to 3D and slider moves there. Measured:
 * **slider p95 / bare-repaint p95** in 2D and in 3D (the moves of ``bench_slider.py``), and slices
   scrolled with the outline's displayed plane checked against the soft map's after every step (and the
   longest stall while scrolling, including debounced work after the last step);
+* the **baseline**: napari with the scan alone (File ▸ Open of the image, no docks) switched to 3D and back,
+  in its own process (``bare_napari``): under software OpenGL napari's own first 3D frame of a big scan
+  blocks the GUI thread before any plugin code runs;
 * **peak RSS** of the process in multiples of the scan's float32 size, also above the RSS of the shown,
   empty viewer (Qt, napari: ~0.3 GB, which dwarfs a small scan); torch, imported by Predict, is counted.
 
@@ -257,17 +260,51 @@ def measure(name: str, case: Path, moves: int, moves_3d: int, slices: int, open_
 
     # 5. the switch to 3D, slider in 3D
     out["switch_3d"] = step(heart, lambda: setattr(viewer.dims, "ndisplay", 3),
-                            lambda: explorer.surface_layer is not None and not explorer.job.busy, 600.0, draws)
+                            lambda: explorer.overlay.shows_mesh and not explorer.job.busy, 600.0, draws)
     bare = _timed(app, draws, lambda k: scene.update(), ks[:moves_3d])
     slider = _timed(app, draws, lambda k: explorer.slider.setValue(k), ks[:moves_3d])
     out["slider_3d"] = _ratio(bare, slider)
     out["switch_2d"] = step(heart, lambda: setattr(viewer.dims, "ndisplay", 2), lambda: True, 600.0, draws)
+    # a second round: the 3D helpers (mesh, iso volume, the scan's stand-in) were kept, hidden
+    out["switch_3d_again"] = step(heart, lambda: setattr(viewer.dims, "ndisplay", 3),
+                                  lambda: explorer.overlay.shows_mesh and not explorer.job.busy, 600.0, draws)
+    out["switch_2d_again"] = step(heart, lambda: setattr(viewer.dims, "ndisplay", 2), lambda: True, 600.0, draws)
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     out["peak_rss_scans"] = round(peak / scan_bytes, 2)
     out["peak_rss_above_baseline_scans"] = round((peak - rss_base) / scan_bytes, 2)
     out["longest_stall_s"] = max(out[k]["longest_stall_s"] for k in ("open", "predict", "pr_curve", "scroll", "switch_3d"))
     out["longest_stall_s"] = max(out["longest_stall_s"], out["open"]["longest_stall_until_loaded_s"])
+    heart.timer.stop()
+    viewer.close()
+    return out
+
+
+def measure_bare(case: Path, moves_3d: int) -> dict:
+    """The baseline: napari with the scan alone (no docks, no soft map), opened and switched to 3D and back.
+
+    Under software OpenGL napari's own 3D switch of a big scan blocks the GUI thread (the volume texture is
+    uploaded and ray-cast in the first 3D frame, before any plugin's handler of the switch runs).
+    """
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    viewer = napari.Viewer(show=True)
+    app = QApplication.instance()
+    heart = Heartbeat()
+    scene = viewer.window._qt_viewer.canvas._scene_canvas
+    draws = [0]
+    scene.events.draw.connect(lambda event: draws.__setitem__(0, draws[0] + 1))
+    run_until(lambda: draws[0] > 0, 10.0)
+    viewer.open(str(case / "image.nii.gz"), plugin="napari-softseg")
+    run_until(lambda: len(viewer.layers) >= 1 and not _reads_pending() and fully_loaded(viewer), 600.0)
+    run_until(lambda: False, 1.0)
+    out = {"layers": [layer.name for layer in viewer.layers]}
+    bare = _timed(app, draws, lambda k: scene.update(), range(10))
+    out["repaint_2d"] = bare
+    out["switch_3d"] = step(heart, lambda: setattr(viewer.dims, "ndisplay", 3), lambda: True, 600.0, draws)
+    out["repaint_3d"] = _timed(app, draws, lambda k: scene.update(), range(moves_3d))
+    out["switch_2d"] = step(heart, lambda: setattr(viewer.dims, "ndisplay", 2), lambda: True, 600.0, draws)
     heart.timer.stop()
     viewer.close()
     return out
@@ -361,6 +398,8 @@ def main(argv=None) -> int:
             print(json.dumps({"case": str(build_case(name, Path(folder)))}))
         elif what == "nibabel":
             print(json.dumps({"seconds": nibabel_load_s(Path(arg))}))
+        elif what == "bare":
+            print(json.dumps(measure_bare(Path(arg), args.moves_3d)))
         else:
             if args.sync_open:
                 from napari_softseg._napari import background_open
@@ -406,6 +445,8 @@ def main(argv=None) -> int:
         nib_s = child("nibabel", str(case / "image.nii.gz"))["seconds"]
         load_before = os.getloadavg()[0]
         entry = child("measure", f"{name}:{case}")
+        if not args.open_only:
+            entry["bare_napari"] = child("bare", str(case))
         entry["nibabel_load_s"] = round(nib_s, 3)
         entry["open_vs_nibabel"] = round(entry["open"]["seconds"] / nib_s, 2)
         entry["load_avg_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
@@ -418,7 +459,9 @@ def main(argv=None) -> int:
         print(f"{name} {tuple(entry['shape'])}: open {entry['open']['seconds']:.2f} s "
               f"(nibabel {nib_s:.2f} s); stalls open {entry['open']['longest_stall_until_loaded_s']:.2f} / "
               f"predict {entry['predict']['longest_stall_s']:.2f} / PR curve {entry['pr_curve']['longest_stall_s']:.2f} "
-              f"/ 3D {entry['switch_3d']['longest_stall_s']:.2f} s; slider p95 ratio 2D "
+              f"/ 3D {entry['switch_3d']['longest_stall_s']:.2f} s (again {entry['switch_3d_again']['longest_stall_s']:.2f}; "
+              f"napari alone {entry['bare_napari']['switch_3d']['longest_stall_s']:.2f}) / 2D "
+              f"{entry['switch_2d']['longest_stall_s']:.2f} s; slider p95 ratio 2D "
               f"{entry['slider_2d']['p95_ratio']:.2f}, 3D {entry['slider_3d']['p95_ratio']:.2f}; "
               f"peak RSS {entry['peak_rss_scans']:.2f} scans", flush=True)
     if args.json:

@@ -91,6 +91,8 @@ def test_big_volumes_are_drawn_in_3d_from_a_strided_copy(make_napari_viewer, qtb
     stride = overlay.display_stride(soft.shape)
     assert stride == 3
     viewer.dims.ndisplay = 3
+    assert not scan.visible and not soft_layer.visible    # hidden at once; the stand-ins follow, one a turn
+    qtbot.waitUntil(lambda: widget.surface_layer is not None and "scan (3D context)" in viewer.layers, timeout=5000)
     surface = widget.surface_layer
     assert surface.data.shape == soft[::3, ::3, ::3].shape
     np.testing.assert_array_equal(surface.data, soft[::3, ::3, ::3])
@@ -102,8 +104,13 @@ def test_big_volumes_are_drawn_in_3d_from_a_strided_copy(make_napari_viewer, qtb
     np.testing.assert_allclose(context.data_to_world((1, 1, 1)), scan.data_to_world((3, 3, 3)))
     # the mesh is of the full-resolution soft map (built in the worker)
     qtbot.waitUntil(lambda: not widget.surfaces.busy and widget.mesh_layer is not None, timeout=20_000)
-    viewer.dims.ndisplay = 2
-    assert scan.visible and scan.opacity == 1.0 and "scan (3D context)" not in viewer.layers
+    viewer.dims.ndisplay = 2             # the stand-ins are kept, hidden (no removal: napari collects garbage)
+    assert scan.visible and scan.opacity == 1.0 and not context.visible and not surface.visible
+    viewer.dims.ndisplay = 3             # 3D again: the same stand-in, shown again
+    qtbot.waitUntil(lambda: context.visible and not scan.visible, timeout=5000)
+    assert [layer.name for layer in viewer.layers].count("scan (3D context)") == 1
+    viewer.layers.remove(scan)           # its scan removed: so is the stand-in
+    assert "scan (3D context)" not in viewer.layers
 
 
 @pytest.mark.parametrize("order", ["F", "C"])

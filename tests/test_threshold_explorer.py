@@ -425,7 +425,7 @@ def test_painting_a_rater_layer_recomputes_on_its_own(explorer, qtbot):
     assert (op.tp, op.fp, op.fn, op.tn) == (tp, fp, fn, tn)
 
 
-def test_3d_shows_an_iso_surface_that_follows_the_slider(explorer, monkeypatch):
+def test_3d_shows_an_iso_surface_that_follows_the_slider(explorer, monkeypatch, qtbot):
     import napari_softseg.analysis.display as display_module
 
     widget, viewer, soft_layer, soft, masks = explorer
@@ -438,6 +438,8 @@ def test_3d_shows_an_iso_surface_that_follows_the_slider(explorer, monkeypatch):
     monkeypatch.setattr(display_module, "mask_boundary", lambda m: outlined.append(m.shape) or real_boundary(m))
     viewer.dims.ndisplay = 3
     assert widget.shown_overlay_mode == "surface"
+    assert not widget.contour_layer.visible and not soft_layer.visible      # off at once
+    qtbot.waitUntil(lambda: widget.surface_layer is not None, timeout=5000)  # added on a later turn
     surface = widget.surface_layer
     assert surface.visible and surface.rendering == "iso" and surface.data is soft_layer.data
     assert not widget.contour_layer.visible
@@ -609,3 +611,45 @@ def test_pr_marker_label_clears_the_threshold_tick_labels(explorer):
             overlap_w = min(label.x1, box.x1) - max(label.x0, box.x0)
             overlap_h = min(label.y1, box.y1) - max(label.y0, box.y0)
             assert overlap_w <= 0 or overlap_h <= 0, (t, tick.get_text(), label, box)
+
+
+def test_other_layers_coming_and_going_do_not_checksum_the_map_again(explorer, qtbot, monkeypatch):
+    """A layer added or removed (the 3D switch's helpers, a user's image) keeps the chosen data's baseline;
+    an edit made just before such a change is still reported."""
+    from napari_softseg._qt import selection
+
+    widget, viewer, soft_layer, soft, masks = explorer
+    widget.set_threshold(0.5)
+    calls = []
+    original = selection.arrays_print
+    monkeypatch.setattr(selection, "arrays_print", lambda arrays: calls.append(1) or original(arrays))
+    other = viewer.add_image(np.full((6, 7), 200, np.uint8), name="not a soft map")
+    viewer.layers.remove(other)
+    assert calls == []
+    edited = []
+    widget.inputs.edited.connect(lambda: edited.append(1))
+    soft_layer.data[soft_layer.data >= 0.5] = 0.0         # edited in place ...
+    soft_layer.refresh()
+    viewer.add_image(np.full((6, 7), 200, np.uint8), name="another")   # ... then the layer list changes
+    qtbot.waitUntil(lambda: bool(edited) and widget.ready and widget.operating_point() is not None
+                    and widget.operating_point().n_positive == 0, timeout=20000)
+
+
+def test_the_marker_label_is_drawn_when_the_marker_rests(make_napari_viewer, qtbot):
+    """A move blits the marker only (the label's text costs more than the marker); the label follows at rest."""
+    from _analysis_case import open_case
+
+    viewer = make_napari_viewer(show=True)               # blits happen on a shown plot only
+    open_case(viewer, 3)
+    widget = open_dock(viewer, DOCK)
+    wait_ready(qtbot, widget)
+    plot = widget.plot
+    widget.set_threshold(0.3)
+    qtbot.waitUntil(lambda: plot.isVisible() and plot.label_shown and plot.marker_label.get_text() == "t = 0.3",
+                    timeout=5000)
+    widget.set_threshold(0.42)
+    plot.flush()                                          # the move's blit, then the resting label's
+    assert plot.label_shown and plot.marker_label.get_text() == "t = 0.42"
+    widget.set_threshold(0.47)
+    qtbot.waitUntil(lambda: not plot.label_shown, timeout=5000)   # moving: the marker alone
+    qtbot.waitUntil(lambda: plot.label_shown, timeout=5000)       # at rest: with its label

@@ -95,22 +95,38 @@ def test_3d_shows_a_smooth_mesh_at_the_right_place_and_rebuilds_it_when_the_slid
     radii = np.linalg.norm(world_vertices(mesh) - centre, axis=1)
     assert radii.mean() == pytest.approx(expected_radius(0.5), abs=0.1)
     assert np.abs(radii - expected_radius(0.5)).max() < 0.5        # sub-voxel, on a 0.9 x 1.1 x 2.5 mm grid
-    assert widget.surface_layer.opacity == 0.0                      # the iso volume gives way to the mesh
+    assert not widget.surface_layer.visible                      # the iso volume gives way to the mesh
     assert not soft_layer.visible and viewer.layers["scan"].opacity <= 0.25
 
     widget.slider.setValue(270)                                     # drag: the iso volume follows at once
-    assert not mesh.visible and widget.surface_layer.opacity == 1.0
+    assert not mesh.visible and widget.surface_layer.visible
     assert widget.surface_layer.iso_threshold == pytest.approx(0.27)
     qtbot.waitUntil(lambda: mesh_of(widget, 0.27), timeout=20000)    # rested: the new mesh swapped in
     assert widget.mesh_layer is mesh or widget.mesh_layer.name == mesh.name   # the same layer, new data
     radii = np.linalg.norm(world_vertices(widget.mesh_layer) - centre, axis=1)
     assert radii.mean() == pytest.approx(expected_radius(0.27), abs=0.1)
-    assert widget.surface_layer.opacity == 0.0
+    assert not widget.surface_layer.visible
 
-    viewer.dims.ndisplay = 2                                        # back to 2D: the mesh is removed
-    assert widget.mesh_layer is None and viewer.camera.handedness == "left"   # the user's 2D orientation
-    assert not [layer for layer in viewer.layers if layer._type_string == "surface"]
+    viewer.dims.ndisplay = 2                                        # back to 2D: the 3D helpers are hidden
+    assert viewer.camera.handedness == "left"                       # the user's 2D orientation
+    assert not [layer for layer in viewer.layers if layer._type_string == "surface" and layer.visible]
+    assert not widget.surface_layer.visible
     assert widget.contour_layer.visible and soft_layer.visible and viewer.layers["scan"].opacity == 1.0
+
+    built = widget.surfaces.built                                   # 3D again, same threshold: the same mesh
+    viewer.dims.ndisplay = 3
+    qtbot.waitUntil(lambda: mesh_of(widget, 0.27), timeout=20000)
+    assert widget.surfaces.built == built and not widget.surface_layer.visible
+    before = np.linalg.norm(world_vertices(widget.mesh_layer) - centre, axis=1).mean()
+    viewer.dims.ndisplay = 2
+    data = soft_layer.data
+    data[(data >= 0.27) & (data < 0.5)] = 0.0                       # the map edited in place: not that mesh
+    soft_layer.refresh()
+    qtbot.waitUntil(lambda: widget.overlay.mesh_level is None and widget.ready, timeout=20000)
+    viewer.dims.ndisplay = 3
+    qtbot.waitUntil(lambda: widget.surfaces.built == built + 1 and mesh_of(widget, 0.27), timeout=20000)
+    after = np.linalg.norm(world_vertices(widget.mesh_layer) - centre, axis=1).mean()
+    assert after < before - 0.2                                     # the surface moved in with the edit
 
 
 def test_a_drag_builds_one_mesh_off_the_gui_thread(sphere_dock, qtbot, monkeypatch):
@@ -159,7 +175,7 @@ def test_a_threshold_above_the_map_hides_the_mesh(sphere_dock, qtbot):
     widget.set_threshold(min(1.0, top + 0.01))
     qtbot.waitUntil(lambda: not widget.surfaces.busy and widget.overlay.mesh_level == widget.threshold,
                     timeout=20000)
-    assert not widget.mesh_layer.visible and widget.surface_layer.opacity == 1.0
+    assert not widget.mesh_layer.visible and widget.surface_layer.visible
 
 
 def test_a_soft_map_opened_while_in_3d_gets_the_3d_view(make_napari_viewer, qtbot):

@@ -46,8 +46,8 @@ _SOFT_KINDS = ("prediction", "soft_label")
 _NOT_RATERS = ("annotation", "mask")
 
 __all__ = [
-    "HELPER_KEY", "Inputs", "analysis_session", "annotation_candidates", "check_soft_map", "data_print",
-    "default_rater_checks", "inputs_key", "is_helper", "label_candidates", "layer_spacing", "mark_as_soft_map",
+    "HELPER_KEY", "Inputs", "analysis_session", "annotation_candidates", "arrays_print", "check_soft_map",
+    "data_print", "default_rater_checks", "inputs_key", "is_helper", "label_candidates", "layer_spacing", "mark_as_soft_map",
     "other_open_cases", "rater_candidates", "read_inputs", "read_inputs_work", "read_masks", "reads_in_background", "same_layer", "scan_candidates", "soft_map_candidates",
     "unwrapped",
 ]
@@ -317,11 +317,13 @@ def data_print(layers) -> tuple:
     contiguous array it views, with no copy (a 300 MB volume: ~0.2 s instead of a copy and ~1 s). Other
     array-likes are copied once.
     """
+    return arrays_print(layer.data for layer in layers if layer is not None)
+
+
+def arrays_print(arrays) -> tuple:
+    """:func:`data_print` of the layers' arrays; safe in a worker thread (CRC-32 releases the GIL)."""
     out = []
-    for layer in layers:
-        if layer is None:
-            continue
-        data = layer.data
+    for data in arrays:
         if isinstance(data, LazyArray):
             out.append((id(data), None))
             continue

@@ -19,7 +19,9 @@ widgets set :attr:`ThresholdOverlay.mode`, :attr:`~ThresholdOverlay.bands` and t
   slider rests. While the slider moves, the fast GPU iso-surface (``rendering="iso"``, ``iso_threshold = t``:
   a shader uniform) follows the hand and the mesh of the previous ``t`` is hidden, so the picture never shows
   a surface of another threshold. The scan is a faint MIP volume drawn without depth (context that never
-  hides the surface), raters and soft maps are off (all restored in 2D, where the mesh is removed). A big
+  hides the surface), raters and soft maps are off (all restored in 2D). The 3D helper layers (mesh, iso
+  volume, context) are hidden in 2D, not removed: napari collects garbage after every removal (0.2 s with a
+  big case and torch loaded), and the mesh of an unchanged threshold is shown again at once. A big
   volume (more than :data:`MAX_3D_VOXELS`) is drawn in 3D from a strided copy (:func:`display_stride`): the
   iso volume and the scan's context, not the mesh, which is always of the full-resolution soft map. Under
   software OpenGL uploading a 300 MB volume texture blocks the GUI thread for ~10 s; a 2 M-voxel copy for
@@ -201,7 +203,8 @@ class ThresholdOverlay:
         self.contour_view: ContourView | None = None
         self.bands_view: BandsView | None = None
         self._saved_3d: list = []          # (layer, attribute, value) to restore when leaving 3D
-        self._context_layers: list = []    # strided stand-ins of big scans in 3D (removed in 2D)
+        self._context_layers: list = []    # (scan, its strided stand-in in 3D, the scan array's id); hidden in 2D
+        self._mesh_empty = False           # the mesh of mesh_level has no faces (nothing at or above it)
         self._saved_orientation = None     # the camera orientation before a mirrored 3D view was unmirrored
 
     # -- what is drawn -------------------------------------------------------------------------------
@@ -227,8 +230,12 @@ class ThresholdOverlay:
             self.source = layer
 
     def clear(self) -> None:
-        """Draw nothing: remove the overlay layers and forget the soft map."""
+        """Draw nothing: remove the overlay layers (and the scans' 3D stand-ins) and forget the soft map."""
         self.remove()
+        for _, context, _ in self._context_layers:
+            if self.alive(context):
+                self.viewer.layers.remove(context)
+        self._context_layers = []
         self.source = None
         self.update_legend()
 
@@ -338,7 +345,8 @@ class ThresholdOverlay:
                 strided(source.data, stride), name=f"{source.name} p ≥ t surface", rendering="iso",
                 iso_threshold=self.threshold,
                 colormap=solid_colormap("softseg surface", SURFACE_COLOR), contrast_limits=(0.0, 1.0),
-                # no depth: the iso volume (opacity 0 under a current mesh) must not hide the mesh it lies on
+                # no depth: while the mesh of the last threshold is swapped for the new one, the iso volume
+                # must not hide the mesh it lies on
                 blending="translucent_no_depth", metadata={HELPER_KEY: "threshold surface"},
                 **{**transform, "scale": np.asarray(source.scale) * stride},
             )
@@ -356,7 +364,7 @@ class ThresholdOverlay:
     def shows_mesh(self) -> bool:
         """Whether the shaded mesh of the current threshold is what the 3D view shows."""
         return (self.shown_mode == "surface" and self.alive(self.mesh_layer) and self.mesh_layer.visible
-                and self.mesh_level == self.threshold)
+                and self.mesh_level == self.threshold and not self._mesh_empty)
 
     def mesh_source(self) -> MeshSource | None:
         """What to mesh for the current soft map (None: no soft map, not 3D data, or not in 3D)."""
@@ -372,16 +380,14 @@ class ThresholdOverlay:
                 or source.data is not self.source.data):
             return False
         self.mesh_level = mesh.level
+        self._mesh_empty = mesh.is_empty
         if mesh.is_empty:
-            if self.alive(self.mesh_layer):
-                self.mesh_layer.visible = False
             self._swap_mesh()
             return True
         data = (mesh.vertices, mesh.faces, mesh.values())
         if self.alive(self.mesh_layer):
             self.mesh_layer.data = data
             self.mesh_layer.affine = source.affine
-            self.mesh_layer.visible = True
         else:
             active = self.viewer.layers.selection.active
             self.mesh_layer = self.viewer.add_surface(
@@ -395,15 +401,22 @@ class ThresholdOverlay:
         return True
 
     def _swap_mesh(self) -> None:
-        """The mesh when it is of the current threshold, else the fast iso volume (the mesh hidden)."""
-        current = self.mesh_level == self.threshold
-        if self.alive(self.mesh_layer) and self.mesh_layer.visible and not current:
-            self.mesh_layer.visible = False
-        if self.alive(self.surface_layer):
-            # opacity, not visibility: showing a hidden volume would upload the whole volume again
-            opacity = 0.0 if current and self.alive(self.mesh_layer) and self.mesh_layer.visible else 1.0
-            if self.surface_layer.opacity != opacity:
-                self.surface_layer.opacity = opacity
+        """The mesh when it is of the current threshold, else the fast iso volume (the mesh hidden); in 2D neither.
+
+        The iso volume is hidden, not made transparent, under a current mesh: a transparent volume is
+        still ray-cast every frame (under software GL 0.55 of a 0.83 s frame on a 512 × 512 × 300 map).
+        """
+        surface = self.shown_mode == "surface"
+        mesh = surface and self.mesh_level == self.threshold and not self._mesh_empty and self.alive(self.mesh_layer)
+        if self.alive(self.mesh_layer) and self.mesh_layer.visible != mesh:
+            self.mesh_layer.visible = mesh
+        if self.alive(self.surface_layer) and self.surface_layer.visible != (surface and not mesh):
+            self.surface_layer.visible = surface and not mesh
+
+    def forget_mesh(self) -> None:
+        """The soft map was edited in place: the mesh no longer shows it (rebuilt when :attr:`needs_mesh`)."""
+        self.mesh_level = None
+        self._swap_mesh()
 
     def remove_mesh(self) -> None:
         """Remove the shaded mesh (leaving 3D, or a new soft map)."""
@@ -411,6 +424,7 @@ class ThresholdOverlay:
             self.viewer.layers.remove(self.mesh_layer)
         self.mesh_layer = None
         self.mesh_level = None
+        self._mesh_empty = False
 
     def set_visibility(self) -> None:
         """Show the overlay layers of the current mode, hide the others."""
@@ -418,20 +432,22 @@ class ThresholdOverlay:
         two_d = self.viewer.dims.ndisplay == 2
         for layer, shown in ((self.fill_layer, mode in FILL_OPACITY), (self.contour_layer, mode.startswith("outline")),
                              (self.bands_layer, two_d and self.bands),
-                             (self.surface_layer, mode == "surface")):
+                             (self.surface_layer, mode == "surface" and not self.shows_mesh)):
             if self.alive(layer) and layer.visible != shown:
                 layer.visible = shown
-        if mode == "surface":
-            self._swap_mesh()
-        else:
+        if mode == "none":
             self.remove_mesh()
+        else:
+            self._swap_mesh()                # 2D: the mesh is hidden (kept for the next 3D view)
 
     def remove(self) -> None:
-        """Remove the overlay layers from the viewer."""
-        self.remove_mesh()
-        for layer in (self.fill_layer, self.contour_layer, self.bands_layer, self.surface_layer):
-            if self.alive(layer):
-                self.viewer.layers.remove(layer)
+        """Remove the overlay layers from the viewer (in one batch: napari collects garbage after each removal)."""
+        batched = getattr(self.viewer.layers, "batched_update", None)
+        with batched() if batched is not None else contextlib.nullcontext():
+            self.remove_mesh()
+            for layer in (self.fill_layer, self.contour_layer, self.bands_layer, self.surface_layer):
+                if self.alive(layer):
+                    self.viewer.layers.remove(layer)
         self.fill_layer = self.contour_layer = self.bands_layer = self.surface_layer = None
         self.contour_view = self.bands_view = None
 
@@ -447,6 +463,13 @@ class ThresholdOverlay:
             self.surface_layer = None
         elif same_layer(layer, self.mesh_layer):
             self.mesh_layer = self.mesh_level = None
+        else:
+            for entry in list(self._context_layers):
+                scan, context, _ = entry
+                if same_layer(layer, context):
+                    self._context_layers.remove(entry)
+                elif same_layer(layer, scan) and self.alive(context):   # its scan is gone: so is its stand-in
+                    self.viewer.layers.remove(context)
 
     def show_colorbar(self) -> None:
         """One colour bar: the drawn soft map's (the legend of its heat colours), in 2D."""
@@ -459,21 +482,46 @@ class ThresholdOverlay:
                 return
 
     # -- 2D / 3D ---------------------------------------------------------------------------------------
-    def on_ndisplay(self) -> None:
-        """2D ↔ 3D: in 3D p ≥ t is an iso-surface, the scan a faint volume, raters and heat map off."""
-        if self.viewer.dims.ndisplay == 3:
-            self._enter_3d()
-        else:
-            self._leave_3d()
-        self.ensure()
-        self.show_colorbar()
-        self.update(self.threshold)
-        self.update_legend()
+    def on_ndisplay(self, later=None) -> None:
+        """2D ↔ 3D: in 3D p ≥ t is an iso-surface, the scan a faint volume, raters and heat map off.
 
-    def _enter_3d(self) -> None:
-        if self._saved_3d or self.source is None:
+        Args:
+            later: Optional ``later(fn)`` that calls ``fn`` on a later turn of the event loop (the dock passes
+                a zero-delay timer). The layers that leave the view are hidden at once, and the new helper
+                layers (each ~0.2-0.3 s of napari's layer controls and canvas work) are added one per turn, so
+                the GUI is never blocked for their sum. Without it, all happens now.
+        """
+        mode = self.viewer.dims.ndisplay
+        adds = self._enter_3d() if mode == 3 else self._leave_3d()
+
+        def finish() -> None:
+            self.ensure()
+            self.show_colorbar()
+            self.update(self.threshold)
+            self.update_legend()
+
+        if later is None or mode == 2:
+            for add in adds:
+                add()
+            finish()
             return
+        pending = [*adds, finish]
+
+        def run() -> None:
+            step = pending.pop(0)
+            if step is finish or self.viewer.dims.ndisplay == mode:   # an add of a 3D view since left: skipped
+                step()
+            if pending:
+                later(run)
+
+        later(run)
+
+    def _enter_3d(self) -> list:
+        """Hide what 3D does not show (now) and return the additions still to make (the scans' stand-ins)."""
+        if self._saved_3d or self.source is None:
+            return []
         self._unmirror()
+        adds = []
         for layer in list(self.viewer.layers):
             if is_helper(layer):
                 continue
@@ -481,9 +529,10 @@ class ThresholdOverlay:
             if layer_type(layer) == "labels" or same_layer(layer, self.source) or kind in ("soft_label", "prediction"):
                 self._saved_3d.append((layer, "visible", layer.visible))
                 layer.visible = False
-            elif layer_type(layer) == "image" and layer.visible and self._add_context(layer):
+            elif layer_type(layer) == "image" and layer.visible and self._needs_context(layer):
                 self._saved_3d.append((layer, "visible", True))
                 layer.visible = False            # its strided stand-in is drawn instead
+                adds.append(lambda layer=layer: self._show_context(layer))
             elif layer_type(layer) == "image" and layer.visible:
                 for attribute in ("opacity", "rendering", "blending", "contrast_limits_range", "contrast_limits"):
                     self._saved_3d.append((layer, attribute, getattr(layer, attribute)))
@@ -495,23 +544,35 @@ class ThresholdOverlay:
                 layer.blending = "translucent_no_depth"
                 lo, hi = (float(v) for v in layer.contrast_limits)
                 layer.contrast_limits = (lo, lo + (hi - lo) / SCAN_OPACITY_3D)
+        self.set_visibility()                    # the 2D helpers (outline, fill, bands) off now, not later
+        return adds
 
-    def _add_context(self, layer) -> bool:
-        """A big scan in 3D: add a strided copy of it as faint context (see :meth:`_enter_3d`); False if small."""
-        if layer.ndim != 3 or layer.rgb or layer.multiscale or display_stride(layer.data.shape) == 1:
-            return False
-        stride = display_stride(layer.data.shape)
+    @staticmethod
+    def _needs_context(layer) -> bool:
+        """Whether ``layer`` (a scan) is big enough to be drawn in 3D from a strided stand-in."""
+        return layer.ndim == 3 and not layer.rgb and not layer.multiscale and display_stride(layer.data.shape) > 1
+
+    def _show_context(self, layer) -> None:
+        """Show the strided stand-in of the big scan ``layer`` in 3D: the one from an earlier 3D view, or a new one."""
+        if not self.alive(layer) or self.viewer.dims.ndisplay != 3:
+            return
         lo, hi = (float(v) for v in layer.contrast_limits)
+        limits = (lo, lo + (hi - lo) / SCAN_OPACITY_3D)
+        for scan, context, data_id in self._context_layers:
+            if same_layer(scan, layer) and self.alive(context) and data_id == id(layer.data):
+                context.contrast_limits = limits
+                context.visible = True
+                return
+        stride = display_stride(layer.data.shape)
         context = self.viewer.add_image(
             strided(layer.data, stride), name=f"{layer.name} (3D context)", rendering="mip",
-            colormap=layer.colormap, contrast_limits=(lo, lo + (hi - lo) / SCAN_OPACITY_3D),
+            colormap=layer.colormap, contrast_limits=limits,
             opacity=min(layer.opacity, SCAN_OPACITY_3D), blending="translucent_no_depth",
             metadata={HELPER_KEY: "3D context"}, affine=layer.affine.affine_matrix,
             scale=np.asarray(layer.scale) * stride, translate=layer.translate, rotate=layer.rotate, shear=layer.shear,
         )
         self.viewer.layers.move(len(self.viewer.layers) - 1, 0)      # drawn first, behind the rest
-        self._context_layers.append(context)
-        return True
+        self._context_layers.append((layer, context, id(layer.data)))
 
     def _unmirror(self) -> None:
         """Make the 3D view right-handed (a radiologist's 3D is never mirrored).
@@ -527,16 +588,12 @@ class ThresholdOverlay:
         depth, vertical, horizontal = (str(getattr(a, "value", a)) for a in camera.orientation)
         camera.orientation = ("away" if depth == "towards" else "towards", vertical, horizontal)
 
-    def _leave_3d(self) -> None:
-        # one batch: napari runs a full garbage collection after each layer removal (~0.15 s each with torch
-        # and a big case loaded); batched, it runs once
-        batched = getattr(self.viewer.layers, "batched_update", None)
-        with batched() if batched is not None else contextlib.nullcontext():
-            self.remove_mesh()
-            for layer in self._context_layers:
-                if self.alive(layer):
-                    self.viewer.layers.remove(layer)
-        self._context_layers = []
+    def _leave_3d(self) -> list:
+        """Hide the 3D helpers (kept for the next 3D view) and restore what 3D changed; nothing left to add."""
+        self._swap_mesh()
+        for _, context, _ in self._context_layers:
+            if self.alive(context) and context.visible:
+                context.visible = False
         if self._saved_orientation is not None:
             self.viewer.camera.orientation = self._saved_orientation
             self._saved_orientation = None
@@ -544,3 +601,4 @@ class ThresholdOverlay:
             if self.alive(layer):
                 setattr(layer, attribute, value)
         self._saved_3d = []
+        return []

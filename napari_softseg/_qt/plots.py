@@ -5,7 +5,7 @@
 * :class:`PRCurvePlot` — precision against recall; the curve is drawn once per reference, and the
   current operating point is a marker moved by **blitting** (restore the cached background, draw one
   artist, mark that rectangle for the next paint), at most once per ``marker_interval_ms``. A slider move
-  never redraws the figure. A model's named operating points are marked and labelled on the curve
+  never redraws the figure; the marker's "t = …" label is drawn once the marker rests (:data:`LABEL_REST_MS`). A model's named operating points are marked and labelled on the curve
   (:meth:`PRCurvePlot.set_named_marks`), and a cohort's pooled curve with its per-case band can be drawn
   behind it (:meth:`PRCurvePlot.set_cohort`).
 * :class:`ReliabilityPlot` — the reliability diagram of the calibration widget.
@@ -19,7 +19,7 @@ import numpy as np
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from qtpy.QtWidgets import QSizePolicy
-from superqt.utils import qthrottled
+from superqt.utils import qdebounced, qthrottled
 
 __all__ = ["PRCurvePlot", "PlotColors", "ReliabilityPlot", "ThemedCanvas", "theme_colors"]
 
@@ -38,6 +38,8 @@ class PlotColors:
     named: str = "#7bed9f"
     cohort: str = "#c8d6e5"
 
+#: Quiet time (ms) after the last marker move before its "t = …" label is drawn (text costs ~5 ms a draw).
+LABEL_REST_MS = 120
 
 # Data colours chosen for contrast on each background (light lines on dark, dark lines on light).
 _DATA = {
@@ -203,6 +205,10 @@ class PRCurvePlot(ThemedCanvas):
         self.restyle_data()
         self.mpl_connect("draw_event", self._on_draw)
         self._blit_throttled = qthrottled(self._blit_marker, timeout=marker_interval_ms, leading=True)
+        # the "t = …" label is drawn once the marker rests: its text costs ~5 ms a move (glyphs), more than the
+        # marker; while the marker moves the label is off (the dock shows t beside the slider)
+        self._label_later = qdebounced(self._blit_label, timeout=LABEL_REST_MS)
+        self._label_shown = True
 
     def restyle_data(self) -> None:
         c = self.colors
@@ -403,21 +409,35 @@ class PRCurvePlot(ThemedCanvas):
         self.figure.draw_artist(self.marker)
         self.figure.draw_artist(self.marker_label)
 
-    def _blit_marker(self) -> None:
+    def _blit_marker(self, label: bool = False) -> None:
         if self._background is None or _deleted(self) or not self.isVisible():
             return
         self.restore_region(self._background)
-        self.place_marker_label()
         self.figure.draw_artist(self.marker)
-        self.figure.draw_artist(self.marker_label)
+        self._label_shown = label
+        if label:
+            self.place_marker_label()
+            self.figure.draw_artist(self.marker_label)
+        else:
+            self._label_later()
         # Like FigureCanvasQTAgg.blit, but asking Qt for an *asynchronous* update of the rectangle: a
         # synchronous repaint() makes Qt compose the whole main window (it holds napari's OpenGL canvas)
         # once more per move; update() lets that happen once, together with the canvas repaint.
         self.update()   # the label may reach outside the axes: the whole (small) canvas, asynchronously
 
+    def _blit_label(self) -> None:
+        """The marker rests: draw it with its label."""
+        self._blit_marker(label=True)
+
+    @property
+    def label_shown(self) -> bool:
+        """Whether the marker's label is on the canvas (it is off while the marker moves)."""
+        return self._label_shown
+
     def flush(self) -> None:
-        """Run a pending throttled marker repaint now (tests, benchmarks)."""
+        """Run a pending throttled marker repaint and the label's now (tests, benchmarks)."""
         self._blit_throttled.flush()
+        self._label_later.flush()
 
 
 def _outside(box, frame) -> float:

@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
+
 from napari.layers import Labels
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
@@ -30,7 +32,7 @@ from superqt.utils import qdebounced
 from napari_softseg._napari.layer_roles import (
     Inputs,
     analysis_session,
-    data_print,
+    arrays_print,
     default_rater_checks,
     rater_candidates,
     read_inputs,
@@ -48,6 +50,9 @@ from napari_softseg.errors import SoftsegError
 EDIT_DEBOUNCE_MS = 300
 #: Height of the rater list when shown (about four rows; it scrolls beyond).
 RATER_LIST_HEIGHT = 90
+#: Checksums of newly chosen layers are taken here, off the GUI thread (CRC-32 releases the GIL: a 300 MB
+#: soft map is ~0.2 s, once per dock and per new choice).
+_PRINTS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="softseg-print")
 
 
 class LayerInputs(QWidget):
@@ -84,7 +89,8 @@ class LayerInputs(QWidget):
         self._choice: dict[int, bool] = self.session.rater_choice
         self._updating = False
         self._watched: list = []       # layers whose edits are reported by ``edited``
-        self._print: tuple = ()        # their data's identity and checksum when last reported
+        self._watched_ids: tuple | None = None   # which layers and arrays those are
+        self._print: Future | None = None   # their data's identity and checksum when last reported
         self._view: tuple = ()         # the view (slice, 2D/3D, axis order) when the layers last re-sliced
         self._edited_later = qdebounced(self._emit_edited, timeout=EDIT_DEBOUNCE_MS)
         self.soft_combo.currentIndexChanged.connect(self._on_soft_changed)
@@ -225,7 +231,14 @@ class LayerInputs(QWidget):
     def _watch(self) -> None:
         """Follow edits of the chosen layers only: the soft map's data, the checked raters' paint and data."""
         self._unwatch()
-        self._print = self._data_print()
+        layers = [layer for layer in (self.soft_layer(), *self.rater_layers()) if layer is not None]
+        ids = tuple((id(unwrapped(layer)), id(layer.data)) for layer in layers)
+        if ids != self._watched_ids or self._print is None:
+            # a new choice: its baseline checksum in a thread. The same layers and arrays as before (another
+            # layer added or removed, the 3D switch's helpers): the baseline stands — an edit since it fired
+            # an event, and ``_emit_edited`` compares with the baseline.
+            self._watched_ids = ids
+            self._print = _PRINTS.submit(arrays_print, [layer.data for layer in layers])
         self._view = self._view_key()
         soft = self.soft_layer()
         # ``set_data`` also fires after an in-place edit + ``layer.refresh()`` (and on re-slicing: the docks
@@ -269,18 +282,27 @@ class LayerInputs(QWidget):
     @property
     def data_print(self) -> tuple:
         """The chosen layers' data identity and checksums as of the last reported change."""
+        return () if self._print is None else self._print.result()
+
+    def data_print_future(self) -> Future:
+        """:attr:`data_print` as a future (the checksum of a new choice is taken in a thread)."""
+        if self._print is None:
+            self._print = Future()
+            self._print.set_result(())
         return self._print
 
     def _data_print(self) -> tuple:
         """What the chosen layers hold: each array's identity and CRC-32 (an in-place edit changes it)."""
-        return data_print([self.soft_layer(), *self.rater_layers()])
+        return arrays_print(layer.data for layer in (self.soft_layer(), *self.rater_layers()) if layer is not None)
 
     def _emit_edited(self) -> None:
         try:
             new = self._data_print()
-            if new == self._print:       # re-slicing, or an edit that changed nothing
+            if new == self.data_print:   # re-slicing, or an edit that changed nothing
                 return
-            self._print = new
+            done: Future = Future()
+            done.set_result(new)
+            self._print = done
             self.edited.emit()
         except RuntimeError:     # the widget was deleted while the timer ran
             pass

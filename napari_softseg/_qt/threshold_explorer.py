@@ -40,7 +40,7 @@ Keyboard: with the slider focused, arrows step 0.001 and Page Up/Down 0.05; anyw
 from __future__ import annotations
 
 import numpy as np
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -427,11 +427,11 @@ class ThresholdExplorer(QWidget):
                 + ", ".join(repr(m.name) for m in mismatched)
                 + " do not match the soft map's shape and are left out"
             )
-        data_print = self.inputs.data_print
+        printed = self.inputs.data_print_future()      # checksummed in a thread meanwhile
         if reads_in_background(layer):
             self._reading = True
             self.job.start(read_inputs_work(layer, self.inputs.rater_layers()),
-                           lambda inputs: self._use_inputs(inputs, data_print, force),
+                           lambda inputs: self._use_inputs(inputs, printed.result(), force),
                            message=f"reading {layer.name!r} …", on_error=self._read_failed)
             return
         try:
@@ -439,7 +439,7 @@ class ThresholdExplorer(QWidget):
         except SoftsegError as exc:
             self._read_failed(exc)
             return
-        self._use_inputs(inputs, data_print, force)
+        self._use_inputs(inputs, printed.result(), force)
 
     def _read_failed(self, exc: BaseException) -> None:
         layer = self.inputs.soft_layer()
@@ -591,7 +591,8 @@ class ThresholdExplorer(QWidget):
 
     def _on_ndisplay(self, event=None) -> None:
         """2D ↔ 3D: in 3D p ≥ t is a shaded surface, the scan a faint volume, raters and heat map off."""
-        self.overlay.on_ndisplay()
+        # the new 3D helper layers are added on later turns of the event loop, one per turn
+        self.overlay.on_ndisplay(later=lambda fn: QTimer.singleShot(0, fn))
         self.surfaces.on_ndisplay()
 
     def _on_role(self, role: str) -> None:
@@ -612,7 +613,9 @@ class ThresholdExplorer(QWidget):
         """The soft map's data was replaced or edited in place (and refreshed), or a rater mask was painted
         (the picker only reports real changes): rebuild; new overlays only if the soft map's array changed."""
         self.analysis.invalidate()
+        self.overlay.forget_mesh()       # the kept 3D mesh may show the old data
         self.rebuild()
+        self.surfaces.on_ndisplay()      # in 3D: build it again
 
     def _on_shared_threshold(self, value: float) -> None:
         if value != self._threshold:

@@ -42,16 +42,24 @@ CELL_MM = 3.0
 CELL_SHARE = 0.5
 
 
-def _body_cells(body: np.ndarray, cells: Sequence[int]) -> np.ndarray:
-    """Coarse cells (``cells`` voxels a side) in which at least :data:`CELL_SHARE` of the voxels are body."""
-    counts = body
-    sizes = np.ones((1, 1, 1))
-    for axis, size in enumerate(cells):
-        starts = np.arange(0, body.shape[axis], size)
-        counts = np.add.reduceat(counts, starts, axis=axis, dtype=np.uint32)
+def _body_cells(image: np.ndarray, level: float, cells: Sequence[int]) -> np.ndarray:
+    """Coarse cells (``cells`` voxels a side) in which at least :data:`CELL_SHARE` of the voxels are above ``level``.
+
+    The first axis is reduced one cell-thick slab at a time: no scan-sized temporary (``image > level`` of a
+    512 × 512 × 300 scan is 75 MB, and ``np.add.reduceat`` would cast it whole to the count type, 300 MB).
+    """
+    starts = np.arange(0, image.shape[0], cells[0])
+    dtype = np.uint16 if int(np.prod(cells)) < 2**16 else np.uint32      # a cell's count fits
+    counts = np.empty((len(starts), *image.shape[1:]), dtype)
+    for i, start in enumerate(starts):
+        np.add.reduce(image[start:start + cells[0]] > level, axis=0, dtype=dtype, out=counts[i])
+    sizes = np.diff(np.append(starts, image.shape[0])).reshape(-1, 1, 1).astype(np.float64)
+    for axis, size in enumerate(cells[1:], start=1):
+        starts = np.arange(0, image.shape[axis], size)
+        counts = np.add.reduceat(counts, starts, axis=axis, dtype=dtype)
         shape = [1, 1, 1]
         shape[axis] = len(starts)
-        sizes = sizes * np.diff(np.append(starts, body.shape[axis])).reshape(shape)
+        sizes = sizes * np.diff(np.append(starts, image.shape[axis])).reshape(shape)
     return counts >= CELL_SHARE * sizes
 
 
@@ -82,19 +90,31 @@ def near_body(image: np.ndarray, spacing: Sequence[float], *, level: float, marg
     Returns:
         The mask on the scan's grid; all ``True`` when no voxel is above the level (nothing to go by).
     """
+    keep, cells = _near_body_cells(np.asarray(image), spacing, level=level, margin_mm=margin_mm)
+    return _on_scan_grid(keep, cells, np.asarray(image).shape, slice(None))
+
+
+def _near_body_cells(image: np.ndarray, spacing, *, level: float, margin_mm: float):
+    """:func:`near_body` on the coarse grid: ``(keep, cells)``; ``keep`` is None when there is no body."""
     from scipy import ndimage
 
-    image = np.asarray(image)
     spacing = [float(s) for s in spacing]
     cells = [max(1, int(round(CELL_MM / s))) for s in spacing]
-    coarse = _body_cells(image > level, cells)   # one byte a voxel, then the coarse counts
+    coarse = _body_cells(image, level, cells)
     if not coarse.any():
-        return np.ones(image.shape, dtype=bool)
+        return None, cells
     coarse = _fill(coarse)
     cell_mm = [c * s for c, s in zip(cells, spacing)]
     distance = ndimage.distance_transform_edt(~coarse, sampling=cell_mm)
-    keep = distance <= margin_mm + math.sqrt(sum(c * c for c in cell_mm))   # a cell's own extent
-    index = np.ix_(*(np.arange(n) // c for n, c in zip(image.shape, cells)))
+    return distance <= margin_mm + math.sqrt(sum(c * c for c in cell_mm)), cells   # a cell's own extent
+
+
+def _on_scan_grid(keep, cells, shape, rows: slice) -> np.ndarray:
+    """Rows ``rows`` (first axis) of the coarse ``keep`` on the scan's grid (all True without a body)."""
+    first = np.arange(shape[0])[rows]
+    if keep is None:
+        return np.ones((len(first), *shape[1:]), dtype=bool)
+    index = np.ix_(first // cells[0], *(np.arange(n) // c for n, c in zip(shape[1:], cells[1:])))
     return keep[index]
 
 
@@ -108,11 +128,15 @@ def zero_far_from_body(prob: np.ndarray, image: np.ndarray, spacing, *, level: f
         level: Body level of the scan.
         margin_mm: See :func:`near_body`.
     """
-    far = ~near_body(image, spacing, level=level, margin_mm=margin_mm)
+    image = np.asarray(image)
+    keep, cells = _near_body_cells(image, spacing, level=level, margin_mm=margin_mm)
+    if keep is None:
+        return 0
     changed = 0
-    rows = max(1, (16 * 2**20) // max(1, far[0].size))   # slabs: no volume-sized temporaries
-    for start in range(0, far.shape[0], rows):
-        sub, out = far[start:start + rows], prob[start:start + rows]
-        changed += int(np.count_nonzero(out[sub]))
-        out[sub] = 0.0
+    rows = max(1, (4 * 2**20) // max(1, int(np.prod(image.shape[1:]))))    # slabs: no volume-sized temporaries
+    for start in range(0, image.shape[0], rows):
+        far = ~_on_scan_grid(keep, cells, image.shape, slice(start, start + rows))
+        out = prob[start:start + rows]
+        changed += int(np.count_nonzero(np.logical_and(out != 0, far, out=far)))
+        out[far] = 0.0            # far now holds the voxels to clear (0 stays 0)
     return changed
