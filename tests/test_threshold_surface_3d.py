@@ -98,10 +98,12 @@ def test_3d_shows_a_smooth_mesh_at_the_right_place_and_rebuilds_it_when_the_slid
     assert not widget.surface_layer.visible                      # the iso volume gives way to the mesh
     assert not soft_layer.visible and viewer.layers["scan"].opacity <= 0.25
 
-    widget.slider.setValue(270)                                     # drag: the iso volume follows at once
-    assert not mesh.visible and widget.surface_layer.visible
-    assert widget.surface_layer.iso_threshold == pytest.approx(0.27)
+    widget.slider.setValue(270)                                     # drag: the last mesh stays, and says so
+    assert mesh.visible and not widget.surface_layer.visible and widget.overlay.mesh_is_stale
+    widget.overlay.update_legend()
+    assert "surface of p ≥ 0.5, updating to: p ≥ 0.27" in viewer.text_overlay.text
     qtbot.waitUntil(lambda: mesh_of(widget, 0.27), timeout=20000)    # rested: the new mesh swapped in
+    assert viewer.text_overlay.text.startswith("cyan surface: p ≥ 0.27")
     assert widget.mesh_layer is mesh or widget.mesh_layer.name == mesh.name   # the same layer, new data
     radii = np.linalg.norm(world_vertices(widget.mesh_layer) - centre, axis=1)
     assert radii.mean() == pytest.approx(expected_radius(0.27), abs=0.1)
@@ -144,7 +146,7 @@ def test_a_drag_builds_one_mesh_off_the_gui_thread(sphere_dock, qtbot, monkeypat
     built = widget.surfaces.built
     for value in range(300, 420, 10):                               # one drag, no pause in between
         widget.slider.setValue(value)
-    assert widget.surfaces.busy and not widget.mesh_layer.visible
+    assert widget.surfaces.busy and widget.mesh_layer.visible and widget.overlay.mesh_is_stale
     qtbot.waitUntil(lambda: mesh_of(widget, 0.41), timeout=20000)
     assert widget.surfaces.built == built + 1                       # only the resting value was meshed
     assert threads and not any(on_main for on_main, _ in threads)   # never on the GUI thread

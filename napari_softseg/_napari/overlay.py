@@ -16,9 +16,9 @@ widgets set :attr:`ThresholdOverlay.mode`, :attr:`~ThresholdOverlay.bands` and t
   napari's light follows the camera) of the sub-voxel marching-cubes mesh
   (:func:`~napari_softseg.analysis.surface.iso_surface`), built off the GUI thread by the dock
   (:meth:`ThresholdOverlay.mesh_source` → :func:`build_mesh` → :meth:`ThresholdOverlay.show_mesh`) once the
-  slider rests. While the slider moves, the fast GPU iso-surface (``rendering="iso"``, ``iso_threshold = t``:
-  a shader uniform) follows the hand and the mesh of the previous ``t`` is hidden, so the picture never shows
-  a surface of another threshold. The scan is a faint MIP volume drawn without depth (context that never
+  slider rests. While the slider moves, the mesh of the last threshold stays and the canvas legend says so
+  ("surface of p ≥ 0.4, updating to p ≥ 0.45"); the iso-surface volume (``rendering="iso"``) is shown only
+  until the first mesh exists: under software OpenGL it is the slowest thing to draw. The scan is a faint MIP volume drawn without depth (context that never
   hides the surface), raters and soft maps are off (all restored in 2D). The 3D helper layers (mesh, iso
   volume, context) are hidden in 2D, not removed: napari collects garbage after every removal (0.2 s with a
   big case and torch loaded), and the mesh of an unchanged threshold is shown again at once. A big
@@ -278,6 +278,8 @@ class ThresholdOverlay:
             return
         t = self.threshold if t is None else t
         shape = "surface" if mode == "surface" else "outline"
+        if mode == "surface" and self.mesh_is_stale and self.mesh_level is not None:
+            shape = f"surface of p ≥ {format_threshold(self.mesh_level)}, updating to"
         bands = "  ·  " + bands_legend() if self.bands and mode != "surface" else ""
         heat = "" if mode == "surface" else "  ·  heat: uncertain {:g} < p < {:g}".format(*HEAT_BAND)
         overlay.text = f"{LEGEND_PREFIX}{shape}: p ≥ {format_threshold(t)}{bands}{heat}"
@@ -345,7 +347,7 @@ class ThresholdOverlay:
                 strided(source.data, stride), name=f"{source.name} p ≥ t surface", rendering="iso",
                 iso_threshold=self.threshold,
                 colormap=solid_colormap("softseg surface", SURFACE_COLOR), contrast_limits=(0.0, 1.0),
-                # no depth: while the mesh of the last threshold is swapped for the new one, the iso volume
+                # no depth: while the first mesh is swapped in, the iso volume
                 # must not hide the mesh it lies on
                 blending="translucent_no_depth", metadata={HELPER_KEY: "threshold surface"},
                 **{**transform, "scale": np.asarray(source.scale) * stride},
@@ -383,6 +385,7 @@ class ThresholdOverlay:
         self._mesh_empty = mesh.is_empty
         if mesh.is_empty:
             self._swap_mesh()
+            self.update_legend()
             return True
         data = (mesh.vertices, mesh.faces, mesh.values())
         if self.alive(self.mesh_layer):
@@ -398,20 +401,29 @@ class ThresholdOverlay:
             if active is not None and self.alive(active):
                 self.viewer.layers.selection.active = active
         self._swap_mesh()
+        self.update_legend()
         return True
 
     def _swap_mesh(self) -> None:
-        """The mesh when it is of the current threshold, else the fast iso volume (the mesh hidden); in 2D neither.
+        """In 3D: the mesh — of the current threshold, or while the slider moves the last one built (the new
+        one is swapped in when it rests); the iso volume only when there is no mesh yet (or it is empty).
 
-        The iso volume is hidden, not made transparent, under a current mesh: a transparent volume is
-        still ray-cast every frame (under software GL 0.55 of a 0.83 s frame on a 512 × 512 × 300 map).
+        Under software OpenGL the iso volume is not fast: ray-casting it takes 0.55 s of a 0.83 s frame of
+        a 512 × 512 × 300 map, so dragging over it cost 2.5× a repaint of the mesh. It is hidden, not made
+        transparent (a transparent volume is still ray-cast every frame), whenever a mesh is shown.
         """
         surface = self.shown_mode == "surface"
-        mesh = surface and self.mesh_level == self.threshold and not self._mesh_empty and self.alive(self.mesh_layer)
+        mesh = surface and self.mesh_level is not None and not self._mesh_empty and self.alive(self.mesh_layer)
         if self.alive(self.mesh_layer) and self.mesh_layer.visible != mesh:
             self.mesh_layer.visible = mesh
         if self.alive(self.surface_layer) and self.surface_layer.visible != (surface and not mesh):
             self.surface_layer.visible = surface and not mesh
+
+    @property
+    def mesh_is_stale(self) -> bool:
+        """Whether the 3D view shows the mesh of an earlier threshold (the slider moved; a new one is built)."""
+        return (self.shown_mode == "surface" and self.alive(self.mesh_layer) and self.mesh_layer.visible
+                and self.mesh_level != self.threshold)
 
     def forget_mesh(self) -> None:
         """The soft map was edited in place: the mesh no longer shows it (rebuilt when :attr:`needs_mesh`)."""
