@@ -185,23 +185,29 @@ def fully_loaded(viewer) -> bool:
     return all(getattr(layer.data, "loaded", True) for layer in viewer.layers)
 
 
-# --------------------------------------------------------------------------------------------------
-# One size, in its own process
-# --------------------------------------------------------------------------------------------------
-def measure(name: str, case: Path, moves: int, moves_3d: int, slices: int, open_only: bool = False) -> dict:
+def shown_viewer():
+    """A shown napari viewer, drawn once: ``(viewer, app, heartbeat, vispy canvas, [frames drawn])``."""
     import napari
-    import nibabel as nib
     from qtpy.QtWidgets import QApplication
 
-    shape = nib.load(str(case / "image.nii.gz")).shape
-    scan_bytes = int(np.prod(shape)) * 4
     viewer = napari.Viewer(show=True)
-    app = QApplication.instance()
     heart = Heartbeat()
     scene = viewer.window._qt_viewer.canvas._scene_canvas
     draws = [0]
     scene.events.draw.connect(lambda event: draws.__setitem__(0, draws[0] + 1))
     run_until(lambda: draws[0] > 0, 10.0)
+    return viewer, QApplication.instance(), heart, scene, draws
+
+
+# --------------------------------------------------------------------------------------------------
+# One size, in its own process
+# --------------------------------------------------------------------------------------------------
+def measure(name: str, case: Path, moves: int, moves_3d: int, slices: int, open_only: bool = False) -> dict:
+    import nibabel as nib
+
+    shape = nib.load(str(case / "image.nii.gz")).shape
+    scan_bytes = int(np.prod(shape)) * 4
+    viewer, app, heart, scene, draws = shown_viewer()
     rss_base = _rss_now()
     out: dict = {"shape": list(shape), "scan_mb": round(scan_bytes / 2**20, 1),
                  "rss_baseline_mb": round(rss_base / 2**20, 1)}
@@ -286,16 +292,7 @@ def measure_bare(case: Path, moves_3d: int) -> dict:
     Under software OpenGL napari's own 3D switch of a big scan blocks the GUI thread (the volume texture is
     uploaded and ray-cast in the first 3D frame, before any plugin's handler of the switch runs).
     """
-    import napari
-    from qtpy.QtWidgets import QApplication
-
-    viewer = napari.Viewer(show=True)
-    app = QApplication.instance()
-    heart = Heartbeat()
-    scene = viewer.window._qt_viewer.canvas._scene_canvas
-    draws = [0]
-    scene.events.draw.connect(lambda event: draws.__setitem__(0, draws[0] + 1))
-    run_until(lambda: draws[0] > 0, 10.0)
+    viewer, app, heart, scene, draws = shown_viewer()
     viewer.open(str(case / "image.nii.gz"), plugin="napari-softseg")
     run_until(lambda: len(viewer.layers) >= 1 and not _reads_pending() and fully_loaded(viewer), 600.0)
     run_until(lambda: False, 1.0)

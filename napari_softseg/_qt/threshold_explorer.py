@@ -430,8 +430,8 @@ class ThresholdExplorer(QWidget):
         printed = self.inputs.data_print_future()      # checksummed in a thread meanwhile
         if reads_in_background(layer):
             self._reading = True
-            self.job.start(read_inputs_work(layer, self.inputs.rater_layers()),
-                           lambda inputs: self._use_inputs(inputs, printed.result(), force),
+            self.job.start(_read_and_print(read_inputs_work(layer, self.inputs.rater_layers()), printed),
+                           lambda read: self._use_inputs(*read, force),
                            message=f"reading {layer.name!r} …", on_error=self._read_failed)
             return
         try:
@@ -624,3 +624,10 @@ class ThresholdExplorer(QWidget):
     # -- keyboard ----------------------------------------------------------------------------------
     def _bind_keys(self) -> None:
         bind_step_keys(self, self.viewer, KEYS, (-KEY_STEP, KEY_STEP), ThresholdExplorer.step)
+
+
+def _read_and_print(work, printed):
+    """``work`` (reading the chosen layers) and then the wait for their checksum, both in the worker: the GUI
+    thread never waits for the checksum of a big soft map. Returns ``(inputs, data print)``."""
+    inputs = yield from work
+    return inputs, printed.result()
