@@ -106,3 +106,24 @@ def test_the_shipped_model_zeroes_the_air_around_the_whole_head_sample():
     assert far.mean() > 0.2                                              # there is air to judge
     assert prob[far].max() == 0.0
     assert (prob >= 0.5).sum() > 1000                                    # and white matter is still found
+
+
+@pytest.mark.parametrize("shape, cell_mm, reach_mm", [
+    ((40, 33, 20), (1.0, 2.0, 3.0), 5.0),          # anisotropic cells, a few slabs
+    ((7, 9, 5), (3.0, 1.0, 1.0), 30.0),            # a reach wider than the grid: one halo covers it all
+    ((60, 20, 20), (0.5, 1.0, 1.0), 4.2),          # fine first axis: a halo of 9 cells per side
+])
+def test_slab_wise_distance_matches_the_whole_grid_transform(shape, cell_mm, reach_mm):
+    from scipy import ndimage
+
+    from napari_softseg.model.background import _within
+
+    rng = np.random.default_rng(1)
+    bodies = [ndimage.binary_dilation(rng.random(shape) > 0.99, iterations=2) for _ in range(3)]
+    bodies = [body for body in bodies if body.any()]   # the caller never asks without a body (near_body)
+    assert bodies
+    lone = np.zeros(shape, bool)
+    lone[shape[0] // 2, 3, 3] = True                # one body cell: slabs far from it see no body
+    for body in bodies + [lone]:
+        expected = ndimage.distance_transform_edt(~body, sampling=cell_mm) <= reach_mm
+        np.testing.assert_array_equal(_within(body, cell_mm, reach_mm, slab=4), expected)
