@@ -113,6 +113,25 @@ def test_big_volumes_are_drawn_in_3d_from_a_strided_copy(make_napari_viewer, qtb
     assert "scan (3D context)" not in viewer.layers
 
 
+def test_the_legend_glyphs_are_rendered_before_the_legend_needs_them(make_napari_viewer, qtbot):
+    """napari renders a canvas glyph the first time it is drawn (~5 ms each): the explorer has the legend's
+    rendered a few per event-loop turn when it opens, so the frame that shows the legend renders none."""
+    from napari_softseg._napari.overlay import legend_characters
+    from napari_softseg._qt.glyphs import canvas_font, missing_glyphs, warm_glyphs
+
+    viewer = make_napari_viewer()                   # not shown: nothing draws text but the warm-up
+    font = canvas_font(viewer)
+    needed = legend_characters()
+    assert font is not None and len(missing_glyphs(font, needed)) > 20
+    open_case(viewer)
+    widget = open_dock(viewer, "Threshold explorer")
+    qtbot.waitUntil(lambda: not missing_glyphs(font, needed), timeout=20000)
+    wait_ready(qtbot, widget)
+    assert set(viewer.text_overlay.text) <= set(needed) | {" "}     # the legend shown is made of them
+    assert viewer.text_overlay.visible
+    assert warm_glyphs(viewer, needed) == 0         # nothing left to render: nothing scheduled
+
+
 @pytest.mark.parametrize("order", ["F", "C"])
 def test_rater_masks_are_packed_in_the_files_memory_order(tmp_path, monkeypatch, order):
     from napari_softseg.io.dataset import discover, load_case

@@ -157,6 +157,24 @@ def build_mesh(source: MeshSource, level: float) -> Mesh:
     return iso_surface(np.asarray(source.data), level, spacing=source.spacing, step=None)
 
 
+def legend_text(mode: str, t: float, *, bands: bool = False, stale_level: float | None = None) -> str:
+    """The canvas legend line for overlay ``mode`` at threshold ``t`` (``stale_level``: the level of a 3D
+    mesh still shown while the one for ``t`` is computed)."""
+    shape = "surface" if mode == "surface" else "outline"
+    if mode == "surface" and stale_level is not None:
+        shape = f"surface of p ≥ {format_threshold(stale_level)}, updating to"
+    band_text = "  ·  " + bands_legend() if bands and mode != "surface" else ""
+    heat = "" if mode == "surface" else "  ·  heat: uncertain {:g} < p < {:g}".format(*HEAT_BAND)
+    return f"{LEGEND_PREFIX}{shape}: p ≥ {format_threshold(t)}{band_text}{heat}"
+
+
+def legend_characters() -> str:
+    """Every character a legend line can show (its glyphs are drawn the first time they appear)."""
+    lines = [legend_text(mode, 0.5, bands=bands, stale_level=0.25) for mode in ("outline", "surface")
+             for bands in (False, True)]
+    return "".join(sorted(set("".join(lines)) | set("0123456789.-")))
+
+
 def bands_legend() -> str:
     """How the confidence bands are named in the canvas legend."""
     return "thin white: p = " + " / ".join(f"{b:g}" for b in BAND_LEVELS)
@@ -277,12 +295,8 @@ class ThresholdOverlay:
                 overlay.visible = False
             return
         t = self.threshold if t is None else t
-        shape = "surface" if mode == "surface" else "outline"
-        if mode == "surface" and self.mesh_is_stale and self.mesh_level is not None:
-            shape = f"surface of p ≥ {format_threshold(self.mesh_level)}, updating to"
-        bands = "  ·  " + bands_legend() if self.bands and mode != "surface" else ""
-        heat = "" if mode == "surface" else "  ·  heat: uncertain {:g} < p < {:g}".format(*HEAT_BAND)
-        overlay.text = f"{LEGEND_PREFIX}{shape}: p ≥ {format_threshold(t)}{bands}{heat}"
+        stale_level = self.mesh_level if mode == "surface" and self.mesh_is_stale else None
+        overlay.text = legend_text(mode, t, bands=self.bands, stale_level=stale_level)
         if not overlay.visible:
             overlay.position = "top_left"
             overlay.font_size = 11

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_softseg.errors import SoftsegError
+from napari_softseg.io.memory import count_where
 from napari_softseg.io.nifti import Volume
 from napari_softseg.io.packed_masks import PackedMasks
 
@@ -137,12 +138,12 @@ def binarize_mask(data: np.ndarray, path: str | os.PathLike, out: np.ndarray | N
     if data.dtype == np.bool_:
         out[...] = data
         return out
-    if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
+    if np.issubdtype(data.dtype, np.floating) and count_where(data, lambda a: ~np.isfinite(a)):
         raise SoftsegError("mask is not binary: it contains NaN or infinite values", path)
     top = data.max() if data.size else 0
     if top in (0, 1, 255) and (not data.size or data.min() >= 0):
         np.not_equal(data, 0, out=out, casting="unsafe")
-        if top == 0 or np.count_nonzero(out) == np.count_nonzero(data == top):  # every non-zero is `top`
+        if top == 0 or np.count_nonzero(out) == count_where(data, lambda a: a == top):  # every non-zero is `top`
             return out
     values = np.unique(data)
     shown = ", ".join(f"{v:g}" for v in values[:6].astype(np.float64)) + (", ..." if values.size > 6 else "")

@@ -29,7 +29,7 @@ from napari_softseg.io.formats import (
     repair_affine,
 )
 from napari_softseg.io.geometry import Geometry
-from napari_softseg.io.memory import check_memory
+from napari_softseg.io.memory import check_memory, count_where
 
 logger = logging.getLogger(__name__)
 
@@ -343,7 +343,7 @@ def check_finite(array: np.ndarray, path: str | os.PathLike | None, what: str = 
         SoftsegError: Naming ``path`` and how many voxels are not finite.
     """
     if np.issubdtype(array.dtype, np.floating):
-        bad = int(np.count_nonzero(~np.isfinite(array)))
+        bad = count_where(array, lambda a: ~np.isfinite(a))
         if bad:
             raise SoftsegError(f"{what} contains {bad} NaN or infinite value(s)", path)
 
@@ -361,10 +361,10 @@ def replace_non_finite(array: np.ndarray, path: str | os.PathLike | None, what: 
     """
     if not np.issubdtype(array.dtype, np.floating):
         return array
-    bad = ~np.isfinite(array)
-    count = int(np.count_nonzero(bad))
+    count = count_where(array, lambda a: ~np.isfinite(a))     # no volume-sized temporaries for a clean scan
     if not count:
         return array
+    bad = ~np.isfinite(array)
     finite = array[~bad]
     fill = float(finite.min()) if finite.size else 0.0
     out = np.array(array, copy=True)

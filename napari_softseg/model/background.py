@@ -96,7 +96,6 @@ def near_body(image: np.ndarray, spacing: Sequence[float], *, level: float, marg
 
 def _near_body_cells(image: np.ndarray, spacing, *, level: float, margin_mm: float):
     """:func:`near_body` on the coarse grid: ``(keep, cells)``; ``keep`` is None when there is no body."""
-    from scipy import ndimage
 
     spacing = [float(s) for s in spacing]
     cells = [max(1, int(round(CELL_MM / s))) for s in spacing]

@@ -137,7 +137,8 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 def sliding_window_logits(network, x, roi, device: str, sw_batch_size: int = 4, overlap: float = 0.5):
-    """Logits of ``x`` predicted window by window with Gaussian blending (MONAI's ``sliding_window_inference``).
+    """Logits of ``x`` predicted window by window with Gaussian blending (:mod:`.sliding_window`, MONAI's
+    ``sliding_window_inference`` without importing MONAI).
 
     Args:
         network: A 2D or 3D U-Net on ``device`` in eval mode.
@@ -152,14 +153,13 @@ def sliding_window_logits(network, x, roi, device: str, sw_batch_size: int = 4, 
         ``(N, *spatial)`` float32 logits on ``device``.
     """
     import torch
-    from monai.inferers import sliding_window_inference
+
+    from napari_softseg.model.sliding_window import sliding_window
 
     use_amp = device.startswith("cuda")
     with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-        out = sliding_window_inference(
-            x, roi_size=tuple(int(r) for r in roi), sw_batch_size=max(1, int(sw_batch_size)),
-            predictor=lambda w: network(w).float(), overlap=overlap, mode="gaussian", padding_mode="replicate",
-        )
+        out = sliding_window(lambda w: network(w).float(), x, roi, windows_per_pass=max(1, int(sw_batch_size)),
+                             overlap=overlap)
     return out[:, 0].float()
 
 

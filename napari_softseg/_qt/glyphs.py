@@ -1,0 +1,76 @@
+"""The canvas' text glyphs, drawn ahead of the first legend that needs them.
+
+napari renders each character of canvas text (the text overlay that carries our legend, the colour bar's
+tick labels) the first time it is drawn: Qt rasterises the glyph at 256 pt and a CPU signed-distance pass
+shrinks it into the font atlas, 4–6 ms a character on a laptop-class CPU. The first legend holds ~35 new
+characters, so the frame that shows it stalled the GUI thread for 0.12–0.30 s on top of the overlay's own
+work (measured on the 512 × 512 × 300 case). :func:`warm_glyphs` loads the missing ones a couple per
+event-loop turn while the user is still choosing layers, so no single turn holds the GUI for more than
+~10 ms and the legend's frame finds them ready.
+
+The canvas and its font manager are napari internals (``window._qt_viewer.canvas.font_info()``): when they
+are not there (another napari, a headless viewer model) nothing is warmed and the text is drawn as before.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+from qtpy.QtCore import QTimer
+
+from napari_softseg.analysis.session import unwrapped
+
+#: Glyphs loaded per event-loop turn.
+PER_TURN = 2
+
+_warming: weakref.WeakSet = weakref.WeakSet()     # fonts with a warm-up under way
+
+
+def canvas_font(viewer):
+    """The texture font the viewer's canvas draws text with, or None where napari does not expose one."""
+    try:
+        info = unwrapped(viewer).window._qt_viewer.canvas.font_info()
+        return info.font_manager.get_font(info.face)
+    except Exception:  # noqa: BLE001 - a napari internal: without it text is drawn on demand as before
+        return None
+
+
+def missing_glyphs(font, text: str) -> str:
+    """The characters of ``text`` that ``font`` has not rendered yet (in order, once each)."""
+    loaded = getattr(font, "_glyphs", None)
+    if loaded is None:
+        return ""
+    return "".join(dict.fromkeys(ch for ch in text if not ch.isspace() and ch not in loaded))
+
+
+def warm_glyphs(viewer, text: str, per_turn: int = PER_TURN) -> int:
+    """Render the glyphs of ``text`` the viewer's canvas lacks, ``per_turn`` per event-loop turn.
+
+    Returns:
+        How many glyphs were scheduled (0 when all are there, when a warm-up of that font is already
+        running, or when the canvas' font cannot be reached).
+    """
+    font = canvas_font(viewer)
+    if font is None or font in _warming:
+        return 0
+    todo = list(missing_glyphs(font, text))
+    if not todo:
+        return 0
+    _warming.add(font)
+
+    def turn() -> None:
+        for _ in range(max(1, per_turn)):
+            if not todo:
+                break
+            char = todo.pop(0)
+            try:
+                font[char]                   # renders it into the atlas (a no-op if a frame did meanwhile)
+            except Exception:  # noqa: BLE001 - a glyph the font cannot draw is drawn (or not) as before
+                pass
+        if todo:
+            QTimer.singleShot(0, turn)
+        else:
+            _warming.discard(font)
+
+    QTimer.singleShot(0, turn)
+    return len(todo)
