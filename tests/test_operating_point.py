@@ -198,6 +198,29 @@ def test_contour_view_outlines_only_the_requested_slice(case):
     np.testing.assert_array_equal(np.asarray(flat), np.asarray(view))
 
 
+def test_contour_view_reuses_a_plane_only_while_the_threshold_alone_changes(case):
+    soft, _ = case
+    soft = np.array(soft)
+    for upsample in (1, 2):
+        data = soft.copy()
+        view = ContourView(data, 0.5, upsample=upsample)
+        at = (slice(None), 18 * upsample)                 # a plane across the memory order, gathered
+        first = view[at]
+        view.same_data = True                             # a slider step: only the threshold changes
+        view.threshold = 0.8
+        again = view[at]
+        np.testing.assert_array_equal(again, ContourView(data, 0.8, upsample=upsample)[at])
+        assert again.any() and not np.array_equal(first, again)
+        # the kept plane is reused (an edit is not looked at while only the threshold changes) ...
+        data[:, 18] = 0.0
+        np.testing.assert_array_equal(view[at], again)
+        # ... a request for another plane reads the data, and so does any request outside a threshold change
+        np.testing.assert_array_equal(view[(slice(None), 19 * upsample)],
+                                      ContourView(data, 0.8, upsample=upsample)[(slice(None), 19 * upsample)])
+        view.same_data = False
+        assert not view[at].any()
+
+
 def test_mask_operating_point_binary_and_soft(case):
     soft, masks = case
     annotation = masks[0].astype(bool) | (soft > 0.9)

@@ -277,7 +277,14 @@ class ThresholdOverlay:
                 self.fill_layer.contrast_limits = overlay_contrast_limits(t)
         if mode.startswith("outline") and self.alive(self.contour_layer):
             self.contour_view.threshold = t
-            self.contour_layer.refresh(thumbnail=False, highlight=False, extent=False)
+            self.contour_view.same_data = True           # only the threshold changed: reuse the plane
+            try:
+                # the refresh's set_data, re-emitted by the layer list, makes its Qt model repaint the row
+                # (nothing shown there changed: the thumbnail waits for the slider to rest)
+                with self.viewer.layers.events.blocker():
+                    self.contour_layer.refresh(thumbnail=False, highlight=False, extent=False)
+            finally:
+                self.contour_view.same_data = False
         return mode != "none"
 
     def refresh_thumbnails(self) -> None:
