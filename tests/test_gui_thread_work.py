@@ -117,19 +117,50 @@ def test_the_legend_glyphs_are_rendered_before_the_legend_needs_them(make_napari
     """napari renders a canvas glyph the first time it is drawn (~5 ms each): the explorer has the legend's
     rendered a few per event-loop turn when it opens, so the frame that shows the legend renders none."""
     from napari_softseg._napari.overlay import legend_characters
-    from napari_softseg._qt.glyphs import canvas_font, missing_glyphs, warm_glyphs
+    from napari_softseg._qt.glyphs import canvas_characters, canvas_font, missing_glyphs, warm_glyphs
 
     viewer = make_napari_viewer()                   # not shown: nothing draws text but the warm-up
     font = canvas_font(viewer)
-    needed = legend_characters()
+    needed = canvas_characters()
+    assert set(legend_characters()) <= set(needed)
     assert font is not None and len(missing_glyphs(font, needed)) > 20
     open_case(viewer)
     widget = open_dock(viewer, "Threshold explorer")
     qtbot.waitUntil(lambda: not missing_glyphs(font, needed), timeout=20000)
     wait_ready(qtbot, widget)
     assert set(viewer.text_overlay.text) <= set(needed) | {" "}     # the legend shown is made of them
+    # the Soft segmentation dock (usually opened first, long before the legend) starts it too
+    other = make_napari_viewer()
+    other_font = canvas_font(other)
+    assert missing_glyphs(other_font, needed)
+    open_dock(other, "Soft segmentation")
+    qtbot.waitUntil(lambda: not missing_glyphs(other_font, needed), timeout=20000)
     assert viewer.text_overlay.visible
     assert warm_glyphs(viewer, needed) == 0         # nothing left to render: nothing scheduled
+
+
+def test_glyphs_wait_while_a_worker_thread_runs(make_napari_viewer, qtbot):
+    """Rendering a glyph is a Python loop: against a busy worker for the GIL it took 0.15 s, so the warm-up
+    waits for the thread pool to be idle."""
+    from qtpy.QtCore import QRunnable, QThreadPool
+
+    from napari_softseg._qt.glyphs import canvas_font, missing_glyphs, warm_glyphs
+
+    viewer = make_napari_viewer()
+    font = canvas_font(viewer)
+    release = threading.Event()
+
+    class Busy(QRunnable):
+        def run(self):
+            release.wait(30)
+
+    QThreadPool.globalInstance().start(Busy())
+    qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() > 0)
+    assert warm_glyphs(viewer, "xyz") == 3
+    qtbot.wait(300)                                   # several retries while the worker runs: nothing rendered
+    assert missing_glyphs(font, "xyz") == "xyz"
+    release.set()
+    qtbot.waitUntil(lambda: not missing_glyphs(font, "xyz"), timeout=10000)
 
 
 @pytest.mark.parametrize("order", ["F", "C"])

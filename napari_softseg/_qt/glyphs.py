@@ -4,9 +4,10 @@ napari renders each character of canvas text (the text overlay that carries our 
 tick labels) the first time it is drawn: Qt rasterises the glyph at 256 pt and a CPU signed-distance pass
 shrinks it into the font atlas, 4–6 ms a character on a laptop-class CPU. The first legend holds ~35 new
 characters, so the frame that shows it stalled the GUI thread for 0.12–0.30 s on top of the overlay's own
-work (measured on the 512 × 512 × 300 case). :func:`warm_glyphs` loads the missing ones a couple per
-event-loop turn while the user is still choosing layers, so no single turn holds the GUI for more than
-~10 ms and the legend's frame finds them ready.
+work (measured on the 512 × 512 × 300 case). :func:`warm_glyphs` loads the missing ones one per idle
+event-loop turn from the moment a dock opens (the Soft segmentation dock usually comes first, long before
+the legend), so no turn holds the GUI for more than ~8 ms and the legend's frame finds them ready. While a
+worker thread runs (Predict, a curve) it waits: under contention for the GIL a glyph took 0.15 s.
 
 The canvas and its font manager are napari internals (``window._qt_viewer.canvas.font_info()``): when they
 are not there (another napari, a headless viewer model) nothing is warmed and the text is drawn as before.
@@ -16,14 +17,30 @@ from __future__ import annotations
 
 import weakref
 
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QThreadPool, QTimer
 
+from napari_softseg._napari.overlay import legend_characters
 from napari_softseg.analysis.session import unwrapped
 
 #: Glyphs loaded per event-loop turn.
-PER_TURN = 2
+PER_TURN = 1
+#: While a worker thread runs, the next glyph waits this long (ms): a glyph's signed-distance pass is a
+#: Python loop, and against a busy worker for the GIL one glyph took 0.15 s instead of 5 ms.
+BUSY_RETRY_MS = 100
 
 _warming: weakref.WeakSet = weakref.WeakSet()     # fonts with a warm-up under way
+
+
+def canvas_characters() -> str:
+    """What our docks put on the canvas: the legend's characters (digits and the point included: the colour
+    bar's tick labels)."""
+    return legend_characters()
+
+
+def warm_canvas_glyphs(viewer) -> int:
+    """:func:`warm_glyphs` of :func:`canvas_characters` (each dock calls it when it opens: the first one wins
+    and the others find the glyphs there or on their way)."""
+    return warm_glyphs(viewer, canvas_characters())
 
 
 def canvas_font(viewer):
@@ -59,6 +76,9 @@ def warm_glyphs(viewer, text: str, per_turn: int = PER_TURN) -> int:
     _warming.add(font)
 
     def turn() -> None:
+        if QThreadPool.globalInstance().activeThreadCount():
+            QTimer.singleShot(BUSY_RETRY_MS, turn)      # a prediction or a curve is being computed: later
+            return
         for _ in range(max(1, per_turn)):
             if not todo:
                 break

@@ -57,6 +57,7 @@ from napari_softseg._qt.device_detection import PROVISIONAL, DeviceDetector
 from napari_softseg._qt.dock_column import join_column_when_docked
 from napari_softseg._qt.dock_layout import dock_sections
 from napari_softseg._qt.fine_tune_panel import FineTunePanel
+from napari_softseg._qt.glyphs import warm_canvas_glyphs
 from napari_softseg._qt.notifications import describe_exception, notify_exception, show_info
 from napari_softseg._qt.plot_preload import preload_plots
 from napari_softseg._qt.qt_helpers import relax_combos, signals_blocked
@@ -130,6 +131,7 @@ class SegmentationWidget(QWidget):
         # Closing the dock/viewer mid-run: stop the work; callbacks are skipped once we are deleted.
         self.destroyed.connect(_cancel_on_destroy(self))
         join_column_when_docked(self, TITLE)
+        warm_canvas_glyphs(napari_viewer)          # the canvas text the explorer shows later, ahead of time
 
     # ------------------------------------------------------------------------------------------
     # UI

@@ -64,11 +64,11 @@ from napari_softseg._napari.layer_roles import (
     reads_in_background,
 )
 from napari_softseg._napari.layers import format_threshold, layer_type, mask_layer_from_soft
-from napari_softseg._napari.overlay import BAND_LEVELS, OVERLAY_MODES, ThresholdOverlay, apply_role, legend_characters
+from napari_softseg._napari.overlay import BAND_LEVELS, OVERLAY_MODES, ThresholdOverlay, apply_role
 from napari_softseg._qt.background import ComputeStatus, LatestJob
 from napari_softseg._qt.dock_column import join_column_when_docked
 from napari_softseg._qt.dock_layout import dock_sections
-from napari_softseg._qt.glyphs import warm_glyphs
+from napari_softseg._qt.glyphs import warm_canvas_glyphs
 from napari_softseg._qt.key_steps import bind_step_keys
 from napari_softseg._qt.named_points import NamedPointsPanel
 from napari_softseg._qt.notifications import notify_exception, show_warning
@@ -205,7 +205,7 @@ class ThresholdExplorer(QWidget):
         self.role_combo.setCurrentIndex(ROLES.index(self.analysis.role))
         apply_role(napari_viewer, self.analysis.role)     # the clinician layout: raters hidden
         join_column_when_docked(self, TITLE)
-        warm_glyphs(napari_viewer, legend_characters())   # the legend's first frame then draws no new glyph
+        warm_canvas_glyphs(napari_viewer)          # the legend's first frame then renders no new glyph
         self.rebuild()
 
     # -- layout ------------------------------------------------------------------------------------
