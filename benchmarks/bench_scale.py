@@ -36,7 +36,8 @@ it is linked and then kept in Mesa's on-disk shader cache (``~/.cache/mesa_shade
 ``$MESA_SHADER_CACHE_DIR``): the first run on a fresh machine pays the compiles inside the PR-curve and 3D
 steps (a cold cache measured 1.25 s and 3.85 s there, a warm one 0.62 s and 0.67 s). The JSON records the
 cache's state before the run (``shader_cache``); ``--shader-cache cold`` gives the children an empty cache
-of their own (a first run on a fresh machine); a second run as-is then finds a warm one.
+of their own for each measured run and each bare-napari run (a first run on a fresh machine); a second run
+as-is then finds a warm one.
 
 The JSON (``--json``) holds one entry per size and the machine's load; the last line printed is the same
 JSON.
@@ -441,8 +442,6 @@ def main(argv=None) -> int:
     common += ["--open-only"] if args.open_only else []
 
     env = os.environ.copy()
-    if args.shader_cache == "cold":
-        env["MESA_SHADER_CACHE_DIR"] = str(workdir / f"mesa-shader-cache-{os.getpid()}-{time.time_ns()}")
 
     def child(what: str, arg: str) -> dict:
         run = subprocess.run([sys.executable, __file__, *common, "--child", what, arg],
@@ -465,11 +464,17 @@ def main(argv=None) -> int:
         case = Path(child("build", f"{name}:{workdir}")["case"])
         print(f"{name}: case ready in {time.perf_counter() - t0:.1f} s ({case})", flush=True)
         nib_s = child("nibabel", str(case / "image.nii.gz"))["seconds"]
+        def fresh_cache(tag: str, size: str = name) -> None:    # --shader-cache cold: each run an empty cache
+            if args.shader_cache == "cold":
+                env["MESA_SHADER_CACHE_DIR"] = str(workdir / f"mesa-cache-{size}-{tag}-{os.getpid()}-{time.time_ns()}")
+
+        fresh_cache("measure")
         cache = shader_cache_state(env)
         load_before = os.getloadavg()[0]
         entry = child("measure", f"{name}:{case}")
         entry["shader_cache"] = cache
         if not args.open_only:
+            fresh_cache("bare")
             entry["bare_napari"] = child("bare", str(case))
         entry["nibabel_load_s"] = round(nib_s, 3)
         entry["open_vs_nibabel"] = round(entry["open"]["seconds"] / nib_s, 2)
