@@ -36,7 +36,6 @@ coloured one-voxel outlines).
 from __future__ import annotations
 
 import contextlib
-from typing import NamedTuple
 
 import numpy as np
 from napari.utils.colormaps import Colormap
@@ -45,6 +44,7 @@ from napari.utils.transforms import Affine
 from napari_softseg._napari import layers as softseg_layers
 from napari_softseg._napari.layer_roles import HELPER_KEY, is_helper, same_layer, soft_map_candidates
 from napari_softseg._napari.layers import format_threshold, layer_type
+from napari_softseg._napari.mesh_source import MeshSource, build_mesh, mesh_source_of  # noqa: F401 - re-exported
 from napari_softseg.analysis.display import (
     BandsView,
     ContourView,
@@ -53,7 +53,7 @@ from napari_softseg.analysis.display import (
     upsampled_affine,
 )
 from napari_softseg.analysis.overlay_colors import BAND as HEAT_BAND
-from napari_softseg.analysis.surface import Mesh, iso_surface
+from napari_softseg.analysis.surface import Mesh
 
 OVERLAY_MODES = ("outline", "outline + light fill", "filled", "none")
 DEFAULT_OVERLAY = "outline"
@@ -111,50 +111,6 @@ def solid_colormap(name: str, rgb: tuple[float, float, float]) -> Colormap:
     """One colour from the middle of the range on, transparent below (0/1 outline layers, 3D surface)."""
     return Colormap(colors=[[0.0, 0.0, 0.0, 0.0], [*rgb, 1.0]], controls=[0.0, 0.5, 1.0], interpolation="zero",
                     name=name)
-
-
-class MeshSource(NamedTuple):
-    """What :func:`build_mesh` needs to mesh a soft-map layer, taken on the GUI thread.
-
-    Attributes:
-        data: The layer's array in its display order (not copied; read in the worker).
-        spacing: Size in world mm of one step along each display axis.
-        affine: ``4 x 4`` napari ``affine`` of the Surface layer: mesh mm (display order) -> world.
-    """
-
-    data: object
-    spacing: tuple[float, float, float]
-    affine: np.ndarray
-
-
-def mesh_source_of(layer) -> MeshSource | None:
-    """How to mesh ``layer`` (a 3D Image layer): its data, the world size of a step per axis, the mesh affine.
-
-    The layer's whole placement (``affine`` and ``scale``/``translate``/``rotate``/``shear``) is the matrix
-    ``M`` from data index to world. Marching cubes runs on the data with ``spacing`` the lengths of ``M``'s
-    columns, so vertices are in mm (normals and smooth shading right for anisotropic voxels), and the
-    Surface's affine is ``M @ diag(1 / spacing)``: vertices land where the layer shows the data. For this
-    package's layers that is :func:`~napari_softseg.analysis.surface.surface_affine` of the NIfTI affine.
-    Returns None for a layer that is not 3D.
-    """
-    if layer is None or layer.ndim != 3:
-        return None
-    placement = Affine(scale=layer.scale, translate=layer.translate, rotate=layer.rotate,
-                       shear=layer.shear).affine_matrix
-    matrix = np.asarray(layer.affine.affine_matrix, dtype=np.float64) @ placement
-    spacing = np.linalg.norm(matrix[:3, :3], axis=0)
-    if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
-        return None
-    return MeshSource(layer.data, tuple(float(s) for s in spacing), matrix @ np.diag([*(1.0 / spacing), 1.0]))
-
-
-def build_mesh(source: MeshSource, level: float) -> Mesh:
-    """The smooth surface ``p = level`` of ``source`` (display order, mm); call it off the GUI thread.
-
-    The grid step is chosen to keep the mesh under
-    :data:`~napari_softseg.analysis.surface.MAX_FACES` triangles (0.2–0.3 s on a whole head, one thread).
-    """
-    return iso_surface(np.asarray(source.data), level, spacing=source.spacing, step=None)
 
 
 def legend_text(mode: str, t: float, *, bands: bool = False, stale_level: float | None = None) -> str:

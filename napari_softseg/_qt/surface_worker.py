@@ -2,7 +2,7 @@
 
 In 3D the explorer shows ``p >= t`` as a smooth shaded mesh of ``p = t``
 (:class:`~napari_softseg._napari.overlay.ThresholdOverlay` draws it; marching cubes in
-:func:`~napari_softseg._napari.overlay.build_mesh`, 0.2–0.3 s on a whole head). :class:`SurfaceBuilder` is the
+:func:`~napari_softseg._napari.mesh_source.build_mesh`, 0.2–0.3 s on a whole head). :class:`SurfaceBuilder` is the
 glue between the slider and that work:
 
 * every slider move (:meth:`SurfaceBuilder.threshold_moved`) restarts a short rest timer (debounce,
@@ -25,7 +25,8 @@ from collections.abc import Generator
 from qtpy.QtCore import QObject, QTimer
 from qtpy.QtWidgets import QWidget
 
-from napari_softseg._napari.overlay import MeshSource, ThresholdOverlay, build_mesh
+from napari_softseg._napari.mesh_source import MeshSource, build_mesh
+from napari_softseg._napari.overlay import ThresholdOverlay
 from napari_softseg._qt.background import LatestJob
 from napari_softseg.analysis.surface import Mesh
 from napari_softseg.progress import Progress

@@ -1,0 +1,55 @@
+"""What the 3D view meshes: a soft-map layer's data and placement, taken on the GUI thread, and the mesh of
+``p = level`` built from it off the GUI thread (:mod:`napari_softseg._qt.surface_worker` runs it)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from napari.utils.transforms import Affine
+
+from napari_softseg.analysis.surface import Mesh, iso_surface
+
+
+class MeshSource(NamedTuple):
+    """What :func:`build_mesh` needs to mesh a soft-map layer, taken on the GUI thread.
+
+    Attributes:
+        data: The layer's array in its display order (not copied; read in the worker).
+        spacing: Size in world mm of one step along each display axis.
+        affine: ``4 x 4`` napari ``affine`` of the Surface layer: mesh mm (display order) -> world.
+    """
+
+    data: object
+    spacing: tuple[float, float, float]
+    affine: np.ndarray
+
+
+def mesh_source_of(layer) -> MeshSource | None:
+    """How to mesh ``layer`` (a 3D Image layer): its data, the world size of a step per axis, the mesh affine.
+
+    The layer's whole placement (``affine`` and ``scale``/``translate``/``rotate``/``shear``) is the matrix
+    ``M`` from data index to world. Marching cubes runs on the data with ``spacing`` the lengths of ``M``'s
+    columns, so vertices are in mm (normals and smooth shading right for anisotropic voxels), and the
+    Surface's affine is ``M @ diag(1 / spacing)``: vertices land where the layer shows the data. For this
+    package's layers that is :func:`~napari_softseg.analysis.surface.surface_affine` of the NIfTI affine.
+    Returns None for a layer that is not 3D.
+    """
+    if layer is None or layer.ndim != 3:
+        return None
+    placement = Affine(scale=layer.scale, translate=layer.translate, rotate=layer.rotate,
+                       shear=layer.shear).affine_matrix
+    matrix = np.asarray(layer.affine.affine_matrix, dtype=np.float64) @ placement
+    spacing = np.linalg.norm(matrix[:3, :3], axis=0)
+    if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+        return None
+    return MeshSource(layer.data, tuple(float(s) for s in spacing), matrix @ np.diag([*(1.0 / spacing), 1.0]))
+
+
+def build_mesh(source: MeshSource, level: float) -> Mesh:
+    """The smooth surface ``p = level`` of ``source`` (display order, mm); call it off the GUI thread.
+
+    The grid step is chosen to keep the mesh under
+    :data:`~napari_softseg.analysis.surface.MAX_FACES` triangles (0.2–0.3 s on a whole head, one thread).
+    """
+    return iso_surface(np.asarray(source.data), level, spacing=source.spacing, step=None)
