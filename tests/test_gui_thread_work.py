@@ -113,6 +113,61 @@ def test_big_volumes_are_drawn_in_3d_from_a_strided_copy(make_napari_viewer, qtb
     assert "scan (3D context)" not in viewer.layers
 
 
+def test_pieces_of_split_work_let_timers_and_input_run_between_them(qapp):
+    """Work split into pieces (the 3D helpers, the glyph warm-up) hands the event loop back between pieces.
+
+    A zero-delay single shot is a posted event and runs in the same pass as the piece that posted it, before
+    the timers that are due: a 10 ms heartbeat missed every other piece. ``next_turn`` lets them run."""
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    from napari_softseg._qt.qt_helpers import next_turn
+
+    log: list[str] = []
+    beat = QTimer()
+    beat.setInterval(2)
+    beat.timeout.connect(lambda: log.append("beat"))
+    loop = QEventLoop()
+    left = [8]
+
+    def piece() -> None:
+        log.append("piece")
+        stop = threading.Event()
+        stop.wait(0.015)                 # longer than the heartbeat's interval: it is due when the piece ends
+        left[0] -= 1
+        if left[0]:
+            next_turn(piece)
+        else:
+            QTimer.singleShot(20, loop.quit)
+
+    beat.start()
+    next_turn(piece)
+    loop.exec()
+    beat.stop()
+    pieces = [i for i, entry in enumerate(log) if entry == "piece"]
+    assert len(pieces) == 8
+    assert all("beat" in log[a + 1:b] for a, b in zip(pieces, pieces[1:])), log
+
+
+def test_choosing_a_soft_map_runs_no_layer_batch_when_there_is_nothing_to_remove(make_napari_viewer, qtbot):
+    """napari collects all garbage at the end of every layer-list batch (0.2 s with torch loaded): the overlay
+    batches only a removal of several layers."""
+    viewer = make_napari_viewer()
+    open_case(viewer)
+    batches = []
+    viewer.layers.events.end_batch.connect(lambda event: batches.append(1))
+    widget = open_dock(viewer, "Threshold explorer")
+    wait_ready(qtbot, widget)
+    assert widget.contour_layer is not None and batches == []
+    widget.set_overlay_mode("outline + light fill")
+    qtbot.waitUntil(lambda: widget.overlay.fill_layer is not None)
+    contour, fill = widget.contour_layer, widget.overlay.fill_layer
+    widget.overlay.remove()                          # two layers: one batch, both gone
+    assert batches == [1]
+    assert all(layer not in viewer.layers for layer in (contour, fill))
+    widget.overlay.remove()                          # nothing left: no batch
+    assert batches == [1]
+
+
 def test_the_legend_glyphs_are_rendered_before_the_legend_needs_them(make_napari_viewer, qtbot):
     """napari renders a canvas glyph the first time it is drawn (~5 ms each): the explorer has the legend's
     rendered a few per event-loop turn when it opens, so the frame that shows the legend renders none."""

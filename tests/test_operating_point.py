@@ -219,6 +219,16 @@ def test_contour_view_reuses_a_plane_only_while_the_threshold_alone_changes(case
                                       ContourView(data, 0.8, upsample=upsample)[(slice(None), 19 * upsample)])
         view.same_data = False
         assert not view[at].any()
+        # napari asks for a one-thick slab (``slice(z, z + 1)``): kept and reused the same way
+        slab = (slice(None), slice(5 * upsample, 5 * upsample + 1))
+        before = view[slab]
+        assert before.shape == ContourView(data, 0.8, upsample=upsample)[slab].shape
+        view.same_data = True
+        view.threshold = 0.6
+        data[:, 5] = 0.0
+        np.testing.assert_array_equal(view[slab], ContourView(soft, 0.6, upsample=upsample)[slab])
+        view.same_data = False
+        assert not view[slab].any()
 
 
 def test_mask_operating_point_binary_and_soft(case):

@@ -441,7 +441,8 @@ def test_3d_shows_an_iso_surface_that_follows_the_slider(explorer, monkeypatch, 
     assert not widget.contour_layer.visible and not soft_layer.visible      # off at once
     qtbot.waitUntil(lambda: widget.surface_layer is not None, timeout=5000)  # added on a later turn
     surface = widget.surface_layer
-    assert surface.visible and surface.rendering == "iso" and surface.data is soft_layer.data
+    assert surface.rendering == "iso" and surface.data is soft_layer.data
+    assert surface.visible != widget.overlay.shows_mesh     # the iso volume until the shaded mesh is there
     assert not widget.contour_layer.visible
     for t in (0.3, 0.35, 0.4):
         widget.set_threshold(t)

@@ -194,3 +194,28 @@ def test_a_soft_map_opened_while_in_3d_gets_the_3d_view(make_napari_viewer, qtbo
     assert scan.contrast_limits[1] > limits[1]                     # dimmed: faint context behind the surface
     viewer.dims.ndisplay = 2
     assert scan.opacity == 1.0 and scan.blending == blending and tuple(scan.contrast_limits) == limits
+
+
+def test_a_mesh_closed_at_the_field_of_view_leaves_the_slice_slider_alone(make_napari_viewer, qtbot):
+    """A region that touches the border is closed there; napari takes a Surface's vertices into the slider
+    ranges, so a cap half a voxel outside added a slice step (and shifted the slice numbers) after a 3D visit."""
+    viewer = make_napari_viewer()
+    soft, image, geometry = sphere_case()
+    soft = soft.copy()
+    soft[:4] = 0.9                                   # touches the X border (and spans the whole Y and Z)
+    soft[:, :, 0] = np.maximum(soft[:, :, 0], 0.7)   # and the Z border
+    add_layer_tuples(viewer, [image_layer(image, geometry, name="scan")])
+    (soft_layer,) = add_layer_tuples(viewer, [soft_map_layer(soft, geometry, name="prediction")])
+    widget = open_dock(viewer, DOCK)
+    wait_ready(qtbot, widget)
+    widget.set_threshold(0.5)
+    ranges, steps = tuple(viewer.dims.range), tuple(viewer.dims.nsteps)
+    viewer.dims.ndisplay = 3
+    qtbot.waitUntil(lambda: mesh_of(widget, 0.5), timeout=20000)
+    vertices = world_vertices(widget.mesh_layer)
+    data = np.c_[vertices, np.ones(len(vertices))] @ np.linalg.inv(soft_layer.affine.affine_matrix).T
+    assert data[:, :3].min() >= -1e-3 and np.all(data[:, :3].max(0) <= np.asarray(soft_layer.data.shape) - 1 + 1e-3)
+    # the caps are there: on the border slices, not beyond them
+    assert np.isclose(data[:, :3], 0.0, atol=1e-3).any(axis=0).sum() >= 2
+    viewer.dims.ndisplay = 2
+    assert tuple(viewer.dims.nsteps) == steps and tuple(viewer.dims.range) == ranges

@@ -51,5 +51,28 @@ def build_mesh(source: MeshSource, level: float) -> Mesh:
 
     The grid step is chosen to keep the mesh under
     :data:`~napari_softseg.analysis.surface.MAX_FACES` triangles (0.2–0.3 s on a whole head, one thread).
+
+    Where the region touches the field of view the surface is closed just outside the outer voxel centres
+    (up to one voxel out). napari takes a Surface's vertices into the slider ranges, so such a mesh, even
+    hidden in 2D, added a slider step and shifted every slice number by half a step. The vertices are kept
+    within the outer voxel centres (the layer's own extent): the closing cap lies on the border slice.
     """
-    return iso_surface(np.asarray(source.data), level, spacing=source.spacing, step=None)
+    data = np.asarray(source.data)
+    mesh = iso_surface(data, level, spacing=source.spacing, step=None)
+    if not mesh.is_empty:
+        top = (np.asarray(data.shape, dtype=np.float64) - 1) * np.asarray(source.spacing, dtype=np.float64)
+        np.clip(mesh.vertices, 0.0, top.astype(np.float32), out=mesh.vertices)
+    return mesh
+
+
+def surface_layer_data(mesh: Mesh, source: MeshSource) -> tuple[tuple, np.ndarray]:
+    """``(data, affine)`` of the napari Surface that shows ``mesh`` (of ``source``) where its soft map is.
+
+    napari sets the slice slider's step to the smallest scale of any layer, and a Surface in mm has scale 1:
+    with 2.5 mm slices the slider got 2.5 times the steps after a 3D visit (the mesh stays, hidden, in 2D).
+    The vertices are given in units of the largest voxel side instead (a uniform scale, so the shading's
+    normals stay right, which a per-axis scale would skew), so no axis gets a finer step than the scan's.
+    """
+    unit = float(max(source.spacing))
+    affine = np.asarray(source.affine, dtype=np.float64) @ np.diag([unit, unit, unit, 1.0])
+    return (mesh.vertices / np.float32(unit), mesh.faces, mesh.values()), affine

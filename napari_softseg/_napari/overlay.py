@@ -44,7 +44,12 @@ from napari.utils.transforms import Affine
 from napari_softseg._napari import layers as softseg_layers
 from napari_softseg._napari.layer_roles import HELPER_KEY, is_helper, same_layer, soft_map_candidates
 from napari_softseg._napari.layers import format_threshold, layer_type
-from napari_softseg._napari.mesh_source import MeshSource, build_mesh, mesh_source_of  # noqa: F401 - re-exported
+from napari_softseg._napari.mesh_source import (  # noqa: F401 - build_mesh, mesh_source_of re-exported
+    MeshSource,
+    build_mesh,
+    mesh_source_of,
+    surface_layer_data,
+)
 from napari_softseg.analysis.display import (
     BandsView,
     ContourView,
@@ -364,14 +369,14 @@ class ThresholdOverlay:
             self._swap_mesh()
             self.update_legend()
             return True
-        data = (mesh.vertices, mesh.faces, mesh.values())
+        data, affine = surface_layer_data(mesh, source)
         if self.alive(self.mesh_layer):
             self.mesh_layer.data = data
-            self.mesh_layer.affine = source.affine
+            self.mesh_layer.affine = affine
         else:
             active = self.viewer.layers.selection.active
             self.mesh_layer = self.viewer.add_surface(
-                data, name=f"{self.source.name} p = t surface", affine=source.affine, shading="smooth",
+                data, name=f"{self.source.name} p = t surface", affine=affine, shading="smooth",
                 colormap=Colormap(colors=[[*MESH_COLOR, 1.0], [*MESH_COLOR, 1.0]], name="softseg mesh"),
                 contrast_limits=(0.0, 1.0), blending="translucent", metadata={HELPER_KEY: "threshold surface mesh"},
             )
@@ -430,12 +435,15 @@ class ThresholdOverlay:
             self._swap_mesh()                # 2D: the mesh is hidden (kept for the next 3D view)
 
     def remove(self) -> None:
-        """Remove the overlay layers from the viewer (in one batch: napari collects garbage after each removal)."""
+        """Remove the overlay layers from the viewer (in one batch: napari collects garbage after each removal,
+        and after every batch, so nothing to remove is no batch: a full collection took 0.2 s with torch loaded)."""
+        gone = [layer for layer in (self.mesh_layer, self.fill_layer, self.contour_layer, self.bands_layer,
+                                    self.surface_layer) if self.alive(layer)]
         batched = getattr(self.viewer.layers, "batched_update", None)
-        with batched() if batched is not None else contextlib.nullcontext():
+        with batched() if batched is not None and len(gone) > 1 else contextlib.nullcontext():
             self.remove_mesh()
-            for layer in (self.fill_layer, self.contour_layer, self.bands_layer, self.surface_layer):
-                if self.alive(layer):
+            for layer in gone:
+                if self.alive(layer):                # the mesh is gone already
                     self.viewer.layers.remove(layer)
         self.fill_layer = self.contour_layer = self.bands_layer = self.surface_layer = None
         self.contour_view = self.bands_view = None

@@ -20,6 +20,7 @@ import weakref
 from qtpy.QtCore import QThreadPool, QTimer
 
 from napari_softseg._napari.overlay import legend_characters
+from napari_softseg._qt.qt_helpers import next_turn
 from napari_softseg.analysis.session import unwrapped
 
 #: Glyphs loaded per event-loop turn.
@@ -88,9 +89,9 @@ def warm_glyphs(viewer, text: str, per_turn: int = PER_TURN) -> int:
             except Exception:  # noqa: BLE001 - a glyph the font cannot draw is drawn (or not) as before
                 pass
         if todo:
-            QTimer.singleShot(0, turn)
+            next_turn(turn)
         else:
             _warming.discard(font)
 
-    QTimer.singleShot(0, turn)
+    next_turn(turn)
     return len(todo)

@@ -40,7 +40,7 @@ Keyboard: with the slider focused, arrows step 0.001 and Page Up/Down 0.05; anyw
 from __future__ import annotations
 
 import numpy as np
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -73,7 +73,7 @@ from napari_softseg._qt.key_steps import bind_step_keys
 from napari_softseg._qt.named_points import NamedPointsPanel
 from napari_softseg._qt.notifications import notify_exception, show_warning
 from napari_softseg._qt.plots import PRCurvePlot
-from napari_softseg._qt.qt_helpers import connect_while_alive, relax_combos, signals_blocked
+from napari_softseg._qt.qt_helpers import connect_while_alive, next_turn, relax_combos, signals_blocked
 from napari_softseg._qt.selection import LayerInputs, ReferencePicker
 from napari_softseg._qt.statistics_panel import EMPTY, PENDING, StatisticsPanel
 from napari_softseg._qt.surface_worker import SurfaceBuilder
@@ -594,7 +594,7 @@ class ThresholdExplorer(QWidget):
     def _on_ndisplay(self, event=None) -> None:
         """2D ↔ 3D: in 3D p ≥ t is a shaded surface, the scan a faint volume, raters and heat map off."""
         # the new 3D helper layers are added on later turns of the event loop, one per turn
-        self.overlay.on_ndisplay(later=lambda fn: QTimer.singleShot(0, fn))
+        self.overlay.on_ndisplay(later=next_turn)
         self.surfaces.on_ndisplay()
 
     def _on_role(self, role: str) -> None:

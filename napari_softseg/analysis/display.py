@@ -215,7 +215,8 @@ class ContourView:
         if self.same_data and key is not None and self._kept is not None and self._kept[0] == key:
             return self._outline(self._kept[1])
         part = self._fine(index)
-        if key is not None and np.ndim(part) <= self.planes:
+        # one plane, also when asked as a one-thick slab (what napari asks: ``slice(z, z + 1)``)
+        if key is not None and sum(n > 1 for n in np.shape(part)) <= self.planes:
             part = np.ascontiguousarray(part)
             self._kept = (key, part)
         return self._outline(part)
@@ -224,6 +225,8 @@ class ContourView:
         mask = np.asarray(part) >= self.threshold
         if mask.ndim <= self.planes:
             return mask_boundary(mask).view(np.uint8)
+        if all(n == 1 for n in mask.shape[: -self.planes]):      # one plane with singleton axes in front
+            return mask_boundary(mask.reshape(mask.shape[-self.planes:])).reshape(mask.shape).view(np.uint8)
         flat = mask.reshape((-1,) + mask.shape[-self.planes :])
         out = np.stack([mask_boundary(m) for m in flat]).reshape(mask.shape)
         return out.view(np.uint8)
