@@ -31,6 +31,8 @@ def test_a_big_soft_map_is_read_in_a_worker_and_the_numbers_arrive(make_napari_v
     wait_ready(qtbot, widget)
     assert threads and all(t is not threading.main_thread() for t in threads)
     assert widget.reference == Reference("consensus", k=2)
+    # the overlay came with the read, its colour bar on the turn after (ready waits for both)
+    assert widget.contour_layer is not None and soft_layer.colorbar.visible
     widget.set_threshold(0.5)
     consensus = (masks > 0).sum(0) >= 2
     tp, fp, fn, tn = counts(soft >= 0.5, consensus)

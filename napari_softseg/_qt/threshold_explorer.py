@@ -175,6 +175,7 @@ class ThresholdExplorer(QWidget):
         self.named_points = NamedPointsPanel(self)   # the model's cohort points: presets, marks
         self.status = ComputeStatus()
         self.job = LatestJob(self, TITLE, self.status)
+        self._colorbar_due = False          # the colour bar follows the overlay on the next turn
         self.surfaces = SurfaceBuilder(self, self.overlay, f"{TITLE}: 3D surface")
         self._build_layout()
         self._thumbnail_later = qdebounced(self.overlay.refresh_thumbnails, timeout=250)
@@ -264,8 +265,9 @@ class ThresholdExplorer(QWidget):
 
     @property
     def ready(self) -> bool:
-        """False while a PR curve is being built in the background (statistics read "…")."""
-        return not self.job.busy
+        """False while a PR curve is being built in the background (statistics read "…") or the colour bar
+        is still to come."""
+        return not self.job.busy and not self._colorbar_due
 
     @property
     def overlay_mode(self) -> str:
@@ -433,7 +435,7 @@ class ThresholdExplorer(QWidget):
         if reads_in_background(layer):
             self._reading = True
             self.job.start(_read_and_print(read_inputs_work(layer, self.inputs.rater_layers()), printed),
-                           lambda read: self._use_inputs(*read, force),
+                           lambda read: self._use_inputs(*read, force, split=True),
                            message=f"reading {layer.name!r} …", on_error=self._read_failed)
             return
         try:
@@ -449,8 +451,11 @@ class ThresholdExplorer(QWidget):
         if layer is not None:
             notify_exception(exc, action="Threshold explorer")
 
-    def _use_inputs(self, inputs, data_print: tuple, force: bool = False) -> None:
-        """The chosen layers' arrays are read: the shared session, the references, the overlays, the curve."""
+    def _use_inputs(self, inputs, data_print: tuple, force: bool = False, split: bool = False) -> None:
+        """The chosen layers' arrays are read: the shared session, the references, the overlays, the curve.
+
+        ``split`` (a big map, read in the background): the colour bar comes on the next turn of the event loop.
+        """
         self._reading = False
         previous = (self._current_reference(), None if self.session is None else self.session.n_raters)
         self.session = self.analysis.set_inputs(
@@ -459,10 +464,18 @@ class ThresholdExplorer(QWidget):
         )
         self._stats_ready = False
         self.overlay.set_source(inputs.soft_layer, inputs.prediction, force=force)
-        self.overlay.show_colorbar()
         self._fill_references(*previous)
         self.overlay.ensure()            # the picture does not wait for the statistics
         self._on_reference_changed()
+        if split:      # a new canvas overlay and its frame: on a turn of its own, not on the outline layer's
+            self._colorbar_due = True
+            next_turn(self._show_colorbar)
+        else:
+            self._show_colorbar()
+
+    def _show_colorbar(self) -> None:
+        self._colorbar_due = False
+        self.overlay.show_colorbar()
 
     def _fill_references(self, previous: Reference | None = None, previous_n: int | None = None) -> None:
         """List the references for the session; keep ``previous`` if the number of raters is unchanged."""
