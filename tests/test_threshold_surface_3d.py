@@ -219,3 +219,27 @@ def test_a_mesh_closed_at_the_field_of_view_leaves_the_slice_slider_alone(make_n
     assert np.isclose(data[:, :3], 0.0, atol=1e-3).any(axis=0).sum() >= 2
     viewer.dims.ndisplay = 2
     assert tuple(viewer.dims.nsteps) == steps and tuple(viewer.dims.range) == ranges
+
+
+def test_the_rest_before_a_rebuild_follows_the_pace_of_the_drag(sphere_dock, qtbot, monkeypatch):
+    """Under software OpenGL a 3D frame (0.15-0.5 s) is longer than the 0.2 s rest, so every move of a drag
+    counted as a rest and rebuilt the mesh; the rest now stretches to 1.5x the time between moves."""
+    widget, viewer, soft_layer = sphere_dock
+    viewer.dims.ndisplay = 3
+    qtbot.waitUntil(lambda: mesh_of(widget, widget.threshold), timeout=20000)
+    clock = [100.0]
+    monkeypatch.setattr(surface_worker.time, "perf_counter", lambda: clock[0])
+    timer = widget.surfaces.timer
+    widget.set_threshold(0.41)                       # the first move: the plain rest
+    assert timer.isActive() and timer.interval() == surface_worker.REST_MS
+    for t in (0.42, 0.43):
+        clock[0] += 0.3                              # a move every 0.3 s: frames paced the drag
+        widget.set_threshold(t)
+        assert timer.isActive() and timer.interval() == 450
+    clock[0] += 0.9
+    widget.set_threshold(0.44)
+    assert timer.interval() == 1000                  # capped
+    clock[0] += 5.0                                  # a pause, then a single move: the plain rest again
+    widget.set_threshold(0.45)
+    assert timer.interval() == surface_worker.REST_MS
+    qtbot.waitUntil(lambda: mesh_of(widget, 0.45), timeout=20000)

@@ -20,6 +20,7 @@ With ``NAPARI_SOFTSEG_SYNC=1`` the build runs inline (as the docks' other jobs).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Generator
 
 from qtpy.QtCore import QObject, QTimer
@@ -33,6 +34,12 @@ from napari_softseg.progress import Progress
 
 #: How long the slider must rest before the mesh of the new threshold is built (ms).
 REST_MS = 200
+#: A drag is paced by the frames it draws: under software OpenGL a 3D frame takes 0.15-0.5 s, longer than
+#: :data:`REST_MS`, so every move of a drag counted as a rest and rebuilt the mesh (its swap then landed in
+#: a later move: one 3D step of six took 2.4x a repaint). The rest is at least this many times the time
+#: between the last two moves (capped at :data:`MAX_REST_MS`).
+REST_PACE = 1.5
+MAX_REST_MS = 1000
 
 
 def mesh_work(source: MeshSource, level: float) -> Generator[Progress, None, Mesh]:
@@ -61,6 +68,8 @@ class SurfaceBuilder(QObject):
         self.timer.setInterval(int(rest_ms))
         self.timer.timeout.connect(self.build)
         self.built = 0                      # meshes swapped in (for tests and benchmarks)
+        self.rest_ms = int(rest_ms)
+        self._last_move: float | None = None
         self._running: tuple[float, object] | None = None    # (level, data) of the build under way
 
     @property
@@ -73,8 +82,17 @@ class SurfaceBuilder(QObject):
         if not self.overlay.needs_mesh:
             self.timer.stop()
         elif not (self.job.busy and self._is_running(self._wanted())):
-            self.timer.start()             # restarts: only a resting slider builds
+            self.timer.start(self._rest())  # restarts: only a resting slider builds
         # else: the mesh being built is the one wanted (e.g. the dock re-applied the same threshold)
+
+    def _rest(self) -> int:
+        """The rest (ms) before a build: :attr:`rest_ms`, longer while the moves come slower than that."""
+        now = time.perf_counter()
+        pace_ms = None if self._last_move is None else (now - self._last_move) * 1000.0
+        self._last_move = now
+        if pace_ms is None or pace_ms > MAX_REST_MS:
+            return self.rest_ms
+        return round(min(MAX_REST_MS, max(self.rest_ms, REST_PACE * pace_ms)))
 
     def _is_running(self, wanted: tuple[float, object] | None) -> bool:
         running = self._running
