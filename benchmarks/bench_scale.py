@@ -356,14 +356,15 @@ def _one(app, draws: list[int], action, k) -> tuple[float, bool]:
     return time.perf_counter() - t0, draws[0] == before
 
 
-def _summary(times: list[float], missing: int) -> dict:
-    p50, p95 = percentiles(times)
-    return {"p50_ms": round(p50, 2), "p95_ms": round(p95, 2), "n": len(times), "missing_draws": int(missing)}
+def _summary(runs: list[tuple[float, bool]]) -> dict:
+    """p50/p95 (ms) of :func:`_one`'s results, and how many drew no frame."""
+    p50, p95 = percentiles([t for t, _ in runs])
+    return {"p50_ms": round(p50, 2), "p95_ms": round(p95, 2), "n": len(runs),
+            "missing_draws": int(sum(missed for _, missed in runs))}
 
 
 def _timed(app, draws: list[int], action, ks) -> dict:
-    runs = [_one(app, draws, action, k) for k in ks]
-    return _summary([t for t, _ in runs], sum(m for _, m in runs))
+    return _summary([_one(app, draws, action, k) for k in ks])
 
 
 def _paired(app, draws: list[int], bare_action, slider_action, ks) -> tuple[dict, dict]:
@@ -374,8 +375,7 @@ def _paired(app, draws: list[int], bare_action, slider_action, ks) -> tuple[dict
     for k in ks:
         bare.append(_one(app, draws, bare_action, k))
         slider.append(_one(app, draws, slider_action, k))
-    return tuple({**_summary([t for t, _ in runs], sum(m for _, m in runs)), "interleaved": True}
-                 for runs in (bare, slider))
+    return {**_summary(bare), "interleaved": True}, {**_summary(slider), "interleaved": True}
 
 
 def _ratio(bare: dict, slider: dict) -> dict:

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from _analysis_case import open_dock, wait_ready
 
-from napari_softseg._napari import overlay as overlay_module
 from napari_softseg._napari.layers import Geometry, add_layer_tuples, image_layer, soft_map_layer
+from napari_softseg._napari.mesh_source import build_mesh
 from napari_softseg._qt import surface_worker
 
 DOCK = "Threshold explorer"
@@ -158,10 +158,10 @@ def test_overlay_mode_none_in_3d_removes_the_mesh_and_a_stale_mesh_is_dropped(sp
     viewer.dims.ndisplay = 3
     qtbot.waitUntil(lambda: mesh_of(widget, widget.threshold), timeout=20000)
     source = widget.overlay.mesh_source()
-    stale = overlay_module.build_mesh(source, 0.8)                  # a mesh of a threshold not shown
+    stale = build_mesh(source, 0.8)                  # a mesh of a threshold not shown
     assert not widget.overlay.show_mesh(stale, source)
     assert widget.overlay.mesh_level == pytest.approx(widget.threshold)
-    empty = overlay_module.build_mesh(source, widget.threshold)
+    empty = build_mesh(source, widget.threshold)
     assert widget.overlay.show_mesh(empty, source)
     widget.set_overlay_mode("none")
     assert widget.mesh_layer is None and not widget.surfaces.busy

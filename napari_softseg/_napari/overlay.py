@@ -44,12 +44,7 @@ from napari.utils.transforms import Affine
 from napari_softseg._napari import layers as softseg_layers
 from napari_softseg._napari.layer_roles import HELPER_KEY, is_helper, same_layer, soft_map_candidates
 from napari_softseg._napari.layers import format_threshold, layer_type
-from napari_softseg._napari.mesh_source import (  # noqa: F401 - build_mesh, mesh_source_of re-exported
-    MeshSource,
-    build_mesh,
-    mesh_source_of,
-    surface_layer_data,
-)
+from napari_softseg._napari.mesh_source import MeshSource, mesh_source_of, surface_layer_data
 from napari_softseg.analysis.display import (
     BandsView,
     ContourView,
@@ -437,14 +432,14 @@ class ThresholdOverlay:
     def remove(self) -> None:
         """Remove the overlay layers from the viewer (in one batch: napari collects garbage after each removal,
         and after every batch, so nothing to remove is no batch: a full collection took 0.2 s with torch loaded)."""
-        gone = [layer for layer in (self.mesh_layer, self.fill_layer, self.contour_layer, self.bands_layer,
-                                    self.surface_layer) if self.alive(layer)]
+        others = [layer for layer in (self.fill_layer, self.contour_layer, self.bands_layer, self.surface_layer)
+                  if self.alive(layer)]
         batched = getattr(self.viewer.layers, "batched_update", None)
-        with batched() if batched is not None and len(gone) > 1 else contextlib.nullcontext():
+        several = len(others) + self.alive(self.mesh_layer) > 1
+        with batched() if batched is not None and several else contextlib.nullcontext():
             self.remove_mesh()
-            for layer in gone:
-                if self.alive(layer):                # the mesh is gone already
-                    self.viewer.layers.remove(layer)
+            for layer in others:
+                self.viewer.layers.remove(layer)
         self.fill_layer = self.contour_layer = self.bands_layer = self.surface_layer = None
         self.contour_view = self.bands_view = None
 

@@ -225,8 +225,6 @@ class ContourView:
         mask = np.asarray(part) >= self.threshold
         if mask.ndim <= self.planes:
             return mask_boundary(mask).view(np.uint8)
-        if all(n == 1 for n in mask.shape[: -self.planes]):      # one plane with singleton axes in front
-            return mask_boundary(mask.reshape(mask.shape[-self.planes:])).reshape(mask.shape).view(np.uint8)
         flat = mask.reshape((-1,) + mask.shape[-self.planes :])
         out = np.stack([mask_boundary(m) for m in flat]).reshape(mask.shape)
         return out.view(np.uint8)
