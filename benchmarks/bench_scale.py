@@ -26,9 +26,11 @@ scrolling, the switch to 3D and slider moves there. Measured:
   moves of ``bench_slider.py``), and slices
   scrolled with the outline's displayed plane checked against the soft map's after every step (and the
   longest stall while scrolling, including debounced work after the last step);
-* the **baseline**: napari with the scan alone (File ▸ Open of the image, no docks) switched to 3D and back,
-  in its own process (``bare_napari``): under software OpenGL napari's own first 3D frame of a big scan
-  blocks the GUI thread before any plugin code runs;
+* the **baseline**, in its own process (``bare_napari``): napari with the scan alone (File ▸ Open of the image,
+  no docks) switched to 3D and back, napari's own ``add_labels`` of one rater mask, and ``import torch`` in a
+  worker thread; the floor under our stalls on this machine: under software OpenGL napari's own first 3D
+  frame of a big scan blocks the GUI thread before any plugin code runs, and torch's C extension
+  initialises holding the GIL;
 * **peak RSS** of the process in multiples of the scan's float32 size, also above the RSS of the shown,
   empty viewer (Qt, napari: ~0.3 GB, which dwarfs a small scan); torch, imported by Predict, is counted.
 
@@ -296,16 +298,37 @@ def measure(name: str, case: Path, moves: int, moves_3d: int, slices: int, open_
 
 
 def measure_bare(case: Path, moves_3d: int) -> dict:
-    """The baseline: napari with the scan alone (no docks, no soft map), opened and switched to 3D and back.
+    """The baseline: napari with the scan alone (no docks, no soft map), and what napari and torch cost by
+    themselves in the steps we take (the floor under our stalls on this machine):
 
-    Under software OpenGL napari's own 3D switch of a big scan blocks the GUI thread (the volume texture is
-    uploaded and ray-cast in the first 3D frame, before any plugin's handler of the switch runs).
+    * ``open``: File ▸ Open of the image alone (our reader, in the background): napari adding one image;
+    * ``add_labels``: napari's own ``add_labels`` of one rater mask (read beforehand), as the open adds five;
+    * ``import_torch``: ``import torch`` in a worker thread, as the Soft segmentation dock and Predict do:
+      torch's C extension initialises holding the GIL, so the GUI thread waits for it whatever thread imports;
+    * ``switch_3d`` / ``switch_2d``: under software OpenGL napari's own 3D switch of a big scan blocks the GUI
+      thread (the volume texture is uploaded and ray-cast in the first 3D frame, before any plugin's handler).
     """
+    import threading
+
+    import nibabel as nib
+
     viewer, app, heart, scene, draws = shown_viewer()
-    viewer.open(str(case / "image.nii.gz"), plugin="napari-softseg")
-    run_until(lambda: len(viewer.layers) >= 1 and not _reads_pending() and fully_loaded(viewer), 600.0)
+    out = {}
+    out["open"] = step(heart, lambda: viewer.open(str(case / "image.nii.gz"), plugin="napari-softseg"),
+                       lambda: len(viewer.layers) >= 1 and not _reads_pending() and fully_loaded(viewer), 600.0, draws)
     run_until(lambda: False, 1.0)
-    out = {"layers": [layer.name for layer in viewer.layers]}
+    out["layers"] = [layer.name for layer in viewer.layers]
+    mask = np.asarray(nib.load(str(case / "task01_seg01.nii.gz")).dataobj).astype(np.uint8)
+    out["add_labels"] = step(heart, lambda: viewer.add_labels(mask, name="rater", opacity=0.0), lambda: True,
+                             60.0, draws)
+    viewer.layers.remove("rater")
+    imported = threading.Event()
+    if "torch" in sys.modules:
+        raise RuntimeError("torch is imported already: the import_torch floor needs a fresh process")
+    out["import_torch"] = step(
+        heart, lambda: threading.Thread(target=lambda: (__import__("torch"), imported.set()), daemon=True).start(),
+        imported.is_set, 120.0)
+    run_until(lambda: False, 1.0)
     bare = _timed(app, draws, lambda k: scene.update(), range(10))
     out["repaint_2d"] = bare
     out["switch_3d"] = step(heart, lambda: setattr(viewer.dims, "ndisplay", 3), lambda: True, 600.0, draws)
@@ -506,10 +529,16 @@ def main(argv=None) -> int:
             continue
         print(f"{name} {tuple(entry['shape'])}: open {entry['open']['seconds']:.2f} s "
               f"(nibabel {nib_s:.2f} s); stalls open {entry['open']['longest_stall_until_loaded_s']:.2f} / "
+              f"dock {entry['open_segmentation_dock']['longest_stall_s']:.2f} / "
               f"predict {entry['predict']['longest_stall_s']:.2f} / PR curve {entry['pr_curve']['longest_stall_s']:.2f} "
               f"/ 3D {entry['switch_3d']['longest_stall_s']:.2f} s (again {entry['switch_3d_again']['longest_stall_s']:.2f}; "
               f"napari alone {entry['bare_napari']['switch_3d']['longest_stall_s']:.2f}) / 2D "
-              f"{entry['switch_2d']['longest_stall_s']:.2f} s; slider p95 ratio 2D "
+              f"{entry['switch_2d']['longest_stall_s']:.2f} s (napari alone: open "
+              f"{entry['bare_napari']['open']['longest_stall_s']:.2f}, a Labels layer "
+              f"{entry['bare_napari']['add_labels']['longest_stall_s']:.2f}, import torch "
+              f"{entry['bare_napari']['import_torch']['longest_stall_s']:.2f}, 2D "
+              f"{entry['bare_napari']['switch_2d']['longest_stall_s']:.2f}) / 2D again "
+              f"{entry['switch_2d_again']['longest_stall_s']:.2f} s; slider p95 ratio 2D "
               f"{entry['slider_2d']['p95_ratio']:.2f}, 3D {entry['slider_3d']['p95_ratio']:.2f}; "
               f"peak RSS {entry['peak_rss_scans']:.2f} scans; shader cache before: {cache['files']} files",
               flush=True)

@@ -220,6 +220,100 @@ def test_glyphs_wait_while_a_worker_thread_runs(make_napari_viewer, qtbot):
     qtbot.waitUntil(lambda: not missing_glyphs(font, "xyz"), timeout=10000)
 
 
+def test_the_canvas_legend_waits_for_its_glyphs_while_a_worker_runs(make_napari_viewer, qtbot, monkeypatch):
+    """Opened straight after Predict, the explorer's PR-curve worker keeps the glyph warm-up waiting: the
+    legend is held back (``ready`` stays False) and shown once its glyphs are there, not rendered in its
+    first frame."""
+    from qtpy.QtCore import QRunnable, QThreadPool
+
+    from napari_softseg._qt import glyphs
+
+    viewer = make_napari_viewer()
+    font = glyphs.canvas_font(viewer)
+    needed = glyphs.canvas_characters()
+    polls = []
+    real_missing = glyphs.missing_glyphs
+    monkeypatch.setattr(glyphs, "missing_glyphs", lambda f, text: polls.append(1) or real_missing(f, text))
+    release = threading.Event()
+
+    class Busy(QRunnable):
+        def run(self):
+            release.wait(30)
+
+    QThreadPool.globalInstance().start(Busy())
+    qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() > 0)
+    open_case(viewer)
+    widget = open_dock(viewer, "Threshold explorer")
+    qtbot.waitUntil(lambda: not widget.job.busy, timeout=20000)
+    start = len(polls)
+    qtbot.waitUntil(lambda: len(polls) > start + 5)         # it kept looking while the worker ran ...
+    assert real_missing(font, needed)                       # ... the glyphs are not there ...
+    assert not viewer.text_overlay.visible and not widget.ready    # ... and the legend is held back
+    release.set()
+    qtbot.waitUntil(lambda: widget.ready, timeout=20000)
+    assert viewer.text_overlay.visible and viewer.text_overlay.text.startswith("cyan outline")
+    assert not real_missing(font, viewer.text_overlay.text)
+
+
+def test_text_held_back_for_glyphs_is_drawn_after_the_longest_wait(make_napari_viewer, qtbot, monkeypatch):
+    """A long job (training) would hold the legend back for ever: after ``MAX_WAIT_S`` it is drawn anyway,
+    and never for a dock that was closed meanwhile."""
+    from qtpy.QtCore import QRunnable, QThreadPool
+    from qtpy.QtWidgets import QWidget
+
+    from napari_softseg._qt import glyphs
+
+    monkeypatch.setattr(glyphs, "MAX_WAIT_S", 0.05)
+    viewer = make_napari_viewer()
+    font = glyphs.canvas_font(viewer)
+    release = threading.Event()
+
+    class Busy(QRunnable):
+        def run(self):
+            release.wait(30)
+
+    QThreadPool.globalInstance().start(Busy())
+    try:
+        qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() > 0)
+        calls, gone_calls = [], []
+        assert glyphs.when_glyphs_ready(viewer, lambda: calls.append(1), text="qz") is False
+        owner = QWidget()
+        assert glyphs.when_glyphs_ready(viewer, lambda: gone_calls.append(1), text="qz", owner=owner) is False
+        owner.deleteLater()
+        qtbot.waitUntil(lambda: calls == [1], timeout=5000)
+        assert glyphs.missing_glyphs(font, "qz")               # drawn without them: after the longest wait
+        qtbot.waitUntil(lambda: glyphs._deleted(owner))
+    finally:
+        release.set()
+    qtbot.waitUntil(lambda: not glyphs.missing_glyphs(font, "qz"), timeout=10000)   # the warm-up finished ...
+    assert gone_calls == []                                 # ... and nothing ran for the closed dock
+    assert glyphs.when_glyphs_ready(viewer, lambda: calls.append(2), text="qz") is True and calls == [1, 2]
+
+
+def test_a_plot_draws_on_a_turn_of_its_own_not_in_a_paint(qapp, qtbot):
+    """matplotlib draws a pending figure inside the next paint, or on a zero-delay timer that Qt runs in
+    the same pass as the event that asked for it (a new dock's first draw, ~50-80 ms, landed on the turn
+    that built the dock). Our canvases draw on a later turn: timers already due run first, a paint only
+    shows the last drawing."""
+    from qtpy.QtCore import QTimer
+
+    from napari_softseg._qt.plots import PRCurvePlot
+
+    plot = PRCurvePlot(None)
+    order = []
+    real_draw = plot.draw
+    plot.draw = lambda: (order.append("draw"), real_draw())
+    plot.show()
+    qtbot.waitUntil(lambda: order == ["draw"])               # the first draw: on its own turn
+    plot.set_curve([0.0, 0.5, 1.0], [1.0, 0.8, 0.5])
+    QTimer.singleShot(0, lambda: order.append("input"))     # something the user did meanwhile
+    plot.repaint()                                          # a paint while the draw is pending
+    assert order == ["draw"]
+    qtbot.waitUntil(lambda: len(order) == 3)
+    assert order == ["draw", "input", "draw"]
+    plot.close()
+
+
 @pytest.mark.parametrize("order", ["F", "C"])
 def test_rater_masks_are_packed_in_the_files_memory_order(tmp_path, monkeypatch, order):
     from napari_softseg.io.dataset import discover, load_case

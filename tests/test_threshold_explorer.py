@@ -554,10 +554,11 @@ def test_make_mask_layer_then_save_writes_the_thresholded_mask(explorer, tmp_pat
 
 
 # -- issue 15 item 6: the explorer's small defects --------------------------------------------------------------
-def test_canvas_legend_follows_the_bands_checkbox(explorer):
+def test_canvas_legend_follows_the_bands_checkbox(explorer, qtbot):
     widget, viewer, *_ = explorer
     widget.set_threshold(0.42)
     widget._update_canvas_legend()                 # the slider rested
+    qtbot.waitUntil(lambda: widget.ready)          # (the legend waits for the canvas' glyphs, once)
     assert viewer.text_overlay.text.startswith("cyan outline: p ≥ 0.42") and "thin white" not in viewer.text_overlay.text
     widget.bands_check.click()                     # tick: the legend names the bands at once
     assert "thin white: p = 0.1 / 0.5 / 0.9" in viewer.text_overlay.text and viewer.text_overlay.visible

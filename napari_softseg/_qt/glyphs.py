@@ -7,7 +7,11 @@ characters, so the frame that shows it stalled the GUI thread for 0.12–0.30 s 
 work (measured on the 512 × 512 × 300 case). :func:`warm_glyphs` loads the missing ones one per idle
 event-loop turn from the moment a dock opens (the Soft segmentation dock usually comes first, long before
 the legend), so no turn holds the GUI for more than ~8 ms and the legend's frame finds them ready. While a
-worker thread runs (Predict, a curve) it waits: under contention for the GIL a glyph took 0.15 s.
+worker thread runs (Predict, a curve, the plot modules' import) it waits: under contention for the GIL a glyph took 0.15-0.25 s.
+:func:`when_glyphs_ready` holds the canvas text back until the warm-up is through (at most
+:data:`MAX_WAIT_S`): when the Threshold explorer opens straight after Predict its PR-curve worker keeps the
+warm-up waiting, and the colour bar and legend drew their ~45 glyphs in their first frames instead
+(0.2-0.25 s stalls at the head and the CT-sized case).
 
 The canvas and its font manager are napari internals (``window._qt_viewer.canvas.font_info()``): when they
 are not there (another napari, a headless viewer model) nothing is warmed and the text is drawn as before.
@@ -15,11 +19,13 @@ are not there (another napari, a headless viewer model) nothing is warmed and th
 
 from __future__ import annotations
 
+import time
 import weakref
 
 from qtpy.QtCore import QThreadPool, QTimer
 
 from napari_softseg._napari.overlay import legend_characters
+from napari_softseg._qt.plot_preload import preloading
 from napari_softseg._qt.qt_helpers import next_turn
 from napari_softseg.analysis.session import unwrapped
 
@@ -28,6 +34,12 @@ PER_TURN = 1
 #: While a worker thread runs, the next glyph waits this long (ms): a glyph's signed-distance pass is a
 #: Python loop, and against a busy worker for the GIL one glyph took 0.15 s instead of 5 ms.
 BUSY_RETRY_MS = 100
+#: How often text held back by :func:`when_glyphs_ready` looks whether its glyphs are there (ms).
+POLL_MS = 20
+
+#: The longest the canvas text waits for a warm-up (s; a long job such as training keeps it waiting): after
+#: that it is drawn and its missing glyphs are rendered on demand, as napari does.
+MAX_WAIT_S = 3.0
 
 _warming: weakref.WeakSet = weakref.WeakSet()     # fonts with a warm-up under way
 
@@ -42,6 +54,42 @@ def warm_canvas_glyphs(viewer) -> int:
     """:func:`warm_glyphs` of :func:`canvas_characters` (each dock calls it when it opens: the first one wins
     and the others find the glyphs there or on their way)."""
     return warm_glyphs(viewer, canvas_characters())
+
+
+def when_glyphs_ready(viewer, fn, text: str | None = None, owner=None) -> bool:
+    """Call ``fn`` once the canvas has the glyphs of ``text`` (default :func:`canvas_characters`): now when
+    they are there (or the font cannot be reached), else after the warm-up, or after :data:`MAX_WAIT_S`;
+    never once the Qt object ``owner`` (the dock asking) is gone.
+
+    Returns:
+        True when ``fn`` was called now.
+    """
+    font = canvas_font(viewer)
+    text = canvas_characters() if text is None else text
+    if font is None or not missing_glyphs(font, text):
+        fn()
+        return True
+    warm_glyphs(viewer, text)
+    deadline = time.monotonic() + MAX_WAIT_S
+
+    def check() -> None:
+        if owner is not None and _deleted(owner):
+            return
+        if not missing_glyphs(font, text) or time.monotonic() >= deadline:
+            fn()
+        else:
+            QTimer.singleShot(POLL_MS, check)
+
+    QTimer.singleShot(POLL_MS, check)
+    return False
+
+
+def _deleted(obj) -> bool:
+    try:
+        obj.objectName()
+    except RuntimeError:          # Qt deleted its C++ side
+        return True
+    return False
 
 
 def canvas_font(viewer):
@@ -77,8 +125,8 @@ def warm_glyphs(viewer, text: str, per_turn: int = PER_TURN) -> int:
     _warming.add(font)
 
     def turn() -> None:
-        if QThreadPool.globalInstance().activeThreadCount():
-            QTimer.singleShot(BUSY_RETRY_MS, turn)      # a prediction or a curve is being computed: later
+        if QThreadPool.globalInstance().activeThreadCount() or preloading():
+            QTimer.singleShot(BUSY_RETRY_MS, turn)      # a prediction, a curve or an import is running: later
             return
         for _ in range(max(1, per_turn)):
             if not todo:

@@ -28,6 +28,12 @@ def plots_imported() -> bool:
     return all(name in sys.modules for name in PLOT_MODULES)
 
 
+def preloading() -> bool:
+    """Whether the preload thread is importing now (other GUI-side Python work then competes with it for the
+    GIL and waits)."""
+    return _thread is not None and _thread.is_alive()
+
+
 def preload_plots() -> threading.Thread | None:
     """Start importing the plot modules in a daemon thread (once per process); the thread, or ``None`` when
     there is nothing to do."""

@@ -21,6 +21,8 @@ from matplotlib.figure import Figure
 from qtpy.QtWidgets import QSizePolicy
 from superqt.utils import qdebounced, qthrottled
 
+from napari_softseg._qt.qt_helpers import next_turn
+
 __all__ = ["PRCurvePlot", "PlotColors", "ReliabilityPlot", "ThemedCanvas", "theme_colors"]
 
 
@@ -106,6 +108,24 @@ class ThemedCanvas(FigureCanvasQTAgg):
         # a draw_idle queued just before the dock was closed may run after Qt deleted the widget
         if not _deleted(self):
             super().draw()
+
+    def draw_idle(self) -> None:
+        """Queue a redraw on a later turn of the event loop. matplotlib posts it with a zero-delay timer, which
+        Qt runs in the same pass as the event that asked for it, so a new dock's first draw (~50-80 ms of
+        constrained layout and text) or a curve's landed on the turn that built the dock or took the curve."""
+        if not (getattr(self, "_draw_pending", False) or getattr(self, "_is_drawing", False)):
+            self._draw_pending = True
+            next_turn(self._draw_idle)
+
+    def paintEvent(self, event) -> None:
+        # a paint shows the last drawing; it never draws the figure itself (matplotlib's paint does when a draw
+        # is pending, e.g. the first paint of a new dock): the pending draw comes on its own turn
+        pending = getattr(self, "_draw_pending", False)
+        self._draw_pending = False
+        try:
+            super().paintEvent(event)
+        finally:
+            self._draw_pending = pending or self._draw_pending
 
     def apply_theme(self, theme: str) -> None:
         """Recolour the figure for ``theme`` and redraw."""

@@ -68,7 +68,7 @@ from napari_softseg._napari.overlay import BAND_LEVELS, OVERLAY_MODES, Threshold
 from napari_softseg._qt.background import ComputeStatus, LatestJob
 from napari_softseg._qt.dock_column import join_column_when_docked
 from napari_softseg._qt.dock_layout import dock_sections
-from napari_softseg._qt.glyphs import warm_canvas_glyphs
+from napari_softseg._qt.glyphs import warm_canvas_glyphs, when_glyphs_ready
 from napari_softseg._qt.key_steps import bind_step_keys
 from napari_softseg._qt.named_points import NamedPointsPanel
 from napari_softseg._qt.notifications import notify_exception, show_warning
@@ -176,6 +176,7 @@ class ThresholdExplorer(QWidget):
         self.status = ComputeStatus()
         self.job = LatestJob(self, TITLE, self.status)
         self._colorbar_due = False          # the colour bar follows the overlay on the next turn
+        self._legend_due = False            # the canvas legend waits for its glyphs (glyphs.when_glyphs_ready)
         self.surfaces = SurfaceBuilder(self, self.overlay, f"{TITLE}: 3D surface")
         self._build_layout()
         self._thumbnail_later = qdebounced(self.overlay.refresh_thumbnails, timeout=250)
@@ -196,7 +197,8 @@ class ThresholdExplorer(QWidget):
         connect_while_alive(self, self.analysis.threshold_changed, self._on_shared_threshold)
         connect_while_alive(self, self.analysis.curve_added, self._on_curve_added)
         connect_while_alive(self, self.analysis.role_changed, self._on_role)
-        # first: the layers 3D hides are hidden before napari slices them as whole volumes
+        # first among plugins (napari runs its own handlers, which slice the layers for the new view, before
+        # any plugin's): the layers 3D hides are hidden before the next frame draws them
         napari_viewer.dims.events.ndisplay.connect(self._on_ndisplay, position="first")
         napari_viewer.layers.events.removed.connect(self._on_layer_removed)
         napari_viewer.layers.events.inserted.connect(self._on_layer_inserted)
@@ -265,9 +267,9 @@ class ThresholdExplorer(QWidget):
 
     @property
     def ready(self) -> bool:
-        """False while a PR curve is being built in the background (statistics read "…") or the colour bar
-        is still to come."""
-        return not self.job.busy and not self._colorbar_due
+        """False while a PR curve is being built in the background (statistics read "…") or the colour bar or
+        legend is still to come."""
+        return not (self.job.busy or self._colorbar_due or self._legend_due)
 
     @property
     def overlay_mode(self) -> str:
@@ -467,9 +469,9 @@ class ThresholdExplorer(QWidget):
         self._fill_references(*previous)
         self.overlay.ensure()            # the picture does not wait for the statistics
         self._on_reference_changed()
-        if split:      # a new canvas overlay and its frame: on a turn of its own, not on the outline layer's
+        if split:      # a new canvas overlay and its frame: on a turn of its own, with its glyphs ready
             self._colorbar_due = True
-            next_turn(self._show_colorbar)
+            next_turn(lambda: when_glyphs_ready(self.viewer, self._show_colorbar, owner=self))
         else:
             self._show_colorbar()
 
@@ -574,9 +576,17 @@ class ThresholdExplorer(QWidget):
         self.statistics.show(op, self._voxel_ml())
         self.plot.set_marker(op.recall, op.precision, f"t = {format_threshold(t)}")
 
-    def _update_canvas_legend(self, t: float | None = None) -> None:
-        """The canvas' one line of legend next to the colour bar: what the outline (or surface) shows."""
-        self.overlay.update_legend(t)
+    def _update_canvas_legend(self) -> None:
+        """The canvas' one line of legend next to the colour bar: what the outline (or surface) shows (once
+        the canvas has its glyphs: rendering ~45 of them in one frame stalled the GUI)."""
+        if self._legend_due:
+            return                       # already waiting: it shows the state of the moment it runs
+        self._legend_due = True
+        when_glyphs_ready(self.viewer, self._show_legend, owner=self)
+
+    def _show_legend(self) -> None:
+        self._legend_due = False
+        self.overlay.update_legend()
 
     def _voxel_ml(self) -> float | None:
         spacing = self.session.spacing if self.session is not None else None
