@@ -5,7 +5,8 @@ The dock (a view of the viewer's shared :class:`~napari_softseg.analysis.session
 * on top, never scrolled away: the **threshold slider**, its exact value, and the clinical numbers at
   that threshold — **sensitivity**, **PPV**, Dice and the predicted volume;
 * below, in a scroll area: the presets ("sensitivity ≥ 0.95", "PPV ≥ 0.90", with a warning when the
-  operating point is degenerate or the mask more than twice the reference volume), the model's named
+  operating point is degenerate or the mask more than twice the reference volume:
+  :mod:`napari_softseg._qt.presets_panel`), the model's named
   cohort operating points (:mod:`napari_softseg._qt.named_points`), the layer choice (the
   rater list folds to one line), the reference, the overlay mode and layout, the remaining numbers and
   the PR curve.
@@ -46,7 +47,6 @@ from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
-    QGridLayout,
     QHBoxLayout,
     QLabel,
     QPushButton,
@@ -73,12 +73,12 @@ from napari_softseg._qt.key_steps import bind_step_keys
 from napari_softseg._qt.named_points import NamedPointsPanel
 from napari_softseg._qt.notifications import notify_exception, show_warning
 from napari_softseg._qt.plots import PRCurvePlot
+from napari_softseg._qt.presets_panel import PresetsPanel
 from napari_softseg._qt.qt_helpers import connect_while_alive, next_turn, relax_combos, signals_blocked
 from napari_softseg._qt.selection import LayerInputs, ReferencePicker
 from napari_softseg._qt.statistics_panel import EMPTY, PENDING, StatisticsPanel
 from napari_softseg._qt.surface_worker import SurfaceBuilder
 from napari_softseg.analysis.operating_point import GRID, Reference, ThresholdSession, snap
-from napari_softseg.analysis.presets import preset_report
 from napari_softseg.analysis.session import ROLES
 from napari_softseg.errors import SoftsegError
 
@@ -147,20 +147,11 @@ class ThresholdExplorer(QWidget):
         self.spin.setSingleStep(1.0 / GRID)
         self.spin.setKeyboardTracking(False)
 
-        self.recall_target = QDoubleSpinBox()
-        self.precision_target = QDoubleSpinBox()
-        for box, value in ((self.recall_target, 0.95), (self.precision_target, 0.90)):
-            box.setRange(0.0, 1.0)
-            box.setDecimals(3)
-            box.setSingleStep(0.01)
-            box.setValue(value)
-        self.recall_button = QPushButton("sensitivity ≥")
-        self.recall_button.setToolTip("Highest threshold that keeps sensitivity (recall) at or above the target")
-        self.precision_button = QPushButton("PPV ≥")
-        self.precision_button.setToolTip("Lowest threshold that reaches the target PPV (precision)")
-        self.preset_label = QLabel("")
-        self.preset_label.setWordWrap(True)
-        self.preset_label.setVisible(False)       # shown once a preset says what it reached
+        self.presets = PresetsPanel(lambda: self.session if self._stats_ready else None, lambda: self._threshold,
+                                    self.set_threshold, self._voxel_ml)
+        self.recall_target, self.precision_target = self.presets.recall_target, self.presets.precision_target
+        self.recall_button, self.precision_button = self.presets.recall_button, self.presets.precision_button
+        self.preset_label = self.presets.label
         self.mask_button = QPushButton("Make mask layer")
         self.mask_button.setToolTip(
             "Add a Labels layer of the voxels at or above the threshold (File ▸ Save writes it as NIfTI with "
@@ -192,8 +183,6 @@ class ThresholdExplorer(QWidget):
         self.refresh_button.clicked.connect(lambda *_: self.refresh())
         self.slider.valueChanged.connect(lambda v: self.set_threshold(v / GRID))
         self.spin.valueChanged.connect(self.set_threshold)
-        self.recall_button.clicked.connect(self.apply_recall_preset)
-        self.precision_button.clicked.connect(self.apply_precision_preset)
         connect_while_alive(self, self.analysis.threshold_changed, self._on_shared_threshold)
         connect_while_alive(self, self.analysis.curve_added, self._on_curve_added)
         connect_while_alive(self, self.analysis.role_changed, self._on_role)
@@ -221,13 +210,7 @@ class ThresholdExplorer(QWidget):
         top.addLayout(row)
         top.addWidget(self.statistics.primary)
 
-        presets = QGridLayout()
-        presets.addWidget(self.recall_button, 0, 0)
-        presets.addWidget(self.recall_target, 0, 1)
-        presets.addWidget(self.precision_button, 1, 0)
-        presets.addWidget(self.precision_target, 1, 1)
-        layout.addLayout(presets)
-        layout.addWidget(self.preset_label)
+        layout.addWidget(self.presets)
         layout.addWidget(self.named_points)
         layout.addWidget(self.status)
         layout.addWidget(self.inputs)
@@ -379,40 +362,11 @@ class ThresholdExplorer(QWidget):
 
     def apply_recall_preset(self) -> str:
         """Jump to the highest threshold whose sensitivity is at least the target; returns what it says."""
-        if self.session is None or not self._stats_ready:
-            return ""
-        target = self.recall_target.value()
-        t = self.session.threshold_for_recall(target)
-        self.set_threshold(t)
-        return self._report_preset(f"sensitivity ≥ {target:.3f}", self.session.at(t))
+        return self.presets.apply_recall()
 
     def apply_precision_preset(self) -> str:
         """Jump to the lowest threshold whose PPV reaches the target; returns what it says."""
-        if self.session is None or not self._stats_ready:
-            return ""
-        target = self.precision_target.value()
-        t = self.session.threshold_for_precision(target)
-        if t is None:
-            text = (f"No threshold reaches PPV ≥ {target:.3f} against {self.session.describe_reference()}; "
-                    f"t stays {format_threshold(self._threshold)}")
-            self._show_preset_text("⚠ " + text)
-            show_warning("Threshold explorer: " + text)
-            return text
-        self.set_threshold(t)
-        return self._report_preset(f"PPV ≥ {target:.3f}", self.session.at(t))
-
-    def _report_preset(self, goal: str, op) -> str:
-        """Say what a preset reached; warn when the operating point is degenerate or the mask oversized."""
-        report = preset_report(goal, op, expected=self.session.reference.kind == "expected",
-                               voxel_ml=self._voxel_ml(), threshold_text=format_threshold(op.threshold))
-        if report.warning:
-            show_warning("Threshold explorer: " + report.text.removeprefix("⚠ "))
-        self._show_preset_text(report.text)
-        return report.text.removeprefix("⚠ ")
-
-    def _show_preset_text(self, text: str) -> None:
-        self.preset_label.setText(text)
-        self.preset_label.setVisible(bool(text))
+        return self.presets.apply_precision()
 
     def step(self, delta: float) -> None:
         """Move the threshold by ``delta`` (keyboard steps)."""
@@ -542,8 +496,7 @@ class ThresholdExplorer(QWidget):
         """Reference and presets need a finished PR curve; the slider and overlay never wait."""
         idle = self.session is not None and not self.job.busy
         self.references.set_enabled(idle)
-        for w in (self.recall_button, self.precision_button):
-            w.setEnabled(idle)
+        self.presets.set_enabled(idle)
 
     def _clear(self, message: str) -> None:
         self.job.cancel()
