@@ -142,6 +142,51 @@ def test_mask_restricts_the_meshed_cubes():
     assert iso_surface(soft, 0.5, spacing=SPACING, mask=np.zeros(soft.shape, bool)).is_empty
 
 
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_meshing_in_slabs_gives_the_mesh_of_one_call(monkeypatch, with_mask):
+    """Marching cubes holds the GIL, so big maps are meshed a slab of planes per call (a GUI thread beside
+    it runs in between): the vertices and faces are those of one call over the whole map, the surface is
+    still closed, and no call sees more than a slab."""
+    from scipy.spatial import cKDTree
+    from skimage.measure import marching_cubes
+
+    from napari_softseg.analysis import surface
+
+    rng = np.random.default_rng(3)
+    soft, _ = sphere()
+    soft = np.clip(soft + 0.3 * rng.random(soft.shape).astype(np.float32) * (soft > 0.2), 0, 1)  # folds
+    mask = (rng.random(soft.shape) > 0.2) if with_mask else None
+    padded = np.pad(soft, 1)
+    kwargs = {} if mask is None else {"mask": np.pad(mask, 1, mode="edge")}
+    v0, f0, _, _ = marching_cubes(padded, 0.5, step_size=1, allow_degenerate=False, **kwargs)
+    seen = []
+    real = marching_cubes
+
+    def counted(volume, *args, **kw):
+        seen.append(volume.shape[0])
+        return real(volume, *args, **kw)
+
+    monkeypatch.setattr("skimage.measure.marching_cubes", counted)
+    per_plane = padded.shape[1] * padded.shape[2]
+    monkeypatch.setattr(surface, "SLAB_VOXELS", 5 * per_plane)
+    v1, f1, normals = surface._marching_cubes_in_slabs(padded, 0.5, kwargs.get("mask"))
+    assert len(seen) >= 7 and max(seen) <= 5 + 3                   # slabs of 5 planes' cubes (+ context)
+    distance, index = cKDTree(v0).query(v1)
+    assert distance.max() < 1e-4 and len(set(index.tolist())) == len(v0) == len(v1)   # the same vertices
+
+    def rotations(faces):                                           # a face, from its lowest vertex, in order
+        faces = np.asarray(faces)
+        first = np.argmin(faces, axis=1)
+        return {tuple(r) for r in np.stack([faces[np.arange(len(faces)), (first + k) % 3] for k in range(3)], 1)}
+
+    assert rotations(index[f1]) == rotations(f0)                    # the same faces, the same winding
+    np.testing.assert_allclose(np.linalg.norm(normals, axis=1), 1.0, atol=1e-4)
+    mesh = iso_surface(soft, 0.5, spacing=SPACING, mask=mask)       # through the public function
+    assert mesh.n_faces == len(f0)
+    if mask is None:
+        assert_closed(mesh)
+
+
 def test_coarse_step_keeps_the_mesh_under_the_face_budget_and_on_the_sphere():
     soft, centre = sphere(shape=(80, 68, 32), centre_index=(40.0, 34.0, 16.0), radius=20.0)
     full = iso_surface(soft, 0.5, spacing=SPACING)
