@@ -9,9 +9,11 @@ napari's "nothing to add now" sentinel ``[(None,)]`` at once and
 1. reads the path in a worker thread with the same :func:`~napari_softseg._napari.reader.read` as
    always (so the layers are exactly those of a synchronous open), with a napari progress bar
    ("Opening case01: reading …", then "adding layer 3 of 7") in the activity dock;
-2. makes each layer's model in the worker too (napari's ``Layer.create``: thumbnail, contrast limits,
-   transforms and napari's first-use imports, all Qt-free) and inserts the layers into the viewer the
-   open came from **one per turn of the event loop**, so no single step blocks the window for long;
+2. makes every layer's model in the worker too (napari's ``Layer.create``: thumbnail, contrast limits,
+   transforms and napari's first-use imports, all Qt-free), all before the first is handed over (made
+   while the GUI thread inserted the previous layer, a model competed with it for the GIL), and inserts
+   the layers into the viewer the open came from **one per turn of the event loop**, so no single step
+   blocks the window for long;
 3. shows a read error as a napari notification naming the file, as a synchronous open would.
 
 Smaller paths, scripts without a window, and ``NAPARI_SOFTSEG_SYNC=1`` read synchronously: the
@@ -167,13 +169,14 @@ class BackgroundRead:
             tuples = self._read(self.paths[0] if len(self.paths) == 1 else self.paths)
         finally:
             self.reading = False
-        for i, (data, kwargs, layer_type) in enumerate(tuples):
-            # the layer model (Qt-free: thumbnail, contrast limits, transforms, first-use imports) is made
-            # here; the GUI thread only inserts it, which builds its canvas visual and controls
-            with _layer_source(self.paths[0]):
-                layer = Layer.create(data, kwargs, layer_type)
+        # every layer model (Qt-free: thumbnail, contrast limits, transforms, first-use imports) is made
+        # here, before the first is handed over: the GUI thread then only inserts them (their canvas visuals
+        # and controls), with no Python work in this thread competing with it for the GIL meanwhile
+        with _layer_source(self.paths[0]):
+            layers = [Layer.create(data, kwargs, layer_type) for data, kwargs, layer_type in tuples]
+        for i, layer in enumerate(layers):
             self._added.clear()
-            yield i, len(tuples), layer
+            yield i, len(layers), layer
             # the GUI thread sets the event once the layer is in; stop if it failed or never answers (the
             # application is quitting), so the thread cannot outlive the interpreter
             if not self._added.wait(ACK_TIMEOUT_S) or self.done.is_set():
