@@ -75,6 +75,8 @@ def test_devices_are_detected_in_a_worker_and_predict_need_not_wait(make_napari_
     add_layer_tuples(viewer, synthetic_case())
     widget = open_dock(viewer, "Soft segmentation")
     assert widget.device_options.device.choices[:2] == ("auto", "cpu")     # offered before the answer
+    # torch's import holds the GIL: it starts on a later turn, not while napari lays the dock out and draws it
+    assert not widget.devices.job.busy and not threads
     qtbot.waitUntil(lambda: not widget.devices.pending, timeout=60_000)
     assert threads and threads[0] is not threading.main_thread()
     choice = resolve_device("auto")

@@ -19,6 +19,7 @@ from qtpy.QtCore import QObject
 from qtpy.QtWidgets import QWidget
 
 from napari_softseg._qt.background import LatestJob
+from napari_softseg._qt.qt_helpers import next_turn
 from napari_softseg.model.device import DeviceChoice, available_devices, resolve_device
 from napari_softseg.progress import Progress, drive
 
@@ -58,11 +59,20 @@ class DeviceDetector(QObject):
         return self.names is None
 
     def start(self) -> None:
-        """Detect the devices (inline when torch is imported already, else in a worker)."""
+        """Detect the devices (inline when torch is imported already, else in a worker, from the next turn
+        of the event loop: torch's import holds the GIL for 0.15-0.2 s at a time, and begun while the dock
+        was still being laid out and drawn it stretched that turn to 0.27 s on a whole head)."""
         if torch_imported():
             self._done(drive(detect_devices()))
         else:
-            self.job.start(detect_devices(), self._done, message="detecting devices …", on_error=self._failed)
+            next_turn(self._start_worker)
+
+    def _start_worker(self) -> None:
+        try:
+            self.objectName()
+        except RuntimeError:             # the dock was closed before the turn came
+            return
+        self.job.start(detect_devices(), self._done, message="detecting devices …", on_error=self._failed)
 
     def _done(self, result: tuple[list[str], DeviceChoice]) -> None:
         self.names, self.auto = list(result[0]), result[1]
