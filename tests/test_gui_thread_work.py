@@ -222,6 +222,42 @@ def test_glyphs_wait_while_a_worker_thread_runs(make_napari_viewer, qtbot):
     qtbot.waitUntil(lambda: not missing_glyphs(font, "xyz"), timeout=10000)
 
 
+def test_the_first_frame_of_the_legend_renders_no_glyph(make_napari_viewer, qtbot, monkeypatch):
+    """A big soft map's legend and colour bar: every glyph the shown canvas needs for them was rendered ahead
+    by the warm-up, including the ones vispy measures every text with (ÅÉÑŐjgpqy and the space), which
+    cost a 0.24 s frame at the head."""
+    import sys
+
+    from napari_softseg._qt import glyphs
+
+    monkeypatch.setattr(layer_roles, "BACKGROUND_READ_VOXELS", 1)      # the path of a big soft map
+    viewer = make_napari_viewer(show=True)
+    font = glyphs.canvas_font(viewer)
+    assert set(glyphs.LAYOUT_CHARACTERS) <= set(glyphs.canvas_characters())
+    on_demand = []                                  # rendered by a frame, not by the warm-up
+    real_load = font._load_char
+
+    def load(char):
+        frame = sys._getframe(1)
+        while frame is not None and frame.f_code.co_filename != glyphs.__file__:
+            frame = frame.f_back
+        if frame is None:
+            on_demand.append(char)
+        return real_load(char)
+
+    font._load_char = load
+    frames = []
+    viewer.window._qt_viewer.canvas._scene_canvas.events.draw.connect(lambda event: frames.append(1))
+    open_case(viewer)
+    widget = open_dock(viewer, "Threshold explorer")
+    wait_ready(qtbot, widget)
+    qtbot.waitUntil(lambda: viewer.text_overlay.visible and widget.ready, timeout=20000)
+    seen = len(frames)
+    viewer.window._qt_viewer.canvas._scene_canvas.update()
+    qtbot.waitUntil(lambda: len(frames) > seen, timeout=20000)        # the legend and colour bar drawn
+    assert on_demand == []
+
+
 def test_the_canvas_legend_waits_for_its_glyphs_while_a_worker_runs(make_napari_viewer, qtbot, monkeypatch):
     """Opened straight after Predict, the explorer's PR-curve worker keeps the glyph warm-up waiting: the
     legend is held back (``ready`` stays False) and shown once its glyphs are there, not rendered in its

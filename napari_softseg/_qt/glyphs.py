@@ -44,10 +44,15 @@ MAX_WAIT_S = 3.0
 _warming: weakref.WeakSet = weakref.WeakSet()     # fonts with a warm-up under way
 
 
+#: vispy lays out every text by the glyphs of these (capitals with accents, descenders, the space), so the
+#: first text drawn renders them too.
+LAYOUT_CHARACTERS = "ÅÉÑŐjgpqy "
+
+
 def canvas_characters() -> str:
     """What our docks put on the canvas: the legend's characters (digits and the point included: the colour
-    bar's tick labels)."""
-    return legend_characters()
+    bar's tick labels) and the ones vispy measures every text with."""
+    return legend_characters() + "".join(ch for ch in LAYOUT_CHARACTERS if ch not in legend_characters())
 
 
 def warm_canvas_glyphs(viewer) -> int:
@@ -106,7 +111,7 @@ def missing_glyphs(font, text: str) -> str:
     loaded = getattr(font, "_glyphs", None)
     if loaded is None:
         return ""
-    return "".join(dict.fromkeys(ch for ch in text if not ch.isspace() and ch not in loaded))
+    return "".join(dict.fromkeys(ch for ch in text if ch not in "\n\r\t" and ch not in loaded))
 
 
 def warm_glyphs(viewer, text: str, per_turn: int = PER_TURN) -> int:
