@@ -5,7 +5,8 @@ Listing the devices (``available_devices``) and resolving ``auto`` need torch, w
 :class:`~napari_softseg._qt.background.LatestJob`), so the dock opens at once: until the answer arrives the
 device box offers ``auto`` and ``cpu`` (``cpu`` needs no torch) and the dock says "detecting …"; a Predict
 started meanwhile with ``auto`` resolves the device in its own worker. When torch is already imported the
-detection is cheap and runs inline. With ``NAPARI_SOFTSEG_SYNC=1`` it runs inline too.
+detection is cheap and runs inline. With ``NAPARI_SOFTSEG_SYNC=1`` it runs inline too. The worker imports
+the plot docks' modules (matplotlib) first, so the dock's background imports run one after the other.
 
 Tests wait with ``qtbot.waitUntil(lambda: not detector.pending)``.
 """
@@ -19,6 +20,7 @@ from qtpy.QtCore import QObject
 from qtpy.QtWidgets import QWidget
 
 from napari_softseg._qt.background import LatestJob
+from napari_softseg._qt.plot_preload import import_plots, plots_imported
 from napari_softseg._qt.qt_helpers import next_turn
 from napari_softseg.model.device import DeviceChoice, available_devices, resolve_device
 from napari_softseg.progress import Progress, drive
@@ -32,9 +34,16 @@ def torch_imported() -> bool:
     return "torch" in sys.modules
 
 
-def detect_devices() -> Generator[Progress, None, tuple[list[str], DeviceChoice]]:
-    """The device names for the dropdown and what ``auto`` resolves to (imports torch)."""
+def detect_devices(with_plots: bool = False) -> Generator[Progress, None, tuple[list[str], DeviceChoice]]:
+    """The device names for the dropdown and what ``auto`` resolves to (imports torch).
+
+    ``with_plots`` (in a worker): import the plot docks' modules first (:mod:`~napari_softseg._qt.plot_preload`),
+    in this thread: two importing threads and a Predict started meanwhile fought the GUI thread for the GIL
+    (a 0.23 s stall at Predict's start on a whole head).
+    """
     yield Progress("devices", 0, 1, "detecting compute devices")
+    if with_plots and not plots_imported():
+        import_plots()
     return available_devices(), resolve_device("auto")
 
 
@@ -72,7 +81,8 @@ class DeviceDetector(QObject):
             self.objectName()
         except RuntimeError:             # the dock was closed before the turn came
             return
-        self.job.start(detect_devices(), self._done, message="detecting devices …", on_error=self._failed)
+        self.job.start(detect_devices(with_plots=True), self._done, message="detecting devices …",
+                       on_error=self._failed)
 
     def _done(self, result: tuple[list[str], DeviceChoice]) -> None:
         self.names, self.auto = list(result[0]), result[1]

@@ -4,8 +4,8 @@ The Threshold explorer, Rater comparison and calibration docks draw with matplot
 (``matplotlib.figure`` and the Qt canvas) costs 0.4–0.7 s. napari imports a dock's module on the GUI thread
 when the dock is opened, so that import froze the viewer each time the first plot dock opened.
 :func:`preload_plots` starts the import in a daemon thread once one of our plot-free docks is up (the Soft
-segmentation dock when its device detection — torch's import, also in a worker — has finished, and the
-Dataset review dock), usually the first ones a user opens; by the time a plot dock is
+segmentation dock's device detection imports them in its worker before torch, and the Dataset review
+dock starts a thread), usually the first ones a user opens; by the time a plot dock is
 asked for, the modules are in ``sys.modules`` and its import is cheap. Python's per-module import locks make
 a plot dock opened during the preload wait for it rather than import twice. Failures are left for the real
 import to report.
@@ -41,12 +41,14 @@ def preload_plots() -> threading.Thread | None:
     with _lock:
         if _thread is not None or plots_imported():
             return None
-        _thread = threading.Thread(target=_import, name="softseg-preload-plots", daemon=True)
+        _thread = threading.Thread(target=import_plots, name="softseg-preload-plots", daemon=True)
         _thread.start()
         return _thread
 
 
-def _import() -> None:
+def import_plots() -> None:
+    """Import the plot modules in the calling thread (a worker's: the Soft segmentation dock's background
+    imports take them first, then torch, one thread at a time)."""
     import importlib
 
     for name in PLOT_MODULES:

@@ -368,7 +368,7 @@ class SegmentationWidget(QWidget):
         self.devices.start()
 
     def _on_devices_detected(self) -> None:
-        preload_plots()  # matplotlib off the GUI thread too, once torch's import no longer competes with it
+        preload_plots()  # matplotlib off the GUI thread (a no-op when the detection's worker imported it)
         combo = self.device_options.device
         current = combo.value
         with combo.changed.blocked():
