@@ -655,3 +655,41 @@ def test_the_marker_label_is_drawn_when_the_marker_rests(make_napari_viewer, qtb
     widget.set_threshold(0.47)
     qtbot.waitUntil(lambda: not plot.label_shown, timeout=5000)   # moving: the marker alone
     qtbot.waitUntil(lambda: plot.label_shown, timeout=5000)       # at rest: with its label
+
+
+def test_the_marker_is_not_drawn_while_the_plot_is_scrolled_out_of_view(qtbot):
+    """The PR curve sits low in the explorer's scroll area, out of view on most screens: a slider move then
+    costs no marker drawing (~1 ms of Agg work each); the marker is put where it is when the plot comes back."""
+    from qtpy.QtWidgets import QLabel, QScrollArea, QVBoxLayout, QWidget
+
+    from napari_softseg._qt.plots import PRCurvePlot
+
+    area = QScrollArea()
+    content = QWidget()
+    layout = QVBoxLayout(content)
+    spacer = QLabel("numbers")
+    spacer.setMinimumHeight(2000)
+    plot = PRCurvePlot(None)
+    layout.addWidget(spacer)
+    layout.addWidget(plot)
+    area.setWidget(content)
+    area.resize(400, 300)
+    area.show()
+    qtbot.waitExposed(area)
+    plot.set_curve(np.linspace(0, 1, 101), np.linspace(1, 0.5, 101))
+    plot.draw()
+    drawn = []
+    real = plot.restore_region
+    plot.restore_region = lambda *a, **k: (drawn.append(1), real(*a, **k))
+    assert plot.visibleRegion().isEmpty()
+    for x in (0.2, 0.4, 0.6):
+        plot.set_marker(x, 0.8, f"t = {x:g}")
+        plot.flush()
+    assert drawn == [] and plot.marker_label.get_text() == "t = 0.6"
+    area.ensureWidgetVisible(plot)                       # scrolled into view: the next paint draws it
+    qtbot.waitUntil(lambda: bool(drawn), timeout=5000)
+    assert tuple(plot.marker.get_data()[0]) == (0.6,)
+    plot.set_marker(0.7, 0.75, "t = 0.7")
+    plot.flush()
+    assert len(drawn) >= 2                               # in view: each move is drawn again
+    area.close()

@@ -4,7 +4,8 @@
   light or system) and recolours itself when ``viewer.theme`` changes.
 * :class:`PRCurvePlot` — precision against recall; the curve is drawn once per reference, and the
   current operating point is a marker moved by **blitting** (restore the cached background, draw one
-  artist, mark that rectangle for the next paint), at most once per ``marker_interval_ms``. A slider move
+  artist, mark that rectangle for the next paint), at most once per ``marker_interval_ms``, and only while
+  the plot is in view (scrolled out of the dock's view, it is drawn when it comes back). A slider move
   never redraws the figure; the marker's "t = …" label is drawn once the marker rests (:data:`LABEL_REST_MS`). A model's named operating points are marked and labelled on the curve
   (:meth:`PRCurvePlot.set_named_marks`), and a cohort's pooled curve with its per-case band can be drawn
   behind it (:meth:`PRCurvePlot.set_cohort`).
@@ -229,6 +230,7 @@ class PRCurvePlot(ThemedCanvas):
         # marker; while the marker moves the label is off (the dock shows t beside the slider)
         self._label_later = qdebounced(self._blit_label, timeout=LABEL_REST_MS)
         self._label_shown = True
+        self._marker_stale = False       # moved while the plot was scrolled out of view (not drawn then)
 
     def restyle_data(self) -> None:
         c = self.colors
@@ -429,25 +431,36 @@ class PRCurvePlot(ThemedCanvas):
         self.figure.draw_artist(self.marker)
         self.figure.draw_artist(self.marker_label)
 
-    def _blit_marker(self, label: bool = False) -> None:
+    def _blit_marker(self, label: bool = False, paint: bool = True) -> None:
         if self._background is None or _deleted(self) or not self.isVisible():
             return
+        self._label_shown = label
+        if not label:
+            self._label_later()
+        if self.visibleRegion().isEmpty():   # scrolled out of the dock's view: drawn when it comes back
+            self._marker_stale = True
+            return
+        self._marker_stale = False
         self.restore_region(self._background)
         self.figure.draw_artist(self.marker)
-        self._label_shown = label
         if label:
             self.place_marker_label()
             self.figure.draw_artist(self.marker_label)
-        else:
-            self._label_later()
         # Like FigureCanvasQTAgg.blit, but asking Qt for an *asynchronous* update of the rectangle: a
         # synchronous repaint() makes Qt compose the whole main window (it holds napari's OpenGL canvas)
         # once more per move; update() lets that happen once, together with the canvas repaint.
-        self.update()   # the label may reach outside the axes: the whole (small) canvas, asynchronously
+        if paint:
+            self.update()   # the label may reach outside the axes: the whole (small) canvas, asynchronously
 
     def _blit_label(self) -> None:
         """The marker rests: draw it with its label."""
         self._blit_marker(label=True)
+
+    def paintEvent(self, event) -> None:
+        if self._marker_stale:               # moved while out of view: put it where it is now
+            self._marker_stale = False
+            self._blit_marker(label=self._label_shown, paint=False)     # this paint shows it
+        super().paintEvent(event)
 
     @property
     def label_shown(self) -> bool:
