@@ -28,6 +28,7 @@ def test_a_big_soft_map_is_read_in_a_worker_and_the_numbers_arrive(make_napari_v
     soft_layer, _, soft, masks = open_case(viewer)
     widget = open_dock(viewer, "Threshold explorer")
     assert not widget.ready                       # reading: the dock is up, the numbers say they are coming
+    assert not widget.job.busy                    # ... from the turn after napari laid the dock out and drew it
     wait_ready(qtbot, widget)
     assert threads and all(t is not threading.main_thread() for t in threads)
     assert widget.reference == Reference("consensus", k=2)
@@ -291,6 +292,26 @@ def test_the_canvas_legend_waits_for_its_glyphs_while_a_worker_runs(make_napari_
     qtbot.waitUntil(lambda: widget.ready, timeout=20000)
     assert viewer.text_overlay.visible and viewer.text_overlay.text.startswith("cyan outline")
     assert not real_missing(font, viewer.text_overlay.text)
+
+
+def test_texts_waiting_for_the_same_glyphs_are_shown_on_turns_of_their_own(make_napari_viewer, qtbot):
+    """The colour bar and the legend wait for the same warm-up: shown in one pass, their new canvas overlays
+    made one 0.25 s frame. Input waiting in between runs between them."""
+    from qtpy.QtCore import QTimer
+
+    from napari_softseg._qt import glyphs
+
+    viewer = make_napari_viewer()
+    calls = []
+
+    def colour_bar():
+        calls.append("colour bar")
+        QTimer.singleShot(0, lambda: calls.append("input"))
+
+    assert glyphs.when_glyphs_ready(viewer, colour_bar, text="ZQ") is False
+    assert glyphs.when_glyphs_ready(viewer, lambda: calls.append("legend"), text="ZQ") is False
+    qtbot.waitUntil(lambda: len(calls) == 3, timeout=10000)
+    assert calls == ["colour bar", "input", "legend"]
 
 
 def test_text_held_back_for_glyphs_is_drawn_after_the_longest_wait(make_napari_viewer, qtbot, monkeypatch):

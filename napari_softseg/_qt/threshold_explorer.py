@@ -168,6 +168,7 @@ class ThresholdExplorer(QWidget):
         self.job = LatestJob(self, TITLE, self.status)
         self._colorbar_due = False          # the colour bar follows the overlay on the next turn
         self._legend_due = False            # the canvas legend waits for its glyphs (glyphs.when_glyphs_ready)
+        self._first_read_due = False        # a big map's first read waits for the dock's first frame
         self.surfaces = SurfaceBuilder(self, self.overlay, f"{TITLE}: 3D surface")
         self._build_layout()
         self._thumbnail_later = qdebounced(self.overlay.refresh_thumbnails, timeout=250)
@@ -198,7 +199,13 @@ class ThresholdExplorer(QWidget):
         apply_role(napari_viewer, self.analysis.role)     # the clinician layout: raters hidden
         join_column_when_docked(self, TITLE)
         warm_canvas_glyphs(napari_viewer)          # the legend's first frame then renders no new glyph
-        self.rebuild()
+        # a big map is read (and checksummed) from the turn after napari has laid the dock out and drawn it:
+        # begun meanwhile, the read competed with that for the cores (0.21-0.24 s at 512 x 512 x 300)
+        self._first_read_due = reads_in_background(self.inputs.soft_layer())
+        if self._first_read_due:
+            next_turn(self._first_read)
+        else:
+            self.rebuild()
 
     # -- layout ------------------------------------------------------------------------------------
     def _build_layout(self) -> None:
@@ -252,7 +259,7 @@ class ThresholdExplorer(QWidget):
     def ready(self) -> bool:
         """False while a PR curve is being built in the background (statistics read "…") or the colour bar or
         legend is still to come."""
-        return not (self.job.busy or self._colorbar_due or self._legend_due)
+        return not (self.job.busy or self._colorbar_due or self._legend_due or self._first_read_due)
 
     @property
     def overlay_mode(self) -> str:
@@ -400,6 +407,14 @@ class ThresholdExplorer(QWidget):
             self._read_failed(exc)
             return
         self._use_inputs(inputs, printed.result(), force)
+
+    def _first_read(self) -> None:
+        self._first_read_due = False
+        try:
+            self.objectName()
+        except RuntimeError:             # the dock was closed before its turn
+            return
+        self.rebuild()
 
     def _read_failed(self, exc: BaseException) -> None:
         layer = self.inputs.soft_layer()
