@@ -21,7 +21,9 @@ scrolling, the switch to 3D and slider moves there. Measured:
   ``nibabel`` load of the same image file (``get_fdata(dtype=float32)``, in a separate process);
 * **longest GUI-thread stall** per step: a ``QTimer`` heartbeat every 10 ms on the GUI thread and the
   longest gap between beats (a step that blocks the GUI for 2 s shows a 2 s gap); every step runs
-  from the real event loop (``QEventLoop``), not from a busy loop;
+  from the real event loop (``QEventLoop``), not from a busy loop; with it the longest **full garbage
+  collection** that began in the step (``longest_full_gc_s``): CPython runs one whenever enough objects
+  were allocated, holding the GIL, and with napari, Qt and torch loaded each takes 0.13-0.26 s here;
 * **slider p95 / bare-repaint p95** in 2D (repaints and moves taken in turns) and in 3D (in blocks) (the
   moves of ``bench_slider.py``), and slices
   scrolled with the outline's displayed plane checked against the soft map's after every step (and the
@@ -165,8 +167,40 @@ def run_until(condition, timeout: float, poll_ms: int = 5) -> bool:
     return bool(condition())
 
 
+#: Full (generation-2) garbage collections: (start, seconds). CPython runs them on its own whenever enough
+#: objects were allocated, in whatever thread allocates, holding the GIL: with napari, Qt and torch loaded
+#: each took 0.13-0.26 s on this machine, a stall of the GUI thread wherever it lands.
+FULL_GCS: list[tuple[float, float]] = []
+
+
+def _watch_gc() -> None:
+    import gc
+
+    started = {}
+
+    def callback(phase, info):
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            started["t"] = time.perf_counter()
+        elif "t" in started:
+            t0 = started.pop("t")
+            FULL_GCS.append((t0, time.perf_counter() - t0))
+
+    if not any(getattr(cb, "__name__", "") == "softseg_bench_gc" for cb in gc.callbacks):
+        callback.__name__ = "softseg_bench_gc"
+        gc.callbacks.append(callback)
+
+
+def longest_gc(t_start: float, t_end: float) -> float:
+    """The longest full garbage collection that began between ``t_start`` and ``t_end`` (seconds)."""
+    return round(max((s for t, s in FULL_GCS if t_start <= t <= t_end), default=0.0), 3)
+
+
 def step(heart: Heartbeat, action, done, timeout: float, draws: list[int] | None = None) -> dict:
-    """Run ``action`` from the event loop, wait for ``done()`` and one more frame; time it and its stall."""
+    """Run ``action`` from the event loop, wait for ``done()`` and one more frame; time it, its longest stall
+    and the longest full garbage collection inside it (part of the stall when it landed on the GUI thread's
+    turn)."""
     from qtpy.QtCore import QTimer
 
     run_until(lambda: False, 0.05)       # settle: a few beats before
@@ -179,7 +213,7 @@ def step(heart: Heartbeat, action, done, timeout: float, draws: list[int] | None
     t1 = time.perf_counter()
     run_until(lambda: False, 0.05)
     return {"seconds": round(t1 - t0, 3), "longest_stall_s": round(heart.longest_gap(t0 - 0.02, t1), 3),
-            "completed": bool(ok)}
+            "longest_full_gc_s": longest_gc(t0 - 0.02, t1), "completed": bool(ok)}
 
 
 def _reads_pending() -> bool:
@@ -202,6 +236,7 @@ def shown_viewer():
     from qtpy.QtWidgets import QApplication
 
     viewer = napari.Viewer(show=True)
+    _watch_gc()
     heart = Heartbeat()
     scene = viewer.window._qt_viewer.canvas._scene_canvas
     draws = [0]
@@ -542,6 +577,9 @@ def main(argv=None) -> int:
               f"{entry['slider_2d']['p95_ratio']:.2f}, 3D {entry['slider_3d']['p95_ratio']:.2f}; "
               f"peak RSS {entry['peak_rss_scans']:.2f} scans; shader cache before: {cache['files']} files",
               flush=True)
+        steps = ("open", "open_segmentation_dock", "predict", "pr_curve", "switch_3d", "switch_2d")
+        print(f"{name}: longest full garbage collection in the step (s): "
+              + " / ".join(f"{s_} {entry[s_].get('longest_full_gc_s', 0):.2f}" for s_ in steps), flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     if tmp is not None:
