@@ -18,6 +18,23 @@ from napari_softseg._napari import layer_roles, overlay
 from napari_softseg.analysis.operating_point import Reference
 
 
+@pytest.fixture
+def busy_worker(qtbot):
+    """One of Qt's pool threads kept busy (as Predict or a curve keeps it) until the test sets the event."""
+    from qtpy.QtCore import QRunnable, QThreadPool
+
+    release = threading.Event()
+
+    class Busy(QRunnable):
+        def run(self):
+            release.wait(30)
+
+    QThreadPool.globalInstance().start(Busy())
+    qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() > 0)
+    yield release
+    release.set()
+
+
 def test_a_big_soft_map_is_read_in_a_worker_and_the_numbers_arrive(make_napari_viewer, qtbot, monkeypatch):
     monkeypatch.setattr(layer_roles, "BACKGROUND_READ_VOXELS", 1)      # every soft map counts as big
     threads = []
@@ -199,27 +216,18 @@ def test_the_legend_glyphs_are_rendered_before_the_legend_needs_them(make_napari
     assert warm_glyphs(viewer, needed) == 0         # nothing left to render: nothing scheduled
 
 
-def test_glyphs_wait_while_a_worker_thread_runs(make_napari_viewer, qtbot):
+def test_glyphs_wait_while_a_worker_thread_runs(make_napari_viewer, qtbot, busy_worker):
     """Rendering a glyph is a Python loop: against a busy worker for the GIL it took 0.15 s, so the warm-up
     waits for the thread pool to be idle."""
-    from qtpy.QtCore import QRunnable, QThreadPool
 
     from napari_softseg._qt.glyphs import canvas_font, missing_glyphs, warm_glyphs
 
     viewer = make_napari_viewer()
     font = canvas_font(viewer)
-    release = threading.Event()
-
-    class Busy(QRunnable):
-        def run(self):
-            release.wait(30)
-
-    QThreadPool.globalInstance().start(Busy())
-    qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() > 0)
     assert warm_glyphs(viewer, "xyz") == 3
     qtbot.wait(300)                                   # several retries while the worker runs: nothing rendered
     assert missing_glyphs(font, "xyz") == "xyz"
-    release.set()
+    busy_worker.set()
     qtbot.waitUntil(lambda: not missing_glyphs(font, "xyz"), timeout=10000)
 
 
@@ -259,11 +267,11 @@ def test_the_first_frame_of_the_legend_renders_no_glyph(make_napari_viewer, qtbo
     assert on_demand == []
 
 
-def test_the_canvas_legend_waits_for_its_glyphs_while_a_worker_runs(make_napari_viewer, qtbot, monkeypatch):
+def test_the_canvas_legend_waits_for_its_glyphs_while_a_worker_runs(make_napari_viewer, qtbot, monkeypatch,
+                                                                    busy_worker):
     """Opened straight after Predict, the explorer's PR-curve worker keeps the glyph warm-up waiting: the
     legend is held back (``ready`` stays False) and shown once its glyphs are there, not rendered in its
     first frame."""
-    from qtpy.QtCore import QRunnable, QThreadPool
 
     from napari_softseg._qt import glyphs
 
@@ -273,14 +281,6 @@ def test_the_canvas_legend_waits_for_its_glyphs_while_a_worker_runs(make_napari_
     polls = []
     real_missing = glyphs.missing_glyphs
     monkeypatch.setattr(glyphs, "missing_glyphs", lambda f, text: polls.append(1) or real_missing(f, text))
-    release = threading.Event()
-
-    class Busy(QRunnable):
-        def run(self):
-            release.wait(30)
-
-    QThreadPool.globalInstance().start(Busy())
-    qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() > 0)
     open_case(viewer)
     widget = open_dock(viewer, "Threshold explorer")
     qtbot.waitUntil(lambda: not widget.job.busy, timeout=20000)
@@ -288,7 +288,7 @@ def test_the_canvas_legend_waits_for_its_glyphs_while_a_worker_runs(make_napari_
     qtbot.waitUntil(lambda: len(polls) > start + 5)         # it kept looking while the worker ran ...
     assert real_missing(font, needed)                       # ... the glyphs are not there ...
     assert not viewer.text_overlay.visible and not widget.ready    # ... and the legend is held back
-    release.set()
+    busy_worker.set()
     qtbot.waitUntil(lambda: widget.ready, timeout=20000)
     assert viewer.text_overlay.visible and viewer.text_overlay.text.startswith("cyan outline")
     assert not real_missing(font, viewer.text_overlay.text)
@@ -314,10 +314,10 @@ def test_texts_waiting_for_the_same_glyphs_are_shown_on_turns_of_their_own(make_
     assert calls == ["colour bar", "input", "legend"]
 
 
-def test_text_held_back_for_glyphs_is_drawn_after_the_longest_wait(make_napari_viewer, qtbot, monkeypatch):
+def test_text_held_back_for_glyphs_is_drawn_after_the_longest_wait(make_napari_viewer, qtbot, monkeypatch,
+                                                                  busy_worker):
     """A long job (training) would hold the legend back for ever: after ``MAX_WAIT_S`` it is drawn anyway,
     and never for a dock that was closed meanwhile."""
-    from qtpy.QtCore import QRunnable, QThreadPool
     from qtpy.QtWidgets import QWidget
 
     from napari_softseg._qt import glyphs
@@ -325,25 +325,15 @@ def test_text_held_back_for_glyphs_is_drawn_after_the_longest_wait(make_napari_v
     monkeypatch.setattr(glyphs, "MAX_WAIT_S", 0.05)
     viewer = make_napari_viewer()
     font = glyphs.canvas_font(viewer)
-    release = threading.Event()
-
-    class Busy(QRunnable):
-        def run(self):
-            release.wait(30)
-
-    QThreadPool.globalInstance().start(Busy())
-    try:
-        qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() > 0)
-        calls, gone_calls = [], []
-        assert glyphs.when_glyphs_ready(viewer, lambda: calls.append(1), text="qz") is False
-        owner = QWidget()
-        assert glyphs.when_glyphs_ready(viewer, lambda: gone_calls.append(1), text="qz", owner=owner) is False
-        owner.deleteLater()
-        qtbot.waitUntil(lambda: calls == [1], timeout=5000)
-        assert glyphs.missing_glyphs(font, "qz")               # drawn without them: after the longest wait
-        qtbot.waitUntil(lambda: glyphs._deleted(owner))
-    finally:
-        release.set()
+    calls, gone_calls = [], []
+    assert glyphs.when_glyphs_ready(viewer, lambda: calls.append(1), text="qz") is False
+    owner = QWidget()
+    assert glyphs.when_glyphs_ready(viewer, lambda: gone_calls.append(1), text="qz", owner=owner) is False
+    owner.deleteLater()
+    qtbot.waitUntil(lambda: calls == [1], timeout=5000)
+    assert glyphs.missing_glyphs(font, "qz")                   # drawn without them: after the longest wait
+    qtbot.waitUntil(lambda: glyphs._deleted(owner))
+    busy_worker.set()
     qtbot.waitUntil(lambda: not glyphs.missing_glyphs(font, "qz"), timeout=10000)   # the warm-up finished ...
     assert gone_calls == []                                 # ... and nothing ran for the closed dock
     assert glyphs.when_glyphs_ready(viewer, lambda: calls.append(2), text="qz") is True and calls == [1, 2]
