@@ -171,6 +171,7 @@ def run_until(condition, timeout: float, poll_ms: int = 5) -> bool:
 #: objects were allocated, in whatever thread allocates, holding the GIL: with napari, Qt and torch loaded
 #: each took 0.13-0.26 s on this machine, a stall of the GUI thread wherever it lands.
 FULL_GCS: list[tuple[float, float]] = []
+_GC_WATCHED = False
 
 
 def _watch_gc() -> None:
@@ -187,9 +188,10 @@ def _watch_gc() -> None:
             t0 = started.pop("t")
             FULL_GCS.append((t0, time.perf_counter() - t0))
 
-    if not any(getattr(cb, "__name__", "") == "softseg_bench_gc" for cb in gc.callbacks):
-        callback.__name__ = "softseg_bench_gc"
+    global _GC_WATCHED
+    if not _GC_WATCHED:
         gc.callbacks.append(callback)
+        _GC_WATCHED = True
 
 
 def longest_gc(t_start: float, t_end: float) -> float:

@@ -321,6 +321,7 @@ def test_text_held_back_for_glyphs_is_drawn_after_the_longest_wait(make_napari_v
     from qtpy.QtWidgets import QWidget
 
     from napari_softseg._qt import glyphs
+    from napari_softseg._qt.workers import is_alive
 
     monkeypatch.setattr(glyphs, "MAX_WAIT_S", 0.05)
     viewer = make_napari_viewer()
@@ -332,7 +333,7 @@ def test_text_held_back_for_glyphs_is_drawn_after_the_longest_wait(make_napari_v
     owner.deleteLater()
     qtbot.waitUntil(lambda: calls == [1], timeout=5000)
     assert glyphs.missing_glyphs(font, "qz")                   # drawn without them: after the longest wait
-    qtbot.waitUntil(lambda: glyphs._deleted(owner))
+    qtbot.waitUntil(lambda: not is_alive(owner))
     busy_worker.set()
     qtbot.waitUntil(lambda: not glyphs.missing_glyphs(font, "qz"), timeout=10000)   # the warm-up finished ...
     assert gone_calls == []                                 # ... and nothing ran for the closed dock

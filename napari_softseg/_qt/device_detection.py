@@ -22,6 +22,7 @@ from qtpy.QtWidgets import QWidget
 from napari_softseg._qt.background import LatestJob
 from napari_softseg._qt.plot_preload import import_plots, plots_imported
 from napari_softseg._qt.qt_helpers import next_turn
+from napari_softseg._qt.workers import is_alive
 from napari_softseg.model.device import DeviceChoice, available_devices, resolve_device
 from napari_softseg.progress import Progress, drive
 
@@ -77,9 +78,7 @@ class DeviceDetector(QObject):
             next_turn(self._start_worker)
 
     def _start_worker(self) -> None:
-        try:
-            self.objectName()
-        except RuntimeError:             # the dock was closed before the turn came
+        if not is_alive(self):           # the dock was closed before the turn came
             return
         self.job.start(detect_devices(with_plots=True), self._done, message="detecting devices …",
                        on_error=self._failed)

@@ -27,6 +27,7 @@ from qtpy.QtCore import QThreadPool, QTimer
 from napari_softseg._napari.overlay import legend_characters
 from napari_softseg._qt.plot_preload import preloading
 from napari_softseg._qt.qt_helpers import next_turn
+from napari_softseg._qt.workers import is_alive
 from napari_softseg.analysis.session import unwrapped
 
 #: Glyphs loaded per event-loop turn.
@@ -52,7 +53,8 @@ LAYOUT_CHARACTERS = "ÅÉÑŐjgpqy "
 def canvas_characters() -> str:
     """What our docks put on the canvas: the legend's characters (digits and the point included: the colour
     bar's tick labels) and the ones vispy measures every text with."""
-    return legend_characters() + "".join(ch for ch in LAYOUT_CHARACTERS if ch not in legend_characters())
+    legend = legend_characters()
+    return legend + "".join(ch for ch in LAYOUT_CHARACTERS if ch not in legend)
 
 
 def warm_canvas_glyphs(viewer) -> int:
@@ -78,11 +80,11 @@ def when_glyphs_ready(viewer, fn, text: str | None = None, owner=None) -> bool:
     deadline = time.monotonic() + MAX_WAIT_S
 
     def run() -> None:
-        if owner is None or not _deleted(owner):
+        if is_alive(owner):
             fn()
 
     def check() -> None:
-        if owner is not None and _deleted(owner):
+        if not is_alive(owner):
             return
         if not missing_glyphs(font, text) or time.monotonic() >= deadline:
             _release(run)
@@ -112,14 +114,6 @@ def _run_released() -> None:
         _released.pop(0)
         if _released:
             next_turn(_run_released)
-
-
-def _deleted(obj) -> bool:
-    try:
-        obj.objectName()
-    except RuntimeError:          # Qt deleted its C++ side
-        return True
-    return False
 
 
 def canvas_font(viewer):

@@ -23,6 +23,7 @@ from qtpy.QtWidgets import QSizePolicy
 from superqt.utils import qdebounced, qthrottled
 
 from napari_softseg._qt.qt_helpers import next_turn
+from napari_softseg._qt.workers import is_alive
 
 __all__ = ["PRCurvePlot", "PlotColors", "ReliabilityPlot", "ThemedCanvas", "theme_colors"]
 
@@ -73,15 +74,6 @@ def theme_colors(theme: str) -> PlotColors:
     )
 
 
-def _deleted(widget) -> bool:
-    """Whether Qt already destroyed the C++ side of ``widget``."""
-    try:
-        widget.objectName()
-    except RuntimeError:
-        return True
-    return False
-
-
 class ThemedCanvas(FigureCanvasQTAgg):
     """A matplotlib canvas coloured like the napari viewer it lives in.
 
@@ -102,12 +94,12 @@ class ThemedCanvas(FigureCanvasQTAgg):
         self._style_axes()
 
     def _on_theme(self, event=None) -> None:
-        if self._viewer is not None and not _deleted(self):
+        if self._viewer is not None and is_alive(self):
             self.apply_theme(self._viewer.theme)
 
     def draw(self) -> None:
         # a draw_idle queued just before the dock was closed may run after Qt deleted the widget
-        if not _deleted(self):
+        if is_alive(self):
             super().draw()
 
     def draw_idle(self) -> None:
@@ -432,7 +424,7 @@ class PRCurvePlot(ThemedCanvas):
         self.figure.draw_artist(self.marker_label)
 
     def _blit_marker(self, label: bool = False, paint: bool = True) -> None:
-        if self._background is None or _deleted(self) or not self.isVisible():
+        if self._background is None or not is_alive(self) or not self.isVisible():
             return
         self._label_shown = label
         if not label:

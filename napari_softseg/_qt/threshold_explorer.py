@@ -78,6 +78,7 @@ from napari_softseg._qt.qt_helpers import connect_while_alive, next_turn, relax_
 from napari_softseg._qt.selection import LayerInputs, ReferencePicker
 from napari_softseg._qt.statistics_panel import EMPTY, PENDING, StatisticsPanel
 from napari_softseg._qt.surface_worker import SurfaceBuilder
+from napari_softseg._qt.workers import is_alive
 from napari_softseg.analysis.operating_point import GRID, Reference, ThresholdSession, snap
 from napari_softseg.analysis.session import ROLES
 from napari_softseg.errors import SoftsegError
@@ -410,11 +411,8 @@ class ThresholdExplorer(QWidget):
 
     def _first_read(self) -> None:
         self._first_read_due = False
-        try:
-            self.objectName()
-        except RuntimeError:             # the dock was closed before its turn
-            return
-        self.rebuild()
+        if is_alive(self):               # not when the dock was closed before its turn
+            self.rebuild()
 
     def _read_failed(self, exc: BaseException) -> None:
         layer = self.inputs.soft_layer()
