@@ -54,7 +54,7 @@ def demo_measure() -> tuple[dict, dict]:
 
 
 def _amber():
-    from napari_softseg._napari.overlay import step_colormap
+    from napari_softseg._napari.overlay_style import step_colormap
 
     return step_colormap("v0.1 amber", (1.0, 0.85, 0.1))
 

@@ -114,20 +114,18 @@ def test_big_volumes_are_drawn_in_3d_from_a_strided_copy(make_napari_viewer, qtb
     assert stride == 3
     viewer.dims.ndisplay = 3
     assert not scan.visible and not soft_layer.visible    # hidden at once; the stand-ins follow, one a turn
-    qtbot.waitUntil(lambda: widget.surface_layer is not None and "scan (3D context)" in viewer.layers, timeout=5000)
-    surface = widget.surface_layer
-    assert surface.data.shape == soft[::3, ::3, ::3].shape
-    np.testing.assert_array_equal(surface.data, soft[::3, ::3, ::3])
-    np.testing.assert_allclose(surface.scale, np.asarray(soft_layer.scale) * 3)
+    qtbot.waitUntil(lambda: "scan (3D context)" in viewer.layers, timeout=5000)
     context = viewer.layers["scan (3D context)"]
     assert not scan.visible and context.visible and context.rendering == "mip" and context.opacity <= 0.25
-    assert layer_roles.is_helper(context) and context.data.shape == surface.data.shape
+    assert layer_roles.is_helper(context) and context.data.shape == soft[::3, ::3, ::3].shape
+    np.testing.assert_allclose(context.scale, np.asarray(scan.scale) * 3)
     # the same world place: voxel (3, 3, 3) of the copy is voxel (9, 9, 9) of the scan
     np.testing.assert_allclose(context.data_to_world((1, 1, 1)), scan.data_to_world((3, 3, 3)))
     # the mesh is of the full-resolution soft map (built in the worker)
-    qtbot.waitUntil(lambda: not widget.surfaces.busy and widget.mesh_layer is not None, timeout=20_000)
+    qtbot.waitUntil(lambda: widget.overlay.shows_mesh, timeout=20_000)
+    assert widget.surface_layer is None  # no iso volume to ray-cast while the mesh is built
     viewer.dims.ndisplay = 2             # the stand-ins are kept, hidden (no removal: napari collects garbage)
-    assert scan.visible and scan.opacity == 1.0 and not context.visible and not surface.visible
+    assert scan.visible and scan.opacity == 1.0 and not context.visible and not widget.mesh_layer.visible
     viewer.dims.ndisplay = 3             # 3D again: the same stand-in, shown again
     qtbot.waitUntil(lambda: context.visible and not scan.visible, timeout=5000)
     assert [layer.name for layer in viewer.layers].count("scan (3D context)") == 1
@@ -193,7 +191,7 @@ def test_choosing_a_soft_map_runs_no_layer_batch_when_there_is_nothing_to_remove
 def test_the_legend_glyphs_are_rendered_before_the_legend_needs_them(make_napari_viewer, qtbot):
     """napari renders a canvas glyph the first time it is drawn (~5 ms each): the explorer has the legend's
     rendered a few per event-loop turn when it opens, so the frame that shows the legend renders none."""
-    from napari_softseg._napari.overlay import legend_characters
+    from napari_softseg._napari.overlay_style import legend_characters
     from napari_softseg._qt.glyphs import canvas_characters, canvas_font, missing_glyphs, warm_glyphs
 
     viewer = make_napari_viewer()                   # not shown: nothing draws text but the warm-up

@@ -16,6 +16,7 @@ from _analysis_case import (
     wait_ready,
 )
 
+from napari_softseg._napari import overlay as overlay_module
 from napari_softseg._napari.layer_roles import analysis_session, same_layer
 from napari_softseg._qt.statistics_panel import format_volume
 from napari_softseg.analysis.display import overlay_contrast_limits
@@ -425,9 +426,11 @@ def test_painting_a_rater_layer_recomputes_on_its_own(explorer, qtbot):
     assert (op.tp, op.fp, op.fn, op.tn) == (tp, fp, fn, tn)
 
 
-def test_3d_shows_an_iso_surface_that_follows_the_slider(explorer, monkeypatch, qtbot):
+def test_3d_without_a_mesh_shows_an_iso_surface_that_follows_the_slider(explorer, monkeypatch, qtbot):
+    """The fallback for a soft map that cannot be meshed (the mesh path: tests/test_threshold_surface_3d.py)."""
     import napari_softseg.analysis.display as display_module
 
+    monkeypatch.setattr(overlay_module, "mesh_source_of", lambda layer: None)
     widget, viewer, soft_layer, soft, masks = explorer
     scan = viewer.add_image(np.random.default_rng(0).random(soft.shape).astype(np.float32) * 100, name="scan",
                             affine=soft_layer.affine, metadata={"softseg": {"kind": "image"}})
@@ -442,7 +445,7 @@ def test_3d_shows_an_iso_surface_that_follows_the_slider(explorer, monkeypatch, 
     qtbot.waitUntil(lambda: widget.surface_layer is not None, timeout=5000)  # added on a later turn
     surface = widget.surface_layer
     assert surface.rendering == "iso" and surface.data is soft_layer.data
-    assert surface.visible != widget.overlay.shows_mesh     # the iso volume until the shaded mesh is there
+    assert surface.visible and widget.mesh_layer is None and not widget.overlay.building_first_mesh
     assert not widget.contour_layer.visible
     for t in (0.3, 0.35, 0.4):
         widget.set_threshold(t)

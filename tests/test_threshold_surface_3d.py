@@ -85,6 +85,9 @@ def test_3d_shows_a_smooth_mesh_at_the_right_place_and_rebuilds_it_when_the_slid
     widget.slider.setValue(500)
     viewer.dims.ndisplay = 3
     assert widget.shown_overlay_mode == "surface"
+    assert widget.overlay.building_first_mesh and widget.surface_layer is None   # no iso volume meanwhile
+    widget.overlay.update_legend()
+    assert viewer.text_overlay.text == "cyan surface: p ≥ 0.5 (building the surface…)"
     assert viewer.camera.handedness == "right"                      # 3D is never mirrored (light in front)
     assert tuple(str(a.value) for a in viewer.camera.orientation2d) == ("up", "right")
     qtbot.waitUntil(lambda: mesh_of(widget, 0.5), timeout=20000)
@@ -95,11 +98,12 @@ def test_3d_shows_a_smooth_mesh_at_the_right_place_and_rebuilds_it_when_the_slid
     radii = np.linalg.norm(world_vertices(mesh) - centre, axis=1)
     assert radii.mean() == pytest.approx(expected_radius(0.5), abs=0.1)
     assert np.abs(radii - expected_radius(0.5)).max() < 0.5        # sub-voxel, on a 0.9 x 1.1 x 2.5 mm grid
-    assert not widget.surface_layer.visible                      # the iso volume gives way to the mesh
+    assert widget.surface_layer is None and not widget.overlay.building_first_mesh
+    assert viewer.text_overlay.text == "cyan surface: p ≥ 0.5"
     assert not soft_layer.visible and viewer.layers["scan"].opacity <= 0.25
 
     widget.slider.setValue(270)                                     # drag: the last mesh stays, and says so
-    assert mesh.visible and not widget.surface_layer.visible and widget.overlay.mesh_is_stale
+    assert mesh.visible and widget.overlay.mesh_is_stale
     widget.overlay.update_legend()
     assert "surface of p ≥ 0.5, updating to: p ≥ 0.27" in viewer.text_overlay.text
     qtbot.waitUntil(lambda: mesh_of(widget, 0.27), timeout=20000)    # rested: the new mesh swapped in
@@ -107,18 +111,17 @@ def test_3d_shows_a_smooth_mesh_at_the_right_place_and_rebuilds_it_when_the_slid
     assert widget.mesh_layer is mesh or widget.mesh_layer.name == mesh.name   # the same layer, new data
     radii = np.linalg.norm(world_vertices(widget.mesh_layer) - centre, axis=1)
     assert radii.mean() == pytest.approx(expected_radius(0.27), abs=0.1)
-    assert not widget.surface_layer.visible
 
     viewer.dims.ndisplay = 2                                        # back to 2D: the 3D helpers are hidden
     assert viewer.camera.handedness == "left"                       # the user's 2D orientation
     assert not [layer for layer in viewer.layers if layer._type_string == "surface" and layer.visible]
-    assert not widget.surface_layer.visible
     assert widget.contour_layer.visible and soft_layer.visible and viewer.layers["scan"].opacity == 1.0
 
     built = widget.surfaces.built                                   # 3D again, same threshold: the same mesh
     viewer.dims.ndisplay = 3
+    assert not widget.mesh_layer.visible                            # shown on a later turn, not in the switch's
     qtbot.waitUntil(lambda: mesh_of(widget, 0.27), timeout=20000)
-    assert widget.surfaces.built == built and not widget.surface_layer.visible
+    assert widget.surfaces.built == built and widget.surface_layer is None
     before = np.linalg.norm(world_vertices(widget.mesh_layer) - centre, axis=1).mean()
     viewer.dims.ndisplay = 2
     data = soft_layer.data
@@ -177,7 +180,8 @@ def test_a_threshold_above_the_map_hides_the_mesh(sphere_dock, qtbot):
     widget.set_threshold(min(1.0, top + 0.01))
     qtbot.waitUntil(lambda: not widget.surfaces.busy and widget.overlay.mesh_level == widget.threshold,
                     timeout=20000)
-    assert not widget.mesh_layer.visible and widget.surface_layer.visible
+    assert not widget.mesh_layer.visible and widget.surface_layer is None     # nothing at or above t
+    assert not widget.overlay.building_first_mesh
 
 
 def test_a_soft_map_opened_while_in_3d_gets_the_3d_view(make_napari_viewer, qtbot):
@@ -243,3 +247,32 @@ def test_the_rest_before_a_rebuild_follows_the_pace_of_the_drag(sphere_dock, qtb
     widget.set_threshold(0.45)
     assert timer.interval() == surface_worker.REST_MS
     qtbot.waitUntil(lambda: mesh_of(widget, 0.45), timeout=20000)
+
+
+def test_the_first_mesh_is_added_hidden_and_shown_on_a_later_turn(make_napari_viewer):
+    """Adding the Surface layer and drawing its first frame are two turns of the event loop, not one stall."""
+    from napari_softseg._napari.overlay import ThresholdOverlay
+
+    viewer = make_napari_viewer()
+    soft, _, geometry = sphere_case()
+    (soft_layer,) = add_layer_tuples(viewer, [soft_map_layer(soft, geometry, name="prediction")])
+    overlay = ThresholdOverlay(viewer)
+    overlay.set_source(soft_layer, soft_layer.data)
+    viewer.dims.ndisplay = 3
+    source = overlay.mesh_source()
+    turns = []
+    assert overlay.show_mesh(build_mesh(source, overlay.threshold), source, later=turns.append)
+    mesh = overlay.mesh_layer
+    assert mesh is not None and not mesh.visible and len(turns) == 1
+    assert overlay.building_first_mesh and not overlay.shows_mesh
+    overlay.update_legend()
+    assert viewer.text_overlay.text == "cyan surface: p ≥ 0.5 (building the surface…)"
+    turns.pop()()                                                   # the later turn
+    assert mesh.visible and overlay.shows_mesh and not overlay.building_first_mesh
+    assert viewer.text_overlay.text == "cyan surface: p ≥ 0.5"
+    overlay.update(0.3)                                             # a new threshold: the same layer, new data
+    assert overlay.show_mesh(build_mesh(source, 0.3), source, later=turns.append)
+    assert overlay.mesh_layer is mesh and mesh.visible and not turns
+    viewer.dims.ndisplay = 2
+    overlay.set_visibility()
+    assert not mesh.visible and not overlay.building_first_mesh

@@ -17,15 +17,19 @@ widgets set :attr:`ThresholdOverlay.mode`, :attr:`~ThresholdOverlay.bands` and t
   (:func:`~napari_softseg.analysis.surface.iso_surface`), built off the GUI thread by the dock
   (:meth:`ThresholdOverlay.mesh_source` → :func:`build_mesh` → :meth:`ThresholdOverlay.show_mesh`) once the
   slider rests. While the slider moves, the mesh of the last threshold stays and the canvas legend says so
-  ("surface of p ≥ 0.4, updating to p ≥ 0.45"); the iso-surface volume (``rendering="iso"``) is shown only
-  until the first mesh exists: under software OpenGL it is the slowest thing to draw. The scan is a faint MIP volume drawn without depth (context that never
-  hides the surface), raters and soft maps are off (all restored in 2D). The 3D helper layers (mesh, iso
-  volume, context) are hidden in 2D, not removed: napari collects garbage after every removal (0.2 s with a
-  big case and torch loaded), and the mesh of an unchanged threshold is shown again at once. A big
-  volume (more than :data:`MAX_3D_VOXELS`) is drawn in 3D from a strided copy (:func:`display_stride`): the
-  iso volume and the scan's context, not the mesh, which is always of the full-resolution soft map. Under
-  software OpenGL uploading a 300 MB volume texture blocks the GUI thread for ~10 s; a 2 M-voxel copy for
-  a fraction of a second;
+  ("surface of p ≥ 0.4, updating to p ≥ 0.45"). Until the first mesh is in, nothing of p ≥ t is drawn and
+  the legend says the surface is being built: an iso-surface volume (``rendering="iso"``) shown meanwhile
+  was the slowest thing to draw under software OpenGL (a whole head's first 3D frame with it took ~2 s
+  beside the mesh build, without it ~0.3 s) and made the first mesh arrive twice as late. The iso volume
+  is kept only for a soft map that cannot be meshed. The first mesh's layer is added hidden and shown on
+  the next turn. The scan is a faint MIP volume drawn without depth (context that never hides the
+  surface), raters and soft maps are off (all restored in 2D). The 3D helper layers (mesh, context) are
+  hidden in 2D, not removed: napari collects garbage after every removal (0.2 s with a big case and torch
+  loaded), and the mesh of an unchanged threshold is shown again at once. A big volume (more than
+  :data:`MAX_3D_VOXELS`) is drawn in 3D from a strided copy (:func:`display_stride`): the scan's context
+  (and the iso volume), not the mesh, which is always of the full-resolution soft map. Under software
+  OpenGL uploading a 300 MB volume texture blocks the GUI thread for ~10 s; a 2 M-voxel copy for a
+  fraction of a second;
 * one line of **canvas legend** (napari's text overlay) naming what the outline shows, and the chosen soft
   map's colour bar as the only colour bar.
 
@@ -38,38 +42,40 @@ from __future__ import annotations
 import contextlib
 
 import numpy as np
-from napari.utils.colormaps import Colormap
 from napari.utils.transforms import Affine
 
 from napari_softseg._napari import layers as softseg_layers
 from napari_softseg._napari.layer_roles import HELPER_KEY, is_helper, same_layer, soft_map_candidates
-from napari_softseg._napari.layers import format_threshold, layer_type
+from napari_softseg._napari.layers import layer_type
 from napari_softseg._napari.mesh_source import MeshSource, mesh_source_of, surface_layer_data
+from napari_softseg._napari.overlay_style import (
+    BAND_COLOR,
+    BAND_LEVELS,
+    FILL_COLOR,
+    FILL_OPACITY,
+    LEGEND_PREFIX,
+    OUTLINE_COLOR,
+    SCAN_OPACITY_3D,
+    SURFACE_COLOR,
+    legend_text,
+    mesh_colormap,
+    solid_colormap,
+    step_colormap,
+)
 from napari_softseg.analysis.display import (
     BandsView,
     ContourView,
     overlay_contrast_limits,
-    threshold_colormap_controls,
     upsampled_affine,
 )
-from napari_softseg.analysis.overlay_colors import BAND as HEAT_BAND
 from napari_softseg.analysis.surface import Mesh
 
 OVERLAY_MODES = ("outline", "outline + light fill", "filled", "none")
 DEFAULT_OVERLAY = "outline"
-OUTLINE_COLOR = (0.0, 1.0, 1.0)     # cyan: far from grey scans and from every colour of the heat map
-FILL_COLOR = (0.0, 1.0, 1.0)
-FILL_OPACITY = {"outline + light fill": 0.22, "filled": 0.5}
-BAND_LEVELS = (0.1, 0.5, 0.9)       # optional iso-lines of the soft map (confidence bands)
-BAND_COLOR = (1.0, 1.0, 1.0)
-SURFACE_COLOR = (0.0, 0.9, 1.0)
-MESH_COLOR = (0.25, 0.85, 1.0)      # the shaded mesh: a light cyan that keeps its shading readable
-SCAN_OPACITY_3D = 0.25              # the scan as a faint volume behind the 3D surface
 #: The outline is drawn on a grid this many times finer than the soft map (in-plane), at most
 #: :data:`OUTLINE_MAX_SIDE` pixels a side: a line of 1/f voxel, thin and crisp at any zoom.
 OUTLINE_UPSAMPLE = 4
 OUTLINE_MAX_SIDE = 800
-LEGEND_PREFIX = "cyan "            # the canvas legend line starts so (and is recognised by it)
 #: Volumes shown in 3D as volume textures (the fast iso surface, the scan's context) are strided down to at
 #: most about this many voxels (:func:`display_stride`).
 MAX_3D_VOXELS = 2_000_000
@@ -95,45 +101,6 @@ def outline_factor(shape) -> int:
     """Upsampling factor of the outline grid for a soft map of ``shape`` (1 … :data:`OUTLINE_UPSAMPLE`)."""
     side = max(shape[-2:]) if len(shape) >= 2 else 1
     return int(max(1, min(OUTLINE_UPSAMPLE, OUTLINE_MAX_SIDE // max(side, 1))))
-
-
-def step_colormap(name: str, rgb: tuple[float, float, float]) -> Colormap:
-    """Transparent below the middle of the range, ``rgb`` from it on (no interpolation)."""
-    return Colormap(
-        colors=[[0.0, 0.0, 0.0, 0.0], [*rgb, 1.0]],
-        controls=list(threshold_colormap_controls()),
-        interpolation="zero",
-        name=name,
-    )
-
-
-def solid_colormap(name: str, rgb: tuple[float, float, float]) -> Colormap:
-    """One colour from the middle of the range on, transparent below (0/1 outline layers, 3D surface)."""
-    return Colormap(colors=[[0.0, 0.0, 0.0, 0.0], [*rgb, 1.0]], controls=[0.0, 0.5, 1.0], interpolation="zero",
-                    name=name)
-
-
-def legend_text(mode: str, t: float, *, bands: bool = False, stale_level: float | None = None) -> str:
-    """The canvas legend line for overlay ``mode`` at threshold ``t`` (``stale_level``: the level of a 3D
-    mesh still shown while the one for ``t`` is computed)."""
-    shape = "surface" if mode == "surface" else "outline"
-    if mode == "surface" and stale_level is not None:
-        shape = f"surface of p ≥ {format_threshold(stale_level)}, updating to"
-    band_text = "  ·  " + bands_legend() if bands and mode != "surface" else ""
-    heat = "" if mode == "surface" else "  ·  heat: uncertain {:g} < p < {:g}".format(*HEAT_BAND)
-    return f"{LEGEND_PREFIX}{shape}: p ≥ {format_threshold(t)}{band_text}{heat}"
-
-
-def legend_characters() -> str:
-    """Every character a legend line can show (its glyphs are drawn the first time they appear)."""
-    lines = [legend_text(mode, 0.5, bands=bands, stale_level=0.25) for mode in ("outline", "surface")
-             for bands in (False, True)]
-    return "".join(sorted(set("".join(lines)) | set("0123456789.-")))
-
-
-def bands_legend() -> str:
-    """How the confidence bands are named in the canvas legend."""
-    return "thin white: p = " + " / ".join(f"{b:g}" for b in BAND_LEVELS)
 
 
 def apply_role(viewer, role: str) -> None:
@@ -179,6 +146,7 @@ class ThresholdOverlay:
         self._saved_3d: list = []          # (layer, attribute, value) to restore when leaving 3D
         self._context_layers: list = []    # (scan, its strided stand-in in 3D, the scan array's id); hidden in 2D
         self._mesh_empty = False           # the mesh of mesh_level has no faces (nothing at or above it)
+        self._revealing = False            # the first mesh was added hidden; shown on a later turn
         self._saved_orientation = None     # the camera orientation before a mirrored 3D view was unmirrored
 
     # -- what is drawn -------------------------------------------------------------------------------
@@ -259,7 +227,8 @@ class ThresholdOverlay:
             return
         t = self.threshold if t is None else t
         stale_level = self.mesh_level if mode == "surface" and self.mesh_is_stale else None
-        overlay.text = legend_text(mode, t, bands=self.bands, stale_level=stale_level)
+        overlay.text = legend_text(mode, t, bands=self.bands, stale_level=stale_level,
+                                   building=mode == "surface" and self.building_first_mesh)
         if not overlay.visible:
             overlay.position = "top_left"
             overlay.font_size = 11
@@ -318,14 +287,13 @@ class ThresholdOverlay:
                 interpolation2d="nearest", opacity=1.0, blending="translucent",
                 metadata={HELPER_KEY: "threshold outline"}, **self._fine_transform(factor),
             )
-        if mode == "surface" and not self.alive(self.surface_layer):
+        if mode == "surface" and not self.alive(self.surface_layer) and self.mesh_source() is None:
             stride = display_stride(source.data.shape)
             self.surface_layer = self.viewer.add_image(
                 strided(source.data, stride), name=f"{source.name} p ≥ t surface", rendering="iso",
                 iso_threshold=self.threshold,
                 colormap=solid_colormap("softseg surface", SURFACE_COLOR), contrast_limits=(0.0, 1.0),
-                # no depth: while the first mesh is swapped in, the iso volume
-                # must not hide the mesh it lies on
+                # no depth: the iso volume must not hide a mesh it lies on
                 blending="translucent_no_depth", metadata={HELPER_KEY: "threshold surface"},
                 **{**transform, "scale": np.asarray(source.scale) * stride},
             )
@@ -340,6 +308,13 @@ class ThresholdOverlay:
         return self.shown_mode == "surface" and self.source is not None and self.mesh_level != self.threshold
 
     @property
+    def building_first_mesh(self) -> bool:
+        """Whether the 3D view waits for its first mesh of this soft map (nothing of p ≥ t is drawn yet)."""
+        return (self.shown_mode == "surface" and not self._mesh_empty and self.mesh_source() is not None
+                and not (self.alive(self.mesh_layer) and self.mesh_layer.visible)
+                and not (self.alive(self.surface_layer) and self.surface_layer.visible))
+
+    @property
     def shows_mesh(self) -> bool:
         """Whether the shaded mesh of the current threshold is what the 3D view shows."""
         return (self.shown_mode == "surface" and self.alive(self.mesh_layer) and self.mesh_layer.visible
@@ -349,11 +324,17 @@ class ThresholdOverlay:
         """What to mesh for the current soft map (None: no soft map, not 3D data, or not in 3D)."""
         return mesh_source_of(self.source) if self.shown_mode == "surface" else None
 
-    def show_mesh(self, mesh: Mesh, source: MeshSource) -> bool:
+    def show_mesh(self, mesh: Mesh, source: MeshSource, later=None) -> bool:
         """Swap in ``mesh`` (from :func:`build_mesh` of ``source``) if it is still wanted; returns whether it is.
 
         A mesh of another threshold or soft map, or one arriving after leaving 3D, is dropped. An empty mesh
         (nothing at or above ``t``) hides the surface.
+
+        Args:
+            later: Optional ``later(fn)`` that calls ``fn`` on a later turn of the event loop. The first mesh's
+                Surface layer is then added hidden and shown on that turn: adding it (napari's layer, its
+                controls, vispy's normals) and its first frame (uploading ~50 MB of vertex arrays) were one
+                stall of a second under software OpenGL on a whole head.
         """
         if (self.shown_mode != "surface" or mesh.level != self.threshold or self.source is None
                 or source.data is not self.source.data):
@@ -372,25 +353,37 @@ class ThresholdOverlay:
             active = self.viewer.layers.selection.active
             self.mesh_layer = self.viewer.add_surface(
                 data, name=f"{self.source.name} p = t surface", affine=affine, shading="smooth",
-                colormap=Colormap(colors=[[*MESH_COLOR, 1.0], [*MESH_COLOR, 1.0]], name="softseg mesh"),
+                colormap=mesh_colormap(),
                 contrast_limits=(0.0, 1.0), blending="translucent", metadata={HELPER_KEY: "threshold surface mesh"},
+                visible=later is None,
             )
             if active is not None and self.alive(active):
                 self.viewer.layers.selection.active = active
+            if later is not None:
+                self._revealing = True
+                later(self._reveal_mesh)
         self._swap_mesh()
         self.update_legend()
         return True
 
+    def _reveal_mesh(self) -> None:
+        """Show the first mesh, added hidden on an earlier turn (:meth:`show_mesh`)."""
+        self._revealing = False
+        self._swap_mesh()
+        self.update_legend()
+
     def _swap_mesh(self) -> None:
         """In 3D: the mesh — of the current threshold, or while the slider moves the last one built (the new
-        one is swapped in when it rests); the iso volume only when there is no mesh yet (or it is empty).
+        one is swapped in when it rests); the iso volume (only made for a soft map that cannot be meshed)
+        otherwise.
 
         Under software OpenGL the iso volume is not fast: ray-casting it takes 0.55 s of a 0.83 s frame of
         a 512 × 512 × 300 map, so dragging over it cost 2.5× a repaint of the mesh. It is hidden, not made
         transparent (a transparent volume is still ray-cast every frame), whenever a mesh is shown.
         """
         surface = self.shown_mode == "surface"
-        mesh = surface and self.mesh_level is not None and not self._mesh_empty and self.alive(self.mesh_layer)
+        mesh = (surface and self.mesh_level is not None and not self._mesh_empty and self.alive(self.mesh_layer)
+                and not self._revealing)
         if self.alive(self.mesh_layer) and self.mesh_layer.visible != mesh:
             self.mesh_layer.visible = mesh
         if self.alive(self.surface_layer) and self.surface_layer.visible != (surface and not mesh):
@@ -414,6 +407,7 @@ class ThresholdOverlay:
         self.mesh_layer = None
         self.mesh_level = None
         self._mesh_empty = False
+        self._revealing = False
 
     def set_visibility(self) -> None:
         """Show the overlay layers of the current mode, hide the others."""
@@ -484,9 +478,16 @@ class ThresholdOverlay:
                 the GUI is never blocked for their sum. Without it, all happens now.
         """
         mode = self.viewer.dims.ndisplay
+        # a mesh kept from an earlier 3D view is shown on a later turn too (its first frame uploads it again)
+        reveal = (mode == 3 and later is not None and self.source is not None and self.alive(self.mesh_layer)
+                  and self.mesh_level is not None and not self._mesh_empty)
+        self._revealing = self._revealing or reveal
         adds = self._enter_3d() if mode == 3 else self._leave_3d()
+        if reveal:
+            adds.append(self._reveal_mesh)
 
         def finish() -> None:
+            self._revealing = False          # shown now at the latest (its turn is skipped if 3D was left)
             self.ensure()
             self.show_colorbar()
             self.update(self.threshold)

@@ -24,7 +24,7 @@ import weakref
 
 from qtpy.QtCore import QThreadPool, QTimer
 
-from napari_softseg._napari.overlay import legend_characters
+from napari_softseg._napari.overlay_style import legend_characters
 from napari_softseg._qt.plot_preload import preloading
 from napari_softseg._qt.qt_helpers import next_turn
 from napari_softseg._qt.workers import is_alive

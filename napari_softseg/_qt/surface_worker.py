@@ -6,13 +6,14 @@ In 3D the explorer shows ``p >= t`` as a smooth shaded mesh of ``p = t``
 glue between the slider and that work:
 
 * every slider move (:meth:`SurfaceBuilder.threshold_moved`) restarts a short rest timer (debounce,
-  :data:`REST_MS`); meanwhile the overlay shows the fast GPU iso-surface at the new ``t``;
+  :data:`REST_MS`); meanwhile the overlay keeps the last mesh and its legend names both levels;
 * when the slider rests, the mesh is built in a worker thread (a
   :class:`~napari_softseg._qt.background.LatestJob`: a newer request supersedes an older one, whose result
   is dropped) and swapped in on the GUI thread (:meth:`ThresholdOverlay.show_mesh
   <napari_softseg._napari.overlay.ThresholdOverlay.show_mesh>`, which also drops a mesh of a threshold or
   soft map that is no longer shown);
-* entering 3D builds at once; leaving 3D cancels (the overlay removes the mesh).
+* entering 3D builds at once (the legend says so until the first mesh is in; it is added hidden and shown
+  on the next turn); leaving 3D cancels (the overlay hides the mesh, kept for the next 3D view).
 
 With ``NAPARI_SOFTSEG_SYNC=1`` the build runs inline (as the docks' other jobs). Tests wait with
 ``qtbot.waitUntil(lambda: not builder.busy)``.
@@ -29,6 +30,7 @@ from qtpy.QtWidgets import QWidget
 from napari_softseg._napari.mesh_source import MeshSource, build_mesh
 from napari_softseg._napari.overlay import ThresholdOverlay
 from napari_softseg._qt.background import LatestJob
+from napari_softseg._qt.qt_helpers import next_turn
 from napari_softseg.analysis.surface import Mesh
 from napari_softseg.progress import Progress
 
@@ -127,7 +129,7 @@ class SurfaceBuilder(QObject):
                        message=f"3D surface p = {level:g} …")
 
     def _on_mesh(self, mesh: Mesh, source: MeshSource) -> None:
-        if self.overlay.show_mesh(mesh, source):
+        if self.overlay.show_mesh(mesh, source, later=next_turn):
             self.built += 1
         elif self.overlay.needs_mesh and not self.timer.isActive():
             self.timer.start()             # stale (the slider moved on while it was built): build again

@@ -15,7 +15,7 @@ What the canvas shows is drawn by :class:`~napari_softseg._napari.overlay.Thresh
 which the dock drives: the scan; the soft map as a translucent heat layer with a colour bar; ``p ≥ t``
 as a crisp cyan outline (optionally a light fill, confidence bands); in 3D a smooth shaded surface of
 ``p = t`` built off the GUI thread when the slider rests (:mod:`napari_softseg._qt.surface_worker`), the
-fast iso volume while it moves; raters hidden in the clinician layout, coloured outlines in the annotator
+last mesh kept while it moves; raters hidden in the clinician layout, coloured outlines in the annotator
 layout.
 
 A slider move costs (see ``benchmarks/bench_slider.py`` and docs/benchmarks.md):
@@ -64,7 +64,8 @@ from napari_softseg._napari.layer_roles import (
     reads_in_background,
 )
 from napari_softseg._napari.layers import format_threshold, layer_type, mask_layer_from_soft
-from napari_softseg._napari.overlay import BAND_LEVELS, OVERLAY_MODES, ThresholdOverlay, apply_role
+from napari_softseg._napari.overlay import OVERLAY_MODES, ThresholdOverlay, apply_role
+from napari_softseg._napari.overlay_style import BAND_LEVELS
 from napari_softseg._qt.background import ComputeStatus, LatestJob
 from napari_softseg._qt.dock_column import join_column_when_docked
 from napari_softseg._qt.dock_layout import dock_sections
