@@ -318,11 +318,14 @@ def measure(name: str, case: Path, moves: int, moves_3d: int, slices: int, open_
     bare = _timed(app, draws, lambda k: scene.update(), ks[:moves_3d])
     slider = _timed(app, draws, lambda k: explorer.slider.setValue(k), ks[:moves_3d])
     out["slider_3d"] = _ratio(bare, slider)
-    out["switch_2d"] = step(heart, lambda: setattr(viewer.dims, "ndisplay", 2), lambda: True, 600.0, draws)
-    # a second round: the 3D helpers (mesh, iso volume, the scan's stand-in) were kept, hidden
+    def back_in_2d() -> bool:   # the 2D look is all back (restored one layer per turn, the outline last)
+        return explorer.contour_layer is not None and explorer.contour_layer.visible
+
+    out["switch_2d"] = step(heart, lambda: setattr(viewer.dims, "ndisplay", 2), back_in_2d, 600.0, draws)
+    # a second round: the 3D helpers (mesh, the scan's stand-in) were kept, hidden
     out["switch_3d_again"] = step(heart, lambda: setattr(viewer.dims, "ndisplay", 3),
                                   lambda: explorer.overlay.shows_mesh and not explorer.job.busy, 600.0, draws)
-    out["switch_2d_again"] = step(heart, lambda: setattr(viewer.dims, "ndisplay", 2), lambda: True, 600.0, draws)
+    out["switch_2d_again"] = step(heart, lambda: setattr(viewer.dims, "ndisplay", 2), back_in_2d, 600.0, draws)
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     out["peak_rss_scans"] = round(peak / scan_bytes, 2)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from _analysis_case import counts, open_case, open_dock, wait_ready
 
-from napari_softseg._napari import layer_roles, overlay
+from napari_softseg._napari import layer_roles, layout_3d
 from napari_softseg.analysis.operating_point import Reference
 
 
@@ -109,8 +109,8 @@ def test_big_volumes_are_drawn_in_3d_from_a_strided_copy(make_napari_viewer, qtb
                             affine=soft_layer.affine, metadata={"softseg": {"kind": "image"}})
     widget = open_dock(viewer, "Threshold explorer")
     wait_ready(qtbot, widget)
-    monkeypatch.setattr(overlay, "MAX_3D_VOXELS", soft.size // 20)      # this small case counts as big
-    stride = overlay.display_stride(soft.shape)
+    monkeypatch.setattr(layout_3d, "MAX_3D_VOXELS", soft.size // 20)    # this small case counts as big
+    stride = layout_3d.display_stride(soft.shape)
     assert stride == 3
     viewer.dims.ndisplay = 3
     assert not scan.visible and not soft_layer.visible    # hidden at once; the stand-ins follow, one a turn
@@ -125,7 +125,9 @@ def test_big_volumes_are_drawn_in_3d_from_a_strided_copy(make_napari_viewer, qtb
     qtbot.waitUntil(lambda: widget.overlay.shows_mesh, timeout=20_000)
     assert widget.surface_layer is None  # no iso volume to ray-cast while the mesh is built
     viewer.dims.ndisplay = 2             # the stand-ins are kept, hidden (no removal: napari collects garbage)
-    assert scan.visible and scan.opacity == 1.0 and not context.visible and not widget.mesh_layer.visible
+    assert not context.visible and not widget.mesh_layer.visible     # at once; the scan on a later turn
+    qtbot.waitUntil(lambda: scan.visible, timeout=5000)
+    assert scan.opacity == 1.0
     viewer.dims.ndisplay = 3             # 3D again: the same stand-in, shown again
     qtbot.waitUntil(lambda: context.visible and not scan.visible, timeout=5000)
     assert [layer.name for layer in viewer.layers].count("scan (3D context)") == 1

@@ -455,7 +455,8 @@ def test_3d_without_a_mesh_shows_an_iso_surface_that_follows_the_slider(explorer
     assert not any(viewer.layers[f"rater {i}"].visible for i in range(1, 5))
     assert not soft_layer.visible and scan.visible and scan.opacity <= 0.25
     viewer.dims.ndisplay = 2
-    assert not surface.visible and widget.contour_layer.visible and soft_layer.visible and scan.opacity == 1.0
+    assert not surface.visible                     # at once; the 2D layers come back one per turn
+    qtbot.waitUntil(lambda: widget.contour_layer.visible and soft_layer.visible and scan.opacity == 1.0, timeout=5000)
     assert all(viewer.layers[f"rater {i}"].visible for i in range(1, 5))
     plane = current_plane(viewer, soft_layer)
     shown = np.asarray(real(widget.contour_layer)._slice.image.raw) > 0

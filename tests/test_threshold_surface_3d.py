@@ -115,7 +115,8 @@ def test_3d_shows_a_smooth_mesh_at_the_right_place_and_rebuilds_it_when_the_slid
     viewer.dims.ndisplay = 2                                        # back to 2D: the 3D helpers are hidden
     assert viewer.camera.handedness == "left"                       # the user's 2D orientation
     assert not [layer for layer in viewer.layers if layer._type_string == "surface" and layer.visible]
-    assert widget.contour_layer.visible and soft_layer.visible and viewer.layers["scan"].opacity == 1.0
+    qtbot.waitUntil(lambda: widget.contour_layer.visible and soft_layer.visible
+                    and viewer.layers["scan"].opacity == 1.0, timeout=5000)    # one layer per turn
 
     built = widget.surfaces.built                                   # 3D again, same threshold: the same mesh
     viewer.dims.ndisplay = 3
@@ -124,6 +125,7 @@ def test_3d_shows_a_smooth_mesh_at_the_right_place_and_rebuilds_it_when_the_slid
     assert widget.surfaces.built == built and widget.surface_layer is None
     before = np.linalg.norm(world_vertices(widget.mesh_layer) - centre, axis=1).mean()
     viewer.dims.ndisplay = 2
+    qtbot.waitUntil(lambda: soft_layer.visible, timeout=5000)      # napari's refresh skips a hidden layer
     data = soft_layer.data
     data[(data >= 0.27) & (data < 0.5)] = 0.0                       # the map edited in place: not that mesh
     soft_layer.refresh()
@@ -197,7 +199,8 @@ def test_a_soft_map_opened_while_in_3d_gets_the_3d_view(make_napari_viewer, qtbo
     assert not soft_layer.visible and scan.opacity <= 0.25 and scan.blending == "translucent_no_depth"
     assert scan.contrast_limits[1] > limits[1]                     # dimmed: faint context behind the surface
     viewer.dims.ndisplay = 2
-    assert scan.opacity == 1.0 and scan.blending == blending and tuple(scan.contrast_limits) == limits
+    qtbot.waitUntil(lambda: scan.opacity == 1.0, timeout=5000)
+    assert scan.blending == blending and tuple(scan.contrast_limits) == limits
 
 
 def test_a_mesh_closed_at_the_field_of_view_leaves_the_slice_slider_alone(make_napari_viewer, qtbot):
@@ -276,3 +279,21 @@ def test_the_first_mesh_is_added_hidden_and_shown_on_a_later_turn(make_napari_vi
     viewer.dims.ndisplay = 2
     overlay.set_visibility()
     assert not mesh.visible and not overlay.building_first_mesh
+
+
+def test_back_to_3d_before_2d_is_restored_loses_nothing(sphere_dock, qtbot):
+    """2D's layers come back one per turn; a quick 3D → 2D → 3D → 2D still ends with the user's 2D look."""
+    widget, viewer, soft_layer = sphere_dock
+    scan = viewer.layers["scan"]
+    look = (scan.opacity, scan.blending, scan.rendering, tuple(scan.contrast_limits))
+    viewer.dims.ndisplay = 3
+    qtbot.waitUntil(lambda: mesh_of(widget, widget.threshold), timeout=20000)
+    viewer.dims.ndisplay = 2
+    assert not soft_layer.visible and scan.opacity < look[0]        # not restored yet: on later turns
+    viewer.dims.ndisplay = 3
+    assert not soft_layer.visible and scan.opacity <= 0.25
+    viewer.dims.ndisplay = 2
+    qtbot.waitUntil(lambda: widget.contour_layer.visible and soft_layer.visible and scan.opacity == look[0],
+                    timeout=5000)
+    assert (scan.opacity, scan.blending, scan.rendering, tuple(scan.contrast_limits)) == look
+    assert not widget.mesh_layer.visible

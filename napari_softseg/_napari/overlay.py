@@ -21,15 +21,12 @@ widgets set :attr:`ThresholdOverlay.mode`, :attr:`~ThresholdOverlay.bands` and t
   the legend says the surface is being built: an iso-surface volume (``rendering="iso"``) shown meanwhile
   was the slowest thing to draw under software OpenGL (a whole head's first 3D frame with it took ~2 s
   beside the mesh build, without it ~0.3 s) and made the first mesh arrive twice as late. The iso volume
-  is kept only for a soft map that cannot be meshed. The first mesh's layer is added hidden and shown on
-  the next turn. The scan is a faint MIP volume drawn without depth (context that never hides the
-  surface), raters and soft maps are off (all restored in 2D). The 3D helper layers (mesh, context) are
-  hidden in 2D, not removed: napari collects garbage after every removal (0.2 s with a big case and torch
-  loaded), and the mesh of an unchanged threshold is shown again at once. A big volume (more than
-  :data:`MAX_3D_VOXELS`) is drawn in 3D from a strided copy (:func:`display_stride`): the scan's context
-  (and the iso volume), not the mesh, which is always of the full-resolution soft map. Under software
-  OpenGL uploading a 300 MB volume texture blocks the GUI thread for ~10 s; a 2 M-voxel copy for a
-  fraction of a second;
+  is kept only for a soft map that cannot be meshed (strided like a big scan, :func:`display_stride`). The
+  first mesh's layer is added hidden and shown on the next turn; the mesh, always of the full-resolution
+  soft map, is hidden in 2D, not removed (napari collects garbage after every removal: 0.2 s with a big
+  case and torch loaded), and shown again at once in 3D at an unchanged threshold. What 3D does to the
+  user's layers (raters and soft maps off, the scan as faint context or its strided stand-in) is
+  :class:`~napari_softseg._napari.layout_3d.Layout3D`'s;
 * one line of **canvas legend** (napari's text overlay) naming what the outline shows, and the chosen soft
   map's colour bar as the only colour bar.
 
@@ -45,8 +42,9 @@ import numpy as np
 from napari.utils.transforms import Affine
 
 from napari_softseg._napari import layers as softseg_layers
-from napari_softseg._napari.layer_roles import HELPER_KEY, is_helper, same_layer, soft_map_candidates
+from napari_softseg._napari.layer_roles import HELPER_KEY, same_layer, soft_map_candidates
 from napari_softseg._napari.layers import layer_type
+from napari_softseg._napari.layout_3d import Layout3D, display_stride, strided
 from napari_softseg._napari.mesh_source import MeshSource, mesh_source_of, surface_layer_data
 from napari_softseg._napari.overlay_style import (
     BAND_COLOR,
@@ -55,7 +53,6 @@ from napari_softseg._napari.overlay_style import (
     FILL_OPACITY,
     LEGEND_PREFIX,
     OUTLINE_COLOR,
-    SCAN_OPACITY_3D,
     SURFACE_COLOR,
     legend_text,
     mesh_colormap,
@@ -76,27 +73,6 @@ DEFAULT_OVERLAY = "outline"
 #: :data:`OUTLINE_MAX_SIDE` pixels a side: a line of 1/f voxel, thin and crisp at any zoom.
 OUTLINE_UPSAMPLE = 4
 OUTLINE_MAX_SIDE = 800
-#: Volumes shown in 3D as volume textures (the fast iso surface, the scan's context) are strided down to at
-#: most about this many voxels (:func:`display_stride`).
-MAX_3D_VOXELS = 2_000_000
-
-
-def display_stride(shape) -> int:
-    """The step that keeps a 3D volume of ``shape`` under :data:`MAX_3D_VOXELS` voxels (1: shown as is)."""
-    n = float(np.prod(shape)) if len(shape) == 3 else 0.0
-    stride = 1
-    while n / stride**3 > MAX_3D_VOXELS:
-        stride += 1
-    return stride
-
-
-def strided(data, stride: int):
-    """``data`` itself (stride 1) or a contiguous copy of every ``stride``-th voxel along each axis."""
-    if stride == 1:
-        return data
-    return np.ascontiguousarray(np.asarray(data[(slice(None, None, stride),) * 3]))
-
-
 def outline_factor(shape) -> int:
     """Upsampling factor of the outline grid for a soft map of ``shape`` (1 … :data:`OUTLINE_UPSAMPLE`)."""
     side = max(shape[-2:]) if len(shape) >= 2 else 1
@@ -143,11 +119,9 @@ class ThresholdOverlay:
         self.mesh_level: float | None = None
         self.contour_view: ContourView | None = None
         self.bands_view: BandsView | None = None
-        self._saved_3d: list = []          # (layer, attribute, value) to restore when leaving 3D
-        self._context_layers: list = []    # (scan, its strided stand-in in 3D, the scan array's id); hidden in 2D
+        self.layout_3d = Layout3D(viewer)  # what 3D does to the user's layers, and undoes in 2D
         self._mesh_empty = False           # the mesh of mesh_level has no faces (nothing at or above it)
         self._revealing = False            # the first mesh was added hidden; shown on a later turn
-        self._saved_orientation = None     # the camera orientation before a mirrored 3D view was unmirrored
 
     # -- what is drawn -------------------------------------------------------------------------------
     @property
@@ -174,10 +148,7 @@ class ThresholdOverlay:
     def clear(self) -> None:
         """Draw nothing: remove the overlay layers (and the scans' 3D stand-ins) and forget the soft map."""
         self.remove()
-        for _, context, _ in self._context_layers:
-            if self.alive(context):
-                self.viewer.layers.remove(context)
-        self._context_layers = []
+        self.layout_3d.remove_stand_ins()
         self.source = None
         self.update_legend()
 
@@ -450,12 +421,7 @@ class ThresholdOverlay:
         elif same_layer(layer, self.mesh_layer):
             self.mesh_layer = self.mesh_level = None
         else:
-            for entry in list(self._context_layers):
-                scan, context, _ = entry
-                if same_layer(layer, context):
-                    self._context_layers.remove(entry)
-                elif same_layer(layer, scan) and self.alive(context):   # its scan is gone: so is its stand-in
-                    self.viewer.layers.remove(context)
+            self.layout_3d.forget(layer)
 
     def show_colorbar(self) -> None:
         """One colour bar: the drawn soft map's (the legend of its heat colours), in 2D."""
@@ -475,7 +441,8 @@ class ThresholdOverlay:
             later: Optional ``later(fn)`` that calls ``fn`` on a later turn of the event loop (the dock passes
                 a zero-delay timer). The layers that leave the view are hidden at once, and the new helper
                 layers (each ~0.2-0.3 s of napari's layer controls and canvas work) are added one per turn, so
-                the GUI is never blocked for their sum. Without it, all happens now.
+                the GUI is never blocked for their sum; back in 2D the layers 3D changed are restored one per
+                turn too. Without it, all happens now.
         """
         mode = self.viewer.dims.ndisplay
         # a mesh kept from an earlier 3D view is shown on a later turn too (its first frame uploads it again)
@@ -488,12 +455,13 @@ class ThresholdOverlay:
 
         def finish() -> None:
             self._revealing = False          # shown now at the latest (its turn is skipped if 3D was left)
+            self.layout_3d.flush()
             self.ensure()
             self.show_colorbar()
             self.update(self.threshold)
             self.update_legend()
 
-        if later is None or mode == 2:
+        if later is None:
             for add in adds:
                 add()
             finish()
@@ -502,7 +470,7 @@ class ThresholdOverlay:
 
         def run() -> None:
             step = pending.pop(0)
-            if step is finish or self.viewer.dims.ndisplay == mode:   # an add of a 3D view since left: skipped
+            if step is finish or self.viewer.dims.ndisplay == mode:   # a step of a view since left: skipped
                 step()
             if pending:
                 later(run)
@@ -511,87 +479,11 @@ class ThresholdOverlay:
 
     def _enter_3d(self) -> list:
         """Hide what 3D does not show (now) and return the additions still to make (the scans' stand-ins)."""
-        if self._saved_3d or self.source is None:
-            return []
-        self._unmirror()
-        adds = []
-        for layer in list(self.viewer.layers):
-            if is_helper(layer):
-                continue
-            kind = softseg_layers.kind_of(layer)
-            if layer_type(layer) == "labels" or same_layer(layer, self.source) or kind in ("soft_label", "prediction"):
-                self._saved_3d.append((layer, "visible", layer.visible))
-                layer.visible = False
-            elif layer_type(layer) == "image" and layer.visible and self._needs_context(layer):
-                self._saved_3d.append((layer, "visible", True))
-                layer.visible = False            # its strided stand-in is drawn instead
-                adds.append(lambda layer=layer: self._show_context(layer))
-            elif layer_type(layer) == "image" and layer.visible:
-                for attribute in ("opacity", "rendering", "blending", "contrast_limits_range", "contrast_limits"):
-                    self._saved_3d.append((layer, attribute, getattr(layer, attribute)))
-                layer.rendering = "mip"
-                layer.opacity = min(layer.opacity, SCAN_OPACITY_3D)
-                # context only: a MIP writes the depth of its brightest voxel (skin, fat) and would hide the
-                # surface; without depth it is drawn behind it. Without depth napari draws a volume at full
-                # strength whatever its opacity, so the scan is dimmed through its contrast limits too.
-                layer.blending = "translucent_no_depth"
-                lo, hi = (float(v) for v in layer.contrast_limits)
-                layer.contrast_limits = (lo, lo + (hi - lo) / SCAN_OPACITY_3D)
+        adds = self.layout_3d.enter(self.source)
         self.set_visibility()                    # the 2D helpers (outline, fill, bands) off now, not later
         return adds
 
-    @staticmethod
-    def _needs_context(layer) -> bool:
-        """Whether ``layer`` (a scan) is big enough to be drawn in 3D from a strided stand-in."""
-        return layer.ndim == 3 and not layer.rgb and not layer.multiscale and display_stride(layer.data.shape) > 1
-
-    def _show_context(self, layer) -> None:
-        """Show the strided stand-in of the big scan ``layer`` in 3D: the one from an earlier 3D view, or a new one."""
-        if not self.alive(layer) or self.viewer.dims.ndisplay != 3:
-            return
-        lo, hi = (float(v) for v in layer.contrast_limits)
-        limits = (lo, lo + (hi - lo) / SCAN_OPACITY_3D)
-        for scan, context, data_id in self._context_layers:
-            if same_layer(scan, layer) and self.alive(context) and data_id == id(layer.data):
-                context.contrast_limits = limits
-                context.visible = True
-                return
-        stride = display_stride(layer.data.shape)
-        context = self.viewer.add_image(
-            strided(layer.data, stride), name=f"{layer.name} (3D context)", rendering="mip",
-            colormap=layer.colormap, contrast_limits=limits,
-            opacity=min(layer.opacity, SCAN_OPACITY_3D), blending="translucent_no_depth",
-            metadata={HELPER_KEY: "3D context"}, affine=layer.affine.affine_matrix,
-            scale=np.asarray(layer.scale) * stride, translate=layer.translate, rotate=layer.rotate, shear=layer.shear,
-        )
-        self.viewer.layers.move(len(self.viewer.layers) - 1, 0)      # drawn first, behind the rest
-        self._context_layers.append((layer, context, id(layer.data)))
-
-    def _unmirror(self) -> None:
-        """Make the 3D view right-handed (a radiologist's 3D is never mirrored).
-
-        Flipping one 2D axis (e.g. ``orientation2d = ("up", "right")``, anterior up in axial slices) makes
-        napari's 3D camera left-handed: the head is drawn mirrored and the surface's light comes from behind
-        it. The depth axis is flipped to undo that; the 2D orientation is kept and all is restored in 2D.
-        """
-        camera = self.viewer.camera
-        if getattr(camera, "handedness", "right") != "left":
-            return
-        self._saved_orientation = tuple(camera.orientation)
-        depth, vertical, horizontal = (str(getattr(a, "value", a)) for a in camera.orientation)
-        camera.orientation = ("away" if depth == "towards" else "towards", vertical, horizontal)
-
     def _leave_3d(self) -> list:
-        """Hide the 3D helpers (kept for the next 3D view) and restore what 3D changed; nothing left to add."""
+        """Hide the 3D helpers (kept for the next 3D view) now; return the restores of what 3D changed."""
         self._swap_mesh()
-        for _, context, _ in self._context_layers:
-            if self.alive(context) and context.visible:
-                context.visible = False
-        if self._saved_orientation is not None:
-            self.viewer.camera.orientation = self._saved_orientation
-            self._saved_orientation = None
-        for layer, attribute, value in reversed(self._saved_3d):
-            if self.alive(layer):
-                setattr(layer, attribute, value)
-        self._saved_3d = []
-        return []
+        return self.layout_3d.leave()
