@@ -52,6 +52,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_softseg._napari import layers as L
+from napari_softseg._napari.gc_freeze import freeze_long_lived
 from napari_softseg._napari.layer_roles import label_candidates, other_open_cases, scan_candidates
 from napari_softseg._qt.device_detection import PROVISIONAL, DeviceDetector
 from napari_softseg._qt.dock_column import join_column_when_docked
@@ -60,7 +61,7 @@ from napari_softseg._qt.fine_tune_panel import FineTunePanel
 from napari_softseg._qt.glyphs import warm_canvas_glyphs
 from napari_softseg._qt.notifications import describe_exception, notify_exception, show_info
 from napari_softseg._qt.plot_preload import preload_plots
-from napari_softseg._qt.qt_helpers import relax_combos, signals_blocked
+from napari_softseg._qt.qt_helpers import next_turn, relax_combos, signals_blocked
 from napari_softseg._qt.workers import ProgressTask, is_alive, run_progress
 from napari_softseg.analysis.softlabels import METHODS, make_soft_label
 from napari_softseg.datasets.bundled import demo_model_path
@@ -369,6 +370,7 @@ class SegmentationWidget(QWidget):
 
     def _on_devices_detected(self) -> None:
         preload_plots()  # matplotlib off the GUI thread (a no-op when the detection's worker imported it)
+        freeze_long_lived(self.viewer, later=next_turn)   # torch and the rest: out of later full collections
         combo = self.device_options.device
         current = combo.value
         with combo.changed.blocked():

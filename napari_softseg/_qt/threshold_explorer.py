@@ -56,6 +56,7 @@ from qtpy.QtWidgets import (
 from superqt.utils import qdebounced
 
 from napari_softseg._napari import layers as softseg_layers
+from napari_softseg._napari.gc_freeze import freeze_long_lived
 from napari_softseg._napari.layer_roles import (
     check_soft_map,
     inputs_key,
@@ -484,6 +485,7 @@ class ThresholdExplorer(QWidget):
             return
         self.analysis.add_curve(session, ref, curve)
         self._show_reference(session, ref)
+        freeze_long_lived(self.viewer, later=next_turn)   # what the build made: out of later full collections
 
     def _on_curve_added(self, ref) -> None:
         """Another dock built a curve for the shared inputs: use it if it is the one being waited for."""
