@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_softseg._napari.gc_freeze import freeze_long_lived
 from napari_softseg.errors import SoftsegError
 from napari_softseg.io.nifti import is_nifti_path, peek_nifti_shape
 
@@ -148,6 +149,9 @@ class BackgroundRead:
     def start(self) -> BackgroundRead:
         """Start the worker thread and the progress bar."""
         from napari.qt.threading import create_worker
+
+        if self.viewer is not None:
+            freeze_long_lived(self.viewer)   # napari's own objects: out of the full collections the read causes
         from napari.utils import progress
 
         _PENDING.append(self)

@@ -133,6 +133,7 @@ class SegmentationWidget(QWidget):
         self.destroyed.connect(_cancel_on_destroy(self))
         join_column_when_docked(self, TITLE)
         warm_canvas_glyphs(napari_viewer)          # the canvas text the explorer shows later, ahead of time
+        freeze_long_lived(napari_viewer, later=next_turn)   # before torch's import makes ~10^5 objects more
 
     # ------------------------------------------------------------------------------------------
     # UI

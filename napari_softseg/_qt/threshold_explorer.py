@@ -202,6 +202,7 @@ class ThresholdExplorer(QWidget):
         apply_role(napari_viewer, self.analysis.role)     # the clinician layout: raters hidden
         join_column_when_docked(self, TITLE)
         warm_canvas_glyphs(napari_viewer)          # the legend's first frame then renders no new glyph
+        freeze_long_lived(napari_viewer, later=next_turn)   # the open case's objects, before the dock adds more
         # a big map is read (and checksummed) from the turn after napari has laid the dock out and drawn it:
         # begun meanwhile, the read competed with that for the cores (0.21-0.24 s at 512 x 512 x 300)
         self._first_read_due = reads_in_background(self.inputs.soft_layer())
