@@ -1,4 +1,4 @@
-"""The docks freeze long-lived objects out of Python's collector, and a removed layer is still freed.
+"""While our docks are open, long-lived objects are frozen out of Python's collector; removed layers are freed.
 
 The suite runs with ``NAPARI_SOFTSEG_GC_FREEZE=0`` (tests/conftest.py); these tests turn it on, open the
 docks the way napari does, and thaw before napari's viewer fixture checks that no viewer leaked.
@@ -18,6 +18,7 @@ from napari_softseg._napari import gc_freeze
 @pytest.fixture
 def freezing(monkeypatch):
     monkeypatch.setenv(gc_freeze.ENV, "1")
+    monkeypatch.setattr(gc_freeze, "_holders", 0)
     gc.unfreeze()
     yield
     gc.unfreeze()                         # before napari's fixture collects and looks for leaked viewers
@@ -30,41 +31,44 @@ def test_the_environment_variable_turns_it_off(monkeypatch, value, on):
     assert gc_freeze.enabled() is on
 
 
-def test_the_soft_segmentation_dock_freezes_once_torch_is_in(make_napari_viewer, qtbot, freezing):
+def test_a_dock_holds_the_freeze_and_removed_layers_are_still_freed(make_napari_viewer, qtbot, freezing):
     viewer = make_napari_viewer()
     open_case(viewer)
-    assert gc.get_freeze_count() == 0
+    assert gc.get_freeze_count() == 0 and not gc_freeze.freeze_long_lived()    # no dock: nothing frozen
     widget = open_dock(viewer, "Soft segmentation")
-    qtbot.waitUntil(lambda: not widget.devices.pending, timeout=60_000)
     assert gc.get_freeze_count() > 1000
-    # the layers opened before the freeze are in it; removed, each is still freed
-    layer = viewer.layers[0]
-    gone = weakref.ref(layer)
-    del layer
+    qtbot.waitUntil(lambda: not widget.devices.pending, timeout=60_000)
+    # a layer opened before the freeze, removed: freed on the next turn (napari's event held it till then)
+    gone = weakref.ref(viewer.layers[0])
     viewer.layers.remove(viewer.layers[0])
-    assert gc.get_freeze_count() == 0                              # thawed: napari's event still holds it
-    qtbot.waitUntil(lambda: gc.get_freeze_count() > 1000, timeout=5000)   # a turn later: collected, frozen
-    assert gone() is None
-    # a batch of removals: napari collects at the batch's end, and so the freeze waits for it
+    qtbot.waitUntil(lambda: gone() is None, timeout=5000)
+    assert gc.get_freeze_count() > 1000                            # frozen again after that collection
+    # a batch of removals: one collection after the batch
     refs = [weakref.ref(layer) for layer in list(viewer.layers)[:2]]
     with viewer.layers.batched_update():
         for ref in refs:
             viewer.layers.remove(ref())
-    assert all(ref() is None for ref in refs) and gc.get_freeze_count() > 1000    # at once
+    qtbot.waitUntil(lambda: all(ref() is None for ref in refs), timeout=5000)
+    assert gc.get_freeze_count() > 1000
+    assert len(gc.get_objects()) < gc.get_freeze_count()          # what a full collection still scans
 
 
-def test_the_threshold_explorer_freezes_after_its_curve(make_napari_viewer, qtbot, freezing):
+def test_the_explorers_replaced_helpers_are_freed_and_closing_thaws(make_napari_viewer, qtbot, freezing):
     viewer = make_napari_viewer()
-    soft_layer, _, _, _ = open_case(viewer)
+    open_case(viewer)
     widget = open_dock(viewer, "Threshold explorer")
     wait_ready(qtbot, widget)
     assert gc.get_freeze_count() > 1000
-    # its own helper layers, frozen with it, are freed when it replaces them (a batch)
-    outline = weakref.ref(widget.contour_layer)
-    widget.overlay.remove()
-    qtbot.waitUntil(lambda: gc.get_freeze_count() > 1000, timeout=5000)
-    assert outline() is None
-    assert len(gc.get_objects()) < gc.get_freeze_count()          # what a full collection still scans
+    widget.bands_check.setChecked(True)
+    qtbot.waitUntil(lambda: widget.bands_layer is not None, timeout=5000)
+    helpers = [weakref.ref(widget.contour_layer), weakref.ref(widget.bands_layer)]
+    widget.overlay.remove()                                         # two helpers: one batch
+    qtbot.waitUntil(lambda: all(ref() is None for ref in helpers), timeout=5000)
+    assert gc.get_freeze_count() > 1000
+    viewer.window.remove_dock_widget(widget)                        # napari keeps the inner widget: delete it
+    widget.deleteLater()                                            # the last dock gone: all thawed
+    qtbot.waitUntil(lambda: gc.get_freeze_count() == 0, timeout=5000)
+    assert not gc_freeze.freeze_long_lived()
 
 
 def test_nothing_is_frozen_when_turned_off(make_napari_viewer, qtbot, monkeypatch):

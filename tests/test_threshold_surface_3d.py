@@ -297,3 +297,19 @@ def test_back_to_3d_before_2d_is_restored_loses_nothing(sphere_dock, qtbot):
                     timeout=5000)
     assert (scan.opacity, scan.blending, scan.rendering, tuple(scan.contrast_limits)) == look
     assert not widget.mesh_layer.visible
+
+
+def test_a_layer_removed_in_3d_is_not_kept_to_be_restored(sphere_dock, qtbot):
+    """The 3D layout keeps what it must restore in 2D; a layer the user removes meanwhile is let go (its data)."""
+    import gc
+    import weakref
+
+    widget, viewer, soft_layer = sphere_dock
+    viewer.dims.ndisplay = 3
+    qtbot.waitUntil(lambda: mesh_of(widget, widget.threshold), timeout=20000)
+    gone = weakref.ref(viewer.layers["scan"])                      # dimmed in 3D: its 2D look was saved
+    viewer.layers.remove("scan")
+    gc.collect()
+    assert gone() is None
+    viewer.dims.ndisplay = 2
+    qtbot.waitUntil(lambda: widget.contour_layer.visible and soft_layer.visible, timeout=5000)

@@ -150,8 +150,7 @@ class BackgroundRead:
         """Start the worker thread and the progress bar."""
         from napari.qt.threading import create_worker
 
-        if self.viewer is not None:
-            freeze_long_lived(self.viewer)   # napari's own objects: out of the full collections the read causes
+        freeze_long_lived()                  # (while one of our docks is open) out of the read's full collections
         from napari.utils import progress
 
         _PENDING.append(self)

@@ -1,21 +1,21 @@
-"""Short full garbage collections in the viewer's process: the long-lived objects are frozen (``gc.freeze``).
+"""Short full garbage collections while our docks are open: the long-lived objects are frozen (``gc.freeze``).
 
 CPython collects its oldest generation on its own whenever enough new objects have survived, in whatever
 thread is allocating, holding the GIL. With napari, Qt, matplotlib and torch loaded that collection scans
 ~1 M objects: 0.13–0.26 s on a 2-core machine, a stall of the GUI thread wherever it lands (in
-``benchmarks/bench_scale.py`` inside about one step in three: the open, Predict, the PR curve).
+``benchmarks/bench_scale.py`` inside about one step in three: Predict, the PR curve).
 
-Once the docks' heavy imports are done, :func:`freeze_long_lived` moves every object alive into CPython's
-permanent generation (:func:`gc.freeze`), which collections skip: a full collection then scans only what was
-made since, ~0.02 s. Nothing is freed any later than before, with one exception: a frozen object that
-becomes cyclic garbage is not collected while frozen. What matters there is a removed layer (it holds its
-data), so the collector is thawed (:func:`gc.unfreeze`) as a layer is about to leave a viewer, and frozen
-again only after a collection that can free it:
+While at least one of our docks is open (:func:`hold`, released when the dock is destroyed),
+:func:`freeze_long_lived` moves every object alive into CPython's permanent generation (:func:`gc.freeze`),
+which collections skip: a full collection then scans only what was made since, ~0.02 s. A frozen object
+that becomes cyclic garbage is not collected while frozen; what matters there is a removed layer (it holds
+its data). So after every removal from a held viewer (one layer, or a batch at its end), once the event
+and its callers have let go of the layer, the docks' ``later`` turn thaws, collects once and freezes again
+(napari's own collection at the removal, run while the event still holds the layer, is a short one now).
+When the last dock closes, everything is thawed and Python's collector works as before.
 
-* after a batch of removals, napari collects garbage at the batch's end: frozen again right after;
-* after a single removal, napari collects while its ``removed`` event still holds the layer: the docks'
-  ``later`` runs one more collection on the next turn of the event loop, then freezes (without a
-  ``later``, the next :func:`freeze_long_lived` collects first).
+Limits: the freeze is process-wide. A layer removed from a second viewer without our docks, in the same
+process, is freed at the next collection one of our docks runs (or when they close).
 
 Set ``NAPARI_SOFTSEG_GC_FREEZE=0`` to leave the process's collector alone (the test suite does, except for
 the tests of this module).
@@ -29,9 +29,10 @@ import os
 #: The environment variable that turns the freezing off (``0``, ``false``, ``no`` or ``off``).
 ENV = "NAPARI_SOFTSEG_GC_FREEZE"
 
-_batches = 0            # layer-list batches under way (napari collects garbage at a batch's end)
-_needs_collect = False  # a layer was removed and no collection that can free it has run since
-_later = None           # the docks' ``later(fn)``: fn on a later turn of the event loop
+_holders = 0        # docks open that hold the freeze
+_batches = 0        # layer-list batches under way
+_batch_removed = False
+_later = None       # the docks' ``later(fn)``: fn on a later turn of the event loop
 
 
 def enabled() -> bool:
@@ -39,50 +40,66 @@ def enabled() -> bool:
     return os.environ.get(ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def freeze_long_lived(viewer, later=None) -> bool:
-    """Freeze every object alive now; thaw around each removal of a layer from ``viewer``.
+def hold(viewer, later) -> bool:
+    """A dock of ``viewer`` opens: freeze from now on (see :func:`freeze_long_lived`) until :func:`release`.
 
-    Call it on the GUI thread once a dock's heavy imports are done. Calling it again (another dock, another
-    viewer) freezes what was made since. ``later(fn)``: calls ``fn`` on a later turn of the event loop
-    (after a single removal: one collection, then the freeze). Returns whether it froze (see :func:`enabled`).
+    Args:
+        viewer: The dock's viewer; its layer removals are followed (a collection, then the freeze again).
+        later: ``later(fn)`` calls ``fn`` on a later turn of the event loop (the collection after a removal).
+
+    Returns whether it holds (False when :func:`enabled` says no); connect :func:`release` to the dock's
+    destruction only then.
     """
-    global _later
+    global _holders, _later
     if not enabled():
         return False
-    if later is not None:
-        _later = later
+    _holders += 1
+    _later = later
     events = viewer.layers.events
-    events.removing.connect(thaw)          # napari ignores a callback connected twice
-    events.removed.connect(_removed)       # after napari's own handlers
+    events.removed.connect(_removed)       # napari ignores a callback connected twice
     if hasattr(events, "begin_batch"):
         events.begin_batch.connect(_batch_begins)
         events.end_batch.connect(_batch_ends)
-    _collect_and_freeze()
+    gc.freeze()
     return True
 
 
-def thaw(event=None) -> None:
-    """Give the frozen objects back to the collector (a layer is about to be removed)."""
-    global _needs_collect
+def release(*_args) -> None:
+    """A dock that held the freeze was destroyed; the last one thaws everything."""
+    global _holders
+    _holders = max(0, _holders - 1)
+    if not _holders:
+        gc.unfreeze()
+
+
+def freeze_long_lived() -> bool:
+    """Freeze what is alive now (a dock's heavy imports or work are done), if a dock holds the freeze."""
+    if not (_holders and enabled()):
+        return False
+    gc.freeze()
+    return True
+
+
+def collect_and_freeze() -> None:
+    """Thaw, collect once (a removed layer is freed) and freeze what is left, if a dock still holds it."""
+    if not (_holders and enabled()):
+        return
     gc.unfreeze()
-    _needs_collect = True
+    gc.collect()
+    gc.freeze()
+
+
+def _after_removal() -> None:
+    if _holders and _later is not None:
+        _later(collect_and_freeze)
 
 
 def _removed(event=None) -> None:
-    if not _batches and _later is not None:
-        _later(_collect_and_freeze)
-
-
-def _collect_and_freeze() -> None:
-    """Collect first if a removed layer may still wait for it, then freeze what is alive."""
-    global _needs_collect
-    if not enabled():
-        return
-    if _needs_collect:
-        gc.unfreeze()
-        gc.collect()
-        _needs_collect = False
-    gc.freeze()
+    global _batch_removed
+    if _batches:
+        _batch_removed = True              # collected once, after the batch
+    else:
+        _after_removal()
 
 
 def _batch_begins(event=None) -> None:
@@ -91,8 +108,8 @@ def _batch_begins(event=None) -> None:
 
 
 def _batch_ends(event=None) -> None:
-    global _batches, _needs_collect
+    global _batches, _batch_removed
     _batches = max(0, _batches - 1)
-    if not _batches and _needs_collect and enabled():
-        _needs_collect = False             # napari has just collected, after the removals' events
-        gc.freeze()
+    if not _batches and _batch_removed:
+        _batch_removed = False
+        _after_removal()

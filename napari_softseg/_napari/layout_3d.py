@@ -18,8 +18,8 @@ from napari_softseg._napari.layer_roles import HELPER_KEY, is_helper, same_layer
 from napari_softseg._napari.layers import layer_type
 from napari_softseg._napari.overlay_style import SCAN_OPACITY_3D
 
-#: Volumes shown in 3D as volume textures (the fast iso surface, the scan's context) are strided down to at
-#: most about this many voxels (:func:`display_stride`).
+#: Volumes shown in 3D as volume textures (the scan's context; the iso volume of a soft map that cannot be
+#: meshed) are strided down to at most about this many voxels (:func:`display_stride`).
 MAX_3D_VOXELS = 2_000_000
 
 
@@ -162,7 +162,11 @@ class Layout3D:
             self._restore_next()
 
     def forget(self, layer) -> None:
-        """``layer`` was removed from the viewer: a stand-in is forgotten; a scan's stand-in is removed too."""
+        """``layer`` was removed from the viewer: nothing of it is kept to restore (holding it would keep its
+        data alive); a stand-in is forgotten; a scan's stand-in is removed too."""
+        self._saved = [entry for entry in self._saved if not same_layer(entry[0], layer)]
+        self._restoring = [kept for kept in ([e for e in group if not same_layer(e[0], layer)]
+                                             for group in self._restoring) if kept]
         for entry in list(self._stand_ins):
             scan, context, _ = entry
             if same_layer(layer, context):
@@ -172,7 +176,7 @@ class Layout3D:
 
     def remove_stand_ins(self) -> None:
         """Remove the scans' stand-ins from the viewer."""
-        for _, context, _ in self._stand_ins:
+        for _, context, _ in list(self._stand_ins):    # each removal calls forget(), which edits the list
             if self.alive(context):
                 self.viewer.layers.remove(context)
         self._stand_ins = []

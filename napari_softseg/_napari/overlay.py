@@ -228,7 +228,8 @@ class ThresholdOverlay:
             self.set_visibility()
             return
         if self.viewer.dims.ndisplay == 3:
-            self._enter_3d()             # a soft map chosen (or read) while the view is 3D: the 3D layout too
+            for add in self._enter_3d():   # a soft map chosen (or read) while the view is 3D: the 3D layout too
+                add()
         active = self.viewer.layers.selection.active
         transform = self._transform()
         factor = outline_factor(source.data.shape)
@@ -372,7 +373,7 @@ class ThresholdOverlay:
         self._swap_mesh()
 
     def remove_mesh(self) -> None:
-        """Remove the shaded mesh (leaving 3D, or a new soft map)."""
+        """Remove the shaded mesh (overlay mode "none", or a new soft map; leaving 3D only hides it)."""
         if self.alive(self.mesh_layer):
             self.viewer.layers.remove(self.mesh_layer)
         self.mesh_layer = None
@@ -435,7 +436,7 @@ class ThresholdOverlay:
 
     # -- 2D / 3D ---------------------------------------------------------------------------------------
     def on_ndisplay(self, later=None) -> None:
-        """2D ↔ 3D: in 3D p ≥ t is an iso-surface, the scan a faint volume, raters and heat map off.
+        """2D ↔ 3D: in 3D p ≥ t is a shaded surface, the scan a faint volume, raters and heat map off.
 
         Args:
             later: Optional ``later(fn)`` that calls ``fn`` on a later turn of the event loop (the dock passes
@@ -470,10 +471,12 @@ class ThresholdOverlay:
 
         def run() -> None:
             step = pending.pop(0)
-            if step is finish or self.viewer.dims.ndisplay == mode:   # a step of a view since left: skipped
-                step()
-            if pending:
-                later(run)
+            try:
+                if step is finish or self.viewer.dims.ndisplay == mode:   # a step of a view since left: skipped
+                    step()
+            finally:                             # a step that failed must not leave the rest (finish) undone
+                if pending:
+                    later(run)
 
         later(run)
 

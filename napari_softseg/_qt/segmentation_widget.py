@@ -51,8 +51,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_softseg._napari import gc_freeze
 from napari_softseg._napari import layers as L
-from napari_softseg._napari.gc_freeze import freeze_long_lived
 from napari_softseg._napari.layer_roles import label_candidates, other_open_cases, scan_candidates
 from napari_softseg._qt.device_detection import PROVISIONAL, DeviceDetector
 from napari_softseg._qt.dock_column import join_column_when_docked
@@ -133,7 +133,8 @@ class SegmentationWidget(QWidget):
         self.destroyed.connect(_cancel_on_destroy(self))
         join_column_when_docked(self, TITLE)
         warm_canvas_glyphs(napari_viewer)          # the canvas text the explorer shows later, ahead of time
-        freeze_long_lived(napari_viewer, later=next_turn)   # before torch's import makes ~10^5 objects more
+        if gc_freeze.hold(napari_viewer, next_turn):   # short full collections while the dock is open
+            self.destroyed.connect(gc_freeze.release)
 
     # ------------------------------------------------------------------------------------------
     # UI
@@ -371,7 +372,7 @@ class SegmentationWidget(QWidget):
 
     def _on_devices_detected(self) -> None:
         preload_plots()  # matplotlib off the GUI thread (a no-op when the detection's worker imported it)
-        freeze_long_lived(self.viewer, later=next_turn)   # torch and the rest: out of later full collections
+        gc_freeze.freeze_long_lived()    # torch's objects and the rest: out of later full collections
         combo = self.device_options.device
         current = combo.value
         with combo.changed.blocked():

@@ -55,8 +55,8 @@ from qtpy.QtWidgets import (
 )
 from superqt.utils import qdebounced
 
+from napari_softseg._napari import gc_freeze
 from napari_softseg._napari import layers as softseg_layers
-from napari_softseg._napari.gc_freeze import freeze_long_lived
 from napari_softseg._napari.layer_roles import (
     check_soft_map,
     inputs_key,
@@ -202,7 +202,8 @@ class ThresholdExplorer(QWidget):
         apply_role(napari_viewer, self.analysis.role)     # the clinician layout: raters hidden
         join_column_when_docked(self, TITLE)
         warm_canvas_glyphs(napari_viewer)          # the legend's first frame then renders no new glyph
-        freeze_long_lived(napari_viewer, later=next_turn)   # the open case's objects, before the dock adds more
+        if gc_freeze.hold(napari_viewer, next_turn):   # short full collections while the dock is open
+            self.destroyed.connect(gc_freeze.release)
         # a big map is read (and checksummed) from the turn after napari has laid the dock out and drawn it:
         # begun meanwhile, the read competed with that for the cores (0.21-0.24 s at 512 x 512 x 300)
         self._first_read_due = reads_in_background(self.inputs.soft_layer())
@@ -297,12 +298,12 @@ class ThresholdExplorer(QWidget):
 
     @property
     def surface_layer(self):
-        """The 3D iso-volume helper layer (the fast surface while the slider moves; None until 3D)."""
+        """The 3D iso-volume helper layer (only for a soft map that cannot be meshed; else None)."""
         return self.overlay.surface_layer
 
     @property
     def mesh_layer(self):
-        """The 3D shaded Surface layer of ``p = t`` (None until built; removed in 2D)."""
+        """The 3D shaded Surface layer of ``p = t`` (None until built; hidden in 2D)."""
         return self.overlay.mesh_layer
 
     def set_overlay_mode(self, mode: str) -> None:
@@ -486,7 +487,7 @@ class ThresholdExplorer(QWidget):
             return
         self.analysis.add_curve(session, ref, curve)
         self._show_reference(session, ref)
-        freeze_long_lived(self.viewer, later=next_turn)   # what the build made: out of later full collections
+        gc_freeze.freeze_long_lived()    # what the build made: out of later full collections
 
     def _on_curve_added(self, ref) -> None:
         """Another dock built a curve for the shared inputs: use it if it is the one being waited for."""
