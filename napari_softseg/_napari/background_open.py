@@ -149,9 +149,9 @@ class BackgroundRead:
     def start(self) -> BackgroundRead:
         """Start the worker thread and the progress bar."""
         from napari.qt.threading import create_worker
+        from napari.utils import progress
 
         freeze_long_lived()                  # (while one of our docks is open) out of the read's full collections
-        from napari.utils import progress
 
         _PENDING.append(self)
         self._bar = progress(total=0, desc=f"Opening {self.name}: reading …")

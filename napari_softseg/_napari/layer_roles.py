@@ -63,6 +63,11 @@ def same_layer(a, b) -> bool:
     return a is not None and b is not None and unwrapped(a) is unwrapped(b)
 
 
+def in_viewer(viewer, layer) -> bool:
+    """Whether ``layer`` is (still) one of ``viewer``'s layers (proxies included); ``None`` is not."""
+    return layer is not None and any(same_layer(layer, other) for other in viewer.layers)
+
+
 # -- candidates per role -----------------------------------------------------------------------------
 def soft_map_candidates(viewer) -> list[Image]:
     """Image layers that can be soft maps: predictions first, then soft labels, then other float images.

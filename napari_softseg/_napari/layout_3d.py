@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from napari_softseg._napari import layers as softseg_layers
-from napari_softseg._napari.layer_roles import HELPER_KEY, is_helper, same_layer
+from napari_softseg._napari.layer_roles import HELPER_KEY, in_viewer, is_helper, same_layer
 from napari_softseg._napari.layers import layer_type
 from napari_softseg._napari.overlay_style import SCAN_OPACITY_3D
 
@@ -55,7 +55,7 @@ class Layout3D:
 
     def alive(self, layer) -> bool:
         """Whether ``layer`` is (still) one of the viewer's layers."""
-        return layer is not None and any(same_layer(layer, other) for other in self.viewer.layers)
+        return in_viewer(self.viewer, layer)
 
     def enter(self, source) -> list:
         """Hide what 3D does not show (now): raters, soft maps (``source``, the one drawn, too), big scans

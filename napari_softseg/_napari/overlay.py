@@ -42,7 +42,7 @@ import numpy as np
 from napari.utils.transforms import Affine
 
 from napari_softseg._napari import layers as softseg_layers
-from napari_softseg._napari.layer_roles import HELPER_KEY, same_layer, soft_map_candidates
+from napari_softseg._napari.layer_roles import HELPER_KEY, in_viewer, same_layer, soft_map_candidates
 from napari_softseg._napari.layers import layer_type
 from napari_softseg._napari.layout_3d import Layout3D, display_stride, strided
 from napari_softseg._napari.mesh_source import MeshSource, mesh_source_of, surface_layer_data
@@ -131,7 +131,7 @@ class ThresholdOverlay:
 
     def alive(self, layer) -> bool:
         """Whether ``layer`` is (still) one of the viewer's layers."""
-        return layer is not None and any(same_layer(layer, other) for other in self.viewer.layers)
+        return in_viewer(self.viewer, layer)
 
     def shows(self, data) -> bool:
         """Whether the existing overlay layers show ``data`` (not an array the soft map had before)."""

@@ -40,7 +40,14 @@ from qtpy.QtWidgets import (
 from superqt.utils import qdebounced
 
 from napari_softseg._napari import layers as softseg_layers
-from napari_softseg._napari.layer_roles import HELPER_KEY, annotation_candidates, data_print, inputs_key, same_layer
+from napari_softseg._napari.layer_roles import (
+    HELPER_KEY,
+    annotation_candidates,
+    data_print,
+    in_viewer,
+    inputs_key,
+    same_layer,
+)
 from napari_softseg._napari.layers import format_threshold
 from napari_softseg._napari.overlay import apply_role
 from napari_softseg._qt.background import ComputeStatus, LatestJob
@@ -560,13 +567,13 @@ class RaterComparison(QWidget):
 
     def _set_disagreement(self, data, annotation=None, k: int = 0) -> None:
         if data is None:
-            if self.disagreement_layer is not None and self._alive(self.disagreement_layer):
+            if in_viewer(self.viewer, self.disagreement_layer):
                 self.viewer.layers.remove(self.disagreement_layer)
             self.disagreement_layer = None
             self.legend.setText("")
             return
         n = self.session.n_raters
-        if self.disagreement_layer is None or not self._alive(self.disagreement_layer):
+        if not in_viewer(self.viewer, self.disagreement_layer):
             soft = self.inputs.soft_layer()
             active = self.viewer.layers.selection.active
             colors = {None: (0, 0, 0, 0), **agreement_colors(n)}
@@ -577,7 +584,7 @@ class RaterComparison(QWidget):
                 rotate=soft.rotate, shear=soft.shear,
             )
             self.disagreement_layer.editable = False
-            if active is not None and self._alive(active):
+            if in_viewer(self.viewer, active):
                 self.viewer.layers.selection.active = active
         else:
             self.disagreement_layer.data = data
@@ -587,9 +594,6 @@ class RaterComparison(QWidget):
             f"Disagreement map vs the consensus ({k} of {n} raters): {s.extra:,} voxels only you marked, {s.missed:,} "
             f"you left out ({per or 'none'}). Red: no rater agrees with you → green: most raters do."
         )
-
-    def _alive(self, layer) -> bool:
-        return any(same_layer(layer, other) for other in self.viewer.layers)
 
     def _on_layer_removed(self, event) -> None:
         if same_layer(event.value, self.disagreement_layer):
