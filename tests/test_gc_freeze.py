@@ -12,7 +12,8 @@ import weakref
 import pytest
 from _analysis_case import open_case, open_dock, wait_ready
 
-from napari_softseg._napari import gc_freeze
+from napari_softseg._napari import background_open, gc_freeze
+from napari_softseg.datasets.bundled import demo_case_path
 
 
 @pytest.fixture
@@ -79,3 +80,40 @@ def test_nothing_is_frozen_when_turned_off(make_napari_viewer, qtbot, monkeypatc
     widget = open_dock(viewer, "Soft segmentation")
     qtbot.waitUntil(lambda: not widget.devices.pending, timeout=60_000)
     assert gc.get_freeze_count() == 0
+
+
+@pytest.fixture
+def background(monkeypatch):
+    monkeypatch.delenv(background_open.SYNC_ENV, raising=False)
+    monkeypatch.setattr(background_open, "BACKGROUND_MIN_BYTES", 0)
+
+
+def test_an_open_freezes_until_a_layer_is_removed(make_napari_viewer, qtbot, freezing, background):
+    viewer = make_napari_viewer()
+    frozen_while_adding = []
+    viewer.layers.events.inserted.connect(lambda event: frozen_while_adding.append(gc.get_freeze_count()))
+    viewer.open(str(demo_case_path()), plugin="napari-softseg")
+    (job,) = background_open.pending()
+    assert gc.get_freeze_count() > 1000                      # frozen from the start of the read
+    qtbot.waitUntil(lambda: job.done.is_set() and not background_open.pending(), timeout=60_000)
+    assert len(frozen_while_adding) == len(job.layers) >= 3 and min(frozen_while_adding) > 1000
+    assert gc.get_freeze_count() > 1000                      # and after it, while the case is looked at
+    # no dock: the first removal thaws, and Python's next collection frees the layer
+    gone = weakref.ref(viewer.layers[0])
+    viewer.layers.remove(viewer.layers[0])
+    assert gc.get_freeze_count() == 0
+    gc.collect()
+    assert gone() is None
+
+
+def test_a_dock_keeps_the_heap_frozen_after_an_open(make_napari_viewer, qtbot, freezing, background):
+    viewer = make_napari_viewer()
+    widget = open_dock(viewer, "Soft segmentation")
+    qtbot.waitUntil(lambda: not widget.devices.pending, timeout=60_000)
+    viewer.open(str(demo_case_path()), plugin="napari-softseg")
+    (job,) = background_open.pending()
+    qtbot.waitUntil(lambda: job.done.is_set() and not background_open.pending(), timeout=60_000)
+    assert gc.get_freeze_count() > 1000
+    gone = weakref.ref(viewer.layers[0])                      # removals are still collected as they come
+    viewer.layers.remove(viewer.layers[0])
+    qtbot.waitUntil(lambda: gone() is None, timeout=5000)

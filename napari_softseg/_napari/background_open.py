@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -36,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_softseg._napari.gc_freeze import freeze_long_lived
+from napari_softseg._napari import gc_freeze
 from napari_softseg.errors import SoftsegError
 from napari_softseg.io.nifti import is_nifti_path, peek_nifti_shape
 
@@ -127,7 +128,7 @@ class BackgroundRead:
 
     Attributes:
         paths: What is read.
-        layers: The layers added so far.
+        layers: The layers added so far (that still exist).
         error: The exception the read raised, if any.
         reading: True while the worker thread reads the files.
         done: Set once every layer was added (or the read failed).
@@ -136,7 +137,7 @@ class BackgroundRead:
     def __init__(self, viewer, paths: list[Path], read: Callable[[Any], list]):
         self.viewer = viewer
         self.paths = paths
-        self.layers: list = []
+        self._layers: list[weakref.ref] = []   # weak: a removed layer must not be kept alive by its open
         self.error: BaseException | None = None
         self.done = threading.Event()
         self.reading = False
@@ -146,12 +147,18 @@ class BackgroundRead:
         self._worker = None
         self.name = paths[0].name if len(paths) == 1 else f"{len(paths)} files"
 
+    @property
+    def layers(self) -> list:
+        """The layers this open added, as long as they exist (removed ones are not kept alive)."""
+        return [layer for layer in (ref() for ref in self._layers) if layer is not None]
+
     def start(self) -> BackgroundRead:
         """Start the worker thread and the progress bar."""
         from napari.qt.threading import create_worker
         from napari.utils import progress
 
-        freeze_long_lived()                  # (while one of our docks is open) out of the read's full collections
+        # short full collections while the read and the insertions allocate, and after (see gc_freeze)
+        gc_freeze.hold_for_open(self.viewer)
 
         _PENDING.append(self)
         self._bar = progress(total=0, desc=f"Opening {self.name}: reading …")
@@ -193,7 +200,7 @@ class BackgroundRead:
                 self._bar.total = n
                 self._bar.set_description(f"Opening {self.name}: adding layer {i + 1} of {n}")
                 self._bar.update(1)
-            self.layers.append(self.viewer.add_layer(layer))
+            self._layers.append(weakref.ref(self.viewer.add_layer(layer)))
         except Exception as exc:  # noqa: BLE001 - a closed viewer or a refused layer: report, stop adding
             logger.debug("adding a layer of %s failed", self.name, exc_info=True)
             self._failed(exc)

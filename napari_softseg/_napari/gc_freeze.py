@@ -14,8 +14,15 @@ and its callers have let go of the layer, the docks' ``later`` turn thaws, colle
 (napari's own collection at the removal, run while the event still holds the layer, is a short one now).
 When the last dock closes, everything is thawed and Python's collector works as before.
 
-Limits: the freeze is process-wide. A layer removed from a second viewer without our docks, in the same
-process, is freed at the next collection one of our docks runs (or when they close).
+A background open (:mod:`~napari_softseg._napari.background_open`) of a case freezes too
+(:func:`hold_for_open`): its full collections (0.13–0.22 s each with napari and Qt loaded, about one in
+every other open of a large case, on top of a layer's insertion) then scan only the new layers, and the heap
+stays frozen after it, while the case is looked at. The first layer removed from that viewer with no dock
+holding thaws everything (no collection of our own: Python's next one frees the layer, as it would have).
+Closing the viewer removes its layers, so it thaws too.
+
+Limits: the freeze is process-wide. A layer that existed before the freeze and is removed from a second
+viewer we do not follow, in the same process, is freed at our next collection or thaw.
 
 Set ``NAPARI_SOFTSEG_GC_FREEZE=0`` to leave the process's collector alone (the test suite does, except for
 the tests of this module).
@@ -55,13 +62,17 @@ def hold(viewer, later) -> bool:
         return False
     _holders += 1
     _later = later
+    _follow_removals(viewer)
+    gc.freeze()
+    return True
+
+
+def _follow_removals(viewer) -> None:
     events = viewer.layers.events
     events.removed.connect(_removed)       # napari ignores a callback connected twice
     if hasattr(events, "begin_batch"):
         events.begin_batch.connect(_batch_begins)
         events.end_batch.connect(_batch_ends)
-    gc.freeze()
-    return True
 
 
 def release(*_args) -> None:
@@ -70,6 +81,16 @@ def release(*_args) -> None:
     _holders = max(0, _holders - 1)
     if not _holders:
         gc.unfreeze()
+
+
+def hold_for_open(viewer) -> bool:
+    """A background open into ``viewer`` starts: freeze what is alive, and thaw at the first removal from
+    ``viewer`` while no dock holds the freeze (False when turned off)."""
+    if not enabled():
+        return False
+    _follow_removals(viewer)
+    gc.freeze()
+    return True
 
 
 def freeze_long_lived() -> bool:
@@ -92,6 +113,8 @@ def collect_and_freeze() -> None:
 def _after_removal() -> None:
     if _holders and _later is not None:
         _later(collect_and_freeze)
+    elif not _holders:                     # frozen by an open only: Python's collector takes over again
+        gc.unfreeze()
 
 
 def _removed(event=None) -> None:

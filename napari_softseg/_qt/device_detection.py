@@ -6,7 +6,8 @@ Listing the devices (``available_devices``) and resolving ``auto`` need torch, w
 device box offers ``auto`` and ``cpu`` (``cpu`` needs no torch) and the dock says "detecting …"; a Predict
 started meanwhile with ``auto`` resolves the device in its own worker. When torch is already imported the
 detection is cheap and runs inline. With ``NAPARI_SOFTSEG_SYNC=1`` it runs inline too. The worker imports
-the plot docks' modules (matplotlib) first, so the dock's background imports run one after the other.
+the plot docks' modules (matplotlib) first, so the dock's background imports run one after the other, then
+loads torch's libraries with the GIL released (:mod:`~napari_softseg.model.torch_libs`) before importing it.
 
 Tests wait with ``qtbot.waitUntil(lambda: not detector.pending)``.
 """
@@ -24,6 +25,7 @@ from napari_softseg._qt.plot_preload import import_plots, plots_imported
 from napari_softseg._qt.qt_helpers import next_turn
 from napari_softseg._qt.workers import is_alive
 from napari_softseg.model.device import DeviceChoice, available_devices, resolve_device
+from napari_softseg.model.torch_libs import preload_torch_libraries
 from napari_softseg.progress import Progress, drive
 
 #: What the device box offers before the detection has answered (neither needs torch).
@@ -45,6 +47,7 @@ def detect_devices(with_plots: bool = False) -> Generator[Progress, None, tuple[
     yield Progress("devices", 0, 1, "detecting compute devices")
     if with_plots and not plots_imported():
         import_plots()
+    preload_torch_libraries()            # libtorch loaded with the GIL released: torch's import then is short
     return available_devices(), resolve_device("auto")
 
 
