@@ -94,6 +94,23 @@ def test_event_loop_runs_while_the_file_is_read(make_napari_viewer, qtbot, alway
     assert len(viewer.layers) == len(read(demo_case_path()))
 
 
+def test_an_empty_viewer_gets_its_sliders_on_a_turn_before_the_first_layer(make_napari_viewer, qtbot,
+                                                                           always_background):
+    """napari makes the dimension sliders with the first layer otherwise, on the same turn."""
+    sync = make_napari_viewer()
+    for data, kwargs, layer_type in read(demo_case_path()):
+        getattr(sync, f"add_{layer_type}")(data, **kwargs)
+    viewer = make_napari_viewer()
+    layers_when_3d: list[int] = []
+    viewer.dims.events.ndim.connect(lambda event: layers_when_3d.append(len(viewer.layers)))
+    viewer.open(str(demo_case_path()), plugin=PLUGIN)
+    (job,) = background_open.pending()
+    qtbot.waitUntil(lambda: job.done.is_set(), timeout=60000)
+    assert layers_when_3d[:1] == [0] and viewer.dims.ndim == 3             # before any layer was in
+    assert [layer.name for layer in viewer.layers] == [layer.name for layer in sync.layers]
+    assert viewer.dims.range == sync.dims.range and viewer.dims.current_step == sync.dims.current_step
+
+
 def test_every_layer_model_is_made_before_the_first_is_added(make_napari_viewer, qtbot, always_background,
                                                              monkeypatch):
     """Making a layer model is Python work that competes with the GUI thread for the GIL (the first Labels
