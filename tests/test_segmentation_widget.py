@@ -143,6 +143,31 @@ def test_magicgui_forms_feed_the_core(qtbot, viewer_with_case, monkeypatch, tmp_
     assert widget.train_options.native.isEnabled() and widget.soft_options.sigma.enabled
 
 
+def test_predicts_layer_model_is_made_in_the_worker_and_inserted_as_is(qtbot, viewer_with_case, tiny_model,
+                                                                       monkeypatch):
+    """The GUI thread only inserts the soft map's layer: napari's model of it is made in the worker."""
+    import threading
+
+    from napari_softseg._qt import segmentation_widget as sw
+
+    made = []
+
+    class Recorded(sw.Image):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append((self, threading.current_thread() is threading.main_thread()))
+
+    monkeypatch.setattr(sw, "Image", Recorded)
+    viewer, widget = viewer_with_case
+    widget.add_model(tiny_model, label="tiny")
+    widget.device_options.device.value = "cpu"
+    widget.predict_button.click()
+    _wait(qtbot, widget)
+    ((layer, on_gui_thread),) = made
+    assert not on_gui_thread and viewer.layers[PREDICTION_NAME] is layer
+    assert L.kind_of(layer) == "prediction" and L.provenance_of(layer)["device"] == "cpu"
+
+
 def test_predict_adds_soft_map_equal_to_engine(qtbot, viewer_with_case, tiny_model):
     from napari_softseg.model.inference import predict_array
     from napari_softseg.model.model_io import load_model

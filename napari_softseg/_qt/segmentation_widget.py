@@ -456,22 +456,26 @@ class SegmentationWidget(QWidget):
             return None
         chosen = {"device": self._device_choice}
         source = L.provenance_of(image_layer).get("source")
+        case = L.provenance_of(image_layer).get("case")
         image_name = image_layer.name
 
         def job():
             if chosen["device"] is None:             # "auto" while the devices are being detected
                 chosen["device"] = resolve_device("auto")
-            return (yield from _predict_job(model_path, image, chosen["device"].device, source, geometry.spacing))
-
-        def done(result: tuple[np.ndarray, dict]) -> None:
-            soft, info = result
             device = chosen["device"]
+            soft, info = yield from _predict_job(model_path, image, device.device, source, geometry.spacing)
             data, kwargs, _ = L.soft_map_layer(
                 soft, geometry, name=PREDICTION_NAME, kind="prediction", source=source, image_layer=image_name,
-                device=device.device, device_reason=device.reason,
-                case=L.provenance_of(image_layer).get("case"), **info,
+                device=device.device, device_reason=device.reason, case=case, **info,
             )
-            layer = self._put_layer(data, kwargs)
+            # napari's layer model (Qt-free: thumbnail, contrast limits, transforms) is made here in the
+            # worker, as a background open makes its layers: the GUI thread only inserts it
+            return Image(data, **kwargs), kwargs, info
+
+        def done(result: tuple[Image, dict, dict]) -> None:
+            made, kwargs, info = result
+            device = chosen["device"]
+            layer = self._put_layer(made.data, kwargs, made=made)
             notes = "; ".join(info.get("domain_notes", []))
             self._report(f"{layer.name}: predicted on {device.device} with {Path(info['model']).name}"
                          + (f" — {notes}" if notes else ""))
@@ -578,8 +582,9 @@ class SegmentationWidget(QWidget):
         self.cancel_button.setEnabled(running)
         self.progress_bar.setVisible(running)
 
-    def _put_layer(self, data: np.ndarray, kwargs: dict) -> Image:
-        """Add an image layer, or replace the data of the one this dock made under that name."""
+    def _put_layer(self, data: np.ndarray, kwargs: dict, made: Image | None = None) -> Image:
+        """Add an image layer (``made``, if its model was made already), or replace the data of the one this
+        dock made under that name."""
         name = kwargs["name"]
         if name in self.viewer.layers:
             layer = self.viewer.layers[name]
@@ -590,7 +595,7 @@ class SegmentationWidget(QWidget):
                 layer.contrast_limits = kwargs["contrast_limits"]
                 show_info(f"Updated layer '{name}'")
                 return layer
-        return self.viewer.add_image(data, **kwargs)
+        return self.viewer.add_layer(made) if made is not None else self.viewer.add_image(data, **kwargs)
 
     def _fail(self, exc: BaseException, action: str) -> None:
         """Show why ``action`` failed: in the dock's status line first, then as a notification."""
