@@ -9,6 +9,8 @@ from __future__ import annotations
 import gc
 import weakref
 
+import nibabel as nib
+import numpy as np
 import pytest
 from _analysis_case import open_case, open_dock, wait_ready
 
@@ -20,6 +22,8 @@ from napari_softseg.datasets.bundled import demo_case_path
 def freezing(monkeypatch):
     monkeypatch.setenv(gc_freeze.ENV, "1")
     monkeypatch.setattr(gc_freeze, "_holders", 0)
+    monkeypatch.setattr(gc_freeze, "_uncollected", False)
+    monkeypatch.setattr(gc_freeze, "_windows", set())
     gc.unfreeze()
     yield
     gc.unfreeze()                         # before napari's fixture collects and looks for leaked viewers
@@ -88,6 +92,13 @@ def background(monkeypatch):
     monkeypatch.setattr(background_open, "BACKGROUND_MIN_BYTES", 0)
 
 
+def _open(viewer, qtbot, path=None):
+    viewer.open(str(path or demo_case_path()), plugin="napari-softseg")
+    (job,) = background_open.pending()
+    qtbot.waitUntil(lambda: job.done.is_set() and not background_open.pending(), timeout=60_000)
+    return job
+
+
 def test_an_open_freezes_until_a_layer_is_removed(make_napari_viewer, qtbot, freezing, background):
     viewer = make_napari_viewer()
     frozen_while_adding = []
@@ -97,13 +108,50 @@ def test_an_open_freezes_until_a_layer_is_removed(make_napari_viewer, qtbot, fre
     assert gc.get_freeze_count() > 1000                      # frozen from the start of the read
     qtbot.waitUntil(lambda: job.done.is_set() and not background_open.pending(), timeout=60_000)
     assert len(frozen_while_adding) == len(job.layers) >= 3 and min(frozen_while_adding) > 1000
-    assert gc.get_freeze_count() > 1000                      # and after it, while the case is looked at
-    # no dock: the first removal thaws, and Python's next collection frees the layer
-    gone = weakref.ref(viewer.layers[0])
-    viewer.layers.remove(viewer.layers[0])
+    first_case = list(viewer.layers)
+    _open(viewer, qtbot)                                     # a second open freezes the first case's layers
+    assert gc.get_freeze_count() > 1000                      # and after it, while the cases are looked at
+    # no dock: the first removal thaws, and Python's next collection frees the layer, frozen until then
+    gone = weakref.ref(first_case[0])
+    viewer.layers.remove(first_case[0])
+    del first_case
     assert gc.get_freeze_count() == 0
     gc.collect()
     assert gone() is None
+
+
+def test_an_open_right_after_a_removal_does_not_freeze_the_removed_layers(make_napari_viewer, qtbot, freezing,
+                                                                          background):
+    viewer = make_napari_viewer()
+    _open(viewer, qtbot)
+    _open(viewer, qtbot)                                     # the first case's layers are frozen
+    first = [weakref.ref(layer) for layer in list(viewer.layers)[:3]]
+    viewer.layers.selection = {ref() for ref in first}
+    viewer.layers.remove_selected()                          # a batch; napari collects at its end
+    assert gc.get_freeze_count() == 0
+    _open(viewer, qtbot)                                     # no full collection since: nothing frozen now
+    assert gc.get_freeze_count() == 0
+    gc.collect()
+    assert all(ref() is None for ref in first)
+
+
+def test_an_open_that_adds_nothing_or_a_closed_window_thaws(make_napari_viewer, qtbot, freezing, background,
+                                                             tmp_path, monkeypatch):
+    import napari.utils.notifications as notifications
+
+    monkeypatch.setattr(notifications, "show_error", lambda message: None)
+    viewer = make_napari_viewer()
+    broken = tmp_path / "scan.nii.gz"                        # truncated: the header reads, the data does not
+    nib.Nifti1Image(np.random.default_rng(0).random((40, 40, 30), dtype=np.float32), np.eye(4)).to_filename(broken)
+    broken.write_bytes(broken.read_bytes()[:20000])
+    job = _open(viewer, qtbot, broken)
+    assert job.error is not None and len(viewer.layers) == 0 and gc.get_freeze_count() == 0
+    _open(viewer, qtbot)
+    assert gc.get_freeze_count() > 1000
+    # the close button leaves the layers in the viewer and deletes the window (WA_DeleteOnClose): its
+    # destroyed signal thaws (emitted here; a real close would break napari's viewer fixture)
+    viewer.window._qt_window.destroyed.emit()
+    assert gc.get_freeze_count() == 0
 
 
 def test_a_dock_keeps_the_heap_frozen_after_an_open(make_napari_viewer, qtbot, freezing, background):
@@ -117,3 +165,4 @@ def test_a_dock_keeps_the_heap_frozen_after_an_open(make_napari_viewer, qtbot, f
     gone = weakref.ref(viewer.layers[0])                      # removals are still collected as they come
     viewer.layers.remove(viewer.layers[0])
     qtbot.waitUntil(lambda: gone() is None, timeout=5000)
+    assert gc.get_freeze_count() > 1000                      # and the heap frozen again after

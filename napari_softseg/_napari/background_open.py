@@ -149,6 +149,7 @@ class BackgroundRead:
         self._added = threading.Event()     # the GUI thread added the last layer handed to it
         self._bar = None
         self._worker = None
+        self._frozen = False
         self.name = paths[0].name if len(paths) == 1 else f"{len(paths)} files"
 
     @property
@@ -162,7 +163,7 @@ class BackgroundRead:
         from napari.utils import progress
 
         # short full collections while the read and the insertions allocate, and after (see gc_freeze)
-        gc_freeze.hold_for_open(self.viewer)
+        self._frozen = gc_freeze.hold_for_open(self.viewer)
 
         _PENDING.append(self)
         self._bar = progress(total=0, desc=f"Opening {self.name}: reading …")
@@ -224,7 +225,7 @@ class BackgroundRead:
     def _failed(self, exc: BaseException) -> None:
         from napari.utils.notifications import show_error
 
-        self.error = exc
+        self.error = exc.with_traceback(None)   # its frames would keep the read's arrays alive
         self.done.set()
         message = str(exc) if isinstance(exc, SoftsegError) else f"{self.name}: cannot open ({type(exc).__name__}: {exc})"
         try:
@@ -239,6 +240,11 @@ class BackgroundRead:
         self.done.set()
         if self in _PENDING:
             _PENDING.remove(self)
+        if self._frozen and not self._layers:
+            gc_freeze.open_added_nothing()
+        # napari's task list may keep the worker, and through it this object: keep nothing big
+        self._worker = None
+        self._read = None
 
 
 def _layer_source(path: Path):

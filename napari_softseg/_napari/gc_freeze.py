@@ -1,9 +1,9 @@
-"""Short full garbage collections while our docks are open: the long-lived objects are frozen (``gc.freeze``).
+"""Short full garbage collections while a case is looked at: the long-lived objects are frozen (``gc.freeze``).
 
 CPython collects its oldest generation on its own whenever enough new objects have survived, in whatever
 thread is allocating, holding the GIL. With napari, Qt, matplotlib and torch loaded that collection scans
 ~1 M objects: 0.13–0.26 s on a 2-core machine, a stall of the GUI thread wherever it lands (in
-``benchmarks/bench_scale.py`` inside about one step in three: Predict, the PR curve).
+``benchmarks/bench_scale.py`` inside about one step in three: open, Predict, the PR curve).
 
 While at least one of our docks is open (:func:`hold`, released when the dock is destroyed),
 :func:`freeze_long_lived` moves every object alive into CPython's permanent generation (:func:`gc.freeze`),
@@ -15,14 +15,20 @@ and its callers have let go of the layer, the docks' ``later`` turn thaws, colle
 When the last dock closes, everything is thawed and Python's collector works as before.
 
 A background open (:mod:`~napari_softseg._napari.background_open`) of a case freezes too
-(:func:`hold_for_open`): its full collections (0.13–0.22 s each with napari and Qt loaded, about one in
-every other open of a large case, on top of a layer's insertion) then scan only the new layers, and the heap
-stays frozen after it, while the case is looked at. The first layer removed from that viewer with no dock
-holding thaws everything (no collection of our own: Python's next one frees the layer, as it would have).
-Closing the viewer removes its layers, so it thaws too.
+(:func:`hold_for_open`): its full collections (0.13–0.15 s each, about one in every other open of a large
+case, on top of a layer's insertion) then scan only the new layers, and the heap stays frozen after it,
+while the case is looked at. With no dock holding, the heap is thawed (no collection of our own: Python's
+next one frees what became garbage, as it would have) by the first removal from that viewer, by an open
+that added nothing, or by the viewer's window being destroyed (the close button; ``viewer.close()`` removes
+the layers first).
 
-Limits: the freeze is process-wide. A layer that existed before the freeze and is removed from a second
-viewer we do not follow, in the same process, is freed at our next collection or thaw.
+Nothing is frozen while a layer removed from a followed viewer has not been through a full collection yet
+(it would be frozen as garbage): a dock then collects on its next turn and freezes after; an open does not
+freeze.
+
+Limits: the freeze is process-wide. A layer that existed before the freeze and is removed from a viewer we
+do not follow (one our reader did not open into and our docks are not in), in the same process, is freed
+once we thaw or collect: the next removal from ours, our last dock closing, or our window closing.
 
 Set ``NAPARI_SOFTSEG_GC_FREEZE=0`` to leave the process's collector alone (the test suite does, except for
 the tests of this module).
@@ -40,6 +46,8 @@ _holders = 0        # docks open that hold the freeze
 _batches = 0        # layer-list batches under way
 _batch_removed = False
 _later = None       # the docks' ``later(fn)``: fn on a later turn of the event loop
+_uncollected = False  # a followed viewer lost a layer and no full collection has run since
+_windows: set[int] = set()   # ids of the viewers whose window's destruction thaws
 
 
 def enabled() -> bool:
@@ -63,11 +71,16 @@ def hold(viewer, later) -> bool:
     _holders += 1
     _later = later
     _follow_removals(viewer)
-    gc.freeze()
+    if _uncollected:                       # a removed layer may not be garbage yet: collect first
+        later(collect_and_freeze)
+    else:
+        gc.freeze()
     return True
 
 
 def _follow_removals(viewer) -> None:
+    if _full_collection_ended not in gc.callbacks:
+        gc.callbacks.append(_full_collection_ended)
     events = viewer.layers.events
     events.removed.connect(_removed)       # napari ignores a callback connected twice
     if hasattr(events, "begin_batch"):
@@ -84,18 +97,53 @@ def release(*_args) -> None:
 
 
 def hold_for_open(viewer) -> bool:
-    """A background open into ``viewer`` starts: freeze what is alive, and thaw at the first removal from
-    ``viewer`` while no dock holds the freeze (False when turned off)."""
+    """A background open into ``viewer`` starts: freeze what is alive (see the module); returns whether it
+    froze (not when turned off, or while a removed layer awaits a full collection)."""
     if not enabled():
         return False
     _follow_removals(viewer)
+    _thaw_with_window(viewer)
+    if _uncollected:
+        return False
     gc.freeze()
     return True
 
 
+def open_added_nothing() -> None:
+    """An open that :func:`hold_for_open` froze failed before adding a layer: thaw, unless a dock holds."""
+    if not _holders:
+        gc.unfreeze()
+
+
+def _thaw_with_window(viewer) -> None:
+    """Thaw (unless a dock holds) when ``viewer``'s window is destroyed: its close button leaves the layers
+    in the viewer, so no removal would."""
+    if id(viewer) in _windows:
+        return
+    try:
+        window = viewer.window._qt_window       # napari's main window (no public handle to its lifetime)
+        window.destroyed.connect(_window_destroyed)
+    except (AttributeError, RuntimeError, TypeError):   # a viewer without a window
+        return
+    _windows.add(id(viewer))
+
+
+def _window_destroyed(*_args) -> None:
+    _windows.clear()                       # ids may be reused by later viewers: follow them afresh
+    if not _holders:
+        gc.unfreeze()
+
+
+def _full_collection_ended(phase, info) -> None:
+    global _uncollected
+    if phase == "stop" and info.get("generation") == 2:
+        _uncollected = False
+
+
 def freeze_long_lived() -> bool:
-    """Freeze what is alive now (a dock's heavy imports or work are done), if a dock holds the freeze."""
-    if not (_holders and enabled()):
+    """Freeze what is alive now (a dock's heavy imports or work are done), if a dock holds the freeze and
+    no removed layer awaits its collection (the dock's ``later`` turn collects and freezes then)."""
+    if not (_holders and enabled()) or _uncollected:
         return False
     gc.freeze()
     return True
@@ -118,7 +166,8 @@ def _after_removal() -> None:
 
 
 def _removed(event=None) -> None:
-    global _batch_removed
+    global _batch_removed, _uncollected
+    _uncollected = True
     if _batches:
         _batch_removed = True              # collected once, after the batch
     else:
@@ -131,8 +180,9 @@ def _batch_begins(event=None) -> None:
 
 
 def _batch_ends(event=None) -> None:
-    global _batches, _batch_removed
+    global _batches, _batch_removed, _uncollected
     _batches = max(0, _batches - 1)
     if not _batches and _batch_removed:
         _batch_removed = False
+        _uncollected = True                # again: napari's own collection at the batch's end came first
         _after_removal()
