@@ -132,7 +132,7 @@ def test_magicgui_forms_feed_the_core(qtbot, viewer_with_case, monkeypatch, tmp_
         yield sw.Progress("setup", 0, None, "recorded")
         return out_dir
 
-    monkeypatch.setattr(sw, "_train_job", fake_job)
+    monkeypatch.setattr(sw, "train_on_cases", fake_job)
     widget.train_options.epochs.value = 7
     widget.train_options.max_minutes.value = 1.5
     widget.device_options.device.value = "cpu"
@@ -250,7 +250,7 @@ def _slow_job(*args, **kwargs):
 def test_cancel_leaves_layers_unchanged(qtbot, viewer_with_case, monkeypatch, tiny_model):
     import napari_softseg._qt.segmentation_widget as module
 
-    monkeypatch.setattr(module, "_predict_job", _slow_job)
+    monkeypatch.setattr(module, "predict_image", _slow_job)
     viewer, widget = viewer_with_case
     widget.add_model(tiny_model)
     n_layers = len(viewer.layers)
@@ -267,7 +267,7 @@ def test_cancel_leaves_layers_unchanged(qtbot, viewer_with_case, monkeypatch, ti
 def test_closing_viewer_during_run_does_not_crash(qtbot, make_napari_viewer, monkeypatch, tiny_model):
     import napari_softseg._qt.segmentation_widget as module
 
-    monkeypatch.setattr(module, "_predict_job", _slow_job)
+    monkeypatch.setattr(module, "predict_image", _slow_job)
     viewer = make_napari_viewer()
     L.add_layer_tuples(viewer, synthetic_case()[:2])
     widget = open_dock(viewer, "Soft segmentation")

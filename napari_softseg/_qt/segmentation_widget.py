@@ -28,7 +28,6 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -68,40 +67,14 @@ from napari_softseg.datasets.bundled import demo_model_path
 from napari_softseg.errors import SoftsegError
 from napari_softseg.model.calibration import calibration_state
 from napari_softseg.model.device import resolve_device
-from napari_softseg.model.domain import model_domain_notes, spacing_record
-from napari_softseg.model.inference import predict_array
-from napari_softseg.model.model_io import WEIGHTS_FILE, load_model, read_config
-from napari_softseg.model.training import TrainingCase, train_cases
-from napari_softseg.pipeline.provenance import model_checksums
+from napari_softseg.model.model_io import read_config
+from napari_softseg.pipeline.array_jobs import predict_image, train_on_cases
 from napari_softseg.progress import Progress
 
 TITLE = "Soft segmentation"
 BUNDLED = "bundled demo model"
 FOLDER = "model folder…"
 PREDICTION_NAME = "soft prediction"
-
-
-def _predict_job(model_path: Path, image: np.ndarray, device: str, source: str | None, spacing=None
-                 ) -> Generator[Progress, None, tuple[np.ndarray, dict]]:
-    """Load the model and predict (at the model's voxel size); returns the soft map and facts for the
-    provenance, including the voxel sizes and the domain notes (how the scan differs from training)."""
-
-    yield Progress("load", 0, None, "loading model")
-    model = load_model(model_path)
-    notes = model_domain_notes(model.config, image, spacing) if spacing is not None else []
-    for note in notes:
-        yield Progress("domain", 0, None, str(note))
-    soft = yield from predict_array(model, image, device=device, source=source, spacing=spacing)
-    sums = model_checksums(model)   # in the worker: named points check the weights against it
-    info = {
-        "model": str(model_path),
-        "model_sha256": sums.get(WEIGHTS_FILE) if sums else None,
-        "method": (model.config.softlabel or {}).get("method"),
-        "temperature": model.config.temperature,
-        "task": model.config.task,
-        **spacing_record(model.config, spacing, notes),
-    }
-    return soft, info
 
 
 class SegmentationWidget(QWidget):
@@ -463,7 +436,7 @@ class SegmentationWidget(QWidget):
             if chosen["device"] is None:             # "auto" while the devices are being detected
                 chosen["device"] = resolve_device("auto")
             device = chosen["device"]
-            soft, info = yield from _predict_job(model_path, image, device.device, source, geometry.spacing)
+            soft, info = yield from predict_image(model_path, image, device.device, source, geometry.spacing)
             data, kwargs, _ = L.soft_map_layer(
                 soft, geometry, name=PREDICTION_NAME, kind="prediction", source=source, image_layer=image_name,
                 device=device.device, device_reason=device.reason, case=case, **info,
@@ -521,7 +494,7 @@ class SegmentationWidget(QWidget):
             **self.train_options.asdict(),
             "device": self.device_name(), **self.train_overrides,
         }
-        job = _train_job(cases, out_dir, **options)
+        job = train_on_cases(cases, out_dir, **options)
         learned = (f"{len(cases)} case(s) in memory ({', '.join(c.name for c in cases)})"
                    + "".join(f"; left out {line}" for line in skipped))
 
@@ -605,20 +578,6 @@ class SegmentationWidget(QWidget):
     def _report(self, text: str) -> None:
         if is_alive(self):
             self.status.setText(text)
-
-
-def _train_job(cases, out_dir: Path, **options: Any) -> Generator[Progress, None, Path]:
-    """Train on the viewer's cases in memory (no temporary files), with validation and calibration.
-
-    The layers' arrays are used (not their source files), so edits made in the viewer are learned. With
-    several cases a share of them is held out for validation and calibration; a single volume is cut into
-    a training slab and a validation slab (see :func:`napari_softseg.model.training.train_cases`); a
-    single-slice case trains without validation.
-    """
-
-    training = [TrainingCase(c.name, c.image, np.asarray(c.masks), tuple(c.spacing)) for c in cases]
-    result = yield from train_cases(training, out_dir, task=cases[0].task, **options)
-    return Path(result.model_dir)
 
 
 def _flat(container: Container) -> QWidget:
