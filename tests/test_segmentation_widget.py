@@ -264,6 +264,30 @@ def test_cancel_leaves_layers_unchanged(qtbot, viewer_with_case, monkeypatch, ti
     assert widget.predict_button.isEnabled()
 
 
+def test_a_job_loads_torchs_libraries_in_its_worker_before_it_runs(qtbot, viewer_with_case, monkeypatch,
+                                                                      tiny_model):
+    import threading
+
+    import napari_softseg._qt.segmentation_widget as module
+
+    order = []
+    monkeypatch.setattr(module, "preload_torch_libraries",
+                        lambda: order.append(("preload", threading.current_thread() is threading.main_thread())))
+
+    def job(*args, **kwargs):
+        order.append(("job", threading.current_thread() is threading.main_thread()))
+        yield Progress("slices", 0, 1, "slice 0")
+        return np.zeros(1), {}
+
+    monkeypatch.setattr(module, "predict_image", job)
+    viewer, widget = viewer_with_case
+    widget.add_model(tiny_model)
+    widget.device_options.device.value = "cpu"
+    task = widget.predict()
+    qtbot.waitUntil(lambda: not task.running, timeout=TIMEOUT_MS)
+    assert order == [("preload", False), ("job", False)]
+
+
 def test_closing_viewer_during_run_does_not_crash(qtbot, make_napari_viewer, monkeypatch, tiny_model):
     import napari_softseg._qt.segmentation_widget as module
 

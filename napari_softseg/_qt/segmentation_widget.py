@@ -68,6 +68,7 @@ from napari_softseg.errors import SoftsegError
 from napari_softseg.model.calibration import calibration_state
 from napari_softseg.model.device import resolve_device
 from napari_softseg.model.model_io import read_config
+from napari_softseg.model.torch_libs import preload_torch_libraries
 from napari_softseg.pipeline.array_jobs import predict_image, train_on_cases
 from napari_softseg.progress import Progress
 
@@ -530,7 +531,7 @@ class SegmentationWidget(QWidget):
         self._set_running(True)
         self._report(f"{description}: starting…")
         self.task = run_progress(
-            gen, description=description, on_progress=self._on_progress, on_returned=on_returned,
+            _torch_libraries_first(gen), description=description, on_progress=self._on_progress, on_returned=on_returned,
             on_error=lambda exc: self._fail(exc, description),
             on_cancelled=on_cancelled or (lambda: self._report(f"{description}: cancelled; no layer changed")),
             on_finished=lambda: self._set_running(False), owner=self,
@@ -578,6 +579,14 @@ class SegmentationWidget(QWidget):
     def _report(self, text: str) -> None:
         if is_alive(self):
             self.status.setText(text)
+
+
+def _torch_libraries_first(gen):
+    """Run ``gen`` in the worker after loading torch's libraries with the GIL released: a job started before
+    the device detection has imported torch (Predict pressed at once) would import it plainly and stall the
+    GUI thread ~0.2 s (see :mod:`napari_softseg.model.torch_libs`; once per process, a no-op after)."""
+    preload_torch_libraries()
+    return (yield from gen)
 
 
 def _flat(container: Container) -> QWidget:
