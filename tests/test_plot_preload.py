@@ -29,7 +29,7 @@ def test_preload_imports_the_plot_modules_in_a_thread_once():
     assert out == "False softseg-preload-plots True True"
 
 
-def test_opening_the_soft_segmentation_dock_preloads_matplotlib_but_not_the_plot_docks():
+def test_opening_the_soft_segmentation_dock_preloads_matplotlib_and_the_plot_docks_modules():
     out = _run("""
         import sys, time
         import napari
@@ -39,11 +39,16 @@ def test_opening_the_soft_segmentation_dock_preloads_matplotlib_but_not_the_plot
         viewer.window.add_plugin_dock_widget("napari-softseg", "Soft segmentation")
         from napari_softseg._qt import plot_preload as pp
         deadline = time.monotonic() + 120
-        while not pp.plots_imported() and time.monotonic() < deadline:
+        docks = pp.DOCK_MODULES
+        while not all(name in sys.modules for name in docks) and time.monotonic() < deadline:
             QApplication.processEvents()
             time.sleep(0.02)
-        # imported by the device detection's worker, before torch: no second importing thread was needed
-        print(pp.plots_imported(), "napari_softseg._qt.threshold_explorer" in sys.modules, pp._thread is None)
+        # imported by the device detection's worker: no second importing thread was needed
+        print(pp.plots_imported(), all(name in sys.modules for name in docks), pp._thread is None)
+        # the explorer still opens and works from the preloaded module
+        explorer = viewer.window.add_plugin_dock_widget("napari-softseg", "Threshold explorer")[1]
+        print(pp.plots_imported(), all(name in sys.modules for name in docks), pp._thread is None,
+              type(explorer).__module__)
         viewer.close()
     """)
-    assert out == "True False True"
+    assert out == "True True True napari_softseg._qt.threshold_explorer"

@@ -6,8 +6,8 @@ Listing the devices (``available_devices``) and resolving ``auto`` need torch, w
 device box offers ``auto`` and ``cpu`` (``cpu`` needs no torch) and the dock says "detecting …"; a Predict
 started meanwhile with ``auto`` resolves the device in its own worker. When torch is already imported the
 detection is cheap and runs inline. With ``NAPARI_SOFTSEG_SYNC=1`` it runs inline too. The worker imports
-the plot docks' modules (matplotlib) first, so the dock's background imports run one after the other, then
-loads torch's libraries with the GIL released (:mod:`~napari_softseg.model.torch_libs`) before importing it.
+torch's libraries with the GIL released first (:mod:`~napari_softseg.model.torch_libs`), then the plot docks'
+modules (matplotlib), then torch, so the dock's background imports run one after the other.
 
 Tests wait with ``qtbot.waitUntil(lambda: not detector.pending)``.
 """
@@ -45,9 +45,11 @@ def detect_devices(with_plots: bool = False) -> Generator[Progress, None, tuple[
     (a 0.23 s stall at Predict's start on a whole head).
     """
     yield Progress("devices", 0, 1, "detecting compute devices")
+    # libtorch loaded with the GIL released, first: while it loads it holds the dynamic loader's lock, and an
+    # extension module imported meanwhile by another thread (matplotlib's) would wait for it holding the GIL
+    preload_torch_libraries()
     if with_plots and not plots_imported():
         import_plots()
-    preload_torch_libraries()            # libtorch loaded with the GIL released: torch's import then is short
     return available_devices(), resolve_device("auto")
 
 

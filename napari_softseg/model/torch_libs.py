@@ -17,6 +17,11 @@ itself first: a CUDA or ROCm build (torch pins the CUDA libraries of its wheels 
 that no other copy on the library path is used), or ``TORCH_USE_RTLD_GLOBAL``. Those keep the GUI stall of
 a plain import.
 
+While it loads, the dynamic loader's lock is held: another thread importing an extension module meanwhile
+waits for it holding the GIL, which would stall the GUI thread again. Callers preload before their own
+imports (the device detection, and every Soft segmentation job, wait for one another on this module's
+lock with the GIL released).
+
 It never imports torch and never raises: a platform without ``dlopen`` (Windows), a torch that is not
 installed or already imported, or a library that fails to load (logged with ``dlerror``) leaves
 everything to torch's own import.
