@@ -4,10 +4,10 @@ The Threshold explorer, Rater comparison and calibration docks draw with matplot
 (``matplotlib.figure`` and the Qt canvas) costs 0.4–0.7 s. napari imports a dock's module on the GUI thread
 when the dock is opened, so that import froze the viewer each time the first plot dock opened.
 :func:`preload_plots` starts the import in a daemon thread once one of our plot-free docks is up (the Soft
-segmentation dock's device detection imports them in its worker before torch, and the Dataset review
-dock starts a thread), usually the first ones a user opens; by the time a plot dock is
-asked for, the modules are in ``sys.modules`` and its import is cheap. The plot docks' own modules follow (:data:`DOCK_MODULES`), so opening one spends no turn importing them.
-Python's per-module import locks make
+segmentation dock's device detection imports them in its worker, after torch's libraries and before torch,
+and the Dataset review dock starts a thread), usually the first ones a user opens; by the time a plot dock
+is asked for, the modules are in ``sys.modules`` and its import is cheap. The plot docks' own modules follow
+(:data:`DOCK_MODULES`), so opening one spends no turn importing them. Python's per-module import locks make
 a plot dock opened during the preload wait for it rather than import twice. Failures are left for the real
 import to report.
 """
