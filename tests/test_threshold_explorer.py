@@ -72,6 +72,8 @@ def test_picks_layers_and_consensus_by_default(explorer, qtbot):
     # opened from the Plugins menu: the clinician layout (raters hidden, the heat map's colour bar shown)
     assert not any(viewer.layers[f"rater {i}"].visible for i in range(1, 5))
     assert soft_layer.colorbar.visible
+    # bottom right: the canvas legend line runs along the top (under a top-right bar in a narrow canvas)
+    assert soft_layer.colorbar.position == "bottom_right"
     assert same_layer(widget.inputs.soft_layer(), soft_layer)
     assert [layer.name for layer in widget.inputs.rater_layers()] == ["rater 1", "rater 2", "rater 3", "rater 4"]
     assert widget.reference == Reference("consensus", k=2)

@@ -49,6 +49,7 @@ from napari_softseg._napari.mesh_source import MeshSource, mesh_source_of, surfa
 from napari_softseg._napari.overlay_style import (
     BAND_COLOR,
     BAND_LEVELS,
+    COLORBAR_POSITION,
     FILL_COLOR,
     FILL_OPACITY,
     LEGEND_PREFIX,
@@ -425,11 +426,15 @@ class ThresholdOverlay:
             self.layout_3d.forget(layer)
 
     def show_colorbar(self) -> None:
-        """One colour bar: the drawn soft map's (the legend of its heat colours), in 2D."""
+        """One colour bar: the drawn soft map's (the legend of its heat colours), in 2D, in the canvas's
+        bottom-right corner (at the top right, the legend line along the top ran under it in a narrow canvas,
+        e.g. the demo's 1280 × 1024 window); a position the user picks later is kept."""
         for layer in soft_map_candidates(self.viewer):
             shown = same_layer(layer, self.source) and self.viewer.dims.ndisplay == 2 and layer.visible
             try:
                 if layer.colorbar.visible != shown:
+                    if shown:
+                        layer.colorbar.position = COLORBAR_POSITION
                     layer.colorbar.visible = shown
             except AttributeError:       # napari without layer colour bars
                 return

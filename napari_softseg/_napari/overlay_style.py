@@ -21,6 +21,7 @@ SURFACE_COLOR = (0.0, 0.9, 1.0)
 MESH_COLOR = (0.25, 0.85, 1.0)      # the shaded mesh: a light cyan that keeps its shading readable
 SCAN_OPACITY_3D = 0.25              # the scan as a faint volume behind the 3D surface
 LEGEND_PREFIX = "cyan "            # the canvas legend line starts so (and is recognised by it)
+COLORBAR_POSITION = "bottom_right"  # the soft map's colour bar: clear of the legend line along the top
 
 
 def step_colormap(name: str, rgb: tuple[float, float, float]) -> Colormap:
