@@ -23,7 +23,6 @@ def freezing(monkeypatch):
     monkeypatch.setenv(gc_freeze.ENV, "1")
     monkeypatch.setattr(gc_freeze, "_holders", 0)
     monkeypatch.setattr(gc_freeze, "_uncollected", False)
-    monkeypatch.setattr(gc_freeze, "_windows", set())
     gc.unfreeze()
     yield
     gc.unfreeze()                         # before napari's fixture collects and looks for leaked viewers

@@ -47,7 +47,7 @@ _batches = 0        # layer-list batches under way
 _batch_removed = False
 _later = None       # the docks' ``later(fn)``: fn on a later turn of the event loop
 _uncollected = False  # a followed viewer lost a layer and no full collection has run since
-_windows: set[int] = set()   # ids of the viewers whose window's destruction thaws
+_WINDOW_MARK = "_softseg_gc_thaw"   # set on a napari window whose destruction thaws
 
 
 def enabled() -> bool:
@@ -92,6 +92,11 @@ def release(*_args) -> None:
     """A dock that held the freeze was destroyed; the last one thaws everything."""
     global _holders
     _holders = max(0, _holders - 1)
+    _thaw_unless_held()
+
+
+def _thaw_unless_held(*_args) -> None:
+    """Thaw everything, unless a dock still holds the freeze (its removals are collected as they come)."""
     if not _holders:
         gc.unfreeze()
 
@@ -111,27 +116,19 @@ def hold_for_open(viewer) -> bool:
 
 def open_added_nothing() -> None:
     """An open that :func:`hold_for_open` froze failed before adding a layer: thaw, unless a dock holds."""
-    if not _holders:
-        gc.unfreeze()
+    _thaw_unless_held()
 
 
 def _thaw_with_window(viewer) -> None:
     """Thaw (unless a dock holds) when ``viewer``'s window is destroyed: its close button leaves the layers
     in the viewer, so no removal would."""
-    if id(viewer) in _windows:
-        return
     try:
         window = viewer.window._qt_window       # napari's main window (no public handle to its lifetime)
-        window.destroyed.connect(_window_destroyed)
+        if not getattr(window, _WINDOW_MARK, False):
+            window.destroyed.connect(_thaw_unless_held)
+            setattr(window, _WINDOW_MARK, True)
     except (AttributeError, RuntimeError, TypeError):   # a viewer without a window
         return
-    _windows.add(id(viewer))
-
-
-def _window_destroyed(*_args) -> None:
-    _windows.clear()                       # ids may be reused by later viewers: follow them afresh
-    if not _holders:
-        gc.unfreeze()
 
 
 def _full_collection_ended(phase, info) -> None:
@@ -161,8 +158,8 @@ def collect_and_freeze() -> None:
 def _after_removal() -> None:
     if _holders and _later is not None:
         _later(collect_and_freeze)
-    elif not _holders:                     # frozen by an open only: Python's collector takes over again
-        gc.unfreeze()
+    else:                                  # frozen by an open only: Python's collector takes over again
+        _thaw_unless_held()
 
 
 def _removed(event=None) -> None:
