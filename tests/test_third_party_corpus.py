@@ -184,3 +184,23 @@ def test_third_party_file(key):
     assert outcome == want_inspect, text
     if outcome == "refuse":
         assert text.startswith("softseg: error: ") and path.name in text and "\n" not in text
+
+
+@pytest.mark.parametrize("key", sorted(EXPECTED))
+def test_napari_offers_the_reader_for_every_file_it_claims(key):
+    """File ▸ Open and drag-and-drop go through the manifest's filename patterns before ``get_reader``: a
+    file the reader claims must match them, or napari never asks it (an .mgz or .nrrd was 'no reader')."""
+    from npe2 import PluginManager
+
+    group = key.split("/", 1)[0]
+    if group not in corpus_folders():
+        pytest.skip(f"{group} is not installed (pip install pydicom-data)")
+    path = FILES[key]
+    if path.name.lower().endswith(".dcm"):
+        pytest.importorskip("pydicom")
+    if EXPECTED[key][0] == "decline":
+        return                           # not claimed: napari may or may not ask, the reader says no
+    manager = PluginManager.instance()
+    manager.discover()                   # (a no-op once napari has discovered the plugins)
+    offered = [reader.plugin_name for reader in manager.iter_compatible_readers([str(path)])]
+    assert "napari-softseg" in offered, f"{path.name}: napari would not offer napari-softseg ({offered})"
